@@ -1,0 +1,205 @@
+#include "common/backend/cpu/cpu_kernels.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+
+namespace moe::cpu {
+namespace {
+std::atomic<MatmulImpl> g_matmul_impl{MatmulImpl::kBlas};
+}  // namespace
+
+void SetMatmulImpl(MatmulImpl impl) { g_matmul_impl.store(impl); }
+MatmulImpl GetMatmulImpl() { return g_matmul_impl.load(std::memory_order_relaxed); }
+
+absl::StatusOr<MatmulImpl> ParseMatmulImpl(absl::string_view name) {
+  if (name == "blas") return MatmulImpl::kBlas;
+  if (name == "loops") return MatmulImpl::kLoops;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown matmul implementation \"", name, "\" (blas or loops)"));
+}
+
+absl::string_view MatmulImplName(MatmulImpl impl) {
+  return impl == MatmulImpl::kBlas ? "blas" : "loops";
+}
+
+void MatMulTransB(const float* x, const float* w, float* y, int64_t n, int64_t k, int64_t m,
+                  bool accumulate) {
+  if (n == 0 || m == 0) return;
+  if (GetMatmulImpl() == MatmulImpl::kBlas) {
+    const float beta = accumulate ? 1.0f : 0.0f;
+    if (n == 1) {
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, m, k, 1.0f, w, k, x, 1, beta, y, 1);
+    } else {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, m, k, 1.0f, x, k, w, k, beta,
+                  y, m);
+    }
+    return;
+  }
+  // Rows of w are independent dot products: parallel over them, vectorised inside.
+#pragma omp parallel for schedule(static) if (m * k * n > (1 << 16))
+  for (int64_t j = 0; j < m; ++j) {
+    const float* wj = w + j * k;
+    for (int64_t i = 0; i < n; ++i) {
+      const float* xi = x + i * k;
+      float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+      for (int64_t t = 0; t < k; ++t) acc += xi[t] * wj[t];
+      y[i * m + j] = accumulate ? y[i * m + j] + acc : acc;
+    }
+  }
+}
+
+void MatMulTransBReference(const float* x, const float* w, float* y, int64_t n, int64_t k,
+                           int64_t m) {
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < m; ++j) {
+      double acc = 0.0;
+      for (int64_t t = 0; t < k; ++t) acc += double(x[i * k + t]) * double(w[j * k + t]);
+      y[i * m + j] = static_cast<float>(acc);
+    }
+  }
+}
+
+void RmsNorm(const float* x, const float* weight, float* y, int64_t n, int64_t d, float eps) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float* xi = x + i * d;
+    float* yi = y + i * d;
+    double sum = 0.0;
+    for (int64_t j = 0; j < d; ++j) sum += double(xi[j]) * xi[j];
+    const float scale = static_cast<float>(1.0 / std::sqrt(sum / d + eps));
+    for (int64_t j = 0; j < d; ++j) yi[j] = xi[j] * scale * weight[j];
+  }
+}
+
+void SiluMul(float* gate, const float* up, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) {
+    const float g = gate[i];
+    gate[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
+
+void Softmax(float* x, int64_t n) {
+  float max = -std::numeric_limits<float>::infinity();
+  for (int64_t i = 0; i < n; ++i) max = std::max(max, x[i]);
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - max);
+    sum += x[i];
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
+void TopKRouting(const float* logits, int64_t n_experts, int64_t k, int32_t* ids,
+                 float* weights) {
+  float probs[256];
+  std::vector<float> heap_probs;
+  float* p = probs;
+  if (n_experts > 256) {
+    heap_probs.resize(n_experts);
+    p = heap_probs.data();
+  }
+  std::copy(logits, logits + n_experts, p);
+  Softmax(p, n_experts);
+  double total = 0.0;
+  for (int64_t slot = 0; slot < k; ++slot) {
+    int64_t best = -1;
+    for (int64_t e = 0; e < n_experts; ++e) {
+      bool taken = false;
+      for (int64_t s = 0; s < slot; ++s) taken |= ids[s] == e;
+      if (!taken && (best < 0 || p[e] > p[best])) best = e;
+    }
+    ids[slot] = static_cast<int32_t>(best);
+    weights[slot] = p[best];
+    total += p[best];
+  }
+  for (int64_t slot = 0; slot < k; ++slot) {
+    weights[slot] = static_cast<float>(weights[slot] / total);
+  }
+}
+
+int64_t ArgMax(const float* x, int64_t n) {
+  int64_t best = 0;
+  for (int64_t i = 1; i < n; ++i) {
+    if (x[i] > x[best]) best = i;
+  }
+  return best;
+}
+
+RopeTable::RopeTable(int64_t head_dim, double theta, int64_t max_positions)
+    : head_dim_(head_dim), max_positions_(max_positions) {
+  const int64_t half = head_dim / 2;
+  cos_.resize(max_positions * half);
+  sin_.resize(max_positions * half);
+  for (int64_t pos = 0; pos < max_positions; ++pos) {
+    for (int64_t i = 0; i < half; ++i) {
+      // Computed in double: the exact angle, which fp32 references approximate.
+      const double inv_freq = 1.0 / std::pow(theta, double(2 * i) / double(head_dim));
+      const double angle = double(pos) * inv_freq;
+      cos_[pos * half + i] = static_cast<float>(std::cos(angle));
+      sin_[pos * half + i] = static_cast<float>(std::sin(angle));
+    }
+  }
+}
+
+void RopeTable::Apply(float* x, const int64_t* positions, int64_t n, int64_t heads) const {
+  const int64_t half = head_dim_ / 2;
+  for (int64_t t = 0; t < n; ++t) {
+    const float* c = cos_.data() + positions[t] * half;
+    const float* s = sin_.data() + positions[t] * half;
+    for (int64_t h = 0; h < heads; ++h) {
+      float* v = x + (t * heads + h) * head_dim_;
+      // rotate_half: (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin)
+      for (int64_t i = 0; i < half; ++i) {
+        const float a = v[i];
+        const float b = v[i + half];
+        v[i] = a * c[i] - b * s[i];
+        v[i + half] = b * c[i] + a * s[i];
+      }
+    }
+  }
+}
+
+void Attention(const float* q, const float* k_cache, const float* v_cache, float* out,
+               int64_t start, int64_t n, int64_t heads, int64_t kv_heads, int64_t head_dim,
+               int64_t window) {
+  const int64_t group = heads / kv_heads;
+  const int64_t q_stride = heads * head_dim;
+  const int64_t kv_stride = kv_heads * head_dim;
+  const float scale = static_cast<float>(1.0 / std::sqrt(double(head_dim)));
+#pragma omp parallel for collapse(2) schedule(static) if (n * heads >= 16)
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t h = 0; h < heads; ++h) {
+      const int64_t pos = start + t;
+      const int64_t first = window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0;
+      const int64_t count = pos - first + 1;
+      const float* qh = q + t * q_stride + h * head_dim;
+      const int64_t kv_off = (h / group) * head_dim;
+      std::vector<float> scores(count);
+      for (int64_t j = 0; j < count; ++j) {
+        const float* kj = k_cache + (first + j) * kv_stride + kv_off;
+        float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+        for (int64_t d = 0; d < head_dim; ++d) dot += qh[d] * kj[d];
+        scores[j] = dot * scale;
+      }
+      Softmax(scores.data(), count);
+      float* oh = out + t * q_stride + h * head_dim;
+      std::fill(oh, oh + head_dim, 0.0f);
+      for (int64_t j = 0; j < count; ++j) {
+        const float* vj = v_cache + (first + j) * kv_stride + kv_off;
+        const float w = scores[j];
+#pragma omp simd
+        for (int64_t d = 0; d < head_dim; ++d) oh[d] += w * vj[d];
+      }
+    }
+  }
+}
+
+}  // namespace moe::cpu

@@ -1,0 +1,75 @@
+// The CPU backend's kernels. Every kernel of a future device backend is validated
+// against these. Layouts are row-major; shapes are given in brackets.
+#ifndef MOE_COMMON_BACKEND_CPU_CPU_KERNELS_H_
+#define MOE_COMMON_BACKEND_CPU_CPU_KERNELS_H_
+
+#include <cstdint>
+#include "absl/strings/string_view.h"
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace moe::cpu {
+
+// How MatMulTransB runs. Process-wide, chosen once at start-up (bench compares them).
+enum class MatmulImpl {
+  kBlas,   // OpenBLAS sgemm/sgemv (the default: fastest measured, see docs/results.md)
+  kLoops,  // OpenMP-parallel, compiler-vectorised loops
+};
+void SetMatmulImpl(MatmulImpl impl);
+MatmulImpl GetMatmulImpl();
+absl::StatusOr<MatmulImpl> ParseMatmulImpl(absl::string_view name);
+absl::string_view MatmulImplName(MatmulImpl impl);
+
+// y[n, m] (=|+=) x[n, k] · w[m, k]^T. `w` is laid out like torch.nn.Linear.weight.
+void MatMulTransB(const float* x, const float* w, float* y, int64_t n, int64_t k, int64_t m,
+                  bool accumulate = false);
+// The plain triple loop, accumulating in double: the reference the others are tested
+// against.
+void MatMulTransBReference(const float* x, const float* w, float* y, int64_t n, int64_t k,
+                           int64_t m);
+
+// y[n, d] = x * rsqrt(mean(x^2) + eps) * weight[d]. In place is allowed (y == x).
+void RmsNorm(const float* x, const float* weight, float* y, int64_t n, int64_t d, float eps);
+
+// gate[i] = silu(gate[i]) * up[i] for i < count.
+void SiluMul(float* gate, const float* up, int64_t count);
+
+// In-place numerically stable softmax of x[n].
+void Softmax(float* x, int64_t n);
+
+// Mixtral's router for one token: softmax over logits[n_experts], the k largest
+// (ties go to the lower id, as torch.topk does on CPU), weights renormalised to sum 1.
+void TopKRouting(const float* logits, int64_t n_experts, int64_t k, int32_t* ids,
+                 float* weights);
+
+// Index of the largest value (the first among equals).
+int64_t ArgMax(const float* x, int64_t n);
+
+// Rotary position embedding in Hugging Face's rotate-half convention. Immutable after
+// construction; shared by all layers.
+class RopeTable {
+ public:
+  RopeTable(int64_t head_dim, double theta, int64_t max_positions);
+  // x[n, heads, head_dim] rotated in place; token i is at position positions[i].
+  void Apply(float* x, const int64_t* positions, int64_t n, int64_t heads) const;
+  int64_t max_positions() const { return max_positions_; }
+
+ private:
+  int64_t head_dim_;
+  int64_t max_positions_;
+  std::vector<float> cos_;  // [max_positions, head_dim / 2]
+  std::vector<float> sin_;
+};
+
+// Causal grouped-query attention of n new query tokens at positions start..start+n-1
+// over a cache holding keys/values for positions 0..start+n-1.
+//   q[n, heads * head_dim], k_cache/v_cache[>= start + n, kv_heads * head_dim],
+//   out[n, heads * head_dim]. window > 0 limits each query to the last `window` keys.
+void Attention(const float* q, const float* k_cache, const float* v_cache, float* out,
+               int64_t start, int64_t n, int64_t heads, int64_t kv_heads, int64_t head_dim,
+               int64_t window);
+
+}  // namespace moe::cpu
+
+#endif  // MOE_COMMON_BACKEND_CPU_CPU_KERNELS_H_

@@ -1,0 +1,30 @@
+// The coordinator's view of the experts: whoever owns them (the worker linked in, or a
+// worker process over gRPC) implements this. The coordinator never sees expert weights.
+#ifndef MOE_COMMON_EXPERT_BACKEND_H_
+#define MOE_COMMON_EXPERT_BACKEND_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+
+namespace moe {
+
+class ExpertBackend {
+ public:
+  virtual ~ExpertBackend() = default;
+
+  // One MoE layer for n tokens:
+  //   out[t] = sum_j weights[t, j] * Expert(layer, ids[t, j])(x[t])
+  // x: [n, hidden] (already RMS-normalised), ids/weights: [n, experts_per_tok],
+  // out: [n, hidden], overwritten. The call is synchronous: out is complete on return.
+  // Implementations may be called from one thread at a time per backend.
+  [[nodiscard]] virtual absl::Status RunExperts(int layer, absl::Span<const float> x,
+                                                int64_t n, absl::Span<const int32_t> ids,
+                                                absl::Span<const float> weights,
+                                                absl::Span<float> out) = 0;
+};
+
+}  // namespace moe
+
+#endif  // MOE_COMMON_EXPERT_BACKEND_H_

@@ -1,0 +1,39 @@
+// A model directory opened and checked: config.json, the safetensors checkpoint (single
+// or sharded), and tokenizer.model when present.
+#ifndef MOE_COMMON_MODEL_DIR_H_
+#define MOE_COMMON_MODEL_DIR_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/model_config.h"
+#include "common/safetensors.h"
+#include "common/tokenizer.h"
+
+namespace moe {
+
+struct ModelDir {
+  std::string path;
+  ModelConfig config;
+  std::unique_ptr<Checkpoint> checkpoint;
+  std::string tokenizer_path;  // empty when the directory has no tokenizer.model
+
+  // Opens `path`; every tensor the config implies must be present with its shape.
+  static absl::StatusOr<ModelDir> Open(const std::string& path);
+  // Loads the tokenizer; FAILED_PRECONDITION when the directory has none.
+  absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer() const;
+};
+
+// Hugging Face tensor names of the Mixtral layout.
+namespace tensor_names {
+std::string Embedding();
+std::string FinalNorm();
+std::string LmHead();
+std::string Layer(int layer, absl::string_view suffix);  // model.layers.{i}.{suffix}
+std::string Expert(int layer, int expert, absl::string_view w);  // w in {w1, w2, w3}
+}  // namespace tensor_names
+
+}  // namespace moe
+
+#endif  // MOE_COMMON_MODEL_DIR_H_

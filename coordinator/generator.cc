@@ -1,0 +1,76 @@
+#include "coordinator/generator.h"
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+
+namespace moe::coordinator {
+
+absl::string_view FinishReasonName(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::kEos: return "eos";
+    case FinishReason::kLength: return "length";
+    case FinishReason::kStopped: return "stopped";
+  }
+  return "?";
+}
+
+absl::StatusOr<GenerationResult> Generate(const MixtralModel& model,
+                                          absl::Span<const int> prompt,
+                                          const GenerateOptions& options,
+                                          const TokenCallback& on_token) {
+  const ModelConfig& c = model.config();
+  const int64_t context = c.max_position_embeddings;
+  if (prompt.empty()) return absl::InvalidArgumentError("the prompt is empty");
+  if (options.max_new_tokens < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_new_tokens must be at least 1, got ", options.max_new_tokens));
+  }
+  if (int64_t(prompt.size()) >= context) {
+    return absl::InvalidArgumentError(absl::StrCat("the prompt has ", prompt.size(),
+                                                   " tokens; the context holds ", context));
+  }
+  if (int64_t(prompt.size()) + options.max_new_tokens > context) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prompt (", prompt.size(), " tokens) plus max_new_tokens (", options.max_new_tokens,
+        ") exceeds the context of ", context, " tokens"));
+  }
+  MOE_RETURN_IF_ERROR(options.sampling.Validate());
+
+  using Clock = std::chrono::steady_clock;
+  GenerationResult result;
+  result.prompt_tokens = static_cast<int>(prompt.size());
+  KvCache cache(c, static_cast<int64_t>(prompt.size()) + options.max_new_tokens);
+  Sampler sampler(options.sampling);
+  std::vector<float> logits;
+
+  auto t0 = Clock::now();
+  MOE_RETURN_IF_ERROR(model.Forward(prompt, cache, MixtralModel::Logits::kLast, &logits));
+  auto t1 = Clock::now();
+  result.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
+
+  while (true) {
+    const int token = sampler.Sample(logits);
+    result.tokens.push_back(token);
+    const bool keep_going = on_token ? on_token(token) : true;
+    if (options.stop_at_eos && token == c.eos_token_id) {
+      result.finish_reason = FinishReason::kEos;
+      break;
+    }
+    if (!keep_going) {
+      result.finish_reason = FinishReason::kStopped;
+      break;
+    }
+    if (int(result.tokens.size()) >= options.max_new_tokens) {
+      result.finish_reason = FinishReason::kLength;
+      break;
+    }
+    const int next[1] = {token};
+    MOE_RETURN_IF_ERROR(model.Forward(next, cache, MixtralModel::Logits::kLast, &logits));
+  }
+  result.decode_seconds = std::chrono::duration<double>(Clock::now() - t1).count();
+  return result;
+}
+
+}  // namespace moe::coordinator

@@ -1,0 +1,46 @@
+// The generation loop: prefill the prompt, then decode one token at a time until EOS,
+// the token limit or a stop requested by the caller.
+#ifndef MOE_COORDINATOR_GENERATOR_H_
+#define MOE_COORDINATOR_GENERATOR_H_
+
+#include <functional>
+#include "absl/strings/string_view.h"
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "coordinator/mixtral_model.h"
+#include "coordinator/sampler.h"
+
+namespace moe::coordinator {
+
+struct GenerateOptions {
+  int max_new_tokens = 64;
+  SamplingParams sampling;
+  bool stop_at_eos = true;
+};
+
+enum class FinishReason { kEos, kLength, kStopped };
+absl::string_view FinishReasonName(FinishReason reason);
+
+struct GenerationResult {
+  std::vector<int> tokens;  // new tokens, EOS included when it ended the generation
+  FinishReason finish_reason = FinishReason::kLength;
+  int prompt_tokens = 0;
+  double prefill_seconds = 0;  // prompt forward pass, up to the first token
+  double decode_seconds = 0;   // every later token
+};
+
+// Receives each new token as it is chosen; returning false stops the generation.
+using TokenCallback = std::function<bool(int token)>;
+
+// Checks the prompt and options against the model (ids in range, prompt and
+// prompt + max_new_tokens within the context), then generates.
+absl::StatusOr<GenerationResult> Generate(const MixtralModel& model,
+                                          absl::Span<const int> prompt,
+                                          const GenerateOptions& options,
+                                          const TokenCallback& on_token);
+
+}  // namespace moe::coordinator
+
+#endif  // MOE_COORDINATOR_GENERATOR_H_

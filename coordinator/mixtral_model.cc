@@ -1,0 +1,96 @@
+#include "coordinator/mixtral_model.h"
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+
+namespace moe::coordinator {
+
+MixtralModel::MixtralModel(const ModelConfig& config, DenseWeights weights,
+                           ExpertBackend* experts)
+    : config_(config),
+      weights_(std::move(weights)),
+      experts_(experts),
+      rope_(config.head_dim, config.rope_theta, config.max_position_embeddings) {}
+
+absl::StatusOr<std::unique_ptr<MixtralModel>> MixtralModel::Create(const ModelConfig& config,
+                                                                   DenseWeights weights,
+                                                                   ExpertBackend* experts) {
+  if (experts == nullptr) return absl::InvalidArgumentError("MixtralModel: no expert backend");
+  if (weights.layers.size() != size_t(config.num_hidden_layers)) {
+    return absl::InvalidArgumentError("MixtralModel: weights do not match the config's layers");
+  }
+  return std::unique_ptr<MixtralModel>(new MixtralModel(config, std::move(weights), experts));
+}
+
+absl::Status MixtralModel::Forward(absl::Span<const int> tokens, KvCache& cache, Logits which,
+                                   std::vector<float>* logits) const {
+  const ModelConfig& c = config_;
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  const int64_t start = cache.length();
+  if (n == 0) return absl::InvalidArgumentError("Forward: no tokens");
+  if (start + n > cache.capacity() || start + n > rope_.max_positions()) {
+    return absl::OutOfRangeError(absl::StrCat(
+        "Forward: positions up to ", start + n, " exceed the context of ",
+        std::min(cache.capacity(), rope_.max_positions()), " tokens"));
+  }
+  for (int64_t t = 0; t < n; ++t) {
+    if (tokens[t] < 0 || tokens[t] >= c.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "token id ", tokens[t], " at index ", t, " is outside the vocabulary [0, ",
+          c.vocab_size, ")"));
+    }
+  }
+
+  const int64_t h = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim();
+  const int64_t e = c.num_local_experts, k = c.num_experts_per_tok;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const int64_t window = c.sliding_window.value_or(0);
+
+  std::vector<float> x(n * h), xn(n * h), q(n * qd), attn(n * qd), moe_out(n * h);
+  std::vector<float> router(n * e), route_w(n * k);
+  std::vector<int32_t> route_ids(n * k);
+  std::vector<int64_t> positions(n);
+  for (int64_t t = 0; t < n; ++t) {
+    positions[t] = start + t;
+    std::memcpy(&x[t * h], &weights_.embedding[int64_t(tokens[t]) * h], h * sizeof(float));
+  }
+
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    const LayerWeights& lw = weights_.layers[l];
+    float* keys = cache.keys(l) + start * kvd;
+    float* values = cache.values(l) + start * kvd;
+
+    // h = x + Attention(RMSNorm(x))
+    cpu::RmsNorm(x.data(), lw.input_norm.data(), xn.data(), n, h, eps);
+    cpu::MatMulTransB(xn.data(), lw.q.data(), q.data(), n, h, qd);
+    cpu::MatMulTransB(xn.data(), lw.k.data(), keys, n, h, kvd);
+    cpu::MatMulTransB(xn.data(), lw.v.data(), values, n, h, kvd);
+    rope_.Apply(q.data(), positions.data(), n, c.num_attention_heads);
+    rope_.Apply(keys, positions.data(), n, c.num_key_value_heads);
+    cpu::Attention(q.data(), cache.keys(l), cache.values(l), attn.data(), start, n,
+                   c.num_attention_heads, c.num_key_value_heads, c.head_dim, window);
+    cpu::MatMulTransB(attn.data(), lw.o.data(), x.data(), n, qd, h, /*accumulate=*/true);
+
+    // x = h + MoE(RMSNorm(h)): route here, compute where the experts live.
+    cpu::RmsNorm(x.data(), lw.post_norm.data(), xn.data(), n, h, eps);
+    cpu::MatMulTransB(xn.data(), lw.gate.data(), router.data(), n, h, e);
+    for (int64_t t = 0; t < n; ++t) {
+      cpu::TopKRouting(&router[t * e], e, k, &route_ids[t * k], &route_w[t * k]);
+    }
+    if (observer_) observer_(LayerRouting{l, start, route_ids, route_w});
+    MOE_RETURN_IF_ERROR(experts_->RunExperts(l, xn, n, route_ids, route_w, absl::MakeSpan(moe_out)));
+    for (int64_t i = 0; i < n * h; ++i) x[i] += moe_out[i];
+  }
+  cache.set_length(start + n);
+
+  const int64_t first = which == Logits::kAll ? 0 : n - 1;
+  const int64_t rows = n - first;
+  cpu::RmsNorm(&x[first * h], weights_.final_norm.data(), xn.data(), rows, h, eps);
+  logits->resize(rows * c.vocab_size);
+  cpu::MatMulTransB(xn.data(), weights_.LmHead(), logits->data(), rows, h, c.vocab_size);
+  return absl::OkStatus();
+}
+
+}  // namespace moe::coordinator

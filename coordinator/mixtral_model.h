@@ -1,0 +1,69 @@
+// The coordinator's half of a Mixtral forward pass: embeddings, attention with its KV
+// cache, norms, routers and the LM head. Each MoE layer's expert FFN is delegated to an
+// ExpertBackend, which owns the experts.
+#ifndef MOE_COORDINATOR_MIXTRAL_MODEL_H_
+#define MOE_COORDINATOR_MIXTRAL_MODEL_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "common/backend/cpu/cpu_kernels.h"
+#include "common/expert_backend.h"
+#include "common/model_config.h"
+#include "coordinator/dense_weights.h"
+#include "coordinator/kv_cache.h"
+
+namespace moe::coordinator {
+
+// The router's choice for one layer: ids and weights, [n, experts_per_tok] each.
+struct LayerRouting {
+  int layer = 0;
+  int64_t start = 0;  // position of the first token
+  absl::Span<const int32_t> ids;
+  absl::Span<const float> weights;
+};
+
+// Immutable after Create; Forward may run concurrently on different caches only if the
+// ExpertBackend allows concurrent calls (the in-process one does not).
+class MixtralModel {
+ public:
+  // `experts` must outlive the model.
+  static absl::StatusOr<std::unique_ptr<MixtralModel>> Create(const ModelConfig& config,
+                                                              DenseWeights weights,
+                                                              ExpertBackend* experts);
+
+  enum class Logits { kLast, kAll };
+
+  // Runs `tokens` at positions cache.length() .. cache.length() + n - 1, appends their
+  // keys and values to `cache` and writes logits: [1, V] for the last token or [n, V].
+  // Token ids must lie in the vocabulary and the cache must have room.
+  absl::Status Forward(absl::Span<const int> tokens, KvCache& cache, Logits which,
+                       std::vector<float>* logits) const;
+
+  // Called once per layer and forward pass with the router's decisions (for statistics
+  // and studies); may be empty.
+  void set_routing_observer(std::function<void(const LayerRouting&)> observer) {
+    observer_ = std::move(observer);
+  }
+
+  const ModelConfig& config() const { return config_; }
+  // A KV cache sized for this model's full context.
+  KvCache NewCache() const { return KvCache(config_, config_.max_position_embeddings); }
+
+ private:
+  MixtralModel(const ModelConfig& config, DenseWeights weights, ExpertBackend* experts);
+
+  ModelConfig config_;
+  DenseWeights weights_;
+  ExpertBackend* experts_;
+  cpu::RopeTable rope_;
+  std::function<void(const LayerRouting&)> observer_;
+};
+
+}  // namespace moe::coordinator
+
+#endif  // MOE_COORDINATOR_MIXTRAL_MODEL_H_

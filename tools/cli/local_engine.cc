@@ -1,0 +1,32 @@
+#include "tools/cli/local_engine.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include "common/status.h"
+#include "coordinator/dense_weights.h"
+
+namespace moe {
+
+absl::StatusOr<std::unique_ptr<LocalEngine>> LocalEngine::Open(const std::string& model_dir) {
+  std::unique_ptr<LocalEngine> engine(new LocalEngine());
+  MOE_ASSIGN_OR_RETURN(engine->dir_, ModelDir::Open(model_dir));
+  const Checkpoint& ckpt = *engine->dir_.checkpoint;
+  MOE_ASSIGN_OR_RETURN(auto dense, coordinator::DenseWeights::Load(ckpt, engine->config()));
+  MOE_ASSIGN_OR_RETURN(engine->store_, expert_worker::ExpertStore::Load(ckpt, engine->config()));
+  engine->backend_ = std::make_unique<expert_worker::InProcessBackend>(engine->store_.get());
+  MOE_ASSIGN_OR_RETURN(engine->model_, coordinator::MixtralModel::Create(
+                                           engine->config(), std::move(dense),
+                                           engine->backend_.get()));
+  return engine;
+}
+
+void SetComputeThreads(int threads) {
+  if (threads <= 0) return;
+  omp_set_num_threads(threads);
+  openblas_set_num_threads(threads);
+}
+
+int ComputeThreads() { return omp_get_max_threads(); }
+
+}  // namespace moe
