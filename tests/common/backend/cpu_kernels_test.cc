@@ -1,0 +1,180 @@
+// CPU kernels against plain, obviously-right formulations on random inputs.
+#include "common/backend/cpu/cpu_kernels.h"
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace moe::cpu {
+namespace {
+
+std::vector<float> Random(size_t n, uint64_t seed, float scale = 1.0f) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+class MatMulTest : public ::testing::TestWithParam<std::tuple<MatmulImpl, int, int, int>> {
+ protected:
+  void TearDown() override { SetMatmulImpl(MatmulImpl::kBlas); }
+};
+
+TEST_P(MatMulTest, MatchesDoubleReference) {
+  const auto [impl, n, k, m] = GetParam();
+  SetMatmulImpl(impl);
+  const auto x = Random(n * k, 1), w = Random(m * k, 2);
+  std::vector<float> y(n * m), ref(n * m);
+  MatMulTransB(x.data(), w.data(), y.data(), n, k, m);
+  MatMulTransBReference(x.data(), w.data(), ref.data(), n, k, m);
+  for (int i = 0; i < n * m; ++i) EXPECT_NEAR(y[i], ref[i], 1e-4 * std::sqrt(k)) << i;
+
+  // Accumulate adds onto what is there.
+  std::vector<float> acc(n * m, 1.5f);
+  MatMulTransB(x.data(), w.data(), acc.data(), n, k, m, /*accumulate=*/true);
+  for (int i = 0; i < n * m; ++i) EXPECT_NEAR(acc[i], ref[i] + 1.5f, 1e-4 * std::sqrt(k)) << i;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, MatMulTest,
+    ::testing::Combine(::testing::Values(MatmulImpl::kBlas, MatmulImpl::kLoops),
+                       ::testing::Values(1, 3, 17), ::testing::Values(8, 256),
+                       ::testing::Values(1, 33, 512)));
+
+TEST(RmsNormTest, ScalesToUnitRootMeanSquareTimesWeight) {
+  const int n = 3, d = 64;
+  const auto x = Random(n * d, 3, 4.0f), w = Random(d, 4);
+  std::vector<float> y(n * d);
+  RmsNorm(x.data(), w.data(), y.data(), n, d, 1e-5f);
+  for (int i = 0; i < n; ++i) {
+    double ms = 0;
+    for (int j = 0; j < d; ++j) ms += double(x[i * d + j]) * x[i * d + j];
+    const double scale = 1.0 / std::sqrt(ms / d + 1e-5);
+    for (int j = 0; j < d; ++j) EXPECT_NEAR(y[i * d + j], x[i * d + j] * scale * w[j], 1e-5);
+  }
+}
+
+TEST(SoftmaxTest, SumsToOneAndSurvivesLargeLogits) {
+  std::vector<float> x = {1000.0f, 1001.0f, 999.0f, -1e30f};
+  Softmax(x.data(), x.size());
+  EXPECT_NEAR(x[0] + x[1] + x[2] + x[3], 1.0, 1e-6);
+  EXPECT_NEAR(x[1] / x[0], std::exp(1.0), 1e-4);
+  EXPECT_EQ(x[3], 0.0f);
+}
+
+TEST(TopKRoutingTest, PicksLargestAndRenormalises) {
+  const std::vector<float> logits = {0.1f, 2.0f, -1.0f, 1.5f, 1.9f};
+  int32_t ids[2];
+  float weights[2];
+  TopKRouting(logits.data(), 5, 2, ids, weights);
+  EXPECT_EQ(ids[0], 1);
+  EXPECT_EQ(ids[1], 4);
+  const double p1 = std::exp(2.0), p4 = std::exp(1.9);
+  EXPECT_NEAR(weights[0], p1 / (p1 + p4), 1e-6);
+  EXPECT_NEAR(weights[0] + weights[1], 1.0, 1e-6);
+}
+
+TEST(TopKRoutingTest, TiesGoToTheLowerId) {
+  const std::vector<float> logits = {0.5f, 1.0f, 1.0f, 1.0f};
+  int32_t ids[2];
+  float weights[2];
+  TopKRouting(logits.data(), 4, 2, ids, weights);
+  EXPECT_EQ(ids[0], 1);
+  EXPECT_EQ(ids[1], 2);
+}
+
+TEST(TopKRoutingTest, TopOneHasWeightOne) {
+  const std::vector<float> logits = {0.3f, -0.2f, 0.31f};
+  int32_t id;
+  float weight;
+  TopKRouting(logits.data(), 3, 1, &id, &weight);
+  EXPECT_EQ(id, 2);
+  EXPECT_FLOAT_EQ(weight, 1.0f);
+}
+
+TEST(RopeTableTest, PositionZeroIsIdentityAndRotationPreservesNorm) {
+  const int hd = 16, heads = 2;
+  RopeTable rope(hd, 10000.0, 64);
+  auto x = Random(heads * hd, 5);
+  auto y = x;
+  const int64_t zero = 0;
+  rope.Apply(y.data(), &zero, 1, heads);
+  for (int i = 0; i < heads * hd; ++i) EXPECT_FLOAT_EQ(y[i], x[i]);
+
+  const int64_t pos = 37;
+  rope.Apply(y.data(), &pos, 1, heads);
+  // rotate-half pairs (i, i + hd/2) rotate by pos * theta^(-2i/hd).
+  for (int h = 0; h < heads; ++h) {
+    for (int i = 0; i < hd / 2; ++i) {
+      const double angle = pos * std::pow(10000.0, -2.0 * i / hd);
+      const float a = x[h * hd + i], b = x[h * hd + i + hd / 2];
+      EXPECT_NEAR(y[h * hd + i], a * std::cos(angle) - b * std::sin(angle), 1e-5);
+      EXPECT_NEAR(y[h * hd + i + hd / 2], b * std::cos(angle) + a * std::sin(angle), 1e-5);
+    }
+  }
+}
+
+// Straightforward attention: full score matrix with an explicit mask.
+std::vector<float> NaiveAttention(const std::vector<float>& q, const std::vector<float>& k,
+                                  const std::vector<float>& v, int start, int n, int heads,
+                                  int kv_heads, int hd, int window) {
+  std::vector<float> out(n * heads * hd, 0.0f);
+  for (int t = 0; t < n; ++t) {
+    const int p = start + t;
+    for (int h = 0; h < heads; ++h) {
+      const int g = h / (heads / kv_heads);
+      std::vector<double> s(p + 1, -INFINITY);
+      double max = -INFINITY;
+      for (int j = 0; j <= p; ++j) {
+        if (window > 0 && p - j >= window) continue;
+        double dot = 0;
+        for (int d = 0; d < hd; ++d) dot += q[(t * heads + h) * hd + d] * k[(j * kv_heads + g) * hd + d];
+        s[j] = dot / std::sqrt(double(hd));
+        max = std::max(max, s[j]);
+      }
+      double sum = 0;
+      for (int j = 0; j <= p; ++j) sum += (s[j] = std::exp(s[j] - max));
+      for (int j = 0; j <= p; ++j) {
+        for (int d = 0; d < hd; ++d) out[(t * heads + h) * hd + d] += s[j] / sum * v[(j * kv_heads + g) * hd + d];
+      }
+    }
+  }
+  return out;
+}
+
+class AttentionTest : public ::testing::TestWithParam<std::tuple<int, int, int, int>> {};
+
+TEST_P(AttentionTest, MatchesMaskedSoftmaxReference) {
+  const auto [heads, kv_heads, start, window] = GetParam();
+  const int hd = 8, n = 5, total = start + n;
+  const auto q = Random(n * heads * hd, 6), k = Random(total * kv_heads * hd, 7),
+             v = Random(total * kv_heads * hd, 8);
+  std::vector<float> out(n * heads * hd);
+  Attention(q.data(), k.data(), v.data(), out.data(), start, n, heads, kv_heads, hd, window);
+  const auto ref = NaiveAttention(q, k, v, start, n, heads, kv_heads, hd, window);
+  for (size_t i = 0; i < out.size(); ++i) EXPECT_NEAR(out[i], ref[i], 1e-5) << i;
+}
+
+INSTANTIATE_TEST_SUITE_P(GroupsAndWindows, AttentionTest,
+                         ::testing::Combine(::testing::Values(4, 8), ::testing::Values(1, 2, 4),
+                                            ::testing::Values(0, 6), ::testing::Values(0, 3)));
+
+TEST(SiluMulTest, IsSiluTimesUp) {
+  std::vector<float> gate = {-2.0f, 0.0f, 3.0f}, up = {1.0f, 5.0f, -0.5f};
+  SiluMul(gate.data(), up.data(), 3);
+  EXPECT_NEAR(gate[0], -2.0 / (1 + std::exp(2.0)), 1e-6);
+  EXPECT_EQ(gate[1], 0.0f);
+  EXPECT_NEAR(gate[2], 3.0 / (1 + std::exp(-3.0)) * -0.5, 1e-6);
+}
+
+TEST(MatmulImplTest, ParsesNamesAndRejectsUnknown) {
+  EXPECT_EQ(*ParseMatmulImpl("blas"), MatmulImpl::kBlas);
+  EXPECT_EQ(*ParseMatmulImpl("loops"), MatmulImpl::kLoops);
+  EXPECT_FALSE(ParseMatmulImpl("cublas").ok());
+}
+
+}  // namespace
+}  // namespace moe::cpu

@@ -1,0 +1,123 @@
+// The forward pass against an independent reference: PyTorch (tools/mixtral_torch.py)
+// logits and greedy continuations for the bundled model and for randomly initialised
+// checkpoints of other shapes, made by tools/make_random_checkpoints.py at test time.
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "common/npy.h"
+#include "coordinator/generator.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tools/cli/local_engine.h"
+
+namespace moe {
+namespace {
+
+namespace fs = std::filesystem;
+using coordinator::KvCache;
+using coordinator::MixtralModel;
+
+nlohmann::json ReadJson(const fs::path& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return nlohmann::json::parse(text.str());
+}
+
+// max |a - b| relative to max |b|: the criterion is < 1e-4.
+double RelativeMaxError(const std::vector<float>& actual, const std::vector<float>& expected) {
+  double max_err = 0, max_ref = 0;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    max_err = std::max(max_err, double(std::fabs(actual[i] - expected[i])));
+    max_ref = std::max(max_ref, double(std::fabs(expected[i])));
+  }
+  return max_err / max_ref;
+}
+
+constexpr double kTolerance = 1e-4;
+
+// Checks every reference case of the model in `dir` (reference.json beside the .npy).
+void CheckModelAgainstReference(const fs::path& model_dir, const fs::path& reference_dir) {
+  auto engine = LocalEngine::Open(model_dir.string());
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  MixtralModel& model = (*engine)->model();
+  const int64_t vocab = model.config().vocab_size;
+  const nlohmann::json ref = ReadJson(reference_dir / "reference.json");
+  ASSERT_FALSE(ref["cases"].empty());
+
+  for (const auto& c : ref["cases"]) {
+    const std::vector<int> tokens = c["tokens"].get<std::vector<int>>();
+    auto expected = ReadNpyF32((reference_dir / c["logits"].get<std::string>()).string());
+    ASSERT_TRUE(expected.ok()) << expected.status();
+    ASSERT_EQ(expected->shape, (std::vector<int64_t>{int64_t(tokens.size()), vocab}));
+
+    // Prefill: all positions in one pass.
+    KvCache cache(model.config(), tokens.size());
+    std::vector<float> logits;
+    ASSERT_TRUE(model.Forward(tokens, cache, MixtralModel::Logits::kAll, &logits).ok());
+    EXPECT_LT(RelativeMaxError(logits, expected->data), kTolerance)
+        << model_dir << " prefill, " << tokens.size() << " tokens";
+
+    // Half prefill, then one token at a time through the KV cache.
+    KvCache cache2(model.config(), tokens.size());
+    const size_t half = tokens.size() / 2;
+    std::vector<float> stepped;
+    ASSERT_TRUE(model.Forward(absl::MakeConstSpan(tokens).first(half), cache2,
+                              MixtralModel::Logits::kAll, &logits).ok());
+    stepped = logits;
+    for (size_t t = half; t < tokens.size(); ++t) {
+      ASSERT_TRUE(model.Forward(absl::MakeConstSpan(&tokens[t], 1), cache2,
+                                MixtralModel::Logits::kLast, &logits).ok());
+      stepped.insert(stepped.end(), logits.begin(), logits.end());
+    }
+    EXPECT_LT(RelativeMaxError(stepped, expected->data), kTolerance)
+        << model_dir << " incremental decode";
+  }
+
+  for (const auto& g : ref["greedy"]) {
+    const std::vector<int> prompt = g["prompt_tokens"].get<std::vector<int>>();
+    const std::vector<int> expected = g["tokens"].get<std::vector<int>>();
+    coordinator::GenerateOptions options;
+    options.max_new_tokens = g["max_new_tokens"].get<int>();
+    options.sampling.temperature = 0;
+    auto result = coordinator::Generate(model, prompt, options, nullptr);
+    ASSERT_TRUE(result.ok()) << result.status();
+    EXPECT_EQ(result->tokens, expected) << model_dir << " greedy";
+  }
+}
+
+TEST(BundledModelTest, LogitsAndGreedyContinuationsMatchPyTorchReference) {
+  const fs::path dir = fs::path(MOE_SOURCE_DIR) / "models" / "kjv-moe";
+  CheckModelAgainstReference(dir, dir / "reference");
+}
+
+// Names match tools/make_random_checkpoints.py; a case it stops making fails here.
+class RandomCheckpointTest : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(RandomCheckpointTest, MatchesPyTorchReference) {
+  const fs::path dir = fs::path(MOE_BINARY_DIR) / "random_checkpoints" / GetParam();
+  ASSERT_TRUE(fs::exists(dir / "reference.json")) << dir << " was not generated";
+  CheckModelAgainstReference(dir, dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, RandomCheckpointTest,
+                         ::testing::Values("f32_mha_e2_top1_tied", "f16_gqa2_e4_top2",
+                                           "bf16_gqa4_e8_top2", "f32_headdim16_e4_top2_tied",
+                                           "bf16_sharded_gqa4_e4_top1",
+                                           "f16_sliding5_gqa2_e8_top2"));
+
+// The BLAS and plain-loop matmuls give the same model outputs.
+TEST(MatmulImplTest, LoopsMatchBlasOnRandomCheckpoint) {
+  const fs::path dir = fs::path(MOE_BINARY_DIR) / "random_checkpoints" / "bf16_gqa4_e8_top2";
+  cpu::SetMatmulImpl(cpu::MatmulImpl::kLoops);
+  CheckModelAgainstReference(dir, dir);
+  cpu::SetMatmulImpl(cpu::MatmulImpl::kBlas);
+}
+
+}  // namespace
+}  // namespace moe
