@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "common/backend/backend.h"
 #include "common/chat_template.h"
 #include "common/command_line.h"
 #include "common/npy.h"
@@ -179,6 +180,18 @@ absl::Status RunInfo() {
   std::printf("expert bytes     %s stored, %s as fp32\n",
               Bytes(double(expert_params) * stored).c_str(), Bytes(double(expert_params) * 4).c_str());
   std::printf("checkpoint bytes %s (all tensors)\n", Bytes(double(dir.checkpoint->TotalBytes())).c_str());
+  for (const backend::BackendInfo& b : backend::ListBackends()) {
+    std::string devices;
+    if (b.devices.ok()) {
+      for (const backend::DeviceInfo& d : *b.devices) {
+        absl::StrAppend(&devices, devices.empty() ? "" : ", ", d.name);
+        if (d.memory_bytes > 0) absl::StrAppend(&devices, " ", Bytes(double(d.memory_bytes)));
+      }
+    } else {
+      devices = std::string(b.devices.status().message());
+    }
+    std::printf("backend %-8s %s\n", b.name.c_str(), devices.c_str());
+  }
   return absl::OkStatus();
 }
 
