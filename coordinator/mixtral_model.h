@@ -51,8 +51,6 @@ class MixtralModel {
   }
 
   const ModelConfig& config() const { return config_; }
-  // A KV cache sized for this model's full context.
-  KvCache NewCache() const { return KvCache(config_, config_.max_position_embeddings); }
 
  private:
   MixtralModel(const ModelConfig& config, DenseWeights weights, ExpertBackend* experts);

@@ -111,6 +111,37 @@ INSTANTIATE_TEST_SUITE_P(Shapes, RandomCheckpointTest,
                                            "bf16_sharded_gqa4_e4_top1",
                                            "f16_sliding5_gqa2_e8_top2"));
 
+// Offloading never changes the output: every cache size from one slot per layer to all
+// experts gives bit-identical logits.
+TEST(CacheSizeTest, LogitsAreIdenticalForEveryCacheSize) {
+  const std::string dir =
+      (fs::path(MOE_BINARY_DIR) / "random_checkpoints" / "bf16_gqa4_e8_top2").string();
+  const nlohmann::json ref = ReadJson(fs::path(dir) / "reference.json");
+  const std::vector<int> tokens = ref["cases"][0]["tokens"].get<std::vector<int>>();
+  std::vector<float> baseline;
+  uint64_t distinct_experts = 0;  // with every expert resident, each loads exactly once
+  for (int slots = 8; slots >= 1; --slots) {
+    auto engine = LocalEngine::Open(dir, slots);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    KvCache cache((*engine)->config(), tokens.size());
+    std::vector<float> logits, all;
+    for (int t : tokens) {  // decode one by one: the cache churns every layer step
+      ASSERT_TRUE((*engine)->model().Forward({&t, 1}, cache, MixtralModel::Logits::kLast, &logits).ok());
+      all.insert(all.end(), logits.begin(), logits.end());
+    }
+    const uint64_t misses = (*engine)->cache().Stats().total.misses;
+    if (slots == 8) {
+      baseline = all;
+      distinct_experts = misses;
+      EXPECT_LE(distinct_experts, 16u);
+    } else {
+      EXPECT_EQ(all, baseline) << slots << " slots per layer";
+      EXPECT_GE(misses, distinct_experts) << slots << " slots per layer";
+      if (slots == 1) EXPECT_GT(misses, distinct_experts);
+    }
+  }
+}
+
 // The BLAS and plain-loop matmuls give the same model outputs.
 TEST(MatmulImplTest, LoopsMatchBlasOnRandomCheckpoint) {
   const fs::path dir = fs::path(MOE_BINARY_DIR) / "random_checkpoints" / "bf16_gqa4_e8_top2";

@@ -8,13 +8,18 @@
 
 namespace moe {
 
-absl::StatusOr<std::unique_ptr<LocalEngine>> LocalEngine::Open(const std::string& model_dir) {
+absl::StatusOr<std::unique_ptr<LocalEngine>> LocalEngine::Open(const std::string& model_dir,
+                                                               int cache_per_layer) {
   std::unique_ptr<LocalEngine> engine(new LocalEngine());
   MOE_ASSIGN_OR_RETURN(engine->dir_, ModelDir::Open(model_dir));
   const Checkpoint& ckpt = *engine->dir_.checkpoint;
   MOE_ASSIGN_OR_RETURN(auto dense, coordinator::DenseWeights::Load(ckpt, engine->config()));
   MOE_ASSIGN_OR_RETURN(engine->store_, expert_worker::ExpertStore::Load(ckpt, engine->config()));
-  engine->backend_ = std::make_unique<expert_worker::InProcessBackend>(engine->store_.get());
+  if (cache_per_layer == 0) cache_per_layer = engine->store_->num_experts();
+  MOE_ASSIGN_OR_RETURN(auto policy, expert_worker::MakeCachePolicy("lru"));
+  MOE_ASSIGN_OR_RETURN(engine->cache_, expert_worker::SlotCache::Create(
+                                           engine->store_.get(), cache_per_layer, std::move(policy)));
+  engine->backend_ = std::make_unique<expert_worker::InProcessBackend>(engine->cache_.get());
   MOE_ASSIGN_OR_RETURN(engine->model_, coordinator::MixtralModel::Create(
                                            engine->config(), std::move(dense),
                                            engine->backend_.get()));

@@ -133,26 +133,22 @@ int64_t ArgMax(const float* x, int64_t n) {
 }
 
 RopeTable::RopeTable(int64_t head_dim, double theta, int64_t max_positions)
-    : head_dim_(head_dim), max_positions_(max_positions) {
-  const int64_t half = head_dim / 2;
-  cos_.resize(max_positions * half);
-  sin_.resize(max_positions * half);
-  for (int64_t pos = 0; pos < max_positions; ++pos) {
-    for (int64_t i = 0; i < half; ++i) {
-      // Computed in double: the exact angle, which fp32 references approximate.
-      const double inv_freq = 1.0 / std::pow(theta, double(2 * i) / double(head_dim));
-      const double angle = double(pos) * inv_freq;
-      cos_[pos * half + i] = static_cast<float>(std::cos(angle));
-      sin_[pos * half + i] = static_cast<float>(std::sin(angle));
-    }
+    : head_dim_(head_dim), max_positions_(max_positions), inv_freq_(head_dim / 2) {
+  for (int64_t i = 0; i < head_dim / 2; ++i) {
+    inv_freq_[i] = 1.0 / std::pow(theta, double(2 * i) / double(head_dim));
   }
 }
 
 void RopeTable::Apply(float* x, const int64_t* positions, int64_t n, int64_t heads) const {
   const int64_t half = head_dim_ / 2;
+  std::vector<float> c(half), s(half);
   for (int64_t t = 0; t < n; ++t) {
-    const float* c = cos_.data() + positions[t] * half;
-    const float* s = sin_.data() + positions[t] * half;
+    // The exact angle in double, which fp32 references approximate.
+    for (int64_t i = 0; i < half; ++i) {
+      const double angle = double(positions[t]) * inv_freq_[i];
+      c[i] = static_cast<float>(std::cos(angle));
+      s[i] = static_cast<float>(std::sin(angle));
+    }
     for (int64_t h = 0; h < heads; ++h) {
       float* v = x + (t * heads + h) * head_dim_;
       // rotate_half: (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin)

@@ -47,19 +47,20 @@ void TopKRouting(const float* logits, int64_t n_experts, int64_t k, int32_t* ids
 int64_t ArgMax(const float* x, int64_t n);
 
 // Rotary position embedding in Hugging Face's rotate-half convention. Immutable after
-// construction; shared by all layers.
+// construction; shared by all layers. Angles are computed per token in double (no
+// position table: a config's context can be millions of positions).
 class RopeTable {
  public:
   RopeTable(int64_t head_dim, double theta, int64_t max_positions);
-  // x[n, heads, head_dim] rotated in place; token i is at position positions[i].
+  // x[n, heads, head_dim] rotated in place; token i is at position positions[i], which
+  // must be below max_positions().
   void Apply(float* x, const int64_t* positions, int64_t n, int64_t heads) const;
   int64_t max_positions() const { return max_positions_; }
 
  private:
   int64_t head_dim_;
   int64_t max_positions_;
-  std::vector<float> cos_;  // [max_positions, head_dim / 2]
-  std::vector<float> sin_;
+  std::vector<double> inv_freq_;  // [head_dim / 2]: theta^(-2i / head_dim)
 };
 
 // Causal grouped-query attention of n new query tokens at positions start..start+n-1

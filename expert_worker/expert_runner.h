@@ -1,0 +1,57 @@
+// Runs one MoE layer for a batch of tokens against the slot cache: tokens grouped by
+// expert, each expert leased, computed and released in turn. Shared by the in-process
+// backend and the worker's gRPC service.
+#ifndef MOE_EXPERT_WORKER_EXPERT_RUNNER_H_
+#define MOE_EXPERT_WORKER_EXPERT_RUNNER_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+#include "common/expert_backend.h"
+#include "expert_worker/slot_cache.h"
+
+namespace moe::expert_worker {
+
+struct RunCounters {
+  uint32_t hits = 0;
+  uint32_t misses = 0;
+  double load_wait_s = 0;  // time inside SlotCache::Acquire
+  double compute_s = 0;
+};
+
+// Thread-safe (the cache is; scratch is per call).
+class ExpertRunner {
+ public:
+  // `cache` must outlive the runner.
+  explicit ExpertRunner(SlotCache* cache) : cache_(cache) {}
+
+  // out[t] = sum_j weights[t, j] * Expert(layer, ids[t, j])(x[t]); shapes as in
+  // ExpertBackend::RunExperts. Ids, layer and sizes are validated.
+  absl::Status Run(int layer, absl::Span<const float> x, int64_t n, absl::Span<const int32_t> ids,
+                   absl::Span<const float> weights, absl::Span<float> out,
+                   RunCounters* counters = nullptr) const;
+
+  SlotCache& cache() const { return *cache_; }
+
+ private:
+  SlotCache* cache_;
+};
+
+// The expert worker linked into the caller's process. Thread-safe.
+class InProcessBackend : public ExpertBackend {
+ public:
+  explicit InProcessBackend(SlotCache* cache) : runner_(cache) {}
+  absl::Status RunExperts(int layer, absl::Span<const float> x, int64_t n,
+                          absl::Span<const int32_t> ids, absl::Span<const float> weights,
+                          absl::Span<float> out) override {
+    return runner_.Run(layer, x, n, ids, weights, out);
+  }
+
+ private:
+  ExpertRunner runner_;
+};
+
+}  // namespace moe::expert_worker
+
+#endif  // MOE_EXPERT_WORKER_EXPERT_RUNNER_H_

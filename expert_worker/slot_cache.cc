@@ -1,0 +1,144 @@
+#include "expert_worker/slot_cache.h"
+
+#include <cstdlib>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+
+namespace moe::expert_worker {
+
+absl::StatusOr<std::unique_ptr<SlotCache>> SlotCache::Create(const ExpertStore* store,
+                                                             int slots_per_layer,
+                                                             std::unique_ptr<CachePolicy> policy) {
+  if (slots_per_layer < 1 || slots_per_layer > store->num_experts()) {
+    return absl::InvalidArgumentError(absl::StrCat("cache of ", slots_per_layer,
+                                                   " experts per layer: must be in [1, ",
+                                                   store->num_experts(), "]"));
+  }
+  const size_t bytes = store->blob_stride() * store->num_layers() * slots_per_layer;
+  void* slab = std::aligned_alloc(ExpertStore::kBlobAlignment, bytes);
+  if (slab == nullptr) {
+    return absl::ResourceExhaustedError(absl::StrCat("cannot allocate a ", bytes, "-byte expert cache"));
+  }
+  return std::unique_ptr<SlotCache>(new SlotCache(store, slots_per_layer, std::move(policy), slab));
+}
+
+absl::StatusOr<int> SlotCache::SlotsForBytes(const ExpertStore& store, uint64_t bytes) {
+  const uint64_t per_slot_row = store.blob_stride() * store.num_layers();
+  const uint64_t slots = std::min<uint64_t>(bytes / per_slot_row, store.num_experts());
+  if (slots < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a cache of ", bytes, " bytes cannot hold one expert per layer (needs ", per_slot_row, ")"));
+  }
+  return static_cast<int>(slots);
+}
+
+SlotCache::SlotCache(const ExpertStore* store, int slots_per_layer,
+                     std::unique_ptr<CachePolicy> policy, void* slab)
+    : store_(store),
+      slots_per_layer_(slots_per_layer),
+      slab_(slab),
+      policy_(std::move(policy)),
+      slots_(store->num_layers(), std::vector<Slot>(slots_per_layer)),
+      layer_counters_(store->num_layers()) {}
+
+SlotCache::~SlotCache() { std::free(slab_); }
+
+float* SlotCache::SlotData(int layer, int slot) const {
+  auto* base = static_cast<char*>(slab_);
+  return reinterpret_cast<float*>(
+      base + store_->blob_stride() * (size_t(layer) * slots_per_layer_ + slot));
+}
+
+SlotCache::Lease::Lease(Lease&& other) noexcept
+    : cache_(other.cache_), layer_(other.layer_), slot_(other.slot_), data_(other.data_),
+      hit_(other.hit_) {
+  other.cache_ = nullptr;
+}
+
+SlotCache::Lease::~Lease() {
+  if (cache_ != nullptr) cache_->Release(layer_, slot_);
+}
+
+void SlotCache::Release(int layer, int slot) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    MOE_CHECK(slots_[layer][slot].leases > 0);
+    --slots_[layer][slot].leases;
+  }
+  changed_.notify_all();
+}
+
+SlotCache::Lease SlotCache::Acquire(int layer, int expert) {
+  std::unique_lock<std::mutex> lock(mu_);
+  std::vector<Slot>& slots = slots_[layer];
+  while (true) {
+    int found = -1, free = -1;
+    std::vector<int> candidates;
+    for (int s = 0; s < slots_per_layer_; ++s) {
+      if (slots[s].expert == expert) found = s;
+      if (slots[s].expert < 0 && free < 0) free = s;
+      if (slots[s].expert >= 0 && slots[s].leases == 0 && !slots[s].loading) {
+        candidates.push_back(slots[s].expert);
+      }
+    }
+    if (found >= 0) {
+      if (slots[found].loading) {  // another caller is loading it: wait, then use it
+        changed_.wait(lock);
+        continue;
+      }
+      ++slots[found].leases;
+      policy_->OnHit(layer, expert);
+      ++total_.hits;
+      ++layer_counters_[layer].hits;
+      return Lease(this, layer, found, SlotData(layer, found), /*hit=*/true);
+    }
+    int target = free;
+    if (target < 0) {
+      if (candidates.empty()) {  // every slot leased: wait for a release
+        changed_.wait(lock);
+        continue;
+      }
+      const int victim = policy_->ChooseVictim(layer, candidates);
+      for (int s = 0; s < slots_per_layer_; ++s) {
+        if (slots[s].expert == victim) target = s;
+      }
+      MOE_CHECK(target >= 0) << "policy chose expert " << victim << ", which is not a candidate";
+      policy_->OnEvict(layer, victim);
+    }
+    Slot& slot = slots[target];
+    slot.expert = expert;
+    slot.leases = 1;
+    slot.loading = true;
+    lock.unlock();
+    std::memcpy(SlotData(layer, target), store_->Expert(layer, expert), store_->blob_bytes());
+    lock.lock();
+    slot.loading = false;
+    policy_->OnInsert(layer, expert);
+    ++total_.misses;
+    ++layer_counters_[layer].misses;
+    total_.bytes_copied += store_->blob_bytes();
+    layer_counters_[layer].bytes_copied += store_->blob_bytes();
+    lock.unlock();
+    changed_.notify_all();
+    return Lease(this, layer, target, SlotData(layer, target), /*hit=*/false);
+  }
+}
+
+void SlotCache::SetPolicy(std::unique_ptr<CachePolicy> policy) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (size_t l = 0; l < slots_.size(); ++l) {
+    for (const Slot& s : slots_[l]) {
+      if (s.expert >= 0) policy->OnInsert(static_cast<int>(l), s.expert);
+    }
+  }
+  policy_ = std::move(policy);
+}
+
+CacheStats SlotCache::Stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return CacheStats{std::string(policy_->name()), slots_per_layer_, total_, layer_counters_};
+}
+
+}  // namespace moe::expert_worker

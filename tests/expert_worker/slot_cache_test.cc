@@ -1,0 +1,134 @@
+#include "expert_worker/slot_cache.h"
+
+#include <atomic>
+#include <filesystem>
+#include <thread>
+#include <vector>
+
+#include "common/model_dir.h"
+#include "gtest/gtest.h"
+
+namespace moe::expert_worker {
+namespace {
+
+// An 8-expert, 2-layer random checkpoint made by the ctest fixture.
+class SlotCacheTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto dir = ModelDir::Open(std::string(MOE_BINARY_DIR) + "/random_checkpoints/bf16_gqa4_e8_top2");
+    ASSERT_TRUE(dir.ok()) << dir.status();
+    dir_ = *std::move(dir);
+    auto store = ExpertStore::Load(*dir_.checkpoint, dir_.config);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+  }
+  std::unique_ptr<SlotCache> MakeCache(int slots) {
+    auto cache = SlotCache::Create(store_.get(), slots, std::make_unique<LruPolicy>());
+    EXPECT_TRUE(cache.ok()) << cache.status();
+    return cache.ok() ? *std::move(cache) : nullptr;
+  }
+  ModelDir dir_;
+  std::unique_ptr<ExpertStore> store_;
+};
+
+TEST_F(SlotCacheTest, ExpertStoreBlobsArePageAlignedAndHoldTheWeights) {
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(store_->Expert(1, 3)) % ExpertStore::kBlobAlignment, 0u);
+  std::vector<float> w2(store_->layout().hidden * store_->layout().intermediate);
+  ASSERT_TRUE(dir_.checkpoint->ReadF32(tensor_names::Expert(1, 3, "w2"),
+                                       {store_->layout().hidden, store_->layout().intermediate},
+                                       w2.data()).ok());
+  const float* blob = store_->Expert(1, 3) + store_->layout().w2_offset();
+  for (size_t i = 0; i < w2.size(); ++i) ASSERT_EQ(blob[i], w2[i]) << i;
+}
+
+TEST_F(SlotCacheTest, HitsAfterFirstLoadAndCopiesTheBlob) {
+  auto cache = MakeCache(2);
+  {
+    auto lease = cache->Acquire(0, 5);
+    EXPECT_FALSE(lease.hit());
+    EXPECT_EQ(0, std::memcmp(lease.data(), store_->Expert(0, 5), store_->blob_bytes()));
+  }
+  EXPECT_TRUE(cache->Acquire(0, 5).hit());
+  const CacheStats stats = cache->Stats();
+  EXPECT_EQ(stats.total.hits, 1u);
+  EXPECT_EQ(stats.total.misses, 1u);
+  EXPECT_EQ(stats.total.bytes_copied, store_->blob_bytes());
+  EXPECT_EQ(stats.layers[0].misses, 1u);
+  EXPECT_EQ(stats.layers[1].misses, 0u);
+  EXPECT_EQ(stats.policy, "lru");
+}
+
+TEST_F(SlotCacheTest, LruEvictsTheLeastRecentlyUsed) {
+  auto cache = MakeCache(2);
+  cache->Acquire(0, 1);
+  cache->Acquire(0, 2);
+  cache->Acquire(0, 1);                   // 2 is now least recent
+  cache->Acquire(0, 3);                   // evicts 2
+  EXPECT_TRUE(cache->Acquire(0, 1).hit());
+  EXPECT_TRUE(cache->Acquire(0, 3).hit());
+  EXPECT_FALSE(cache->Acquire(0, 2).hit());
+}
+
+TEST_F(SlotCacheTest, LayersHaveTheirOwnSlots) {
+  auto cache = MakeCache(1);
+  cache->Acquire(0, 4);
+  cache->Acquire(1, 6);
+  EXPECT_TRUE(cache->Acquire(0, 4).hit());
+  EXPECT_TRUE(cache->Acquire(1, 6).hit());
+}
+
+TEST_F(SlotCacheTest, LeasedSlotIsNeverEvicted) {
+  auto cache = MakeCache(1);
+  std::atomic<bool> second_done{false};
+  auto held = std::make_unique<SlotCache::Lease>(cache->Acquire(0, 1));
+  std::thread other([&] {
+    auto lease = cache->Acquire(0, 2);  // must wait: the only slot is leased
+    second_done = true;
+    EXPECT_EQ(0, std::memcmp(lease.data(), store_->Expert(0, 2), store_->blob_bytes()));
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_FALSE(second_done.load());
+  EXPECT_EQ(0, std::memcmp(held->data(), store_->Expert(0, 1), store_->blob_bytes()));
+  held.reset();
+  other.join();
+  EXPECT_TRUE(second_done.load());
+}
+
+TEST_F(SlotCacheTest, ConcurrentCallersAlwaysSeeTheExpertTheyAskedFor) {
+  auto cache = MakeCache(2);
+  std::vector<std::thread> threads;
+  std::atomic<int> wrong{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 200; ++i) {
+        const int layer = i % 2, expert = (i * 7 + t * 3) % 8;
+        auto lease = cache->Acquire(layer, expert);
+        if (std::memcmp(lease.data(), store_->Expert(layer, expert), store_->blob_bytes()) != 0) ++wrong;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(wrong.load(), 0);
+  const CacheStats stats = cache->Stats();
+  EXPECT_EQ(stats.total.hits + stats.total.misses, 800u);
+}
+
+TEST_F(SlotCacheTest, SetPolicyKeepsResidents) {
+  auto cache = MakeCache(2);
+  cache->Acquire(0, 1);
+  cache->Acquire(0, 2);
+  cache->SetPolicy(std::make_unique<LruPolicy>());
+  EXPECT_TRUE(cache->Acquire(0, 1).hit());
+  EXPECT_TRUE(cache->Acquire(0, 2).hit());
+}
+
+TEST_F(SlotCacheTest, RejectsSizesOutsideOneToAllExperts) {
+  EXPECT_FALSE(SlotCache::Create(store_.get(), 0, std::make_unique<LruPolicy>()).ok());
+  EXPECT_FALSE(SlotCache::Create(store_.get(), 9, std::make_unique<LruPolicy>()).ok());
+  EXPECT_FALSE(SlotCache::SlotsForBytes(*store_, 100).ok());
+  EXPECT_EQ(*SlotCache::SlotsForBytes(*store_, store_->blob_stride() * 2 * 3), 3);
+  EXPECT_FALSE(MakeCachePolicy("belady").ok());
+}
+
+}  // namespace
+}  // namespace moe::expert_worker
