@@ -1,43 +1,58 @@
 #include "common/sentencepiece_adapter.h"
 
-#include <sentencepiece_processor.h>
+#include <dlfcn.h>
+#include <limits.h>
+#include <unistd.h>
+
+#include <mutex>
 
 namespace moe::internal {
+namespace {
 
-struct SentencePieceAdapter::Impl {
-  sentencepiece::SentencePieceProcessor processor;
-};
+using LoadFn = SentencePieceAdapter* (*)(const char*, std::string*);
 
-SentencePieceAdapter::SentencePieceAdapter(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-SentencePieceAdapter::~SentencePieceAdapter() = default;
-
-std::unique_ptr<SentencePieceAdapter> SentencePieceAdapter::Load(const std::string& path,
-                                                                 std::string* error) {
-  auto impl = std::make_unique<Impl>();
-  const auto status = impl->processor.Load(path);
-  if (!status.ok()) {
-    *error = status.ToString();
-    return nullptr;
+// Where the plugin may be: beside the executable (bundles), in ../lib, and where the
+// build put it.
+std::vector<std::string> Candidates() {
+  std::vector<std::string> out;
+  char exe[PATH_MAX];
+  const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  if (n > 0) {
+    std::string dir(exe, n);
+    dir = dir.substr(0, dir.rfind('/'));
+    out.push_back(dir + "/libmoe_sentencepiece.so");
+    out.push_back(dir + "/../lib/libmoe_sentencepiece.so");
   }
-  return std::unique_ptr<SentencePieceAdapter>(new SentencePieceAdapter(std::move(impl)));
+  out.push_back(MOE_SENTENCEPIECE_PLUGIN);
+  return out;
 }
 
-bool SentencePieceAdapter::Encode(const std::string& text, std::vector<int>* ids,
-                                  std::string* error) const {
-  const auto status = impl_->processor.Encode(text, ids);
-  if (!status.ok()) *error = status.ToString();
-  return status.ok();
+LoadFn LoadPlugin(std::string* error) {
+  static std::once_flag once;
+  static LoadFn fn = nullptr;
+  static std::string load_error;
+  std::call_once(once, [] {
+    for (const std::string& path : Candidates()) {
+      void* handle = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+      if (handle == nullptr) {
+        load_error += std::string(load_error.empty() ? "" : "; ") + ::dlerror();
+        continue;
+      }
+      fn = reinterpret_cast<LoadFn>(::dlsym(handle, "MoeSentencePieceLoad"));
+      if (fn != nullptr) return;
+      load_error += "; " + path + " lacks MoeSentencePieceLoad";
+    }
+  });
+  if (fn == nullptr) *error = "cannot load the sentencepiece plugin: " + load_error;
+  return fn;
 }
 
-bool SentencePieceAdapter::Decode(const std::vector<int>& ids, std::string* text,
-                                  std::string* error) const {
-  const auto status = impl_->processor.Decode(ids, text);
-  if (!status.ok()) *error = status.ToString();
-  return status.ok();
-}
+}  // namespace
 
-int SentencePieceAdapter::bos_id() const { return impl_->processor.bos_id(); }
-int SentencePieceAdapter::eos_id() const { return impl_->processor.eos_id(); }
-int SentencePieceAdapter::piece_size() const { return impl_->processor.GetPieceSize(); }
+std::unique_ptr<SentencePieceAdapter> LoadSentencePiece(const std::string& path, std::string* error) {
+  LoadFn load = LoadPlugin(error);
+  if (load == nullptr) return nullptr;
+  return std::unique_ptr<SentencePieceAdapter>(load(path.c_str(), error));
+}
 
 }  // namespace moe::internal

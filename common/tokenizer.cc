@@ -19,7 +19,7 @@ Tokenizer::~Tokenizer() = default;
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& path,
                                                            int64_t vocab_size) {
   std::string error;
-  auto sp = internal::SentencePieceAdapter::Load(path, &error);
+  auto sp = internal::LoadSentencePiece(path, &error);
   if (sp == nullptr) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": cannot load sentencepiece model: ", error));

@@ -45,8 +45,13 @@ absl::StatusOr<GenerationResult> Generate(const MixtralModel& model,
   Sampler sampler(options.sampling);
   std::vector<float> logits;
 
+  auto step = [&](absl::Span<const int> tokens) {
+    std::unique_lock<std::mutex> lock;
+    if (options.step_mutex != nullptr) lock = std::unique_lock<std::mutex>(*options.step_mutex);
+    return model.Forward(tokens, cache, MixtralModel::Logits::kLast, &logits, options.cancelled);
+  };
   auto t0 = Clock::now();
-  MOE_RETURN_IF_ERROR(model.Forward(prompt, cache, MixtralModel::Logits::kLast, &logits));
+  MOE_RETURN_IF_ERROR(step(prompt));
   auto t1 = Clock::now();
   result.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
 
@@ -67,7 +72,7 @@ absl::StatusOr<GenerationResult> Generate(const MixtralModel& model,
       break;
     }
     const int next[1] = {token};
-    MOE_RETURN_IF_ERROR(model.Forward(next, cache, MixtralModel::Logits::kLast, &logits));
+    MOE_RETURN_IF_ERROR(step(next));
   }
   result.decode_seconds = std::chrono::duration<double>(Clock::now() - t1).count();
   return result;

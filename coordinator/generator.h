@@ -4,6 +4,7 @@
 #define MOE_COORDINATOR_GENERATOR_H_
 
 #include <functional>
+#include <mutex>
 #include "absl/strings/string_view.h"
 #include <vector>
 
@@ -18,6 +19,11 @@ struct GenerateOptions {
   int max_new_tokens = 64;
   SamplingParams sampling;
   bool stop_at_eos = true;
+  // Asked before every layer step; true ends the generation with CANCELLED.
+  std::function<bool()> cancelled;
+  // Held around each forward pass, so that concurrent generations on one model
+  // interleave token by token instead of computing at once. May be null.
+  std::mutex* step_mutex = nullptr;
 };
 
 enum class FinishReason { kEos, kLength, kStopped };

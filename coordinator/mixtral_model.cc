@@ -25,7 +25,8 @@ absl::StatusOr<std::unique_ptr<MixtralModel>> MixtralModel::Create(const ModelCo
 }
 
 absl::Status MixtralModel::Forward(absl::Span<const int> tokens, KvCache& cache, Logits which,
-                                   std::vector<float>* logits) const {
+                                   std::vector<float>* logits,
+                                   const std::function<bool()>& cancelled) const {
   const ModelConfig& c = config_;
   const int64_t n = static_cast<int64_t>(tokens.size());
   const int64_t start = cache.length();
@@ -58,6 +59,7 @@ absl::Status MixtralModel::Forward(absl::Span<const int> tokens, KvCache& cache,
   }
 
   for (int l = 0; l < c.num_hidden_layers; ++l) {
+    if (cancelled && cancelled()) return absl::CancelledError("generation cancelled");
     const LayerWeights& lw = weights_.layers[l];
     float* keys = cache.keys(l) + start * kvd;
     float* values = cache.values(l) + start * kvd;

@@ -40,9 +40,12 @@ class MixtralModel {
 
   // Runs `tokens` at positions cache.length() .. cache.length() + n - 1, appends their
   // keys and values to `cache` and writes logits: [1, V] for the last token or [n, V].
-  // Token ids must lie in the vocabulary and the cache must have room.
+  // Token ids must lie in the vocabulary and the cache must have room. `cancelled`, if
+  // set, is asked before every layer; when it says true the pass stops with CANCELLED
+  // (the cache keeps its previous length).
   absl::Status Forward(absl::Span<const int> tokens, KvCache& cache, Logits which,
-                       std::vector<float>* logits) const;
+                       std::vector<float>* logits,
+                       const std::function<bool()>& cancelled = nullptr) const;
 
   // Called once per layer and forward pass with the router's decisions (for statistics
   // and studies); may be empty.

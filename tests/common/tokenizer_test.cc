@@ -79,19 +79,21 @@ TEST_F(TokenizerTest, ChatTemplateWrapsTurnsInInstTags) {
 }
 
 TEST_F(TokenizerTest, ChatTemplateFoldsSystemIntoFirstUserTurn) {
-  auto ids = RenderChat(*tokenizer_, {{{"system", "Be brief."}, {"user", "Hi"}}});
+  const std::vector<ChatMessage> chat = {{"system", "Be brief."}, {"user", "Hi"}};
+  auto ids = RenderChat(*tokenizer_, chat);
   ASSERT_TRUE(ids.ok());
   EXPECT_EQ(*tokenizer_->Decode(*ids), "[INST] Be brief.\n\nHi [/INST]");
 }
 
 TEST_F(TokenizerTest, ChatTemplateRejectsUnknownRolesAndBadOrder) {
-  auto unknown = RenderChat(*tokenizer_, {{{"wizard", "abracadabra"}}});
+  using Chat = std::vector<ChatMessage>;
+  auto unknown = RenderChat(*tokenizer_, Chat{{"wizard", "abracadabra"}});
   ASSERT_FALSE(unknown.ok());
   EXPECT_NE(unknown.status().message().find("wizard"), absl::string_view::npos);
-  EXPECT_FALSE(RenderChat(*tokenizer_, {{{"assistant", "hi"}}}).ok());
-  EXPECT_FALSE(RenderChat(*tokenizer_, {{{"user", "a"}, {"user", "b"}}}).ok());
-  EXPECT_FALSE(RenderChat(*tokenizer_, {{{"user", "a"}, {"assistant", "b"}}}).ok());
-  EXPECT_FALSE(RenderChat(*tokenizer_, {}).ok());
+  EXPECT_FALSE(RenderChat(*tokenizer_, Chat{{"assistant", "hi"}}).ok());
+  EXPECT_FALSE(RenderChat(*tokenizer_, Chat{{"user", "a"}, {"user", "b"}}).ok());
+  EXPECT_FALSE(RenderChat(*tokenizer_, Chat{{"user", "a"}, {"assistant", "b"}}).ok());
+  EXPECT_FALSE(RenderChat(*tokenizer_, Chat{}).ok());
 }
 
 }  // namespace

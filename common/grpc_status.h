@@ -1,0 +1,16 @@
+// The one place absl::Status and grpc::Status are converted (their codes match 1:1).
+#ifndef MOE_COMMON_GRPC_STATUS_H_
+#define MOE_COMMON_GRPC_STATUS_H_
+
+#include <grpcpp/support/status.h>
+
+#include "absl/status/status.h"
+
+namespace moe {
+
+grpc::Status ToGrpcStatus(const absl::Status& status);
+absl::Status FromGrpcStatus(const grpc::Status& status);
+
+}  // namespace moe
+
+#endif  // MOE_COMMON_GRPC_STATUS_H_

@@ -1,0 +1,52 @@
+// Host memory shared by the coordinator and a co-located expert worker, so that hidden
+// states cross between them by offset rather than inside RPC bytes. The coordinator
+// creates a memfd; the worker maps the same pages through /proc/<pid>/fd/<fd> (same
+// machine, same user). The memory dies with the last mapping: nothing to clean up when
+// either process is killed.
+#ifndef MOE_COMMON_SHARED_ARENA_H_
+#define MOE_COMMON_SHARED_ARENA_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+
+namespace moe {
+
+// Owns one mapping. The first kHeaderBytes hold the arena id (a check that the worker
+// mapped what the coordinator meant); usable offsets start after it.
+class SharedArena {
+ public:
+  static constexpr size_t kHeaderBytes = 64;
+
+  // Creates a new arena of `bytes` usable bytes with a random id.
+  static absl::StatusOr<std::unique_ptr<SharedArena>> Create(size_t bytes);
+  // Maps another process's arena; fails unless its header holds `id`.
+  static absl::StatusOr<std::unique_ptr<SharedArena>> Attach(uint32_t pid, int fd, size_t bytes,
+                                                             const std::string& id);
+  ~SharedArena();
+  SharedArena(const SharedArena&) = delete;
+  SharedArena& operator=(const SharedArena&) = delete;
+
+  const std::string& id() const { return id_; }
+  int fd() const { return fd_; }
+  size_t size() const { return size_; }  // usable bytes
+  // `count` floats at byte `offset` (relative to the usable region), or OUT_OF_RANGE.
+  absl::StatusOr<absl::Span<float>> Floats(uint64_t offset, uint64_t count) const;
+
+ private:
+  SharedArena(std::string id, int fd, uint8_t* base, size_t size)
+      : id_(std::move(id)), fd_(fd), base_(base), size_(size) {}
+
+  std::string id_;
+  int fd_;         // the creator's memfd (-1 for an attachment)
+  uint8_t* base_;  // mapping of kHeaderBytes + size_ bytes
+  size_t size_;
+};
+
+}  // namespace moe
+
+#endif  // MOE_COMMON_SHARED_ARENA_H_

@@ -1,0 +1,192 @@
+#include "coordinator/generation_service.h"
+
+#include <chrono>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+#include "common/chat_template.h"
+#include "common/grpc_status.h"
+#include "common/status.h"
+
+namespace moe::coordinator {
+namespace {
+
+// Text kept back from the client while it might still become a stop string.
+class StopStringFilter {
+ public:
+  explicit StopStringFilter(std::vector<std::string> stops) : stops_(std::move(stops)) {
+    for (const auto& s : stops_) hold_ = std::max(hold_, s.size() > 0 ? s.size() - 1 : 0);
+  }
+  // Appends a piece; returns the text now safe to send. Sets *stopped when a stop
+  // string appeared (the returned text ends right before it).
+  std::string Push(const std::string& piece, bool* stopped) {
+    const size_t search_from = all_.size() > hold_ ? all_.size() - hold_ : 0;
+    all_ += piece;
+    size_t cut = std::string::npos;
+    for (const auto& s : stops_) {
+      if (s.empty()) continue;
+      const size_t at = all_.find(s, std::min(search_from, all_.size()));
+      if (at != std::string::npos) cut = std::min(cut, at);
+    }
+    if (cut != std::string::npos) {
+      *stopped = true;
+      return Take(std::max(cut, sent_));
+    }
+    return Take(all_.size() > hold_ ? std::max(all_.size() - hold_, sent_) : sent_);
+  }
+  std::string Flush() { return Take(all_.size()); }
+
+ private:
+  std::string Take(size_t end) {
+    std::string out = all_.substr(sent_, end - sent_);
+    sent_ = end;
+    return out;
+  }
+  std::vector<std::string> stops_;
+  size_t hold_ = 0;
+  std::string all_;
+  size_t sent_ = 0;
+};
+
+}  // namespace
+
+absl::StatusOr<std::vector<int>> GenerationService::PromptIds(const v1::GenerateRequest& request) const {
+  const bool has_prompt = !request.prompt().empty();
+  const bool has_chat = request.messages_size() > 0;
+  if (has_prompt == has_chat) {
+    return absl::InvalidArgumentError(has_prompt ? "give either prompt or messages, not both"
+                                                 : "the prompt is empty (set prompt or messages)");
+  }
+  std::vector<int> ids;
+  if (has_prompt) {
+    MOE_ASSIGN_OR_RETURN(ids, tokenizer_->Encode(request.prompt(), /*add_bos=*/true));
+  } else {
+    std::vector<ChatMessage> chat;
+    for (const auto& m : request.messages()) chat.push_back({m.role(), m.content()});
+    MOE_ASSIGN_OR_RETURN(ids, RenderChat(*tokenizer_, chat));
+  }
+  const int64_t context = model_->config().max_position_embeddings;
+  if (request.max_new_tokens() == 0) {
+    return absl::InvalidArgumentError("max_new_tokens must be at least 1");
+  }
+  if (request.max_new_tokens() >= context) {
+    return absl::InvalidArgumentError(absl::StrCat("max_new_tokens ", request.max_new_tokens(),
+                                                   " is not below the context of ", context, " tokens"));
+  }
+  if (int64_t(ids.size()) >= context) {
+    return absl::InvalidArgumentError(absl::StrCat("the prompt has ", ids.size(),
+                                                   " tokens; the context holds ", context));
+  }
+  if (int64_t(ids.size()) + request.max_new_tokens() > context) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prompt (", ids.size(), " tokens) plus max_new_tokens (", request.max_new_tokens(),
+        ") exceeds the context of ", context, " tokens"));
+  }
+  return ids;
+}
+
+grpc::Status GenerationService::Generate(grpc::ServerContext* context,
+                                         const v1::GenerateRequest* request,
+                                         grpc::ServerWriter<v1::GenerateResponse>* writer) {
+  if (admitted_.fetch_add(1) >= options_.max_requests) {
+    admitted_.fetch_sub(1);
+    return ToGrpcStatus(absl::ResourceExhaustedError(absl::StrCat(
+        "the coordinator is serving its limit of ", options_.max_requests, " requests; retry later")));
+  }
+  absl::Cleanup release = [this] { admitted_.fetch_sub(1); };
+  return ToGrpcStatus(DoGenerate(context, *request, writer));
+}
+
+absl::Status GenerationService::DoGenerate(grpc::ServerContext* context,
+                                           const v1::GenerateRequest& request,
+                                           grpc::ServerWriter<v1::GenerateResponse>* writer) {
+  using Clock = std::chrono::steady_clock;
+  const auto received = Clock::now();
+  MOE_ASSIGN_OR_RETURN(std::vector<int> prompt, PromptIds(request));
+  if (options_.experts_available && !options_.experts_available()) {
+    return absl::UnavailableError("no expert worker is answering; retry when it is back");
+  }
+  GenerateOptions options;
+  options.max_new_tokens = static_cast<int>(request.max_new_tokens());
+  options.sampling.temperature = request.temperature();
+  options.sampling.top_p = request.top_p() == 0.0f ? 1.0f : request.top_p();
+  options.sampling.top_k = static_cast<int>(request.top_k());
+  options.sampling.seed = request.seed();
+  options.cancelled = [context] { return context->IsCancelled(); };
+  options.step_mutex = &step_mutex_;
+
+  StreamingDecoder decoder(*tokenizer_, prompt);
+  StopStringFilter stops({request.stop().begin(), request.stop().end()});
+  absl::Status stream_status;
+  bool stopped = false;
+  double first_token_s = 0;
+  const int eos = static_cast<int>(model_->config().eos_token_id);
+  auto on_token = [&](int token) {
+    if (first_token_s == 0) first_token_s = std::chrono::duration<double>(Clock::now() - received).count();
+    v1::GenerateResponse response;
+    response.add_token_ids(static_cast<uint32_t>(token));
+    if (token != eos) {
+      auto piece = decoder.Push(token);
+      if (!piece.ok()) {
+        stream_status = piece.status();
+        return false;
+      }
+      response.set_text(stops.Push(*piece, &stopped));
+    }
+    if (!writer->Write(response)) {
+      stream_status = absl::CancelledError("the client went away");
+      return false;
+    }
+    return !stopped;
+  };
+  MOE_ASSIGN_OR_RETURN(GenerationResult result, coordinator::Generate(*model_, prompt, options, on_token));
+  MOE_RETURN_IF_ERROR(stream_status);
+
+  v1::GenerateResponse last;
+  if (!stopped) {
+    MOE_ASSIGN_OR_RETURN(std::string tail, decoder.Flush());
+    last.set_text(stops.Push(tail, &stopped));
+    if (!stopped) last.mutable_text()->append(stops.Flush());
+  }
+  last.set_finish_reason(stopped ? v1::FINISH_REASON_STOP_STRING
+                         : result.finish_reason == FinishReason::kEos ? v1::FINISH_REASON_EOS
+                                                                      : v1::FINISH_REASON_LENGTH);
+  auto* stats = last.mutable_stats();
+  stats->set_prompt_tokens(result.prompt_tokens);
+  stats->set_generated_tokens(static_cast<uint32_t>(result.tokens.size()));
+  stats->set_time_to_first_token_s(first_token_s);
+  stats->set_prefill_tokens_per_s(result.prompt_tokens / std::max(result.prefill_seconds, 1e-9));
+  if (result.tokens.size() > 1) {
+    stats->set_decode_tokens_per_s((result.tokens.size() - 1) / std::max(result.decode_seconds, 1e-9));
+  }
+  if (!writer->Write(last)) return absl::CancelledError("the client went away");
+  return absl::OkStatus();
+}
+
+grpc::Status GenerationService::Tokenize(grpc::ServerContext*, const v1::TokenizeRequest* request,
+                                         v1::TokenizeResponse* response) {
+  auto ids = tokenizer_->Encode(request->text(), request->add_bos());
+  if (!ids.ok()) return ToGrpcStatus(ids.status());
+  for (int id : *ids) response->add_token_ids(static_cast<uint32_t>(id));
+  return grpc::Status::OK;
+}
+
+grpc::Status GenerationService::GetModelInfo(grpc::ServerContext*, const v1::GetModelInfoRequest*,
+                                             v1::ModelInfo* response) {
+  const ModelConfig& c = model_->config();
+  response->set_model_type(c.model_type);
+  response->set_vocab_size(c.vocab_size);
+  response->set_hidden_size(c.hidden_size);
+  response->set_intermediate_size(c.intermediate_size);
+  response->set_num_layers(c.num_hidden_layers);
+  response->set_num_attention_heads(c.num_attention_heads);
+  response->set_num_key_value_heads(c.num_key_value_heads);
+  response->set_head_dim(c.head_dim);
+  response->set_num_experts(c.num_local_experts);
+  response->set_experts_per_token(c.num_experts_per_tok);
+  response->set_context_length(c.max_position_embeddings);
+  response->set_parameters(c.TotalParams());
+  return grpc::Status::OK;
+}
+
+}  // namespace moe::coordinator

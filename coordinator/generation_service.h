@@ -1,0 +1,58 @@
+// moe.v1.Generation: a thin adapter from the public API onto the generator. Runs on
+// gRPC's synchronous server (a generation is a long blocking loop). Admitted requests
+// interleave token by token on the one model; past `max_requests` new ones get
+// RESOURCE_EXHAUSTED at once.
+#ifndef MOE_COORDINATOR_GENERATION_SERVICE_H_
+#define MOE_COORDINATOR_GENERATION_SERVICE_H_
+
+#include <atomic>
+#include <functional>
+#include <mutex>
+
+#include "absl/status/statusor.h"
+#include "common/tokenizer.h"
+#include "coordinator/generator.h"
+#include "coordinator/mixtral_model.h"
+#include "moe/v1/generation.grpc.pb.h"
+
+namespace moe::coordinator {
+
+struct GenerationServiceOptions {
+  int max_requests = 16;  // admitted at once (running or waiting for their next step)
+  // Whether the expert backend can serve now; when false Generate answers UNAVAILABLE
+  // without computing. Null: always.
+  std::function<bool()> experts_available;
+};
+
+// Thread-safe. `model` and `tokenizer` must outlive the service.
+class GenerationService final : public v1::Generation::Service {
+ public:
+  GenerationService(const MixtralModel* model, const Tokenizer* tokenizer,
+                    GenerationServiceOptions options)
+      : model_(model), tokenizer_(tokenizer), options_(std::move(options)) {}
+
+  grpc::Status Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
+                        grpc::ServerWriter<v1::GenerateResponse>* writer) override;
+  grpc::Status Tokenize(grpc::ServerContext* context, const v1::TokenizeRequest* request,
+                        v1::TokenizeResponse* response) override;
+  grpc::Status GetModelInfo(grpc::ServerContext* context, const v1::GetModelInfoRequest* request,
+                            v1::ModelInfo* response) override;
+
+  // Checks a request and renders its prompt to token ids (INVALID_ARGUMENT naming the
+  // problem otherwise). Public for tests.
+  absl::StatusOr<std::vector<int>> PromptIds(const v1::GenerateRequest& request) const;
+
+ private:
+  absl::Status DoGenerate(grpc::ServerContext* context, const v1::GenerateRequest& request,
+                          grpc::ServerWriter<v1::GenerateResponse>* writer);
+
+  const MixtralModel* model_;
+  const Tokenizer* tokenizer_;
+  const GenerationServiceOptions options_;
+  std::atomic<int> admitted_{0};
+  std::mutex step_mutex_;
+};
+
+}  // namespace moe::coordinator
+
+#endif  // MOE_COORDINATOR_GENERATION_SERVICE_H_

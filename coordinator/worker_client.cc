@@ -1,0 +1,190 @@
+#include "coordinator/worker_client.h"
+
+#include <grpcpp/grpcpp.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/grpc_status.h"
+#include "common/status.h"
+
+namespace moe::coordinator {
+
+absl::StatusOr<std::unique_ptr<WorkerClient>> WorkerClient::Create(
+    const WorkerClientOptions& options, const ModelConfig& config) {
+  if (options.arena_slots < 1 || options.max_tokens_per_call < 1) {
+    return absl::InvalidArgumentError("worker client: arena_slots and max_tokens_per_call must be >= 1");
+  }
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(64 << 20);
+  args.SetMaxSendMessageSize(64 << 20);
+  // A worker that comes back is found within a fraction of a second.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  auto channel = grpc::CreateCustomChannel(options.address, grpc::InsecureChannelCredentials(), args);
+  std::unique_ptr<SharedArena> arena;
+  if (absl::StartsWith(options.address, "unix:") && !options.force_inline) {
+    const uint64_t slot_bytes = 2 * options.max_tokens_per_call * config.hidden_size * sizeof(float);
+    MOE_ASSIGN_OR_RETURN(arena, SharedArena::Create(slot_bytes * options.arena_slots));
+  }
+  return std::unique_ptr<WorkerClient>(
+      new WorkerClient(options, config, std::move(channel), std::move(arena)));
+}
+
+WorkerClient::WorkerClient(const WorkerClientOptions& options, const ModelConfig& config,
+                           std::shared_ptr<grpc::Channel> channel, std::unique_ptr<SharedArena> arena)
+    : options_(options),
+      config_(config),
+      channel_(std::move(channel)),
+      stub_(v1::ExpertWorker::NewStub(channel_)),
+      arena_(std::move(arena)),
+      slot_bytes_(2 * options.max_tokens_per_call * config.hidden_size * sizeof(float)) {
+  for (int s = 0; s < options.arena_slots; ++s) free_slots_.push_back(s);
+}
+
+absl::Status WorkerClient::Attach() {
+  v1::AttachArenaRequest request;
+  request.mutable_shared_memory()->set_pid(static_cast<uint32_t>(::getpid()));
+  request.mutable_shared_memory()->set_fd(arena_->fd());
+  request.set_size_bytes(arena_->size());
+  request.set_arena_id(arena_->id());
+  v1::AttachArenaResponse response;
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  MOE_RETURN_IF_ERROR(Annotate(FromGrpcStatus(stub_->AttachArena(&context, request, &response)),
+                               absl::StrCat("expert worker at ", options_.address)));
+  if (response.num_layers() != config_.num_hidden_layers ||
+      response.num_experts() != config_.num_local_experts ||
+      response.hidden_size() != config_.hidden_size) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "expert worker at ", options_.address, " serves ", response.num_layers(), " layers x ",
+        response.num_experts(), " experts of width ", response.hidden_size(),
+        ", not this model's ", config_.num_hidden_layers, " x ", config_.num_local_experts, " x ",
+        config_.hidden_size));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WorkerClient::EnsureAttached() {
+  if (arena_ == nullptr) return absl::OkStatus();
+  std::lock_guard<std::mutex> lock(attach_mu_);
+  if (attached_) return absl::OkStatus();
+  MOE_RETURN_IF_ERROR(Attach());
+  attached_ = true;
+  return absl::OkStatus();
+}
+
+int WorkerClient::AcquireSlot() {
+  std::unique_lock<std::mutex> lock(slot_mu_);
+  slot_free_.wait(lock, [&] { return !free_slots_.empty(); });
+  const int slot = free_slots_.back();
+  free_slots_.pop_back();
+  return slot;
+}
+
+void WorkerClient::ReleaseSlot(int slot) {
+  {
+    std::lock_guard<std::mutex> lock(slot_mu_);
+    free_slots_.push_back(slot);
+  }
+  slot_free_.notify_one();
+}
+
+absl::Status WorkerClient::RunExperts(int layer, absl::Span<const float> x, int64_t n,
+                                      absl::Span<const int32_t> ids, absl::Span<const float> weights,
+                                      absl::Span<float> out) {
+  const int64_t h = config_.hidden_size;
+  const int64_t k = n > 0 ? static_cast<int64_t>(ids.size()) / n : 0;
+  const int slot = AcquireSlot();
+  absl::Status status;
+  for (int64_t start = 0; start < n && status.ok(); start += options_.max_tokens_per_call) {
+    const int64_t m = std::min(options_.max_tokens_per_call, n - start);
+    status = RunChunk(slot, layer, x.subspan(start * h, m * h), m, ids.subspan(start * k, m * k),
+                      weights.subspan(start * k, m * k), out.subspan(start * h, m * h));
+  }
+  ReleaseSlot(slot);
+  return status;
+}
+
+absl::Status WorkerClient::RunChunk(int slot, int layer, absl::Span<const float> x, int64_t n,
+                                    absl::Span<const int32_t> ids, absl::Span<const float> weights,
+                                    absl::Span<float> out) {
+  const uint64_t bytes = x.size() * sizeof(float);
+  v1::RunExpertsRequest request;
+  request.set_layer(layer);
+  request.set_num_tokens(static_cast<uint32_t>(n));
+  request.set_experts_per_token(static_cast<uint32_t>(n > 0 ? ids.size() / n : 0));
+  for (int32_t id : ids) request.add_expert_ids(static_cast<uint32_t>(id));
+  for (float w : weights) request.add_weights(w);
+  absl::Span<float> arena_out;
+  if (arena_ != nullptr) {
+    const uint64_t in_offset = slot * slot_bytes_;
+    const uint64_t out_offset = in_offset + slot_bytes_ / 2;
+    MOE_ASSIGN_OR_RETURN(absl::Span<float> arena_in, arena_->Floats(in_offset, x.size()));
+    MOE_ASSIGN_OR_RETURN(arena_out, arena_->Floats(out_offset, out.size()));
+    std::memcpy(arena_in.data(), x.data(), bytes);
+    request.mutable_input_slice()->set_offset(in_offset);
+    request.mutable_input_slice()->set_size_bytes(bytes);
+    request.mutable_output_slice()->set_offset(out_offset);
+    request.mutable_output_slice()->set_size_bytes(bytes);
+    request.set_arena_id(arena_->id());
+  } else {
+    request.set_input_inline(x.data(), bytes);
+  }
+
+  // A restarted worker has lost the arena: attach again and retry, once.
+  for (int attempt = 0;; ++attempt) {
+    MOE_RETURN_IF_ERROR(EnsureAttached());
+    v1::RunExpertsResponse response;
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         absl::ToChronoMilliseconds(options_.rpc_timeout));
+    const auto t0 = std::chrono::steady_clock::now();
+    const grpc::Status rpc = stub_->RunExperts(&context, request, &response);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (rpc.error_code() == grpc::StatusCode::FAILED_PRECONDITION && arena_ != nullptr && attempt == 0) {
+      std::lock_guard<std::mutex> lock(attach_mu_);
+      attached_ = false;
+      continue;
+    }
+    if (rpc.error_code() == grpc::StatusCode::UNAVAILABLE) {
+      std::lock_guard<std::mutex> lock(attach_mu_);
+      attached_ = false;  // whatever answers next may be a new worker
+    }
+    MOE_RETURN_IF_ERROR(Annotate(FromGrpcStatus(rpc), absl::StrCat("expert worker at ", options_.address)));
+    if (arena_ != nullptr) {
+      std::memcpy(out.data(), arena_out.data(), bytes);
+    } else {
+      if (response.output_inline().size() != bytes) {
+        return absl::InternalError(absl::StrCat("expert worker returned ", response.output_inline().size(),
+                                                " bytes, expected ", bytes));
+      }
+      std::memcpy(out.data(), response.output_inline().data(), bytes);
+    }
+    std::lock_guard<std::mutex> lock(stats_mu_);
+    ++stats_.calls;
+    stats_.rpc_seconds += seconds;
+    stats_.hits += response.cache_hits();
+    stats_.misses += response.cache_misses();
+    return absl::OkStatus();
+  }
+}
+
+bool WorkerClient::WorkerServing(absl::Duration timeout) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(timeout));
+  v1::GetStatsRequest request;
+  v1::WorkerStats response;
+  return stub_->GetStats(&context, request, &response).ok();
+}
+
+WorkerClientStats WorkerClient::Stats() const {
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  return stats_;
+}
+
+}  // namespace moe::coordinator

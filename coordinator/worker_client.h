@@ -1,0 +1,87 @@
+// The coordinator's ExpertBackend over gRPC: each MoE layer is one RunExperts call to an
+// expert worker. On a unix socket the hidden states go through a shared activation
+// arena, attached once, and calls carry only offsets, ids and weights; on TCP they
+// travel inline.
+#ifndef MOE_COORDINATOR_WORKER_CLIENT_H_
+#define MOE_COORDINATOR_WORKER_CLIENT_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/expert_backend.h"
+#include "common/model_config.h"
+#include "common/shared_arena.h"
+#include "moe/v1/expert_worker.grpc.pb.h"
+
+namespace moe::coordinator {
+
+struct WorkerClientOptions {
+  std::string address;              // "unix:PATH" (zero-copy) or "HOST:PORT" (inline)
+  int arena_slots = 8;              // RunExperts calls that may be in flight at once
+  int64_t max_tokens_per_call = 256;  // longer batches (prefill) go in chunks
+  absl::Duration rpc_timeout = absl::Seconds(60);
+  bool force_inline = false;        // carry tensors inline even on a unix socket
+};
+
+struct WorkerClientStats {
+  uint64_t calls = 0;
+  double rpc_seconds = 0;
+  uint64_t hits = 0;
+  uint64_t misses = 0;
+};
+
+// Thread-safe: concurrent RunExperts calls each use their own arena slot.
+class WorkerClient : public ExpertBackend {
+ public:
+  // Connects lazily: the worker need not be up yet.
+  static absl::StatusOr<std::unique_ptr<WorkerClient>> Create(const WorkerClientOptions& options,
+                                                              const ModelConfig& config);
+
+  absl::Status RunExperts(int layer, absl::Span<const float> x, int64_t n,
+                          absl::Span<const int32_t> ids, absl::Span<const float> weights,
+                          absl::Span<float> out) override;
+
+  // Whether the worker answers its health check now (SERVING).
+  bool WorkerServing(absl::Duration timeout = absl::Milliseconds(500));
+  bool zero_copy() const { return arena_ != nullptr; }
+  WorkerClientStats Stats() const;
+  v1::ExpertWorker::Stub& stub() { return *stub_; }
+
+ private:
+  WorkerClient(const WorkerClientOptions& options, const ModelConfig& config,
+               std::shared_ptr<grpc::Channel> channel, std::unique_ptr<SharedArena> arena);
+  absl::Status EnsureAttached();
+  absl::Status Attach();
+  absl::Status RunChunk(int slot, int layer, absl::Span<const float> x, int64_t n,
+                        absl::Span<const int32_t> ids, absl::Span<const float> weights,
+                        absl::Span<float> out);
+  int AcquireSlot();
+  void ReleaseSlot(int slot);
+
+  const WorkerClientOptions options_;
+  const ModelConfig config_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::ExpertWorker::Stub> stub_;
+  std::unique_ptr<SharedArena> arena_;  // null in inline mode
+  uint64_t slot_bytes_ = 0;             // per slot: input then output, each [max_tokens, H]
+
+  std::mutex attach_mu_;
+  bool attached_ = false;  // guarded by attach_mu_
+
+  std::mutex slot_mu_;
+  std::condition_variable slot_free_;
+  std::vector<int> free_slots_;  // guarded by slot_mu_
+
+  mutable std::mutex stats_mu_;
+  WorkerClientStats stats_;  // guarded by stats_mu_
+};
+
+}  // namespace moe::coordinator
+
+#endif  // MOE_COORDINATOR_WORKER_CLIENT_H_

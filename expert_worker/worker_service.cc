@@ -1,0 +1,153 @@
+#include "expert_worker/worker_service.h"
+
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/grpc_status.h"
+#include "common/logging.h"
+#include "common/status.h"
+
+namespace moe::expert_worker {
+
+grpc::Status WorkerService::AttachArena(grpc::ServerContext*, const v1::AttachArenaRequest* request,
+                                        v1::AttachArenaResponse* response) {
+  if (request->handle_case() == v1::AttachArenaRequest::kCudaIpc) {
+    return ToGrpcStatus(absl::FailedPreconditionError(
+        "this worker runs the CPU backend and cannot map a CUDA IPC arena"));
+  }
+  if (request->handle_case() != v1::AttachArenaRequest::kSharedMemory) {
+    return ToGrpcStatus(absl::InvalidArgumentError("AttachArena: no arena handle"));
+  }
+  const auto& shm = request->shared_memory();
+  auto arena = SharedArena::Attach(shm.pid(), shm.fd(), request->size_bytes(), request->arena_id());
+  if (!arena.ok()) return ToGrpcStatus(arena.status());
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    arena_ = std::shared_ptr<SharedArena>(std::move(*arena));
+  }
+  MOE_LOG(INFO) << "attached arena " << request->arena_id() << " of pid " << shm.pid() << " ("
+                << request->size_bytes() << " bytes)";
+  const ExpertStore& store = cache_->store();
+  response->set_num_layers(store.num_layers());
+  response->set_num_experts(store.num_experts());
+  response->set_hidden_size(store.layout().hidden);
+  return grpc::Status::OK;
+}
+
+absl::Status WorkerService::DoRunExperts(const v1::RunExpertsRequest& request,
+                                         v1::RunExpertsResponse* response) {
+  const int64_t n = request.num_tokens();
+  const int64_t hidden = cache_->store().layout().hidden;
+  const uint64_t floats = static_cast<uint64_t>(n) * hidden;
+  if (n == 0) return absl::InvalidArgumentError("RunExperts: num_tokens is 0");
+  if (request.expert_ids_size() != int64_t(n) * request.experts_per_token() ||
+      request.weights_size() != request.expert_ids_size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "RunExperts: ", request.expert_ids_size(), " expert ids and ", request.weights_size(),
+        " weights for ", n, " tokens x ", request.experts_per_token(), " experts"));
+  }
+  std::shared_ptr<SharedArena> arena;
+  if (request.has_input_slice() || request.has_output_slice()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    arena = arena_;
+    if (arena == nullptr || arena->id() != request.arena_id()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "RunExperts: arena ", request.arena_id(), " is not attached (attach it again)"));
+    }
+  }
+  absl::Span<const float> x;
+  std::vector<float> inline_x;
+  if (request.has_input_slice()) {
+    if (request.input_slice().size_bytes() != floats * sizeof(float)) {
+      return absl::InvalidArgumentError("RunExperts: input slice size does not match the tokens");
+    }
+    MOE_ASSIGN_OR_RETURN(x, arena->Floats(request.input_slice().offset(), floats));
+  } else {
+    if (request.input_inline().size() != floats * sizeof(float)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "RunExperts: inline input is ", request.input_inline().size(), " bytes, expected ",
+          floats * sizeof(float)));
+    }
+    inline_x.resize(floats);
+    std::memcpy(inline_x.data(), request.input_inline().data(), floats * sizeof(float));
+    x = inline_x;
+  }
+  absl::Span<float> out;
+  std::vector<float> inline_out;
+  if (request.has_output_slice()) {
+    if (request.output_slice().size_bytes() != floats * sizeof(float)) {
+      return absl::InvalidArgumentError("RunExperts: output slice size does not match the tokens");
+    }
+    MOE_ASSIGN_OR_RETURN(out, arena->Floats(request.output_slice().offset(), floats));
+  } else {
+    inline_out.resize(floats);
+    out = absl::MakeSpan(inline_out);
+  }
+  const std::vector<int32_t> ids(request.expert_ids().begin(), request.expert_ids().end());
+  const std::vector<float> weights(request.weights().begin(), request.weights().end());
+  RunCounters counters;
+  MOE_RETURN_IF_ERROR(runner_.Run(static_cast<int>(request.layer()), x, n, ids, weights, out, &counters));
+  if (!request.has_output_slice()) {
+    response->set_output_inline(inline_out.data(), inline_out.size() * sizeof(float));
+  }
+  response->set_cache_hits(counters.hits);
+  response->set_cache_misses(counters.misses);
+  response->set_load_wait_s(counters.load_wait_s);
+  response->set_compute_s(counters.compute_s);
+  calls_.fetch_add(1, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+grpc::Status WorkerService::RunExperts(grpc::ServerContext*, const v1::RunExpertsRequest* request,
+                                       v1::RunExpertsResponse* response) {
+  return ToGrpcStatus(DoRunExperts(*request, response));
+}
+
+grpc::Status WorkerService::Prefetch(grpc::ServerContext*, const v1::PrefetchRequest*,
+                                     v1::PrefetchResponse*) {
+  return ToGrpcStatus(absl::UnimplementedError(
+      "Prefetch: speculative loading is not built yet (the scheduler issue)"));
+}
+
+grpc::Status WorkerService::SetCachePolicy(grpc::ServerContext*,
+                                           const v1::SetCachePolicyRequest* request,
+                                           v1::SetCachePolicyResponse* response) {
+  if (request->cache_per_layer() != 0 &&
+      int(request->cache_per_layer()) != cache_->slots_per_layer()) {
+    return ToGrpcStatus(absl::UnimplementedError(
+        "SetCachePolicy: resizing the cache at run time is not built yet; restart the worker "
+        "with --cache-per-layer"));
+  }
+  if (!request->policy().empty()) {
+    auto policy = MakeCachePolicy(request->policy());
+    if (!policy.ok()) return ToGrpcStatus(policy.status());
+    cache_->SetPolicy(*std::move(policy));
+    MOE_LOG(INFO) << "cache policy is now " << request->policy();
+  }
+  const CacheStats stats = cache_->Stats();
+  response->set_policy(stats.policy);
+  response->set_cache_per_layer(stats.slots_per_layer);
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerService::GetStats(grpc::ServerContext*, const v1::GetStatsRequest*,
+                                     v1::WorkerStats* response) {
+  const CacheStats stats = cache_->Stats();
+  response->set_policy(stats.policy);
+  response->set_cache_per_layer(stats.slots_per_layer);
+  response->set_hits(stats.total.hits);
+  response->set_misses(stats.total.misses);
+  response->set_bytes_copied(stats.total.bytes_copied);
+  response->set_run_experts_calls(calls_.load());
+  for (size_t l = 0; l < stats.layers.size(); ++l) {
+    auto* layer = response->add_layers();
+    layer->set_layer(static_cast<uint32_t>(l));
+    layer->set_hits(stats.layers[l].hits);
+    layer->set_misses(stats.layers[l].misses);
+    layer->set_bytes_copied(stats.layers[l].bytes_copied);
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace moe::expert_worker

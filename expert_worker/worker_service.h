@@ -1,0 +1,48 @@
+// The expert worker's gRPC service: a thin adapter from moe.v1.ExpertWorker onto the
+// ExpertRunner and SlotCache. Runs on gRPC's synchronous server (each call on a pool
+// thread), since RunExperts computes for milliseconds and must not block a reactor.
+#ifndef MOE_EXPERT_WORKER_WORKER_SERVICE_H_
+#define MOE_EXPERT_WORKER_WORKER_SERVICE_H_
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+
+#include "common/shared_arena.h"
+#include "expert_worker/expert_runner.h"
+#include "expert_worker/slot_cache.h"
+#include "moe/v1/expert_worker.grpc.pb.h"
+
+namespace moe::expert_worker {
+
+// Thread-safe. `cache` must outlive the service.
+class WorkerService final : public moe::v1::ExpertWorker::Service {
+ public:
+  explicit WorkerService(SlotCache* cache) : cache_(cache), runner_(cache) {}
+
+  grpc::Status AttachArena(grpc::ServerContext* context, const v1::AttachArenaRequest* request,
+                           v1::AttachArenaResponse* response) override;
+  grpc::Status RunExperts(grpc::ServerContext* context, const v1::RunExpertsRequest* request,
+                          v1::RunExpertsResponse* response) override;
+  grpc::Status Prefetch(grpc::ServerContext* context, const v1::PrefetchRequest* request,
+                        v1::PrefetchResponse* response) override;
+  grpc::Status SetCachePolicy(grpc::ServerContext* context,
+                              const v1::SetCachePolicyRequest* request,
+                              v1::SetCachePolicyResponse* response) override;
+  grpc::Status GetStats(grpc::ServerContext* context, const v1::GetStatsRequest* request,
+                        v1::WorkerStats* response) override;
+
+ private:
+  absl::Status DoRunExperts(const v1::RunExpertsRequest& request, v1::RunExpertsResponse* response);
+
+  SlotCache* cache_;
+  ExpertRunner runner_;
+  std::atomic<uint64_t> calls_{0};
+  std::mutex mu_;
+  // In-flight calls hold their own reference, so a re-attach never unmaps under them.
+  std::shared_ptr<SharedArena> arena_;  // guarded by mu_
+};
+
+}  // namespace moe::expert_worker
+
+#endif  // MOE_EXPERT_WORKER_WORKER_SERVICE_H_
