@@ -113,7 +113,7 @@ absl::Status GenerationService::DoGenerate(grpc::ServerContext* context,
   options.sampling.top_k = static_cast<int>(request.top_k());
   options.sampling.seed = request.seed();
   options.cancelled = [context] { return context->IsCancelled(); };
-  options.step_mutex = &step_mutex_;
+  options.run_step = [this](const std::function<absl::Status()>& step) { return executor_.Run(step); };
 
   StreamingDecoder decoder(*tokenizer_, prompt);
   StopStringFilter stops({request.stop().begin(), request.stop().end()});

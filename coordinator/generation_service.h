@@ -13,6 +13,7 @@
 #include "common/tokenizer.h"
 #include "coordinator/generator.h"
 #include "coordinator/mixtral_model.h"
+#include "coordinator/step_executor.h"
 #include "moe/v1/generation.grpc.pb.h"
 
 namespace moe::coordinator {
@@ -50,7 +51,7 @@ class GenerationService final : public v1::Generation::Service {
   const Tokenizer* tokenizer_;
   const GenerationServiceOptions options_;
   std::atomic<int> admitted_{0};
-  std::mutex step_mutex_;
+  StepExecutor executor_;
 };
 
 }  // namespace moe::coordinator

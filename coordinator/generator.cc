@@ -46,9 +46,10 @@ absl::StatusOr<GenerationResult> Generate(const MixtralModel& model,
   std::vector<float> logits;
 
   auto step = [&](absl::Span<const int> tokens) {
-    std::unique_lock<std::mutex> lock;
-    if (options.step_mutex != nullptr) lock = std::unique_lock<std::mutex>(*options.step_mutex);
-    return model.Forward(tokens, cache, MixtralModel::Logits::kLast, &logits, options.cancelled);
+    const std::function<absl::Status()> forward = [&] {
+      return model.Forward(tokens, cache, MixtralModel::Logits::kLast, &logits, options.cancelled);
+    };
+    return options.run_step ? options.run_step(forward) : forward();
   };
   auto t0 = Clock::now();
   MOE_RETURN_IF_ERROR(step(prompt));

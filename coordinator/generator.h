@@ -4,7 +4,6 @@
 #define MOE_COORDINATOR_GENERATOR_H_
 
 #include <functional>
-#include <mutex>
 #include "absl/strings/string_view.h"
 #include <vector>
 
@@ -21,9 +20,9 @@ struct GenerateOptions {
   bool stop_at_eos = true;
   // Asked before every layer step; true ends the generation with CANCELLED.
   std::function<bool()> cancelled;
-  // Held around each forward pass, so that concurrent generations on one model
-  // interleave token by token instead of computing at once. May be null.
-  std::mutex* step_mutex = nullptr;
+  // Runs each forward pass (e.g. on a StepExecutor, so that concurrent generations on
+  // one model interleave token by token on one thread). Null: run in place.
+  std::function<absl::Status(const std::function<absl::Status()>&)> run_step;
 };
 
 enum class FinishReason { kEos, kLength, kStopped };

@@ -129,7 +129,7 @@ TEST(CacheSizeTest, LogitsAreIdenticalForEveryCacheSize) {
       ASSERT_TRUE((*engine)->model().Forward({&t, 1}, cache, MixtralModel::Logits::kLast, &logits).ok());
       all.insert(all.end(), logits.begin(), logits.end());
     }
-    const uint64_t misses = (*engine)->cache().Stats().total.misses;
+    const uint64_t misses = (*engine)->cache()->Stats().total.misses;
     if (slots == 8) {
       baseline = all;
       distinct_experts = misses;

@@ -9,20 +9,30 @@
 namespace moe {
 
 absl::StatusOr<std::unique_ptr<LocalEngine>> LocalEngine::Open(const std::string& model_dir,
-                                                               int cache_per_layer) {
+                                                               const EngineOptions& options) {
   std::unique_ptr<LocalEngine> engine(new LocalEngine());
   MOE_ASSIGN_OR_RETURN(engine->dir_, ModelDir::Open(model_dir));
   const Checkpoint& ckpt = *engine->dir_.checkpoint;
   MOE_ASSIGN_OR_RETURN(auto dense, coordinator::DenseWeights::Load(ckpt, engine->config()));
-  MOE_ASSIGN_OR_RETURN(engine->store_, expert_worker::ExpertStore::Load(ckpt, engine->config()));
-  if (cache_per_layer == 0) cache_per_layer = engine->store_->num_experts();
-  MOE_ASSIGN_OR_RETURN(auto policy, expert_worker::MakeCachePolicy("lru"));
-  MOE_ASSIGN_OR_RETURN(engine->cache_, expert_worker::SlotCache::Create(
-                                           engine->store_.get(), cache_per_layer, std::move(policy)));
-  engine->backend_ = std::make_unique<expert_worker::InProcessBackend>(engine->cache_.get());
+  ExpertBackend* backend = nullptr;
+  if (!options.worker_address.empty()) {
+    coordinator::WorkerClientOptions client_options;
+    client_options.address = options.worker_address;
+    MOE_ASSIGN_OR_RETURN(engine->worker_,
+                         coordinator::WorkerClient::Create(client_options, engine->config()));
+    backend = engine->worker_.get();
+  } else {
+    MOE_ASSIGN_OR_RETURN(engine->store_, expert_worker::ExpertStore::Load(ckpt, engine->config()));
+    const int slots = options.cache_per_layer == 0 ? engine->store_->num_experts()
+                                                   : options.cache_per_layer;
+    MOE_ASSIGN_OR_RETURN(auto policy, expert_worker::MakeCachePolicy("lru"));
+    MOE_ASSIGN_OR_RETURN(engine->cache_, expert_worker::SlotCache::Create(
+                                             engine->store_.get(), slots, std::move(policy)));
+    engine->backend_ = std::make_unique<expert_worker::InProcessBackend>(engine->cache_.get());
+    backend = engine->backend_.get();
+  }
   MOE_ASSIGN_OR_RETURN(engine->model_, coordinator::MixtralModel::Create(
-                                           engine->config(), std::move(dense),
-                                           engine->backend_.get()));
+                                           engine->config(), std::move(dense), backend));
   return engine;
 }
 

@@ -10,24 +10,37 @@
 #include "common/model_dir.h"
 #include "common/tokenizer.h"
 #include "coordinator/mixtral_model.h"
+#include "coordinator/worker_client.h"
 #include "expert_worker/expert_store.h"
 #include "expert_worker/expert_runner.h"
 #include "expert_worker/slot_cache.h"
 
 namespace moe {
 
+struct EngineOptions {
+  int cache_per_layer = 0;     // in-process worker: experts cached per layer (0: all)
+  std::string worker_address;  // set: experts run in that worker process instead
+};
+
 class LocalEngine {
  public:
-  // Opens and validates `model_dir`, loads the dense weights and the expert store, and
-  // makes an LRU slot cache of `cache_per_layer` experts per layer (0: all experts).
+  // Opens and validates `model_dir` and loads the dense weights. The experts run in the
+  // worker linked in (expert store plus an LRU slot cache), or, with a worker address,
+  // in that process over gRPC.
   static absl::StatusOr<std::unique_ptr<LocalEngine>> Open(const std::string& model_dir,
-                                                           int cache_per_layer = 0);
+                                                           const EngineOptions& options);
+  static absl::StatusOr<std::unique_ptr<LocalEngine>> Open(const std::string& model_dir,
+                                                           int cache_per_layer = 0) {
+    return Open(model_dir, EngineOptions{cache_per_layer, ""});
+  }
 
   const ModelDir& dir() const { return dir_; }
   const ModelConfig& config() const { return dir_.config; }
   coordinator::MixtralModel& model() { return *model_; }
-  const expert_worker::ExpertStore& store() const { return *store_; }
-  expert_worker::SlotCache& cache() { return *cache_; }
+  // In-process mode only (null with a remote worker).
+  expert_worker::SlotCache* cache() { return cache_.get(); }
+  // Remote mode only (null in-process).
+  coordinator::WorkerClient* worker() { return worker_.get(); }
 
  private:
   LocalEngine() = default;
@@ -36,6 +49,7 @@ class LocalEngine {
   std::unique_ptr<expert_worker::ExpertStore> store_;
   std::unique_ptr<expert_worker::SlotCache> cache_;
   std::unique_ptr<expert_worker::InProcessBackend> backend_;
+  std::unique_ptr<coordinator::WorkerClient> worker_;
   std::unique_ptr<coordinator::MixtralModel> model_;
 };
 

@@ -2,12 +2,17 @@
 //
 //   moe generate --model DIR --prompt TEXT [--chat] [--max-new-tokens N]
 //                [--temperature T] [--top-p P] [--top-k K] [--seed S]
+//                [--worker ADDR | --cache-per-layer K]   (coordinator in this process)
+//   moe generate --server ADDR --prompt TEXT ...          (a running moe-coordinator)
 //   moe logits   --model DIR --tokens 1,2,3 --out FILE.npy
 //   moe info     --model DIR
+#include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <string>
 #include <vector>
+
+#include <grpcpp/grpcpp.h>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -21,7 +26,10 @@
 #include "common/command_line.h"
 #include "common/npy.h"
 #include "common/status.h"
+#include "common/grpc_status.h"
 #include "coordinator/generator.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "moe/v1/generation.grpc.pb.h"
 #include "tools/cli/local_engine.h"
 
 ABSL_FLAG(std::string, model, "", "Model directory (Hugging Face Mixtral layout)");
@@ -36,6 +44,11 @@ ABSL_FLAG(bool, stats, true, "generate: print tokens/s to stderr at the end");
 ABSL_FLAG(std::string, tokens, "", "logits: comma-separated token ids");
 ABSL_FLAG(std::string, out, "", "logits: output .npy file");
 ABSL_FLAG(int, threads, 0, "compute threads (0: all cores)");
+ABSL_FLAG(std::string, server, "", "generate: a moe-coordinator's address; the model runs there");
+ABSL_FLAG(std::string, worker, "", "generate/logits: run experts in this moe-expert-worker");
+ABSL_FLAG(int, cache_per_layer, 0, "in-process experts cached per layer (0: all)");
+ABSL_FLAG(std::string, service, "", "health: the service to ask about (\"\": the server)");
+ABSL_FLAG(double, timeout, 0, "generate --server: deadline in seconds (0: none)");
 
 namespace moe {
 namespace {
@@ -46,10 +59,59 @@ absl::StatusOr<std::string> RequiredFlag(const absl::Flag<std::string>& flag, co
   return value;
 }
 
+EngineOptions EngineFlags() {
+  return EngineOptions{absl::GetFlag(FLAGS_cache_per_layer), absl::GetFlag(FLAGS_worker)};
+}
+
+// The C++ client of moe.v1.Generation: streams from a running coordinator.
+absl::Status RunGenerateRemote(const std::string& server, const std::string& prompt) {
+  auto channel = grpc::CreateChannel(server, grpc::InsecureChannelCredentials());
+  auto stub = v1::Generation::NewStub(channel);
+  v1::GenerateRequest request;
+  if (absl::GetFlag(FLAGS_chat)) {
+    auto* m = request.add_messages();
+    m->set_role("user");
+    m->set_content(prompt);
+  } else {
+    request.set_prompt(prompt);
+  }
+  request.set_max_new_tokens(static_cast<uint32_t>(std::max(0, absl::GetFlag(FLAGS_max_new_tokens))));
+  request.set_temperature(static_cast<float>(absl::GetFlag(FLAGS_temperature)));
+  request.set_top_p(static_cast<float>(absl::GetFlag(FLAGS_top_p)));
+  request.set_top_k(static_cast<uint32_t>(std::max(0, absl::GetFlag(FLAGS_top_k))));
+  request.set_seed(absl::GetFlag(FLAGS_seed));
+  grpc::ClientContext context;
+  if (absl::GetFlag(FLAGS_timeout) > 0) {
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::milliseconds(int64_t(absl::GetFlag(FLAGS_timeout) * 1000)));
+  }
+  auto reader = stub->Generate(&context, request);
+  v1::GenerateResponse response;
+  v1::GenerateResponse last;
+  while (reader->Read(&response)) {
+    std::fwrite(response.text().data(), 1, response.text().size(), stdout);
+    std::fflush(stdout);
+    if (response.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) last = response;
+  }
+  MOE_RETURN_IF_ERROR(Annotate(FromGrpcStatus(reader->Finish()), server));
+  std::fputc('\n', stdout);
+  if (absl::GetFlag(FLAGS_stats)) {
+    const auto& st = last.stats();
+    std::fprintf(stderr,
+                 "[%u prompt tokens, %u new, finish %s; time to first token %.3f s, prefill %.1f "
+                 "tok/s, decode %.1f tok/s, via %s]\n",
+                 st.prompt_tokens(), st.generated_tokens(),
+                 v1::FinishReason_Name(last.finish_reason()).c_str(), st.time_to_first_token_s(),
+                 st.prefill_tokens_per_s(), st.decode_tokens_per_s(), server.c_str());
+  }
+  return absl::OkStatus();
+}
+
 absl::Status RunGenerate() {
-  MOE_ASSIGN_OR_RETURN(std::string dir, RequiredFlag(FLAGS_model, "model"));
   MOE_ASSIGN_OR_RETURN(std::string prompt, RequiredFlag(FLAGS_prompt, "prompt"));
-  MOE_ASSIGN_OR_RETURN(auto engine, LocalEngine::Open(dir));
+  if (!absl::GetFlag(FLAGS_server).empty()) return RunGenerateRemote(absl::GetFlag(FLAGS_server), prompt);
+  MOE_ASSIGN_OR_RETURN(std::string dir, RequiredFlag(FLAGS_model, "model"));
+  MOE_ASSIGN_OR_RETURN(auto engine, LocalEngine::Open(dir, EngineFlags()));
   MOE_ASSIGN_OR_RETURN(auto tokenizer, engine->dir().LoadTokenizer());
 
   std::vector<int> ids;
@@ -115,7 +177,7 @@ absl::Status RunLogits() {
   MOE_ASSIGN_OR_RETURN(std::string tokens_flag, RequiredFlag(FLAGS_tokens, "tokens"));
   MOE_ASSIGN_OR_RETURN(std::string out, RequiredFlag(FLAGS_out, "out"));
   MOE_ASSIGN_OR_RETURN(std::vector<int> ids, ParseTokenList(tokens_flag));
-  MOE_ASSIGN_OR_RETURN(auto engine, LocalEngine::Open(dir));
+  MOE_ASSIGN_OR_RETURN(auto engine, LocalEngine::Open(dir, EngineFlags()));
   const int64_t v = engine->config().vocab_size;
   for (size_t i = 0; i < ids.size(); ++i) {
     if (ids[i] < 0 || ids[i] >= v) {
@@ -195,20 +257,39 @@ absl::Status RunInfo() {
   return absl::OkStatus();
 }
 
+// `moe health --server ADDR [--service NAME]`: exit 0 when SERVING.
+absl::Status RunHealth() {
+  MOE_ASSIGN_OR_RETURN(std::string server, RequiredFlag(FLAGS_server, "server"));
+  auto stub = grpc::health::v1::Health::NewStub(
+      grpc::CreateChannel(server, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(absl::GetFlag(FLAGS_service));
+  grpc::health::v1::HealthCheckResponse response;
+  MOE_RETURN_IF_ERROR(Annotate(FromGrpcStatus(stub->Check(&context, request, &response)), server));
+  std::printf("%s\n", grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status()).c_str());
+  if (response.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
+    return absl::UnavailableError(absl::StrCat(server, " is not serving"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 }  // namespace moe
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "moe <generate|logits|info> --model DIR [flags]\n"
+      "moe <generate|logits|info|health> --model DIR [flags]   (or generate --server ADDR)\n"
       "  generate --prompt TEXT [--chat] [--max-new-tokens N] [--temperature T]\n"
       "           [--top-p P] [--top-k K] [--seed S]\n"
       "  logits   --tokens 1,2,3 --out FILE.npy\n"
-      "  info");
+      "  info\n"
+      "  health   --server ADDR [--service moe.v1.Generation]");
   moe::NormalizeFlagNames(argc, argv);
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
   if (positional.size() != 2) {
-    std::fprintf(stderr, "moe: expected one command (generate, logits or info); see --help\n");
+    std::fprintf(stderr, "moe: expected one command (generate, logits, info or health); see --help\n");
     return 2;
   }
   moe::SetComputeThreads(absl::GetFlag(FLAGS_threads));
@@ -220,8 +301,10 @@ int main(int argc, char** argv) {
     status = moe::RunLogits();
   } else if (command == "info") {
     status = moe::RunInfo();
+  } else if (command == "health") {
+    status = moe::RunHealth();
   } else {
-    std::fprintf(stderr, "moe: unknown command \"%s\" (generate, logits or info)\n", command.c_str());
+    std::fprintf(stderr, "moe: unknown command \"%s\" (generate, logits, info or health)\n", command.c_str());
     return 2;
   }
   if (!status.ok()) {
