@@ -168,6 +168,7 @@ absl::Status WorkerClient::RunChunk(int slot, int layer, absl::Span<const float>
     std::lock_guard<std::mutex> lock(stats_mu_);
     ++stats_.calls;
     stats_.rpc_seconds += seconds;
+    stats_.worker_seconds += response.load_wait_s() + response.compute_s();
     stats_.hits += response.cache_hits();
     stats_.misses += response.cache_misses();
     return absl::OkStatus();

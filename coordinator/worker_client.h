@@ -31,7 +31,8 @@ struct WorkerClientOptions {
 
 struct WorkerClientStats {
   uint64_t calls = 0;
-  double rpc_seconds = 0;
+  double rpc_seconds = 0;     // round trips as the coordinator sees them
+  double worker_seconds = 0;  // of which the worker reports loading and computing
   uint64_t hits = 0;
   uint64_t misses = 0;
 };

@@ -104,10 +104,21 @@ grpc::Status WorkerService::RunExperts(grpc::ServerContext*, const v1::RunExpert
   return ToGrpcStatus(DoRunExperts(*request, response));
 }
 
-grpc::Status WorkerService::Prefetch(grpc::ServerContext*, const v1::PrefetchRequest*,
+grpc::Status WorkerService::Prefetch(grpc::ServerContext*, const v1::PrefetchRequest* request,
                                      v1::PrefetchResponse*) {
-  return ToGrpcStatus(absl::UnimplementedError(
-      "Prefetch: speculative loading is not built yet (the scheduler issue)"));
+  const ExpertStore& store = cache_->store();
+  if (request->layer() >= uint32_t(store.num_layers())) {
+    return ToGrpcStatus(absl::InvalidArgumentError(
+        absl::StrCat("Prefetch: layer ", request->layer(), " out of range [0, ", store.num_layers(), ")")));
+  }
+  for (uint32_t id : request->expert_ids()) {
+    if (id >= uint32_t(store.num_experts())) {
+      return ToGrpcStatus(absl::InvalidArgumentError(
+          absl::StrCat("Prefetch: expert id ", id, " out of range [0, ", store.num_experts(), ")")));
+    }
+  }
+  for (uint32_t id : request->expert_ids()) prefetch_.Enqueue(request->layer(), id);
+  return grpc::Status::OK;
 }
 
 grpc::Status WorkerService::SetCachePolicy(grpc::ServerContext*,

@@ -10,6 +10,7 @@
 
 #include "common/shared_arena.h"
 #include "expert_worker/expert_runner.h"
+#include "expert_worker/prefetch_queue.h"
 #include "expert_worker/slot_cache.h"
 #include "moe/v1/expert_worker.grpc.pb.h"
 
@@ -18,7 +19,7 @@ namespace moe::expert_worker {
 // Thread-safe. `cache` must outlive the service.
 class WorkerService final : public moe::v1::ExpertWorker::Service {
  public:
-  explicit WorkerService(SlotCache* cache) : cache_(cache), runner_(cache) {}
+  explicit WorkerService(SlotCache* cache) : cache_(cache), runner_(cache), prefetch_(cache) {}
 
   grpc::Status AttachArena(grpc::ServerContext* context, const v1::AttachArenaRequest* request,
                            v1::AttachArenaResponse* response) override;
@@ -37,6 +38,7 @@ class WorkerService final : public moe::v1::ExpertWorker::Service {
 
   SlotCache* cache_;
   ExpertRunner runner_;
+  PrefetchQueue prefetch_;
   std::atomic<uint64_t> calls_{0};
   std::mutex mu_;
   // In-flight calls hold their own reference, so a re-attach never unmaps under them.

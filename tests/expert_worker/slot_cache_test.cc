@@ -1,4 +1,5 @@
 #include "expert_worker/slot_cache.h"
+#include "expert_worker/prefetch_queue.h"
 
 #include <atomic>
 #include <filesystem>
@@ -128,6 +129,22 @@ TEST_F(SlotCacheTest, RejectsSizesOutsideOneToAllExperts) {
   EXPECT_FALSE(SlotCache::SlotsForBytes(*store_, 100).ok());
   EXPECT_EQ(*SlotCache::SlotsForBytes(*store_, store_->blob_stride() * 2 * 3), 3);
   EXPECT_FALSE(MakeCachePolicy("belady").ok());
+}
+
+}  // namespace
+}  // namespace moe::expert_worker
+
+namespace moe::expert_worker {
+namespace {
+
+TEST_F(SlotCacheTest, PrefetchLoadsInTheBackgroundSoTheNextUseHits) {
+  auto cache = MakeCache(2);
+  PrefetchQueue prefetch(cache.get());
+  prefetch.Enqueue(1, 6);
+  prefetch.Enqueue(1, 6);  // already resident by the time it runs: no second load
+  prefetch.Drain();
+  EXPECT_EQ(prefetch.loaded(), 1u);
+  EXPECT_TRUE(cache->Acquire(1, 6).hit());
 }
 
 }  // namespace

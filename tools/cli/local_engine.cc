@@ -18,6 +18,7 @@ absl::StatusOr<std::unique_ptr<LocalEngine>> LocalEngine::Open(const std::string
   if (!options.worker_address.empty()) {
     coordinator::WorkerClientOptions client_options;
     client_options.address = options.worker_address;
+    client_options.force_inline = options.force_inline;
     MOE_ASSIGN_OR_RETURN(engine->worker_,
                          coordinator::WorkerClient::Create(client_options, engine->config()));
     backend = engine->worker_.get();

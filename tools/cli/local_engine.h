@@ -20,6 +20,7 @@ namespace moe {
 struct EngineOptions {
   int cache_per_layer = 0;     // in-process worker: experts cached per layer (0: all)
   std::string worker_address;  // set: experts run in that worker process instead
+  bool force_inline = false;   // with a worker: tensors inside RPCs even on a unix socket
 };
 
 class LocalEngine {
@@ -31,7 +32,9 @@ class LocalEngine {
                                                            const EngineOptions& options);
   static absl::StatusOr<std::unique_ptr<LocalEngine>> Open(const std::string& model_dir,
                                                            int cache_per_layer = 0) {
-    return Open(model_dir, EngineOptions{cache_per_layer, ""});
+    EngineOptions options;
+    options.cache_per_layer = cache_per_layer;
+    return Open(model_dir, options);
   }
 
   const ModelDir& dir() const { return dir_; }

@@ -60,7 +60,10 @@ absl::StatusOr<std::string> RequiredFlag(const absl::Flag<std::string>& flag, co
 }
 
 EngineOptions EngineFlags() {
-  return EngineOptions{absl::GetFlag(FLAGS_cache_per_layer), absl::GetFlag(FLAGS_worker)};
+  EngineOptions options;
+  options.cache_per_layer = absl::GetFlag(FLAGS_cache_per_layer);
+  options.worker_address = absl::GetFlag(FLAGS_worker);
+  return options;
 }
 
 // The C++ client of moe.v1.Generation: streams from a running coordinator.

@@ -1,0 +1,62 @@
+#include "expert_worker/prefetch_queue.h"
+
+namespace moe::expert_worker {
+
+PrefetchQueue::PrefetchQueue(SlotCache* cache, size_t capacity)
+    : cache_(cache), capacity_(capacity), thread_([this] { Loop(); }) {}
+
+PrefetchQueue::~PrefetchQueue() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+    pending_.clear();
+  }
+  changed_.notify_all();
+  thread_.join();
+}
+
+void PrefetchQueue::Enqueue(int layer, int expert) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (pending_.size() >= capacity_) {
+      pending_.pop_front();
+      ++dropped_;
+    }
+    pending_.emplace_back(layer, expert);
+  }
+  changed_.notify_all();
+}
+
+void PrefetchQueue::Drain() {
+  std::unique_lock<std::mutex> lock(mu_);
+  changed_.wait(lock, [&] { return pending_.empty() && !busy_; });
+}
+
+uint64_t PrefetchQueue::loaded() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return loaded_;
+}
+
+uint64_t PrefetchQueue::dropped() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return dropped_;
+}
+
+void PrefetchQueue::Loop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (true) {
+    changed_.wait(lock, [&] { return stopping_ || !pending_.empty(); });
+    if (stopping_) return;
+    const auto [layer, expert] = pending_.front();
+    pending_.pop_front();
+    busy_ = true;
+    lock.unlock();
+    const bool hit = cache_->Acquire(layer, expert).hit();  // lease released at once
+    lock.lock();
+    busy_ = false;
+    if (!hit) ++loaded_;
+    changed_.notify_all();
+  }
+}
+
+}  // namespace moe::expert_worker

@@ -1,0 +1,47 @@
+// Loads hinted experts into the slot cache on a background thread, so that a later
+// RunExperts finds them resident. A hint never blocks its caller; hints for experts
+// already resident cost a lookup. (Protection of prefetched experts from eviction and
+// demand loads overtaking queued hints come with the speculative scheduler.)
+#ifndef MOE_EXPERT_WORKER_PREFETCH_QUEUE_H_
+#define MOE_EXPERT_WORKER_PREFETCH_QUEUE_H_
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <utility>
+
+#include "expert_worker/slot_cache.h"
+
+namespace moe::expert_worker {
+
+// Thread-safe. `cache` must outlive the queue; destruction drops pending hints.
+class PrefetchQueue {
+ public:
+  // At most `capacity` hints wait; older ones are dropped first (they are stalest).
+  PrefetchQueue(SlotCache* cache, size_t capacity = 64);
+  ~PrefetchQueue();
+
+  void Enqueue(int layer, int expert);
+  // Blocks until every hint enqueued so far is handled (for tests and benchmarks).
+  void Drain();
+  uint64_t loaded() const;
+  uint64_t dropped() const;
+
+ private:
+  void Loop();
+
+  SlotCache* cache_;
+  const size_t capacity_;
+  mutable std::mutex mu_;
+  std::condition_variable changed_;
+  std::deque<std::pair<int, int>> pending_;  // guarded by mu_
+  bool busy_ = false;                        // guarded by mu_
+  bool stopping_ = false;                    // guarded by mu_
+  uint64_t loaded_ = 0, dropped_ = 0;        // guarded by mu_
+  std::thread thread_;
+};
+
+}  // namespace moe::expert_worker
+
+#endif  // MOE_EXPERT_WORKER_PREFETCH_QUEUE_H_
