@@ -1,0 +1,52 @@
+#include "common/backend/cuda/cuda_ipc_arena.h"
+
+#include <cuda_runtime_api.h>
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "common/backend/cuda/cuda_status.h"
+#include "common/logging.h"
+
+namespace moe::cuda {
+
+absl::StatusOr<std::unique_ptr<CudaIpcArena>> CudaIpcArena::Create(int device, size_t bytes) {
+  MOE_CUDA_RETURN_IF_ERROR(cudaSetDevice(device), "selecting the arena's device");
+  void* ptr = nullptr;
+  MOE_CUDA_RETURN_IF_ERROR(cudaMalloc(&ptr, bytes), "allocating the activation arena");
+  cudaIpcMemHandle_t handle;
+  const absl::Status exported =
+      CudaStatus(cudaIpcGetMemHandle(&handle, ptr), "cudaIpcGetMemHandle", "exporting the arena");
+  if (!exported.ok()) {
+    cudaFree(ptr);
+    return exported;
+  }
+  return std::unique_ptr<CudaIpcArena>(new CudaIpcArena(
+      device, ptr, bytes, std::string(reinterpret_cast<const char*>(&handle), sizeof(handle)),
+      /*owner=*/true));
+}
+
+absl::StatusOr<std::unique_ptr<CudaIpcArena>> CudaIpcArena::Open(int device,
+                                                                 const std::string& handle,
+                                                                 size_t bytes) {
+  cudaIpcMemHandle_t h;
+  if (handle.size() != sizeof(h)) {
+    return absl::InvalidArgumentError(absl::StrCat("CUDA IPC handle is ", handle.size(),
+                                                   " bytes, expected ", sizeof(h)));
+  }
+  std::memcpy(&h, handle.data(), sizeof(h));
+  MOE_CUDA_RETURN_IF_ERROR(cudaSetDevice(device), "selecting the arena's device");
+  void* ptr = nullptr;
+  MOE_CUDA_RETURN_IF_ERROR(cudaIpcOpenMemHandle(&ptr, h, cudaIpcMemLazyEnablePeerAccess),
+                           "opening the coordinator's arena");
+  return std::unique_ptr<CudaIpcArena>(new CudaIpcArena(device, ptr, bytes, handle, /*owner=*/false));
+}
+
+CudaIpcArena::~CudaIpcArena() {
+  const cudaError_t error = owner_ ? cudaFree(ptr_) : cudaIpcCloseMemHandle(ptr_);
+  if (error != cudaSuccess) {
+    MOE_LOG(ERROR) << "releasing the CUDA arena: " << cudaGetErrorString(error);
+  }
+}
+
+}  // namespace moe::cuda
