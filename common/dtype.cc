@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "common/status.h"
 
 namespace moe {
 
@@ -12,7 +13,7 @@ absl::StatusOr<DType> ParseDType(absl::string_view name) {
   if (name == "F16") return DType::kF16;
   if (name == "BF16") return DType::kBF16;
   return absl::InvalidArgumentError(
-      absl::StrCat("unsupported dtype \"", name, "\" (supported: F32, F16, BF16)"));
+      absl::StrCat("unsupported dtype ", QuoteForMessage(name), " (supported: F32, F16, BF16)"));
 }
 
 absl::string_view DTypeName(DType dtype) {

@@ -1,10 +1,11 @@
 #include "common/model_config.h"
 
-#include <fstream>
-#include <sstream>
+#include <cmath>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "common/json_util.h"
+#include "common/mapped_file.h"
 #include "common/status.h"
 
 namespace moe {
@@ -15,6 +16,9 @@ using json = nlohmann::json;
 // Largest size accepted for any one dimension: far above any real model, low enough
 // that products of two sizes cannot overflow.
 constexpr int64_t kMaxDim = int64_t{1} << 24;
+
+// Largest config.json read: real ones are a few KiB.
+constexpr size_t kMaxConfigBytes = size_t{1} << 20;
 
 class FieldReader {
  public:
@@ -42,6 +46,10 @@ class FieldReader {
     if (it == j_.end() || it->is_null()) return fallback;
     if (!it->is_number_integer()) {
       return Error(absl::StrCat("field \"", key, "\" is not an integer: ", it->dump()));
+    }
+    if (it->is_number_unsigned() &&
+        it->get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max())) {
+      return Error(absl::StrCat("field \"", key, "\" is out of range: ", it->dump()));
     }
     return it->get<int64_t>();
   }
@@ -120,7 +128,10 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(absl::string_view text,
   MOE_ASSIGN_OR_RETURN(c.bos_token_id, r.Int("bos_token_id", 1));
   MOE_ASSIGN_OR_RETURN(c.eos_token_id, r.Int("eos_token_id", 2));
 
-  if (c.hidden_size % c.num_attention_heads != 0 && !j.contains("head_dim")) {
+  // null means absent (transformers writes "head_dim": null).
+  const auto head_dim_it = j.find("head_dim");
+  const bool has_head_dim = head_dim_it != j.end() && !head_dim_it->is_null();
+  if (c.hidden_size % c.num_attention_heads != 0 && !has_head_dim) {
     return r.Error(absl::StrCat("hidden_size ", c.hidden_size,
                                 " is not divisible by num_attention_heads ",
                                 c.num_attention_heads, " and no head_dim is given"));
@@ -155,11 +166,16 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(absl::string_view text,
 }
 
 absl::StatusOr<ModelConfig> ModelConfig::FromFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  std::ostringstream text;
-  text << in.rdbuf();
-  return FromJson(text.str(), path);
+  // MappedFile refuses what is not a regular file (a FIFO or /dev/zero would hang).
+  MOE_ASSIGN_OR_RETURN(MappedFile file, MappedFile::Open(path));
+  const absl::Span<const uint8_t> bytes = file.bytes();
+  if (bytes.size() > kMaxConfigBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", bytes.size(),
+                                                   " bytes is too large for a config (limit ",
+                                                   kMaxConfigBytes, ")"));
+  }
+  return FromJson(absl::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()),
+                  path);
 }
 
 }  // namespace moe

@@ -1,6 +1,7 @@
 #include "common/model_dir.h"
 
 #include <filesystem>
+#include <functional>
 #include <utility>
 #include <vector>
 
@@ -24,29 +25,33 @@ std::string Expert(int layer, int expert, absl::string_view w) {
 
 namespace {
 
-// Every tensor the config implies, with its shape.
-std::vector<std::pair<std::string, std::vector<int64_t>>> ExpectedTensors(
-    const ModelConfig& c) {
+// Calls `check` on every tensor the config implies, with its shape; stops at the first
+// error. A visitor rather than a list: a hostile config.json may imply billions of tensors,
+// and the first one missing from the checkpoint ends the walk.
+absl::Status ForEachExpectedTensor(
+    const ModelConfig& c,
+    const std::function<absl::Status(const std::string&, const std::vector<int64_t>&)>& check) {
   namespace tn = tensor_names;
   const int64_t h = c.hidden_size;
-  std::vector<std::pair<std::string, std::vector<int64_t>>> out = {
-      {tn::Embedding(), {c.vocab_size, h}}, {tn::FinalNorm(), {h}}};
-  if (!c.tie_word_embeddings) out.push_back({tn::LmHead(), {c.vocab_size, h}});
+  MOE_RETURN_IF_ERROR(check(tn::Embedding(), {c.vocab_size, h}));
+  MOE_RETURN_IF_ERROR(check(tn::FinalNorm(), {h}));
+  if (!c.tie_word_embeddings) MOE_RETURN_IF_ERROR(check(tn::LmHead(), {c.vocab_size, h}));
   for (int l = 0; l < c.num_hidden_layers; ++l) {
-    out.push_back({tn::Layer(l, "input_layernorm.weight"), {h}});
-    out.push_back({tn::Layer(l, "post_attention_layernorm.weight"), {h}});
-    out.push_back({tn::Layer(l, "self_attn.q_proj.weight"), {c.q_dim(), h}});
-    out.push_back({tn::Layer(l, "self_attn.k_proj.weight"), {c.kv_dim(), h}});
-    out.push_back({tn::Layer(l, "self_attn.v_proj.weight"), {c.kv_dim(), h}});
-    out.push_back({tn::Layer(l, "self_attn.o_proj.weight"), {h, c.q_dim()}});
-    out.push_back({tn::Layer(l, "block_sparse_moe.gate.weight"), {c.num_local_experts, h}});
+    MOE_RETURN_IF_ERROR(check(tn::Layer(l, "input_layernorm.weight"), {h}));
+    MOE_RETURN_IF_ERROR(check(tn::Layer(l, "post_attention_layernorm.weight"), {h}));
+    MOE_RETURN_IF_ERROR(check(tn::Layer(l, "self_attn.q_proj.weight"), {c.q_dim(), h}));
+    MOE_RETURN_IF_ERROR(check(tn::Layer(l, "self_attn.k_proj.weight"), {c.kv_dim(), h}));
+    MOE_RETURN_IF_ERROR(check(tn::Layer(l, "self_attn.v_proj.weight"), {c.kv_dim(), h}));
+    MOE_RETURN_IF_ERROR(check(tn::Layer(l, "self_attn.o_proj.weight"), {h, c.q_dim()}));
+    MOE_RETURN_IF_ERROR(
+        check(tn::Layer(l, "block_sparse_moe.gate.weight"), {c.num_local_experts, h}));
     for (int e = 0; e < c.num_local_experts; ++e) {
-      out.push_back({tn::Expert(l, e, "w1"), {c.intermediate_size, h}});
-      out.push_back({tn::Expert(l, e, "w3"), {c.intermediate_size, h}});
-      out.push_back({tn::Expert(l, e, "w2"), {h, c.intermediate_size}});
+      MOE_RETURN_IF_ERROR(check(tn::Expert(l, e, "w1"), {c.intermediate_size, h}));
+      MOE_RETURN_IF_ERROR(check(tn::Expert(l, e, "w3"), {c.intermediate_size, h}));
+      MOE_RETURN_IF_ERROR(check(tn::Expert(l, e, "w2"), {h, c.intermediate_size}));
     }
   }
-  return out;
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -61,14 +66,17 @@ absl::StatusOr<ModelDir> ModelDir::Open(const std::string& path) {
   dir.path = path;
   MOE_ASSIGN_OR_RETURN(dir.config, ModelConfig::FromFile((fs::path(path) / "config.json").string()));
   MOE_ASSIGN_OR_RETURN(dir.checkpoint, Checkpoint::Open(path));
-  for (const auto& [name, shape] : ExpectedTensors(dir.config)) {
-    MOE_ASSIGN_OR_RETURN(Checkpoint::TensorRef ref, dir.checkpoint->Find(name));
-    if (ref.info->shape != shape) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          ref.file->path(), ": tensor \"", name, "\" has shape ", ref.info->ShapeString(),
-          " but config.json implies [", absl::StrJoin(shape, ", "), "]"));
-    }
-  }
+  MOE_RETURN_IF_ERROR(ForEachExpectedTensor(
+      dir.config,
+      [&](const std::string& name, const std::vector<int64_t>& shape) -> absl::Status {
+        MOE_ASSIGN_OR_RETURN(Checkpoint::TensorRef ref, dir.checkpoint->Find(name));
+        if (ref.info->shape != shape) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              ref.file->path(), ": tensor \"", name, "\" has shape ", ref.info->ShapeString(),
+              " but config.json implies [", absl::StrJoin(shape, ", "), "]"));
+        }
+        return absl::OkStatus();
+      }));
   const fs::path tokenizer = fs::path(path) / "tokenizer.model";
   if (fs::exists(tokenizer, ec)) dir.tokenizer_path = tokenizer.string();
   return dir;

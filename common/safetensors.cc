@@ -25,7 +25,7 @@ uint64_t ReadLe64(const uint8_t* p) {
 
 absl::StatusOr<TensorInfo> ParseEntry(const std::string& name, const json& entry,
                                       uint64_t data_size) {
-  const std::string where = absl::StrCat("tensor \"", name, "\"");
+  const std::string where = absl::StrCat("tensor ", QuoteForMessage(name));
   if (!entry.is_object()) return Invalid(absl::StrCat(where, ": entry is not a JSON object"));
   TensorInfo info;
   info.name = name;
@@ -92,9 +92,11 @@ absl::StatusOr<TensorInfo> ParseEntry(const std::string& name, const json& entry
 }  // namespace
 
 int64_t TensorInfo::NumElements() const {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  return n;
+  // Unsigned: with a zero dimension the leading ones may multiply past int64 on the way to
+  // 0. Otherwise ParseEntry has checked the product fits.
+  uint64_t n = 1;
+  for (int64_t d : shape) n *= static_cast<uint64_t>(d);
+  return static_cast<int64_t>(n);
 }
 
 std::string TensorInfo::ShapeString() const {
@@ -126,8 +128,8 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::Span<const uint8_
       if (!value.is_object()) return Invalid("\"__metadata__\" is not a JSON object");
       for (const auto& [mk, mv] : value.items()) {
         if (!mv.is_string()) {
-          return Invalid(absl::StrCat("\"__metadata__\" value for \"", mk,
-                                      "\" is not a string"));
+          return Invalid(absl::StrCat("\"__metadata__\" value for ", QuoteForMessage(mk),
+                                      " is not a string"));
         }
         out.metadata[mk] = mv.get<std::string>();
       }
@@ -144,12 +146,12 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::Span<const uint8_
   const TensorInfo* previous = nullptr;
   for (const TensorInfo& t : out.tensors) {
     if (t.begin < expected) {
-      return Invalid(absl::StrCat("tensors \"", previous->name, "\" and \"", t.name,
-                                  "\" overlap in the data section"));
+      return Invalid(absl::StrCat("tensors ", QuoteForMessage(previous->name), " and ",
+                                  QuoteForMessage(t.name), " overlap in the data section"));
     }
     if (t.begin > expected) {
-      return Invalid(absl::StrCat("gap of ", t.begin - expected, " bytes before tensor \"",
-                                  t.name, "\" in the data section"));
+      return Invalid(absl::StrCat("gap of ", t.begin - expected, " bytes before tensor ",
+                                  QuoteForMessage(t.name), " in the data section"));
     }
     expected = t.end;
     previous = &t;
@@ -190,8 +192,8 @@ namespace {
 absl::Status CheckShardName(const std::string& index_path, const std::string& shard) {
   if (shard.empty() || shard.find('/') != std::string::npos || shard == "." ||
       shard == ".." || shard.find('\0') != std::string::npos) {
-    return Invalid(absl::StrCat(index_path, ": shard \"", shard,
-                                "\" is not a file name inside the checkpoint directory"));
+    return Invalid(absl::StrCat(index_path, ": shard ", QuoteForMessage(shard),
+                                " is not a file name inside the checkpoint directory"));
   }
   return absl::OkStatus();
 }
@@ -220,8 +222,8 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
     std::map<std::string, const SafetensorsFile*> shards;
     for (const auto& [name, shard_value] : map_it->items()) {
       if (!shard_value.is_string()) {
-        return Invalid(absl::StrCat(index_path, ": weight_map entry for \"", name,
-                                    "\" is not a string"));
+        return Invalid(absl::StrCat(index_path, ": weight_map entry for ",
+                                    QuoteForMessage(name), " is not a string"));
       }
       const std::string shard = shard_value.get<std::string>();
       MOE_RETURN_IF_ERROR(CheckShardName(index_path, shard));
@@ -234,8 +236,8 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
       }
       const TensorInfo* info = it->second->Find(name);
       if (info == nullptr) {
-        return absl::NotFoundError(absl::StrCat(index_path, ": tensor \"", name,
-                                                "\" is mapped to ", shard,
+        return absl::NotFoundError(absl::StrCat(index_path, ": tensor ", QuoteForMessage(name),
+                                                " is mapped to ", QuoteForMessage(shard),
                                                 " but that shard does not contain it"));
       }
       ckpt->tensors_[name] = TensorRef{info, it->second};

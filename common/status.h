@@ -3,10 +3,12 @@
 #ifndef MOE_COMMON_STATUS_H_
 #define MOE_COMMON_STATUS_H_
 
+#include <string>
 #include <utility>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 
 #define MOE_STATUS_CONCAT_INNER_(a, b) a##b
@@ -33,6 +35,16 @@ namespace moe {
 inline absl::Status Annotate(const absl::Status& status, absl::string_view context) {
   if (status.ok()) return status;
   return absl::Status(status.code(), absl::StrCat(context, ": ", status.message()));
+}
+
+// A name read from an untrusted file, double-quoted for an error message: C-escaped so the
+// message stays one printable line, and cut after 200 bytes.
+inline std::string QuoteForMessage(absl::string_view name) {
+  constexpr size_t kMaxShown = 200;
+  if (name.size() > kMaxShown) {
+    return absl::StrCat("\"", absl::CHexEscape(name.substr(0, kMaxShown)), "\"...");
+  }
+  return absl::StrCat("\"", absl::CHexEscape(name), "\"");
 }
 
 }  // namespace moe
