@@ -1,7 +1,8 @@
 // Runs forward passes of concurrent generations one at a time on one thread, in
 // arrival order. One thread matters: OpenMP (and OpenBLAS on it) keeps a spinning thread
 // team per calling thread, so passes issued from many gRPC threads fight over the cores
-// (measured: 139 vs 2305 tokens/s on 2 cores, docs/results.md).
+// (seen on 2 cores: decode through the coordinator several times slower than in-process
+// until passes moved to one thread).
 #ifndef MOE_COORDINATOR_STEP_EXECUTOR_H_
 #define MOE_COORDINATOR_STEP_EXECUTOR_H_
 
