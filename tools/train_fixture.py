@@ -190,11 +190,17 @@ def write_reference(out_dir, log=print):
         os.remove(os.path.join(ref_dir, fn))
     with open(os.path.join(out_dir, "heldout.txt"), encoding="utf-8") as f:
         held = [line.rstrip("\n") for line in f if line.strip()]
-    # one short sequence and two longer ones, from different held-out chapters
+    # one short sequence and two longer ones, from different held-out chapters. For the
+    # long ones, of 6 candidate chapters the one whose router top-k choices are furthest
+    # from a tie is taken (deterministic), so engines with other rounding agree on routing.
+    def best_of(first, n_tokens, n_cand=6):
+        cands = [[BOS] + sp.encode(held[(first + j) % len(held)])[:n_tokens - 1] for j in range(n_cand)]
+        return max(cands, key=lambda t: mt.router_margins(model, t))
+
     seqs = [
         [BOS] + sp.encode(held[0])[:7],
-        [BOS] + sp.encode(held[len(held) // 3])[:47],
-        [BOS] + sp.encode(held[(2 * len(held)) // 3])[:63],
+        best_of(1, 48),
+        best_of(len(held) // 2, 64),
     ]
     cases = []
     min_rm = float("inf")
@@ -203,16 +209,18 @@ def write_reference(out_dir, log=print):
         mt.write_npy(os.path.join(ref_dir, fn), mt.logits(model, toks))
         rm = mt.router_margins(model, toks)
         min_rm = min(min_rm, rm)
-        cases.append({"tokens": toks, "logits": fn, "text": sp.decode(toks[1:])})
+        cases.append({"tokens": toks, "logits": fn, "text": sp.decode(toks[1:]), "min_router_margin": rm})
     greedy = []
     min_gm = float("inf")
     for p in PROMPTS:
         ptoks = [BOS] + sp.encode(p)
         new, gm = mt.greedy(model, ptoks, GREEDY_NEW, EOS, return_margin=True)
         min_gm = min(min_gm, gm)
-        min_rm = min(min_rm, mt.router_margins(model, ptoks + new[:-1]))
+        rm = mt.router_margins(model, ptoks + new[:-1])
+        min_rm = min(min_rm, rm)
         g = {"prompt": p, "prompt_tokens": ptoks, "max_new_tokens": GREEDY_NEW, "tokens": new,
-             "text": sp.decode(new), "full_text": sp.decode(ptoks + new)}
+             "text": sp.decode(new), "full_text": sp.decode(ptoks + new),
+             "min_router_margin": rm, "min_logit_margin": gm}
         greedy.append(g)
         log(f"greedy: {g['full_text']!r}")
     ref = {"cases": cases, "greedy": greedy, "min_router_margin": min_rm, "min_greedy_margin": min_gm}
