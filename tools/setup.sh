@@ -38,8 +38,8 @@ else
   $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-# The OpenMP build of OpenBLAS: torch trains ~20x faster with it than with the default
-# pthread build here (thread oversubscription), and our engine uses the same library.
+# The OpenMP build of OpenBLAS: the engine's own kernels use OpenMP, and one thread
+# runtime in a process avoids two spinning thread pools fighting over the cores.
 arch_dir=/usr/lib/x86_64-linux-gnu
 for alt in libblas.so.3 libopenblas.so.0 liblapack.so.3; do
   target="$arch_dir/openblas-openmp/$alt"
