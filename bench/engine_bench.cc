@@ -125,12 +125,6 @@ absl::Status Run() {
 }  // namespace moe
 
 int main(int argc, char** argv) {
-  moe::NormalizeFlagNames(argc, argv);
-  absl::ParseCommandLine(argc, argv);
-  const absl::Status status = moe::Run();
-  if (!status.ok()) {
-    std::fprintf(stderr, "engine_bench: error: %s\n", std::string(status.message()).c_str());
-    return 1;
-  }
-  return 0;
+  moe::ParseFlags(argc, argv);
+  return moe::ExitCode("engine_bench", moe::Run());
 }

@@ -91,12 +91,6 @@ absl::Status Run() {
 }  // namespace moe
 
 int main(int argc, char** argv) {
-  moe::NormalizeFlagNames(argc, argv);
-  absl::ParseCommandLine(argc, argv);
-  const absl::Status status = moe::Run();
-  if (!status.ok()) {
-    std::fprintf(stderr, "split_bench: error: %s\n", std::string(status.message()).c_str());
-    return 1;
-  }
-  return 0;
+  moe::ParseFlags(argc, argv);
+  return moe::ExitCode("split_bench", moe::Run());
 }

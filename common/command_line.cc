@@ -1,6 +1,10 @@
 #include "common/command_line.h"
 
+#include <cstdio>
 #include <cstring>
+#include <string>
+
+#include "absl/flags/parse.h"
 
 namespace moe {
 
@@ -14,6 +18,18 @@ void NormalizeFlagNames(int argc, char** argv) {
       if (*p == '-') *p = '_';
     }
   }
+}
+
+std::vector<char*> ParseFlags(int argc, char** argv) {
+  NormalizeFlagNames(argc, argv);
+  return absl::ParseCommandLine(argc, argv);
+}
+
+int ExitCode(absl::string_view tool, const absl::Status& status) {
+  if (status.ok()) return 0;
+  std::fprintf(stderr, "%s: error: %s\n", std::string(tool).c_str(),
+               std::string(status.message()).c_str());
+  return 1;
 }
 
 }  // namespace moe

@@ -58,6 +58,9 @@ absl::Status Run() {
     MOE_LOG(INFO) << "moe-coordinator serving " << dir.path << " on " << options.listen
                   << ", experts at " << client_options.address
                   << (worker->zero_copy() ? " (shared-memory arena)" : " (tensors inline)");
+    // ServeUntilSignal started every service SERVING; say the truth before the first poll.
+    server->GetHealthCheckService()->SetServingStatus("moe.v1.Generation", worker_up.load());
+    server->GetHealthCheckService()->SetServingStatus("", worker_up.load());
     monitor = std::thread([&, server] {
       bool reported = !worker_up.load();
       while (!stop.load()) {
@@ -89,12 +92,6 @@ absl::Status Run() {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("moe-coordinator --model DIR --worker ADDR --listen ADDR");
-  moe::NormalizeFlagNames(argc, argv);
-  absl::ParseCommandLine(argc, argv);
-  const absl::Status status = moe::coordinator::Run();
-  if (!status.ok()) {
-    std::fprintf(stderr, "moe-coordinator: error: %s\n", std::string(status.message()).c_str());
-    return 1;
-  }
-  return 0;
+  moe::ParseFlags(argc, argv);
+  return moe::ExitCode("moe-coordinator", moe::coordinator::Run());
 }

@@ -57,12 +57,6 @@ absl::Status Run() {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("moe-expert-worker --model DIR --listen ADDR [--cache-per-layer K]");
-  moe::NormalizeFlagNames(argc, argv);
-  absl::ParseCommandLine(argc, argv);
-  const absl::Status status = moe::expert_worker::Run();
-  if (!status.ok()) {
-    std::fprintf(stderr, "moe-expert-worker: error: %s\n", std::string(status.message()).c_str());
-    return 1;
-  }
-  return 0;
+  moe::ParseFlags(argc, argv);
+  return moe::ExitCode("moe-expert-worker", moe::expert_worker::Run());
 }

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/test_util.h"
 #include "nlohmann/json.hpp"
 
 namespace moe {
@@ -25,22 +26,7 @@ using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
-// A fresh directory under testing::TempDir(), removed with its contents at scope exit.
-class ScopedTempDir {
- public:
-  ScopedTempDir() {
-    std::string pattern = (fs::path(::testing::TempDir()) / "model_config_test.XXXXXX").string();
-    path_ = ::mkdtemp(pattern.data()) != nullptr ? pattern : "";
-  }
-  ~ScopedTempDir() {
-    std::error_code ec;
-    if (!path_.empty()) fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using testing_util::ScopedTempDir;
 
 // Writes `text` to DIR/config.json and parses it with FromFile.
 absl::StatusOr<ModelConfig> ParseViaFile(const ScopedTempDir& dir, const std::string& text) {

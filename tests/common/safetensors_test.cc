@@ -16,6 +16,7 @@
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/test_util.h"
 #include "nlohmann/json.hpp"
 
 namespace moe {
@@ -45,22 +46,7 @@ absl::Span<const uint8_t> AsBytes(const std::string& s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
 }
 
-// A fresh directory under testing::TempDir(), removed with its contents at scope exit.
-class ScopedTempDir {
- public:
-  ScopedTempDir() {
-    std::string pattern = (fs::path(::testing::TempDir()) / "safetensors_test.XXXXXX").string();
-    path_ = ::mkdtemp(pattern.data()) != nullptr ? pattern : "";
-  }
-  ~ScopedTempDir() {
-    std::error_code ec;
-    if (!path_.empty()) fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using testing_util::ScopedTempDir;
 
 // One F32 tensor for the file writer below: `values` fill `shape`.
 struct F32Tensor {

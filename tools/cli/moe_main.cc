@@ -289,8 +289,7 @@ int main(int argc, char** argv) {
       "  logits   --tokens 1,2,3 --out FILE.npy\n"
       "  info\n"
       "  health   --server ADDR [--service moe.v1.Generation]");
-  moe::NormalizeFlagNames(argc, argv);
-  std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  std::vector<char*> positional = moe::ParseFlags(argc, argv);
   if (positional.size() != 2) {
     std::fprintf(stderr, "moe: expected one command (generate, logits, info or health); see --help\n");
     return 2;
@@ -310,9 +309,5 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "moe: unknown command \"%s\" (generate, logits, info or health)\n", command.c_str());
     return 2;
   }
-  if (!status.ok()) {
-    std::fprintf(stderr, "moe: error: %s\n", std::string(status.message()).c_str());
-    return 1;
-  }
-  return 0;
+  return moe::ExitCode("moe", status);
 }
