@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""An example client of moe-offload's public API, moe.v1.Generation.
+
+Streams generated text from a running moe-coordinator to stdout and prints the run's
+figures to stderr:
+
+    clients/python/generate_stubs.sh /tmp/moe-stubs        # once: messages and stubs
+    clients/python/moe_client.py --stub-dir /tmp/moe-stubs \\
+        --server unix:/tmp/moe.sock --prompt "And God said," --temperature 0
+    clients/python/moe_client.py --stub-dir /tmp/moe-stubs \\
+        --server unix:/tmp/moe.sock --chat --prompt "Who was Moses?"
+    clients/python/moe_client.py health --stub-dir /tmp/moe-stubs --server unix:/tmp/moe.sock
+
+`health` asks the standard grpc.health.v1 service (for moe.v1.Generation unless
+--service says otherwise), prints the status and exits 0 only when it is SERVING.
+Errors print the gRPC status code and message and exit 1.
+
+The stubs are generated, never committed: pass --stub-dir (or set MOE_STUB_DIR); the
+default is clients/python/_stubs next to this file. Needs grpcio and protobuf (Debian:
+python3-grpcio, python3-protobuf). The functions below (load_stubs, make_request,
+stream_generate, check_health) are importable for use from other Python code.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import grpc
+
+DEFAULT_STUB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_stubs")
+
+
+class Stubs:
+    """The generated modules: generation_pb2(_grpc), health_pb2(_grpc), expert_worker_pb2(_grpc)."""
+
+    def __init__(self, stub_dir):
+        if not os.path.isfile(os.path.join(stub_dir, "moe", "v1", "generation_pb2.py")):
+            raise RuntimeError(
+                f"no generated stubs in {stub_dir}; run "
+                f"{os.path.join(os.path.dirname(os.path.abspath(__file__)), 'generate_stubs.sh')} "
+                f"{stub_dir}")
+        if stub_dir not in sys.path:
+            sys.path.insert(0, stub_dir)
+        from moe.v1 import expert_worker_pb2, expert_worker_pb2_grpc  # noqa: E402
+        from moe.v1 import generation_pb2, generation_pb2_grpc  # noqa: E402
+        import health_pb2, health_pb2_grpc  # noqa: E402,E401
+        self.generation_pb2 = generation_pb2
+        self.generation_pb2_grpc = generation_pb2_grpc
+        self.expert_worker_pb2 = expert_worker_pb2
+        self.expert_worker_pb2_grpc = expert_worker_pb2_grpc
+        self.health_pb2 = health_pb2
+        self.health_pb2_grpc = health_pb2_grpc
+
+
+def load_stubs(stub_dir=None):
+    """Imports the generated modules from stub_dir ($MOE_STUB_DIR, or clients/python/_stubs)."""
+    return Stubs(stub_dir or os.environ.get("MOE_STUB_DIR") or DEFAULT_STUB_DIR)
+
+
+def make_request(stubs, prompt, chat=False, max_new_tokens=128, temperature=0.7, top_p=0.95,
+                 top_k=0, seed=0, stop=()):
+    """A GenerateRequest: a plain prompt, or with chat=True one user turn."""
+    pb = stubs.generation_pb2
+    request = pb.GenerateRequest(max_new_tokens=max_new_tokens, temperature=temperature,
+                                 top_p=top_p, top_k=top_k, seed=seed, stop=list(stop))
+    if chat:
+        request.messages.append(pb.ChatMessage(role="user", content=prompt))
+    else:
+        request.prompt = prompt
+    return request
+
+
+def stream_generate(stubs, channel, request, timeout=None):
+    """Yields the GenerateResponse messages of one generation; the last has the stats.
+
+    Raises grpc.RpcError (e.code(), e.details()) on failure."""
+    stub = stubs.generation_pb2_grpc.GenerationStub(channel)
+    yield from stub.Generate(request, timeout=timeout)
+
+
+def check_health(stubs, channel, service="moe.v1.Generation", timeout=2.0):
+    """The serving status name (SERVING, NOT_SERVING, ...) of `service`."""
+    stub = stubs.health_pb2_grpc.HealthStub(channel)
+    response = stub.Check(stubs.health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+    return stubs.health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+
+def _generate_main(args, stubs):
+    request = make_request(stubs, args.prompt, chat=args.chat, max_new_tokens=args.max_new_tokens,
+                           temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                           seed=args.seed, stop=args.stop)
+    last = None
+    started = time.monotonic()
+    with grpc.insecure_channel(args.server) as channel:
+        for response in stream_generate(stubs, channel, request,
+                                        timeout=args.timeout if args.timeout > 0 else None):
+            sys.stdout.write(response.text)
+            sys.stdout.flush()
+            if response.finish_reason:
+                last = response
+    sys.stdout.write("\n")
+    if last is not None:
+        st = last.stats
+        reason = stubs.generation_pb2.FinishReason.Name(last.finish_reason)
+        print(f"[{st.prompt_tokens} prompt tokens, {st.generated_tokens} new, finish {reason}; "
+              f"time to first token {st.time_to_first_token_s:.3f} s, "
+              f"prefill {st.prefill_tokens_per_s:.1f} tok/s, decode {st.decode_tokens_per_s:.1f} tok/s, "
+              f"{time.monotonic() - started:.2f} s in all, via {args.server}]", file=sys.stderr)
+    return 0
+
+
+def _health_main(args, stubs):
+    with grpc.insecure_channel(args.server) as channel:
+        status = check_health(stubs, channel, args.service)
+    print(status)
+    return 0 if status == "SERVING" else 1
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Subcommands: `health`, or `generate` (the default, so it may be left out).
+    command = argv.pop(0) if argv and argv[0] in ("generate", "health") else "generate"
+    parser = argparse.ArgumentParser(
+        prog="moe_client.py" + ("" if command == "generate" else " health"),
+        description=__doc__.split("\n\n")[0])
+    parser.add_argument("--server", default="unix:/tmp/moe.sock",
+                        help="coordinator address: unix:PATH or HOST:PORT (default %(default)s)")
+    parser.add_argument("--stub-dir", default=None,
+                        help="generated stubs (default $MOE_STUB_DIR or clients/python/_stubs)")
+    if command == "health":
+        parser.add_argument("--service", default="moe.v1.Generation",
+                            help='service to ask about ("" for the server; default %(default)s)')
+    else:
+        parser.add_argument("--prompt", required=True, help="the prompt text")
+        parser.add_argument("--chat", action="store_true",
+                            help="send the prompt as one user turn of the chat template")
+        parser.add_argument("--max-new-tokens", type=int, default=128)
+        parser.add_argument("--temperature", type=float, default=0.7, help="0 is greedy")
+        parser.add_argument("--top-p", type=float, default=0.95)
+        parser.add_argument("--top-k", type=int, default=0)
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+        parser.add_argument("--timeout", type=float, default=0, help="deadline in seconds (0: none)")
+    args = parser.parse_args(argv)
+    try:
+        stubs = load_stubs(args.stub_dir)
+    except RuntimeError as e:
+        print(f"moe_client.py: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        return _health_main(args, stubs) if command == "health" else _generate_main(args, stubs)
+    except grpc.RpcError as e:
+        sys.stdout.flush()
+        print(f"moe_client.py: error: {e.code().name}: {e.details()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
