@@ -23,6 +23,10 @@ class ExpertBackend {
                                                 int64_t n, absl::Span<const int32_t> ids,
                                                 absl::Span<const float> weights,
                                                 absl::Span<float> out) = 0;
+
+  // A hint that `experts` of `layer` will be needed soon: start loading them. Never
+  // blocks and never fails (a wrong guess costs only copy bandwidth). Default: ignore.
+  virtual void Prefetch(int layer, absl::Span<const int32_t> experts) {}
 };
 
 }  // namespace moe

@@ -1,5 +1,6 @@
 #include "coordinator/mixtral_model.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -22,6 +23,10 @@ absl::StatusOr<std::unique_ptr<MixtralModel>> MixtralModel::Create(const ModelCo
     return absl::InvalidArgumentError("MixtralModel: weights do not match the config's layers");
   }
   return std::unique_ptr<MixtralModel>(new MixtralModel(config, std::move(weights), experts));
+}
+
+SpeculationStats MixtralModel::speculation_stats() const {
+  return SpeculationStats{hinted_.load(), scored_.load(), needed_.load(), hits_.load()};
 }
 
 absl::Status MixtralModel::Forward(absl::Span<const int> tokens, KvCache& cache, Logits which,
@@ -51,6 +56,11 @@ absl::Status MixtralModel::Forward(absl::Span<const int> tokens, KvCache& cache,
 
   std::vector<float> x(n * h), xn(n * h), q(n * qd), attn(n * qd), moe_out(n * h);
   std::vector<float> router(n * e), route_w(n * k);
+  // guesses[layer] = the expert ids guessed for each token, [n, m]; empty: no guess.
+  const int lookahead = speculation_.lookahead;
+  const int m = static_cast<int>(std::min<int64_t>(speculation_.experts, e));
+  std::vector<std::vector<int32_t>> guesses(lookahead > 0 ? c.num_hidden_layers : 0);
+  std::vector<float> spec_xn, spec_logits, spec_w;
   std::vector<int32_t> route_ids(n * k);
   std::vector<int64_t> positions(n);
   for (int64_t t = 0; t < n; ++t) {
@@ -75,6 +85,27 @@ absl::Status MixtralModel::Forward(absl::Span<const int> tokens, KvCache& cache,
                    c.num_attention_heads, c.num_key_value_heads, c.head_dim, window);
     cpu::MatMulTransB(attn.data(), lw.o.data(), x.data(), n, qd, h, /*accumulate=*/true);
 
+    // Guess the next layers' experts from h and start loading them.
+    for (int j = 1; j <= lookahead && l + j < c.num_hidden_layers; ++j) {
+      const LayerWeights& next = weights_.layers[l + j];
+      spec_xn.resize(n * h);
+      spec_logits.resize(n * e);
+      spec_w.resize(n * m);
+      cpu::RmsNorm(x.data(), next.post_norm.data(), spec_xn.data(), n, h, eps);
+      cpu::MatMulTransB(spec_xn.data(), next.gate.data(), spec_logits.data(), n, h, e);
+      std::vector<int32_t>& guess = guesses[l + j];
+      guess.assign(n * m, -1);
+      for (int64_t t = 0; t < n; ++t) {
+        cpu::TopKRouting(&spec_logits[t * e], e, m, &guess[t * m], &spec_w[t * m]);
+      }
+      std::vector<int32_t> unique;
+      for (int32_t id : guess) {
+        if (std::find(unique.begin(), unique.end(), id) == unique.end()) unique.push_back(id);
+      }
+      experts_->Prefetch(l + j, unique);
+      hinted_ += guess.size();
+    }
+
     // x = h + MoE(RMSNorm(h)): route here, compute where the experts live.
     cpu::RmsNorm(x.data(), lw.post_norm.data(), xn.data(), n, h, eps);
     cpu::MatMulTransB(xn.data(), lw.gate.data(), router.data(), n, h, e);
@@ -82,6 +113,19 @@ absl::Status MixtralModel::Forward(absl::Span<const int> tokens, KvCache& cache,
       cpu::TopKRouting(&router[t * e], e, k, &route_ids[t * k], &route_w[t * k]);
     }
     if (observer_) observer_(LayerRouting{l, start, route_ids, route_w});
+    if (lookahead > 0 && !guesses[l].empty()) {
+      // Score the freshest guess for this layer (the one made one layer before).
+      uint64_t hits = 0;
+      for (int64_t t = 0; t < n; ++t) {
+        for (int64_t a = 0; a < k; ++a) {
+          const int32_t* g = &guesses[l][t * m];
+          hits += std::find(g, g + m, route_ids[t * k + a]) != g + m;
+        }
+      }
+      needed_ += n * k;
+      scored_ += guesses[l].size();
+      hits_ += hits;
+    }
     MOE_RETURN_IF_ERROR(experts_->RunExperts(l, xn, n, route_ids, route_w, absl::MakeSpan(moe_out)));
     for (int64_t i = 0; i < n * h; ++i) x[i] += moe_out[i];
   }

@@ -5,6 +5,7 @@
 #define MOE_COORDINATOR_MIXTRAL_MODEL_H_
 
 #include <cstdint>
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <vector>
@@ -27,7 +28,29 @@ struct LayerRouting {
   absl::Span<const float> weights;
 };
 
-// Immutable after Create; Forward may run concurrently on different caches only if the
+// Speculative expert loading (Eliseev & Mazur): after layer L's attention, the gates of
+// layers L+1..L+lookahead applied to the current hidden state (each through its own
+// post-attention norm) guess those layers' experts; the top `experts` per token are
+// prefetched while layer L computes.
+struct SpeculationOptions {
+  int lookahead = 0;  // layers ahead to guess; 0 turns speculation off
+  int experts = 2;    // experts prefetched per token and guessed layer
+};
+
+// How good the guesses were: a guess for layer L+j counts as used when layer L+j's router
+// then picks it for the same token.
+// With lookahead > 1 a layer is guessed several times; the nearest guess (made one layer
+// before) is the one scored, and `hinted` counts every guess sent.
+struct SpeculationStats {
+  uint64_t hinted = 0;   // (token, layer, expert) guesses sent as prefetch hints
+  uint64_t scored = 0;   // guesses compared with the router's later choice
+  uint64_t needed = 0;   // router choices that had a guess
+  uint64_t hits = 0;     // scored guesses the router then chose
+  double recall() const { return needed ? double(hits) / needed : 0; }
+  double precision() const { return scored ? double(hits) / scored : 0; }
+};
+
+// Immutable after Create (but for speculation statistics, which are atomic); Forward may run concurrently on different caches only if the
 // ExpertBackend allows concurrent calls (the in-process one does not).
 class MixtralModel {
  public:
@@ -53,6 +76,9 @@ class MixtralModel {
     observer_ = std::move(observer);
   }
 
+  void set_speculation(const SpeculationOptions& options) { speculation_ = options; }
+  SpeculationStats speculation_stats() const;
+
   const ModelConfig& config() const { return config_; }
 
  private:
@@ -63,6 +89,8 @@ class MixtralModel {
   ExpertBackend* experts_;
   cpu::RopeTable rope_;
   std::function<void(const LayerRouting&)> observer_;
+  SpeculationOptions speculation_;
+  mutable std::atomic<uint64_t> hinted_{0}, scored_{0}, needed_{0}, hits_{0};
 };
 
 }  // namespace moe::coordinator

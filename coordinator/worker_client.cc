@@ -175,6 +175,33 @@ absl::Status WorkerClient::RunChunk(int slot, int layer, absl::Span<const float>
   }
 }
 
+void WorkerClient::Prefetch(int layer, absl::Span<const int32_t> experts) {
+  struct Call {
+    grpc::ClientContext context;
+    v1::PrefetchRequest request;
+    v1::PrefetchResponse response;
+  };
+  {
+    std::lock_guard<std::mutex> lock(prefetch_mu_);
+    ++prefetches_in_flight_;
+  }
+  auto* call = new Call;
+  call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  call->request.set_layer(static_cast<uint32_t>(layer));
+  for (int32_t e : experts) call->request.add_expert_ids(static_cast<uint32_t>(e));
+  stub_->async()->Prefetch(&call->context, &call->request, &call->response,
+                           [this, call](grpc::Status) {
+                             delete call;
+                             std::lock_guard<std::mutex> lock(prefetch_mu_);
+                             if (--prefetches_in_flight_ == 0) prefetch_done_.notify_all();
+                           });
+}
+
+WorkerClient::~WorkerClient() {
+  std::unique_lock<std::mutex> lock(prefetch_mu_);
+  prefetch_done_.wait(lock, [this] { return prefetches_in_flight_ == 0; });
+}
+
 bool WorkerClient::WorkerServing(absl::Duration timeout) {
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(timeout));

@@ -43,10 +43,14 @@ class WorkerClient : public ExpertBackend {
   // Connects lazily: the worker need not be up yet.
   static absl::StatusOr<std::unique_ptr<WorkerClient>> Create(const WorkerClientOptions& options,
                                                               const ModelConfig& config);
+  // Waits for Prefetch hints still in flight.
+  ~WorkerClient() override;
 
   absl::Status RunExperts(int layer, absl::Span<const float> x, int64_t n,
                           absl::Span<const int32_t> ids, absl::Span<const float> weights,
                           absl::Span<float> out) override;
+  // Sends a Prefetch RPC without waiting for it (a lost hint costs nothing).
+  void Prefetch(int layer, absl::Span<const int32_t> experts) override;
 
   // Whether the worker answers its health check now (SERVING).
   bool WorkerServing(absl::Duration timeout = absl::Milliseconds(500));
@@ -78,6 +82,10 @@ class WorkerClient : public ExpertBackend {
   std::mutex slot_mu_;
   std::condition_variable slot_free_;
   std::vector<int> free_slots_;  // guarded by slot_mu_
+
+  std::mutex prefetch_mu_;
+  std::condition_variable prefetch_done_;
+  int prefetches_in_flight_ = 0;  // guarded by prefetch_mu_
 
   mutable std::mutex stats_mu_;
   WorkerClientStats stats_;  // guarded by stats_mu_

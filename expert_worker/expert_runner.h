@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/types/span.h"
 #include "common/expert_backend.h"
+#include "expert_worker/prefetch_queue.h"
 #include "expert_worker/slot_cache.h"
 
 namespace moe::expert_worker {
@@ -41,15 +42,20 @@ class ExpertRunner {
 // The expert worker linked into the caller's process. Thread-safe.
 class InProcessBackend : public ExpertBackend {
  public:
-  explicit InProcessBackend(SlotCache* cache) : runner_(cache) {}
+  explicit InProcessBackend(SlotCache* cache) : runner_(cache), prefetch_(cache) {}
   absl::Status RunExperts(int layer, absl::Span<const float> x, int64_t n,
                           absl::Span<const int32_t> ids, absl::Span<const float> weights,
                           absl::Span<float> out) override {
     return runner_.Run(layer, x, n, ids, weights, out);
   }
+  void Prefetch(int layer, absl::Span<const int32_t> experts) override {
+    for (int32_t e : experts) prefetch_.Enqueue(layer, e);
+  }
+  PrefetchQueue& prefetch_queue() { return prefetch_; }
 
  private:
   ExpertRunner runner_;
+  PrefetchQueue prefetch_;
 };
 
 }  // namespace moe::expert_worker

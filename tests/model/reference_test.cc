@@ -142,6 +142,38 @@ TEST(CacheSizeTest, LogitsAreIdenticalForEveryCacheSize) {
   }
 }
 
+// Speculative prefetch changes which experts are loaded when, never the tokens; on the
+// trained model its guesses are far better than chance (2 of 8 experts: 25%).
+TEST(SpeculationTest, SameTokensAndRecallWellAboveChanceOnTheBundledModel) {
+  const std::string dir = (fs::path(MOE_SOURCE_DIR) / "models" / "kjv-moe").string();
+  const nlohmann::json ref = ReadJson(fs::path(dir) / "reference" / "reference.json");
+  const std::vector<int> prompt = ref["greedy"][0]["prompt_tokens"].get<std::vector<int>>();
+  coordinator::GenerateOptions options;
+  options.max_new_tokens = 48;
+  options.stop_at_eos = false;
+  std::vector<int> baseline;
+  for (int lookahead : {0, 1, 2}) {
+    auto engine = LocalEngine::Open(dir, /*cache_per_layer=*/2);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    (*engine)->model().set_speculation({lookahead, 2});
+    auto result = coordinator::Generate((*engine)->model(), prompt, options, nullptr);
+    ASSERT_TRUE(result.ok()) << result.status();
+    if (lookahead == 0) {
+      baseline = result->tokens;
+      EXPECT_EQ((*engine)->model().speculation_stats().hinted, 0u);
+      continue;
+    }
+    EXPECT_EQ(result->tokens, baseline) << "lookahead " << lookahead;
+    const auto stats = (*engine)->model().speculation_stats();
+    EXPECT_GT(stats.hinted, 0u);
+    EXPECT_GT(stats.recall(), 0.5) << "lookahead " << lookahead;
+    ::testing::Test::RecordProperty("recall_lookahead_" + std::to_string(lookahead),
+                                    std::to_string(stats.recall()));
+    std::printf("lookahead %d: recall %.3f precision %.3f over %llu router choices\n", lookahead,
+                stats.recall(), stats.precision(), (unsigned long long)stats.needed);
+  }
+}
+
 // The BLAS and plain-loop matmuls give the same model outputs.
 TEST(MatmulImplTest, LoopsMatchBlasOnRandomCheckpoint) {
   const fs::path dir = fs::path(MOE_BINARY_DIR) / "random_checkpoints" / "bf16_gqa4_e8_top2";
