@@ -24,6 +24,8 @@ ABSL_FLAG(std::string, listen, "unix:/tmp/moe.sock", "unix:PATH or HOST:PORT to 
 ABSL_FLAG(int, max_requests, 16, "Requests admitted at once; more get RESOURCE_EXHAUSTED");
 ABSL_FLAG(bool, inline_tensors, false, "Send hidden states inside RPCs even on a unix socket");
 ABSL_FLAG(int, max_message_bytes, 64 << 20, "Largest gRPC message accepted");
+ABSL_FLAG(int, lookahead, 1, "Speculative loading: layers ahead to guess experts for (0: off)");
+ABSL_FLAG(int, prefetch_experts, 2, "Speculative loading: experts prefetched per token and layer");
 
 namespace moe::coordinator {
 namespace {
@@ -41,6 +43,7 @@ absl::Status Run() {
   client_options.force_inline = absl::GetFlag(FLAGS_inline_tensors);
   MOE_ASSIGN_OR_RETURN(auto worker, WorkerClient::Create(client_options, dir.config));
   MOE_ASSIGN_OR_RETURN(auto model, MixtralModel::Create(dir.config, std::move(dense), worker.get()));
+  model->set_speculation({absl::GetFlag(FLAGS_lookahead), absl::GetFlag(FLAGS_prefetch_experts)});
 
   // Health follows the worker: NOT_SERVING for generation while none answers.
   std::atomic<bool> worker_up{worker->WorkerServing()};

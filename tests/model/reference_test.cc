@@ -137,7 +137,9 @@ TEST(CacheSizeTest, LogitsAreIdenticalForEveryCacheSize) {
     } else {
       EXPECT_EQ(all, baseline) << slots << " slots per layer";
       EXPECT_GE(misses, distinct_experts) << slots << " slots per layer";
-      if (slots == 1) EXPECT_GT(misses, distinct_experts);
+      if (slots == 1) {
+        EXPECT_GT(misses, distinct_experts);
+      }
     }
   }
 }

@@ -47,6 +47,8 @@ ABSL_FLAG(int, threads, 0, "compute threads (0: all cores)");
 ABSL_FLAG(std::string, server, "", "generate: a moe-coordinator's address; the model runs there");
 ABSL_FLAG(std::string, worker, "", "generate/logits: run experts in this moe-expert-worker");
 ABSL_FLAG(int, cache_per_layer, 0, "in-process experts cached per layer (0: all)");
+ABSL_FLAG(int, lookahead, 1, "speculative loading: layers ahead to guess experts for (0: off)");
+ABSL_FLAG(int, prefetch_experts, 2, "speculative loading: experts prefetched per token and layer");
 ABSL_FLAG(std::string, service, "", "health: the service to ask about (\"\": the server)");
 ABSL_FLAG(double, timeout, 0, "generate --server: deadline in seconds (0: none)");
 
@@ -115,6 +117,7 @@ absl::Status RunGenerate() {
   if (!absl::GetFlag(FLAGS_server).empty()) return RunGenerateRemote(absl::GetFlag(FLAGS_server), prompt);
   MOE_ASSIGN_OR_RETURN(std::string dir, RequiredFlag(FLAGS_model, "model"));
   MOE_ASSIGN_OR_RETURN(auto engine, LocalEngine::Open(dir, EngineFlags()));
+  engine->model().set_speculation({absl::GetFlag(FLAGS_lookahead), absl::GetFlag(FLAGS_prefetch_experts)});
   MOE_ASSIGN_OR_RETURN(auto tokenizer, engine->dir().LoadTokenizer());
 
   std::vector<int> ids;
