@@ -24,7 +24,7 @@ ABSL_FLAG(std::string, listen, "unix:/tmp/moe.sock", "unix:PATH or HOST:PORT to 
 ABSL_FLAG(int, max_requests, 16, "Requests admitted at once; more get RESOURCE_EXHAUSTED");
 ABSL_FLAG(bool, inline_tensors, false, "Send hidden states inside RPCs even on a unix socket");
 ABSL_FLAG(int, max_message_bytes, 64 << 20, "Largest gRPC message accepted");
-ABSL_FLAG(int, lookahead, 1, "Speculative loading: layers ahead to guess experts for (0: off)");
+ABSL_FLAG(int, lookahead, 0, "Speculative loading: layers ahead to guess experts for (0: off)");
 ABSL_FLAG(int, prefetch_experts, 2, "Speculative loading: experts prefetched per token and layer");
 
 namespace moe::coordinator {

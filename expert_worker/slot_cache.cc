@@ -1,6 +1,8 @@
 #include "expert_worker/slot_cache.h"
 
+#include <chrono>
 #include <cstdlib>
+#include <thread>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -111,8 +113,21 @@ SlotCache::Lease SlotCache::Acquire(int layer, int expert) {
     slot.expert = expert;
     slot.leases = 1;
     slot.loading = true;
+    const LinkModel link = link_;
     lock.unlock();
-    std::memcpy(SlotData(layer, target), store_->Expert(layer, expert), store_->blob_bytes());
+    {
+      std::lock_guard<std::mutex> on_link(link_mu_);
+      const auto start = std::chrono::steady_clock::now();
+      std::memcpy(SlotData(layer, target), store_->Expert(layer, expert), store_->blob_bytes());
+      const auto done = start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                    std::chrono::duration<double>(link.Seconds(store_->blob_bytes())));
+      // Sleep most of the wait, then spin: copies are tens of microseconds at PCIe speed.
+      while (std::chrono::steady_clock::now() + std::chrono::microseconds(200) < done) {
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+      }
+      while (std::chrono::steady_clock::now() < done) {
+      }
+    }
     lock.lock();
     slot.loading = false;
     policy_->OnInsert(layer, expert);
@@ -124,6 +139,11 @@ SlotCache::Lease SlotCache::Acquire(int layer, int expert) {
     changed_.notify_all();
     return Lease(this, layer, target, SlotData(layer, target), /*hit=*/false);
   }
+}
+
+void SlotCache::set_link(const LinkModel& link) {
+  std::lock_guard<std::mutex> lock(mu_);
+  link_ = link;
 }
 
 void SlotCache::SetPolicy(std::unique_ptr<CachePolicy> policy) {

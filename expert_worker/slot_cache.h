@@ -23,6 +23,18 @@ struct CacheCounters {
   uint64_t bytes_copied = 0;
 };
 
+// Makes host-to-"VRAM" copies on the CPU backend cost what they would over a link such as
+// PCIe: each copy takes latency + bytes / bandwidth, and copies share one link (they run
+// one at a time), so cache and prefetch effects are measurable without a GPU.
+struct LinkModel {
+  double gbps = 0;          // GB/s (1e9 bytes); 0: copies cost only the memcpy
+  double latency_us = 0;    // per copy
+  // Seconds one copy of `bytes` occupies the link.
+  double Seconds(uint64_t bytes) const {
+    return gbps > 0 ? latency_us * 1e-6 + double(bytes) / (gbps * 1e9) : 0;
+  }
+};
+
 struct CacheStats {
   std::string policy;
   int slots_per_layer = 0;
@@ -65,6 +77,9 @@ class SlotCache {
   // The expert, resident in a slot: a hit, or loaded now (evicting per the policy).
   Lease Acquire(int layer, int expert);
 
+  // Sets the link model for later copies (thread-safe).
+  void set_link(const LinkModel& link);
+
   // Replaces the policy, keeping what is resident (the new policy learns the residents
   // as if just inserted).
   void SetPolicy(std::unique_ptr<CachePolicy> policy);
@@ -93,6 +108,8 @@ class SlotCache {
   std::vector<std::vector<Slot>> slots_;      // guarded by mu_
   CacheCounters total_;                       // guarded by mu_
   std::vector<CacheCounters> layer_counters_; // guarded by mu_
+  LinkModel link_;                            // guarded by mu_
+  std::mutex link_mu_;  // held for a copy's whole duration: one copy on the link at a time
 };
 
 }  // namespace moe::expert_worker

@@ -22,6 +22,8 @@ ABSL_FLAG(int, cache_per_layer, 0, "Experts kept resident per layer (0: all, or 
 ABSL_FLAG(int64_t, cache_bytes, 0, "Expert cache budget in bytes (alternative to --cache-per-layer)");
 ABSL_FLAG(std::string, policy, "lru", "Cache eviction policy");
 ABSL_FLAG(int, max_message_bytes, 64 << 20, "Largest gRPC message accepted");
+ABSL_FLAG(double, link_gbps, 0, "Link model: host-to-cache copy bandwidth in GB/s (0: memcpy speed)");
+ABSL_FLAG(double, link_latency_us, 0, "Link model: fixed cost per copy in microseconds");
 
 namespace moe::expert_worker {
 namespace {
@@ -41,6 +43,10 @@ absl::Status Run() {
   if (slots == 0) slots = store->num_experts();
   MOE_ASSIGN_OR_RETURN(auto policy, MakeCachePolicy(absl::GetFlag(FLAGS_policy)));
   MOE_ASSIGN_OR_RETURN(auto cache, SlotCache::Create(store.get(), slots, std::move(policy)));
+  if (absl::GetFlag(FLAGS_link_gbps) < 0 || absl::GetFlag(FLAGS_link_latency_us) < 0) {
+    return absl::InvalidArgumentError("--link-gbps and --link-latency-us must be >= 0");
+  }
+  cache->set_link({absl::GetFlag(FLAGS_link_gbps), absl::GetFlag(FLAGS_link_latency_us)});
   WorkerService service(cache.get());
   ServerOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);

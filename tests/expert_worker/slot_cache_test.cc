@@ -149,3 +149,37 @@ TEST_F(SlotCacheTest, PrefetchLoadsInTheBackgroundSoTheNextUseHits) {
 
 }  // namespace
 }  // namespace moe::expert_worker
+
+namespace moe::expert_worker {
+namespace {
+
+TEST_F(SlotCacheTest, LinkModelMakesACopyTakeBytesOverBandwidth) {
+  auto cache = MakeCache(1);
+  // 0.1 GB/s: a blob of store_->blob_bytes() takes blob_bytes / 1e8 seconds plus 100 us.
+  cache->set_link(LinkModel{0.1, 100});
+  const double expected = store_->blob_bytes() / 1e8 + 100e-6;
+  const auto t0 = std::chrono::steady_clock::now();
+  cache->Acquire(0, 1);
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_GE(took, expected);
+  EXPECT_LT(took, expected + 0.05);
+  // A hit costs no link time.
+  const auto t1 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(cache->Acquire(0, 1).hit());
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count(), expected);
+}
+
+TEST_F(SlotCacheTest, CopiesShareTheLinkOneAtATime) {
+  auto cache = MakeCache(2);
+  cache->set_link(LinkModel{0.1, 0});
+  const double one = store_->blob_bytes() / 1e8;
+  const auto t0 = std::chrono::steady_clock::now();
+  std::thread a([&] { cache->Acquire(0, 1); });
+  std::thread b([&] { cache->Acquire(1, 2); });
+  a.join();
+  b.join();
+  EXPECT_GE(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 2 * one);
+}
+
+}  // namespace
+}  // namespace moe::expert_worker

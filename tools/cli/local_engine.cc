@@ -29,6 +29,7 @@ absl::StatusOr<std::unique_ptr<LocalEngine>> LocalEngine::Open(const std::string
     MOE_ASSIGN_OR_RETURN(auto policy, expert_worker::MakeCachePolicy("lru"));
     MOE_ASSIGN_OR_RETURN(engine->cache_, expert_worker::SlotCache::Create(
                                              engine->store_.get(), slots, std::move(policy)));
+    engine->cache_->set_link(options.link);
     engine->backend_ = std::make_unique<expert_worker::InProcessBackend>(engine->cache_.get());
     backend = engine->backend_.get();
   }

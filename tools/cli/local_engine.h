@@ -21,6 +21,7 @@ struct EngineOptions {
   int cache_per_layer = 0;     // in-process worker: experts cached per layer (0: all)
   std::string worker_address;  // set: experts run in that worker process instead
   bool force_inline = false;   // with a worker: tensors inside RPCs even on a unix socket
+  expert_worker::LinkModel link;  // in-process worker: what a copy into the cache costs
 };
 
 class LocalEngine {

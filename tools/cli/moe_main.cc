@@ -47,7 +47,9 @@ ABSL_FLAG(int, threads, 0, "compute threads (0: all cores)");
 ABSL_FLAG(std::string, server, "", "generate: a moe-coordinator's address; the model runs there");
 ABSL_FLAG(std::string, worker, "", "generate/logits: run experts in this moe-expert-worker");
 ABSL_FLAG(int, cache_per_layer, 0, "in-process experts cached per layer (0: all)");
-ABSL_FLAG(int, lookahead, 1, "speculative loading: layers ahead to guess experts for (0: off)");
+ABSL_FLAG(double, link_gbps, 0, "in-process link model: copy bandwidth in GB/s (0: memcpy speed)");
+ABSL_FLAG(double, link_latency_us, 0, "in-process link model: fixed cost per copy");
+ABSL_FLAG(int, lookahead, 0, "speculative loading: layers ahead to guess experts for (0: off)");
 ABSL_FLAG(int, prefetch_experts, 2, "speculative loading: experts prefetched per token and layer");
 ABSL_FLAG(std::string, service, "", "health: the service to ask about (\"\": the server)");
 ABSL_FLAG(double, timeout, 0, "generate --server: deadline in seconds (0: none)");
@@ -65,6 +67,8 @@ EngineOptions EngineFlags() {
   EngineOptions options;
   options.cache_per_layer = absl::GetFlag(FLAGS_cache_per_layer);
   options.worker_address = absl::GetFlag(FLAGS_worker);
+  options.link = {std::max(0.0, absl::GetFlag(FLAGS_link_gbps)),
+                  std::max(0.0, absl::GetFlag(FLAGS_link_latency_us))};
   return options;
 }
 
