@@ -6,18 +6,28 @@
 
 namespace moe::expert_worker {
 
-int LruPolicy::ChooseVictim(int layer, absl::Span<const int> candidates) {
+namespace {
+
+// The candidate with the smallest stamp (unknown experts count as 0, the oldest).
+int OldestStamp(const std::map<std::pair<int, int>, uint64_t>& stamps, int layer,
+                absl::Span<const int> candidates) {
   int victim = candidates[0];
   uint64_t oldest = UINT64_MAX;
   for (int expert : candidates) {
-    const auto it = last_use_.find({layer, expert});
-    const uint64_t t = it == last_use_.end() ? 0 : it->second;
+    const auto it = stamps.find({layer, expert});
+    const uint64_t t = it == stamps.end() ? 0 : it->second;
     if (t < oldest) {
       oldest = t;
       victim = expert;
     }
   }
   return victim;
+}
+
+}  // namespace
+
+int LruPolicy::ChooseVictim(int layer, absl::Span<const int> candidates) {
+  return OldestStamp(last_use_, layer, candidates);
 }
 
 void LfuPolicy::OnHit(int layer, int expert) {
@@ -45,17 +55,7 @@ int LfuPolicy::ChooseVictim(int layer, absl::Span<const int> candidates) {
 }
 
 int FifoPolicy::ChooseVictim(int layer, absl::Span<const int> candidates) {
-  int victim = candidates[0];
-  uint64_t oldest = UINT64_MAX;
-  for (int expert : candidates) {
-    const auto it = inserted_.find({layer, expert});
-    const uint64_t t = it == inserted_.end() ? 0 : it->second;
-    if (t < oldest) {
-      oldest = t;
-      victim = expert;
-    }
-  }
-  return victim;
+  return OldestStamp(inserted_, layer, candidates);
 }
 
 int RandomPolicy::ChooseVictim(int, absl::Span<const int> candidates) {
