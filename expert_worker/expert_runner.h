@@ -49,7 +49,7 @@ class InProcessBackend : public ExpertBackend {
     return runner_.Run(layer, x, n, ids, weights, out);
   }
   void Prefetch(int layer, absl::Span<const int32_t> experts) override {
-    for (int32_t e : experts) prefetch_.Enqueue(layer, e);
+    prefetch_.Enqueue(layer, std::vector<int>(experts.begin(), experts.end()));
   }
   PrefetchQueue& prefetch_queue() { return prefetch_; }
 

@@ -15,14 +15,22 @@ PrefetchQueue::~PrefetchQueue() {
   thread_.join();
 }
 
-void PrefetchQueue::Enqueue(int layer, int expert) {
+void PrefetchQueue::Enqueue(int layer, std::vector<int> experts) {
   {
     std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      if (it->first == layer) {  // superseded
+        it = pending_.erase(it);
+        ++dropped_;
+      } else {
+        ++it;
+      }
+    }
     if (pending_.size() >= capacity_) {
       pending_.pop_front();
       ++dropped_;
     }
-    pending_.emplace_back(layer, expert);
+    pending_.emplace_back(layer, std::move(experts));
   }
   changed_.notify_all();
 }
@@ -47,14 +55,16 @@ void PrefetchQueue::Loop() {
   while (true) {
     changed_.wait(lock, [&] { return stopping_ || !pending_.empty(); });
     if (stopping_) return;
-    const auto [layer, expert] = pending_.front();
+    auto [layer, experts] = std::move(pending_.front());
     pending_.pop_front();
     busy_ = true;
     lock.unlock();
-    const bool hit = cache_->Acquire(layer, expert).hit();  // lease released at once
+    cache_->ClearProtection(layer, experts);
+    uint64_t loaded = 0;
+    for (int expert : experts) loaded += cache_->Prefetch(layer, expert);
     lock.lock();
     busy_ = false;
-    if (!hit) ++loaded_;
+    loaded_ += loaded;
     changed_.notify_all();
   }
 }

@@ -1,7 +1,8 @@
 // Loads hinted experts into the slot cache on a background thread, so that a later
-// RunExperts finds them resident. A hint never blocks its caller; hints for experts
-// already resident cost a lookup. (Protection of prefetched experts from eviction and
-// demand loads overtaking queued hints come with the speculative scheduler.)
+// RunExperts finds them resident. A hint never blocks its caller. Each hint is a round:
+// the guessed experts of one layer. A newer round for a layer supersedes a queued older
+// one and ends the protection of what the older one loaded; demand loads overtake
+// queued copies on the link (SlotCache).
 #ifndef MOE_EXPERT_WORKER_PREFETCH_QUEUE_H_
 #define MOE_EXPERT_WORKER_PREFETCH_QUEUE_H_
 
@@ -10,6 +11,7 @@
 #include <mutex>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "expert_worker/slot_cache.h"
 
@@ -18,11 +20,11 @@ namespace moe::expert_worker {
 // Thread-safe. `cache` must outlive the queue; destruction drops pending hints.
 class PrefetchQueue {
  public:
-  // At most `capacity` hints wait; older ones are dropped first (they are stalest).
+  // At most `capacity` rounds wait; older ones are dropped first (they are stalest).
   PrefetchQueue(SlotCache* cache, size_t capacity = 64);
   ~PrefetchQueue();
 
-  void Enqueue(int layer, int expert);
+  void Enqueue(int layer, std::vector<int> experts);
   // Blocks until every hint enqueued so far is handled (for tests and benchmarks).
   void Drain();
   uint64_t loaded() const;
@@ -35,10 +37,10 @@ class PrefetchQueue {
   const size_t capacity_;
   mutable std::mutex mu_;
   std::condition_variable changed_;
-  std::deque<std::pair<int, int>> pending_;  // guarded by mu_
+  std::deque<std::pair<int, std::vector<int>>> pending_;  // guarded by mu_
   bool busy_ = false;                        // guarded by mu_
   bool stopping_ = false;                    // guarded by mu_
-  uint64_t loaded_ = 0, dropped_ = 0;        // guarded by mu_
+  uint64_t loaded_ = 0, dropped_ = 0;  // guarded by mu_
   std::thread thread_;
 };
 

@@ -1,9 +1,11 @@
 #include "expert_worker/slot_cache.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <thread>
 #include <cstring>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
@@ -73,24 +75,47 @@ void SlotCache::Release(int layer, int slot) {
 }
 
 SlotCache::Lease SlotCache::Acquire(int layer, int expert) {
+  std::optional<Lease> lease = Load(layer, expert, /*prefetch=*/false);
+  MOE_CHECK(lease.has_value());
+  return *std::move(lease);
+}
+
+bool SlotCache::Prefetch(int layer, int expert) {
+  return Load(layer, expert, /*prefetch=*/true).has_value();
+}
+
+void SlotCache::ClearProtection(int layer, absl::Span<const int> keep) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (Slot& s : slots_[layer]) {
+    if (std::find(keep.begin(), keep.end(), s.expert) == keep.end()) s.is_protected = false;
+  }
+}
+
+std::optional<SlotCache::Lease> SlotCache::Load(int layer, int expert, bool prefetch) {
   std::unique_lock<std::mutex> lock(mu_);
   std::vector<Slot>& slots = slots_[layer];
   while (true) {
     int found = -1, free = -1;
-    std::vector<int> candidates;
+    std::vector<int> candidates, protected_candidates;
     for (int s = 0; s < slots_per_layer_; ++s) {
       if (slots[s].expert == expert) found = s;
       if (slots[s].expert < 0 && free < 0) free = s;
       if (slots[s].expert >= 0 && slots[s].leases == 0 && !slots[s].loading) {
-        candidates.push_back(slots[s].expert);
+        (slots[s].is_protected ? protected_candidates : candidates).push_back(slots[s].expert);
       }
     }
     if (found >= 0) {
+      if (prefetch) return std::nullopt;  // resident or on its way: nothing to do
       if (slots[found].loading) {  // another caller is loading it: wait, then use it
         changed_.wait(lock);
         continue;
       }
       ++slots[found].leases;
+      if (slots[found].is_protected) {
+        slots[found].is_protected = false;
+        ++total_.prefetch_hits;
+        ++layer_counters_[layer].prefetch_hits;
+      }
       policy_->OnHit(layer, expert);
       ++total_.hits;
       ++layer_counters_[layer].hits;
@@ -98,8 +123,12 @@ SlotCache::Lease SlotCache::Acquire(int layer, int expert) {
     }
     int target = free;
     if (target < 0) {
-      if (candidates.empty()) {  // every slot leased: wait for a release
-        changed_.wait(lock);
+      // Prefetched, unused experts are kept while anything else can go; a demand load
+      // takes one only as a last resort, a prefetch never.
+      if (candidates.empty() && !prefetch) candidates = protected_candidates;
+      if (candidates.empty()) {
+        if (prefetch) return std::nullopt;  // no room without hurting: drop the hint
+        changed_.wait(lock);                // every slot leased: wait for a release
         continue;
       }
       const int victim = policy_->ChooseVictim(layer, candidates);
@@ -113,31 +142,41 @@ SlotCache::Lease SlotCache::Acquire(int layer, int expert) {
     slot.expert = expert;
     slot.leases = 1;
     slot.loading = true;
+    slot.is_protected = prefetch;
+    // The link: one copy at a time, and demand loads go before waiting prefetches.
+    if (prefetch) {
+      changed_.wait(lock, [&] { return !link_busy_ && demand_waiting_ == 0; });
+    } else {
+      ++demand_waiting_;
+      changed_.wait(lock, [&] { return !link_busy_; });
+      --demand_waiting_;
+    }
+    link_busy_ = true;
     const LinkModel link = link_;
     lock.unlock();
-    {
-      std::lock_guard<std::mutex> on_link(link_mu_);
-      const auto start = std::chrono::steady_clock::now();
-      std::memcpy(SlotData(layer, target), store_->Expert(layer, expert), store_->blob_bytes());
-      const auto done = start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                    std::chrono::duration<double>(link.Seconds(store_->blob_bytes())));
-      // Sleep most of the wait, then spin: copies are tens of microseconds at PCIe speed.
-      while (std::chrono::steady_clock::now() + std::chrono::microseconds(200) < done) {
-        std::this_thread::sleep_for(std::chrono::microseconds(100));
-      }
-      while (std::chrono::steady_clock::now() < done) {
-      }
+    const auto start = std::chrono::steady_clock::now();
+    std::memcpy(SlotData(layer, target), store_->Expert(layer, expert), store_->blob_bytes());
+    const auto done = start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                  std::chrono::duration<double>(link.Seconds(store_->blob_bytes())));
+    // Sleep most of the wait, then spin: copies are tens of microseconds at PCIe speed.
+    while (std::chrono::steady_clock::now() + std::chrono::microseconds(200) < done) {
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+    while (std::chrono::steady_clock::now() < done) {
     }
     lock.lock();
+    link_busy_ = false;
     slot.loading = false;
     policy_->OnInsert(layer, expert);
-    ++total_.misses;
-    ++layer_counters_[layer].misses;
+    CacheCounters& lc = layer_counters_[layer];
+    ++(prefetch ? total_.prefetch_loads : total_.misses);
+    ++(prefetch ? lc.prefetch_loads : lc.misses);
     total_.bytes_copied += store_->blob_bytes();
-    layer_counters_[layer].bytes_copied += store_->blob_bytes();
+    lc.bytes_copied += store_->blob_bytes();
     lock.unlock();
     changed_.notify_all();
-    return Lease(this, layer, target, SlotData(layer, target), /*hit=*/false);
+    Lease lease(this, layer, target, SlotData(layer, target), /*hit=*/false);
+    return lease;
   }
 }
 

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -18,9 +19,11 @@
 namespace moe::expert_worker {
 
 struct CacheCounters {
-  uint64_t hits = 0;
-  uint64_t misses = 0;
-  uint64_t bytes_copied = 0;
+  uint64_t hits = 0;            // demand lookups that found the expert resident
+  uint64_t misses = 0;          // demand lookups that loaded it
+  uint64_t prefetch_loads = 0;  // experts loaded on a hint
+  uint64_t prefetch_hits = 0;   // demand hits on an expert a hint loaded (and unused till then)
+  uint64_t bytes_copied = 0;    // demand and prefetch copies together
 };
 
 // Makes host-to-"VRAM" copies on the CPU backend cost what they would over a link such as
@@ -75,7 +78,16 @@ class SlotCache {
   };
 
   // The expert, resident in a slot: a hit, or loaded now (evicting per the policy).
+  // Demand loads go on the link before any waiting prefetch.
   Lease Acquire(int layer, int expert);
+
+  // Loads a hinted expert unless it is resident or loading, and protects it from
+  // eviction until it is used or the layer's protection is cleared. Never evicts a leased
+  // or protected expert: returns false (nothing loaded) when no slot can be freed.
+  bool Prefetch(int layer, int expert);
+  // Ends the protection of the layer's prefetched, unused experts, but for `keep` (a
+  // newer guess supersedes the old one).
+  void ClearProtection(int layer, absl::Span<const int> keep = {});
 
   // Sets the link model for later copies (thread-safe).
   void set_link(const LinkModel& link);
@@ -92,7 +104,10 @@ class SlotCache {
     int expert = -1;  // -1: empty
     int leases = 0;
     bool loading = false;
+    bool is_protected = false;  // prefetched and not used yet
   };
+  // Shared path of Acquire and Prefetch; a prefetch returns no lease (it releases at once).
+  std::optional<Lease> Load(int layer, int expert, bool prefetch);
   SlotCache(const ExpertStore* store, int slots_per_layer, std::unique_ptr<CachePolicy> policy,
             void* slab);
   float* SlotData(int layer, int slot) const;
@@ -109,7 +124,8 @@ class SlotCache {
   CacheCounters total_;                       // guarded by mu_
   std::vector<CacheCounters> layer_counters_; // guarded by mu_
   LinkModel link_;                            // guarded by mu_
-  std::mutex link_mu_;  // held for a copy's whole duration: one copy on the link at a time
+  bool link_busy_ = false;                    // a copy is on the link; guarded by mu_
+  int demand_waiting_ = 0;                    // demand copies waiting for the link; mu_
 };
 
 }  // namespace moe::expert_worker

@@ -117,7 +117,8 @@ grpc::Status WorkerService::Prefetch(grpc::ServerContext*, const v1::PrefetchReq
           absl::StrCat("Prefetch: expert id ", id, " out of range [0, ", store.num_experts(), ")")));
     }
   }
-  for (uint32_t id : request->expert_ids()) prefetch_.Enqueue(request->layer(), id);
+  prefetch_.Enqueue(request->layer(),
+                    std::vector<int>(request->expert_ids().begin(), request->expert_ids().end()));
   return grpc::Status::OK;
 }
 

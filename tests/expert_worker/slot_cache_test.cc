@@ -140,11 +140,47 @@ namespace {
 TEST_F(SlotCacheTest, PrefetchLoadsInTheBackgroundSoTheNextUseHits) {
   auto cache = MakeCache(2);
   PrefetchQueue prefetch(cache.get());
-  prefetch.Enqueue(1, 6);
-  prefetch.Enqueue(1, 6);  // already resident by the time it runs: no second load
+  prefetch.Enqueue(1, {6});
+  prefetch.Drain();
+  prefetch.Enqueue(1, {6});  // already resident: no second load
   prefetch.Drain();
   EXPECT_EQ(prefetch.loaded(), 1u);
   EXPECT_TRUE(cache->Acquire(1, 6).hit());
+  const CacheStats stats = cache->Stats();
+  EXPECT_EQ(stats.total.prefetch_loads, 1u);
+  EXPECT_EQ(stats.total.prefetch_hits, 1u);
+  EXPECT_EQ(stats.total.misses, 0u);  // prefetch loads are not demand misses
+}
+
+TEST_F(SlotCacheTest, PrefetchedExpertsAreProtectedUntilUsed) {
+  auto cache = MakeCache(2);
+  ASSERT_TRUE(cache->Prefetch(0, 1));
+  ASSERT_TRUE(cache->Prefetch(0, 2));
+  EXPECT_FALSE(cache->Prefetch(0, 3));  // both slots protected: the hint is dropped
+  cache->Acquire(0, 1);                 // uses 1: no longer protected
+  EXPECT_TRUE(cache->Prefetch(0, 3));   // evicts 1, not the unused 2
+  EXPECT_TRUE(cache->Acquire(0, 2).hit());
+  EXPECT_TRUE(cache->Acquire(0, 3).hit());
+}
+
+TEST_F(SlotCacheTest, DemandLoadEvictsProtectedOnlyAsLastResort) {
+  auto cache = MakeCache(1);
+  ASSERT_TRUE(cache->Prefetch(0, 1));
+  EXPECT_FALSE(cache->Acquire(0, 4).hit());  // must make progress: evicts the guess
+  cache->ClearProtection(0);
+  EXPECT_TRUE(cache->Acquire(0, 4).hit());
+}
+
+TEST_F(SlotCacheTest, NewerRoundSupersedesAQueuedOne) {
+  auto cache = MakeCache(2);
+  cache->set_link(LinkModel{0.05, 0});  // slow copies so that rounds queue up
+  PrefetchQueue prefetch(cache.get());
+  prefetch.Enqueue(0, {1});
+  prefetch.Enqueue(1, {2});
+  prefetch.Enqueue(1, {3});  // supersedes {2} if still queued
+  prefetch.Drain();
+  EXPECT_GE(prefetch.dropped(), 1u);
+  EXPECT_TRUE(cache->Acquire(1, 3).hit());
 }
 
 }  // namespace
