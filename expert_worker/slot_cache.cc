@@ -74,6 +74,24 @@ void SlotCache::Release(int layer, int slot) {
   changed_.notify_all();
 }
 
+namespace {
+
+std::chrono::steady_clock::duration Seconds(double s) {
+  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      std::chrono::duration<double>(s));
+}
+
+// Sleeps most of the wait, then spins: link copies are tens of microseconds.
+void WaitUntil(std::chrono::steady_clock::time_point deadline) {
+  while (std::chrono::steady_clock::now() + std::chrono::microseconds(200) < deadline) {
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+  while (std::chrono::steady_clock::now() < deadline) {
+  }
+}
+
+}  // namespace
+
 SlotCache::Lease SlotCache::Acquire(int layer, int expert) {
   std::optional<Lease> lease = Load(layer, expert, /*prefetch=*/false);
   MOE_CHECK(lease.has_value());
@@ -154,15 +172,28 @@ std::optional<SlotCache::Lease> SlotCache::Load(int layer, int expert, bool pref
     link_busy_ = true;
     const LinkModel link = link_;
     lock.unlock();
-    const auto start = std::chrono::steady_clock::now();
-    std::memcpy(SlotData(layer, target), store_->Expert(layer, expert), store_->blob_bytes());
-    const auto done = start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                  std::chrono::duration<double>(link.Seconds(store_->blob_bytes())));
-    // Sleep most of the wait, then spin: copies are tens of microseconds at PCIe speed.
-    while (std::chrono::steady_clock::now() + std::chrono::microseconds(200) < done) {
-      std::this_thread::sleep_for(std::chrono::microseconds(100));
-    }
-    while (std::chrono::steady_clock::now() < done) {
+    // The copy goes in chunks; between chunks a prefetch yields the link to any waiting
+    // demand load (copies cannot be preempted mid-chunk, as on a real copy engine).
+    const size_t bytes = store_->blob_bytes();
+    const auto* src = reinterpret_cast<const char*>(store_->Expert(layer, expert));
+    auto* dst = reinterpret_cast<char*>(SlotData(layer, target));
+    auto deadline = std::chrono::steady_clock::now() + Seconds(link.latency_us * 1e-6);
+    for (size_t offset = 0; offset < bytes; offset += kCopyChunkBytes) {
+      if (prefetch && offset > 0) {
+        lock.lock();
+        if (demand_waiting_ > 0) {
+          link_busy_ = false;
+          changed_.notify_all();
+          changed_.wait(lock, [&] { return !link_busy_ && demand_waiting_ == 0; });
+          link_busy_ = true;
+          deadline = std::chrono::steady_clock::now();
+        }
+        lock.unlock();
+      }
+      const size_t n = std::min(kCopyChunkBytes, bytes - offset);
+      std::memcpy(dst + offset, src + offset, n);
+      deadline += Seconds(link.gbps > 0 ? double(n) / (link.gbps * 1e9) : 0);
+      WaitUntil(deadline);
     }
     lock.lock();
     link_busy_ = false;

@@ -108,6 +108,7 @@ class SlotCache {
   };
   // Shared path of Acquire and Prefetch; a prefetch returns no lease (it releases at once).
   std::optional<Lease> Load(int layer, int expert, bool prefetch);
+  static constexpr size_t kCopyChunkBytes = 256 << 10;
   SlotCache(const ExpertStore* store, int slots_per_layer, std::unique_ptr<CachePolicy> policy,
             void* slab);
   float* SlotData(int layer, int slot) const;
