@@ -104,6 +104,7 @@ absl::Status RunGenerateRemote(const std::string& server, const std::string& pro
   }
   MOE_RETURN_IF_ERROR(Annotate(FromGrpcStatus(reader->Finish()), server));
   std::fputc('\n', stdout);
+  std::fflush(stdout);  // the figures go to stderr after the text
   if (absl::GetFlag(FLAGS_stats)) {
     const auto& st = last.stats();
     std::fprintf(stderr,
@@ -156,6 +157,7 @@ absl::Status RunGenerate() {
   MOE_ASSIGN_OR_RETURN(std::string tail, decoder.Flush());
   std::fwrite(tail.data(), 1, tail.size(), stdout);
   std::fputc('\n', stdout);
+  std::fflush(stdout);  // the figures go to stderr after the text
   if (absl::GetFlag(FLAGS_stats)) {
     const size_t decoded = result.tokens.size() > 1 ? result.tokens.size() - 1 : 0;
     std::fprintf(stderr,
