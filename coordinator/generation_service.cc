@@ -65,23 +65,6 @@ absl::StatusOr<std::vector<int>> GenerationService::PromptIds(const v1::Generate
     for (const auto& m : request.messages()) chat.push_back({m.role(), m.content()});
     MOE_ASSIGN_OR_RETURN(ids, RenderChat(*tokenizer_, chat));
   }
-  const int64_t context = model_->config().max_position_embeddings;
-  if (request.max_new_tokens() == 0) {
-    return absl::InvalidArgumentError("max_new_tokens must be at least 1");
-  }
-  if (request.max_new_tokens() >= context) {
-    return absl::InvalidArgumentError(absl::StrCat("max_new_tokens ", request.max_new_tokens(),
-                                                   " is not below the context of ", context, " tokens"));
-  }
-  if (int64_t(ids.size()) >= context) {
-    return absl::InvalidArgumentError(absl::StrCat("the prompt has ", ids.size(),
-                                                   " tokens; the context holds ", context));
-  }
-  if (int64_t(ids.size()) + request.max_new_tokens() > context) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "prompt (", ids.size(), " tokens) plus max_new_tokens (", request.max_new_tokens(),
-        ") exceeds the context of ", context, " tokens"));
-  }
   return ids;
 }
 
@@ -103,8 +86,12 @@ absl::Status GenerationService::DoGenerate(grpc::ServerContext* context,
   using Clock = std::chrono::steady_clock;
   const auto received = Clock::now();
   MOE_ASSIGN_OR_RETURN(std::vector<int> prompt, PromptIds(request));
-  if (options_.experts_available && !options_.experts_available()) {
-    return absl::UnavailableError("no expert worker is answering; retry when it is back");
+  // uint32 on the wire: bound it before it becomes an int.
+  const int64_t context_length = model_->config().max_position_embeddings;
+  if (request.max_new_tokens() >= context_length) {
+    return absl::InvalidArgumentError(absl::StrCat("max_new_tokens ", request.max_new_tokens(),
+                                                   " is not below the context of ", context_length,
+                                                   " tokens"));
   }
   GenerateOptions options;
   options.max_new_tokens = static_cast<int>(request.max_new_tokens());
@@ -114,6 +101,11 @@ absl::Status GenerationService::DoGenerate(grpc::ServerContext* context,
   options.sampling.seed = request.seed();
   options.cancelled = [context] { return context->IsCancelled(); };
   options.run_step = [this](const std::function<absl::Status()>& step) { return executor_.Run(step); };
+  // A bad request is INVALID_ARGUMENT even while no worker answers.
+  MOE_RETURN_IF_ERROR(CheckGenerateRequest(model_->config(), int64_t(prompt.size()), options));
+  if (options_.experts_available && !options_.experts_available()) {
+    return absl::UnavailableError("no expert worker is answering; retry when it is back");
+  }
 
   StreamingDecoder decoder(*tokenizer_, prompt);
   StopStringFilter stops({request.stop().begin(), request.stop().end()});

@@ -39,11 +39,10 @@ class GenerationService final : public v1::Generation::Service {
   grpc::Status GetModelInfo(grpc::ServerContext* context, const v1::GetModelInfoRequest* request,
                             v1::ModelInfo* response) override;
 
-  // Checks a request and renders its prompt to token ids (INVALID_ARGUMENT naming the
-  // problem otherwise). Public for tests.
-  absl::StatusOr<std::vector<int>> PromptIds(const v1::GenerateRequest& request) const;
-
  private:
+  // Renders the request's prompt (plain or chat) to token ids; INVALID_ARGUMENT when
+  // neither or both are given, or for a bad chat.
+  absl::StatusOr<std::vector<int>> PromptIds(const v1::GenerateRequest& request) const;
   absl::Status DoGenerate(grpc::ServerContext* context, const v1::GenerateRequest& request,
                           grpc::ServerWriter<v1::GenerateResponse>* writer);
 

@@ -39,8 +39,13 @@ struct GenerationResult {
 // Receives each new token as it is chosen; returning false stops the generation.
 using TokenCallback = std::function<bool(int token)>;
 
-// Checks the prompt and options against the model (ids in range, prompt and
-// prompt + max_new_tokens within the context), then generates.
+// Checks a prompt of `prompt_tokens` tokens and `options` against the model: a
+// non-empty prompt, max_new_tokens >= 1, prompt and prompt + max_new_tokens within the
+// context, valid sampling parameters. INVALID_ARGUMENT naming the problem otherwise.
+absl::Status CheckGenerateRequest(const ModelConfig& config, int64_t prompt_tokens,
+                                  const GenerateOptions& options);
+
+// CheckGenerateRequest, then generates (token ids are checked by the forward pass).
 absl::StatusOr<GenerationResult> Generate(const MixtralModel& model,
                                           absl::Span<const int> prompt,
                                           const GenerateOptions& options,
