@@ -67,32 +67,37 @@ StreamingDecoder::StreamingDecoder(const Tokenizer& tokenizer, absl::Span<const 
   context_.assign(context.end() - keep, context.end());
 }
 
-absl::StatusOr<std::string> StreamingDecoder::Push(int id) {
-  pending_.push_back(id);
+absl::StatusOr<std::string> StreamingDecoder::PendingText() const {
   std::vector<int> all = context_;
   all.insert(all.end(), pending_.begin(), pending_.end());
   MOE_ASSIGN_OR_RETURN(std::string before, tokenizer_.Decode(context_));
   MOE_ASSIGN_OR_RETURN(std::string after, tokenizer_.Decode(all));
-  // Hold back an incomplete multi-byte character (byte-fallback pieces decode to U+FFFD
-  // until the sequence is complete); give up holding after 4 ids, as UTF-8 would.
-  if (absl::EndsWith(after, kReplacementChar) && pending_.size() < 4) return std::string();
-  std::string piece = absl::StartsWith(after, before) ? after.substr(before.size()) : after;
+  return absl::StartsWith(after, before) ? after.substr(before.size()) : after;
+}
+
+void StreamingDecoder::CommitPending() {
   context_.insert(context_.end(), pending_.begin(), pending_.end());
   if (context_.size() > kContextIds) {
     context_.erase(context_.begin(), context_.end() - kContextIds);
   }
   pending_.clear();
+}
+
+absl::StatusOr<std::string> StreamingDecoder::Push(int id) {
+  pending_.push_back(id);
+  MOE_ASSIGN_OR_RETURN(std::string piece, PendingText());
+  // Hold back an incomplete multi-byte character (byte-fallback pieces decode to U+FFFD
+  // until the sequence is complete); give up holding after 4 ids, as UTF-8 would.
+  if (absl::EndsWith(piece, kReplacementChar) && pending_.size() < 4) return std::string();
+  CommitPending();
   return piece;
 }
 
 absl::StatusOr<std::string> StreamingDecoder::Flush() {
   if (pending_.empty()) return std::string();
-  MOE_ASSIGN_OR_RETURN(std::string before, tokenizer_.Decode(context_));
-  std::vector<int> all = context_;
-  all.insert(all.end(), pending_.begin(), pending_.end());
-  MOE_ASSIGN_OR_RETURN(std::string after, tokenizer_.Decode(all));
-  pending_.clear();
-  return absl::StartsWith(after, before) ? after.substr(before.size()) : after;
+  MOE_ASSIGN_OR_RETURN(std::string piece, PendingText());
+  CommitPending();
+  return piece;
 }
 
 }  // namespace moe

@@ -49,6 +49,11 @@ class StreamingDecoder {
   absl::StatusOr<std::string> Flush();
 
  private:
+  // Text the pending ids add after the context.
+  absl::StatusOr<std::string> PendingText() const;
+  // Moves the pending ids into the (short) context.
+  void CommitPending();
+
   const Tokenizer& tokenizer_;
   std::vector<int> context_;  // already emitted, kept short
   std::vector<int> pending_;  // not yet emitted
