@@ -10,6 +10,28 @@
 
 namespace moe {
 
+// What RunExperts calls cost, summed over calls (the caller zeroes it).
+struct ExpertCallStats {
+  uint64_t calls = 0;
+  uint64_t hits = 0;      // experts found resident in the cache
+  uint64_t misses = 0;    // experts loaded on demand
+  uint64_t prefetch_hits = 0;  // of hits, experts a prefetch had loaded
+  double stall_s = 0;     // waiting for expert copies
+  double compute_s = 0;   // expert FFNs
+  double rpc_s = 0;       // round trips as the caller saw them (0 in-process)
+
+  ExpertCallStats& operator+=(const ExpertCallStats& o) {
+    calls += o.calls;
+    hits += o.hits;
+    misses += o.misses;
+    prefetch_hits += o.prefetch_hits;
+    stall_s += o.stall_s;
+    compute_s += o.compute_s;
+    rpc_s += o.rpc_s;
+    return *this;
+  }
+};
+
 class ExpertBackend {
  public:
   virtual ~ExpertBackend() = default;
@@ -18,11 +40,12 @@ class ExpertBackend {
   //   out[t] = sum_j weights[t, j] * Expert(layer, ids[t, j])(x[t])
   // x: [n, hidden] (already RMS-normalised), ids/weights: [n, experts_per_tok],
   // out: [n, hidden], overwritten. The call is synchronous: out is complete on return.
-  // Implementations may be called from one thread at a time per backend.
+  // `stats`, if not null, has this call's figures added to it.
   [[nodiscard]] virtual absl::Status RunExperts(int layer, absl::Span<const float> x,
                                                 int64_t n, absl::Span<const int32_t> ids,
                                                 absl::Span<const float> weights,
-                                                absl::Span<float> out) = 0;
+                                                absl::Span<float> out,
+                                                ExpertCallStats* stats) = 0;
 
   // A hint that `experts` of `layer` will be needed soon: start loading them. Never
   // blocks and never fails (a wrong guess costs only copy bandwidth). Default: ignore.

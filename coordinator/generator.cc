@@ -50,14 +50,15 @@ absl::StatusOr<GenerationResult> Generate(const MixtralModel& model,
   Sampler sampler(options.sampling);
   std::vector<float> logits;
 
-  auto step = [&](absl::Span<const int> tokens) {
+  auto step = [&](absl::Span<const int> tokens, ForwardStats* stats) {
     const std::function<absl::Status()> forward = [&] {
-      return model.Forward(tokens, cache, MixtralModel::Logits::kLast, &logits, options.cancelled);
+      return model.Forward(tokens, cache, MixtralModel::Logits::kLast, &logits, options.cancelled,
+                           stats);
     };
     return options.run_step ? options.run_step(forward) : forward();
   };
   auto t0 = Clock::now();
-  MOE_RETURN_IF_ERROR(step(prompt));
+  MOE_RETURN_IF_ERROR(step(prompt, &result.prefill_stats));
   auto t1 = Clock::now();
   result.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
 
@@ -78,7 +79,7 @@ absl::StatusOr<GenerationResult> Generate(const MixtralModel& model,
       break;
     }
     const int next[1] = {token};
-    MOE_RETURN_IF_ERROR(step(next));
+    MOE_RETURN_IF_ERROR(step(next, &result.decode_stats));
   }
   result.decode_seconds = std::chrono::duration<double>(Clock::now() - t1).count();
   return result;

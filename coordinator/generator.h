@@ -34,6 +34,8 @@ struct GenerationResult {
   int prompt_tokens = 0;
   double prefill_seconds = 0;  // prompt forward pass, up to the first token
   double decode_seconds = 0;   // every later token
+  ForwardStats prefill_stats;  // the prompt's forward pass
+  ForwardStats decode_stats;   // every later pass
 };
 
 // Receives each new token as it is chosen; returning false stops the generation.

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "common/logging.h"
 #include "common/status.h"
 
 namespace moe::coordinator {
@@ -25,13 +26,28 @@ absl::StatusOr<std::unique_ptr<MixtralModel>> MixtralModel::Create(const ModelCo
   return std::unique_ptr<MixtralModel>(new MixtralModel(config, std::move(weights), experts));
 }
 
-SpeculationStats MixtralModel::speculation_stats() const {
-  return SpeculationStats{hinted_.load(), scored_.load(), needed_.load(), hits_.load()};
+SpeculationStats& SpeculationStats::operator+=(const SpeculationStats& o) {
+  hinted += o.hinted;
+  nearest += o.nearest;
+  for (int d = 0; d < kMaxLookahead; ++d) by_distance[d] += o.by_distance[d];
+  return *this;
+}
+
+void MixtralModel::set_speculation(const SpeculationOptions& options) {
+  MOE_CHECK(options.lookahead >= 0 && options.lookahead <= kMaxLookahead && options.experts >= 1)
+      << "speculation lookahead " << options.lookahead << ", experts " << options.experts;
+  speculation_ = options;
+}
+
+ForwardStats MixtralModel::totals() const {
+  std::lock_guard<std::mutex> lock(totals_mu_);
+  return totals_;
 }
 
 absl::Status MixtralModel::Forward(absl::Span<const int> tokens, KvCache& cache, Logits which,
                                    std::vector<float>* logits,
-                                   const std::function<bool()>& cancelled) const {
+                                   const std::function<bool()>& cancelled,
+                                   ForwardStats* stats) const {
   const ModelConfig& c = config_;
   const int64_t n = static_cast<int64_t>(tokens.size());
   const int64_t start = cache.length();
@@ -56,10 +72,14 @@ absl::Status MixtralModel::Forward(absl::Span<const int> tokens, KvCache& cache,
 
   std::vector<float> x(n * h), xn(n * h), q(n * qd), attn(n * qd), moe_out(n * h);
   std::vector<float> router(n * e), route_w(n * k);
-  // guesses[layer] = the expert ids guessed for each token, [n, m]; empty: no guess.
-  const int lookahead = speculation_.lookahead;
-  const int m = static_cast<int>(std::min<int64_t>(speculation_.experts, e));
-  std::vector<std::vector<int32_t>> guesses(lookahead > 0 ? c.num_hidden_layers : 0);
+  // guesses[d - 1][layer] = the expert ids guessed d layers ahead for each token, [n, m];
+  // empty: no guess.
+  const SpeculationOptions speculation = speculation_;
+  const int lookahead = speculation.lookahead;
+  const int m = static_cast<int>(std::min<int64_t>(speculation.experts, e));
+  std::vector<std::vector<std::vector<int32_t>>> guesses(
+      lookahead, std::vector<std::vector<int32_t>>(c.num_hidden_layers));
+  ForwardStats pass;
   std::vector<float> spec_xn, spec_logits, spec_w;
   std::vector<int32_t> route_ids(n * k);
   std::vector<int64_t> positions(n);
@@ -85,7 +105,8 @@ absl::Status MixtralModel::Forward(absl::Span<const int> tokens, KvCache& cache,
                    c.num_attention_heads, c.num_key_value_heads, c.head_dim, window);
     cpu::MatMulTransB(attn.data(), lw.o.data(), x.data(), n, qd, h, /*accumulate=*/true);
 
-    // Guess the next layers' experts from h and start loading them.
+    // Guess the next layers' experts from h and start loading them, nearest first (it
+    // is needed soonest); a round for a layer supersedes the older, farther guess.
     for (int j = 1; j <= lookahead && l + j < c.num_hidden_layers; ++j) {
       const LayerWeights& next = weights_.layers[l + j];
       spec_xn.resize(n * h);
@@ -93,7 +114,7 @@ absl::Status MixtralModel::Forward(absl::Span<const int> tokens, KvCache& cache,
       spec_w.resize(n * m);
       cpu::RmsNorm(x.data(), next.post_norm.data(), spec_xn.data(), n, h, eps);
       cpu::MatMulTransB(spec_xn.data(), next.gate.data(), spec_logits.data(), n, h, e);
-      std::vector<int32_t>& guess = guesses[l + j];
+      std::vector<int32_t>& guess = guesses[j - 1][l + j];
       guess.assign(n * m, -1);
       for (int64_t t = 0; t < n; ++t) {
         cpu::TopKRouting(&spec_logits[t * e], e, m, &guess[t * m], &spec_w[t * m]);
@@ -103,7 +124,7 @@ absl::Status MixtralModel::Forward(absl::Span<const int> tokens, KvCache& cache,
         if (std::find(unique.begin(), unique.end(), id) == unique.end()) unique.push_back(id);
       }
       experts_->Prefetch(l + j, unique);
-      hinted_ += guess.size();
+      pass.speculation.hinted += guess.size();
     }
 
     // x = h + MoE(RMSNorm(h)): route here, compute where the experts live.
@@ -113,23 +134,33 @@ absl::Status MixtralModel::Forward(absl::Span<const int> tokens, KvCache& cache,
       cpu::TopKRouting(&router[t * e], e, k, &route_ids[t * k], &route_w[t * k]);
     }
     if (observer_) observer_(LayerRouting{l, start, route_ids, route_w});
-    if (lookahead > 0 && !guesses[l].empty()) {
-      // Score the freshest guess for this layer (the one made one layer before).
-      uint64_t hits = 0;
+    // Score every guess made for this layer, by distance; the nearest one is the round
+    // the worker acts on last.
+    bool nearest_scored = false;
+    for (int d = 1; d <= lookahead; ++d) {
+      const std::vector<int32_t>& guess = guesses[d - 1][l];
+      if (guess.empty()) continue;
+      GuessScore score;
       for (int64_t t = 0; t < n; ++t) {
-        for (int64_t a = 0; a < k; ++a) {
-          const int32_t* g = &guesses[l][t * m];
-          hits += std::find(g, g + m, route_ids[t * k + a]) != g + m;
-        }
+        const int32_t* g = &guess[t * m];
+        for (int64_t a = 0; a < k; ++a) score.hits += std::find(g, g + m, route_ids[t * k + a]) != g + m;
       }
-      needed_ += n * k;
-      scored_ += guesses[l].size();
-      hits_ += hits;
+      score.needed = n * k;
+      score.scored = guess.size();
+      pass.speculation.by_distance[d - 1] += score;
+      if (!nearest_scored) pass.speculation.nearest += score;
+      nearest_scored = true;
     }
-    MOE_RETURN_IF_ERROR(experts_->RunExperts(l, xn, n, route_ids, route_w, absl::MakeSpan(moe_out)));
+    MOE_RETURN_IF_ERROR(experts_->RunExperts(l, xn, n, route_ids, route_w, absl::MakeSpan(moe_out),
+                                             &pass.experts));
     for (int64_t i = 0; i < n * h; ++i) x[i] += moe_out[i];
   }
   cache.set_length(start + n);
+  if (stats != nullptr) *stats += pass;
+  {
+    std::lock_guard<std::mutex> lock(totals_mu_);
+    totals_ += pass;
+  }
 
   const int64_t first = which == Logits::kAll ? 0 : n - 1;
   const int64_t rows = n - first;

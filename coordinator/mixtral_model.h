@@ -5,7 +5,8 @@
 #define MOE_COORDINATOR_MIXTRAL_MODEL_H_
 
 #include <cstdint>
-#include <atomic>
+#include <array>
+#include <mutex>
 #include <functional>
 #include <memory>
 #include <vector>
@@ -32,26 +33,53 @@ struct LayerRouting {
 // layers L+1..L+lookahead applied to the current hidden state (each through its own
 // post-attention norm) guess those layers' experts; the top `experts` per token are
 // prefetched while layer L computes.
+inline constexpr int kMaxLookahead = 8;
 struct SpeculationOptions {
-  int lookahead = 0;  // layers ahead to guess; 0 turns speculation off
-  int experts = 2;    // experts prefetched per token and guessed layer
+  int lookahead = 0;  // layers ahead to guess, in [0, kMaxLookahead]; 0 turns it off
+  int experts = 2;    // experts prefetched per token and guessed layer, >= 1
 };
 
-// How good the guesses were: a guess for layer L+j counts as used when layer L+j's router
+// How good the guesses were: a guess for layer L counts as used when layer L's router
 // then picks it for the same token.
-// With lookahead > 1 a layer is guessed several times; the nearest guess (made one layer
-// before) is the one scored, and `hinted` counts every guess sent.
-struct SpeculationStats {
-  uint64_t hinted = 0;   // (token, layer, expert) guesses sent as prefetch hints
-  uint64_t scored = 0;   // guesses compared with the router's later choice
-  uint64_t needed = 0;   // router choices that had a guess
-  uint64_t hits = 0;     // scored guesses the router then chose
+struct GuessScore {
+  uint64_t scored = 0;  // (token, expert) guesses compared with the router's choice
+  uint64_t needed = 0;  // router choices that had a guess
+  uint64_t hits = 0;    // guesses the router then chose
   double recall() const { return needed ? double(hits) / needed : 0; }
   double precision() const { return scored ? double(hits) / scored : 0; }
+  GuessScore& operator+=(const GuessScore& o) {
+    scored += o.scored;
+    needed += o.needed;
+    hits += o.hits;
+    return *this;
+  }
 };
 
-// Immutable after Create (but for speculation statistics, which are atomic); Forward may run concurrently on different caches only if the
-// ExpertBackend allows concurrent calls (the in-process one does not).
+struct SpeculationStats {
+  uint64_t hinted = 0;  // (token, layer, expert) guesses sent as prefetch hints
+  // The nearest guess of each layer (made one layer before when lookahead >= 1).
+  GuessScore nearest;
+  // by_distance[d - 1]: guesses made d layers ahead of the layer they are for.
+  std::array<GuessScore, kMaxLookahead> by_distance{};
+  double recall() const { return nearest.recall(); }
+  double precision() const { return nearest.precision(); }
+  SpeculationStats& operator+=(const SpeculationStats& o);
+};
+
+// Figures of one or more forward passes (the caller zeroes it; Forward adds).
+struct ForwardStats {
+  ExpertCallStats experts;
+  SpeculationStats speculation;
+  ForwardStats& operator+=(const ForwardStats& o) {
+    experts += o.experts;
+    speculation += o.speculation;
+    return *this;
+  }
+};
+
+// Immutable after Create but for the speculation settings and totals (set_speculation
+// between passes; totals under a lock). Forward may run concurrently on different
+// caches (both ExpertBackends are thread-safe).
 class MixtralModel {
  public:
   // `experts` must outlive the model.
@@ -65,10 +93,11 @@ class MixtralModel {
   // keys and values to `cache` and writes logits: [1, V] for the last token or [n, V].
   // Token ids must lie in the vocabulary and the cache must have room. `cancelled`, if
   // set, is asked before every layer; when it says true the pass stops with CANCELLED
-  // (the cache keeps its previous length).
+  // (the cache keeps its previous length). `stats`, if set, has the pass's figures added.
   absl::Status Forward(absl::Span<const int> tokens, KvCache& cache, Logits which,
                        std::vector<float>* logits,
-                       const std::function<bool()>& cancelled = nullptr) const;
+                       const std::function<bool()>& cancelled = nullptr,
+                       ForwardStats* stats = nullptr) const;
 
   // Called once per layer and forward pass with the router's decisions (for statistics
   // and studies); may be empty.
@@ -76,8 +105,12 @@ class MixtralModel {
     observer_ = std::move(observer);
   }
 
-  void set_speculation(const SpeculationOptions& options) { speculation_ = options; }
-  SpeculationStats speculation_stats() const;
+  // Checked: lookahead in [0, kMaxLookahead], experts >= 1.
+  void set_speculation(const SpeculationOptions& options);
+  SpeculationOptions speculation() const { return speculation_; }
+  // Totals over every pass since Create.
+  ForwardStats totals() const;
+  SpeculationStats speculation_stats() const { return totals().speculation; }
 
   const ModelConfig& config() const { return config_; }
 
@@ -90,7 +123,8 @@ class MixtralModel {
   cpu::RopeTable rope_;
   std::function<void(const LayerRouting&)> observer_;
   SpeculationOptions speculation_;
-  mutable std::atomic<uint64_t> hinted_{0}, scored_{0}, needed_{0}, hits_{0};
+  mutable std::mutex totals_mu_;
+  mutable ForwardStats totals_;  // guarded by totals_mu_
 };
 
 }  // namespace moe::coordinator

@@ -96,7 +96,7 @@ void WorkerClient::ReleaseSlot(int slot) {
 
 absl::Status WorkerClient::RunExperts(int layer, absl::Span<const float> x, int64_t n,
                                       absl::Span<const int32_t> ids, absl::Span<const float> weights,
-                                      absl::Span<float> out) {
+                                      absl::Span<float> out, ExpertCallStats* stats) {
   const int64_t h = config_.hidden_size;
   const int64_t k = n > 0 ? static_cast<int64_t>(ids.size()) / n : 0;
   const int slot = AcquireSlot();
@@ -104,7 +104,7 @@ absl::Status WorkerClient::RunExperts(int layer, absl::Span<const float> x, int6
   for (int64_t start = 0; start < n && status.ok(); start += options_.max_tokens_per_call) {
     const int64_t m = std::min(options_.max_tokens_per_call, n - start);
     status = RunChunk(slot, layer, x.subspan(start * h, m * h), m, ids.subspan(start * k, m * k),
-                      weights.subspan(start * k, m * k), out.subspan(start * h, m * h));
+                      weights.subspan(start * k, m * k), out.subspan(start * h, m * h), stats);
   }
   ReleaseSlot(slot);
   return status;
@@ -112,7 +112,7 @@ absl::Status WorkerClient::RunExperts(int layer, absl::Span<const float> x, int6
 
 absl::Status WorkerClient::RunChunk(int slot, int layer, absl::Span<const float> x, int64_t n,
                                     absl::Span<const int32_t> ids, absl::Span<const float> weights,
-                                    absl::Span<float> out) {
+                                    absl::Span<float> out, ExpertCallStats* stats) {
   const uint64_t bytes = x.size() * sizeof(float);
   v1::RunExpertsRequest request;
   request.set_layer(layer);
@@ -164,6 +164,15 @@ absl::Status WorkerClient::RunChunk(int slot, int layer, absl::Span<const float>
                                                 " bytes, expected ", bytes));
       }
       std::memcpy(out.data(), response.output_inline().data(), bytes);
+    }
+    if (stats != nullptr) {
+      stats->calls += 1;
+      stats->hits += response.cache_hits();
+      stats->misses += response.cache_misses();
+      stats->prefetch_hits += response.prefetch_hits();
+      stats->stall_s += response.load_wait_s();
+      stats->compute_s += response.compute_s();
+      stats->rpc_s += seconds;
     }
     std::lock_guard<std::mutex> lock(stats_mu_);
     ++stats_.calls;

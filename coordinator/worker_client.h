@@ -48,7 +48,7 @@ class WorkerClient : public ExpertBackend {
 
   absl::Status RunExperts(int layer, absl::Span<const float> x, int64_t n,
                           absl::Span<const int32_t> ids, absl::Span<const float> weights,
-                          absl::Span<float> out) override;
+                          absl::Span<float> out, ExpertCallStats* stats) override;
   // Sends a Prefetch RPC without waiting for it (a lost hint costs nothing).
   void Prefetch(int layer, absl::Span<const int32_t> experts) override;
 
@@ -65,7 +65,7 @@ class WorkerClient : public ExpertBackend {
   absl::Status Attach();
   absl::Status RunChunk(int slot, int layer, absl::Span<const float> x, int64_t n,
                         absl::Span<const int32_t> ids, absl::Span<const float> weights,
-                        absl::Span<float> out);
+                        absl::Span<float> out, ExpertCallStats* stats);
   int AcquireSlot();
   void ReleaseSlot(int slot);
 

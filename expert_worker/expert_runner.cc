@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/status.h"
 #include "expert_worker/expert_ffn.h"
 
 namespace moe::expert_worker {
@@ -44,6 +45,11 @@ absl::Status ExpertRunner::Run(int layer, absl::Span<const float> x, int64_t n,
   for (int32_t id : ids) {
     if (std::find(order.begin(), order.end(), id) == order.end()) order.push_back(id);
   }
+  if (load_whole_layer_) {
+    for (int32_t e = 0; e < store.num_experts(); ++e) {
+      if (std::find(order.begin(), order.end(), e) == order.end()) order.push_back(e);
+    }
+  }
   for (int32_t expert : order) {
     tokens.clear();
     gains.clear();
@@ -56,6 +62,13 @@ absl::Status ExpertRunner::Run(int layer, absl::Span<const float> x, int64_t n,
       }
     }
     const int64_t m = static_cast<int64_t>(tokens.size());
+    if (m == 0) {  // loaded for the baseline's sake only
+      const auto t0 = Clock::now();
+      SlotCache::Lease lease = cache_->Acquire(layer, expert);
+      local.load_wait_s += std::chrono::duration<double>(Clock::now() - t0).count();
+      ++(lease.hit() ? local.hits : local.misses);
+      continue;
+    }
     rows.resize(m * h);
     result.resize(m * h);
     for (int64_t r = 0; r < m; ++r) std::memcpy(&rows[r * h], &x[tokens[r] * h], h * sizeof(float));
@@ -68,6 +81,7 @@ absl::Status ExpertRunner::Run(int layer, absl::Span<const float> x, int64_t n,
     local.load_wait_s += std::chrono::duration<double>(t1 - t0).count();
     local.compute_s += std::chrono::duration<double>(t2 - t1).count();
     ++(lease.hit() ? local.hits : local.misses);
+    local.prefetch_hits += lease.prefetched();
 
     for (int64_t r = 0; r < m; ++r) {
       float* dst = &out[tokens[r] * h];
@@ -77,6 +91,23 @@ absl::Status ExpertRunner::Run(int layer, absl::Span<const float> x, int64_t n,
     }
   }
   if (counters != nullptr) *counters = local;
+  return absl::OkStatus();
+}
+
+absl::Status InProcessBackend::RunExperts(int layer, absl::Span<const float> x, int64_t n,
+                                          absl::Span<const int32_t> ids,
+                                          absl::Span<const float> weights, absl::Span<float> out,
+                                          ExpertCallStats* stats) {
+  RunCounters counters;
+  MOE_RETURN_IF_ERROR(runner_.Run(layer, x, n, ids, weights, out, &counters));
+  if (stats != nullptr) {
+    stats->calls += 1;
+    stats->hits += counters.hits;
+    stats->misses += counters.misses;
+    stats->prefetch_hits += counters.prefetch_hits;
+    stats->stall_s += counters.load_wait_s;
+    stats->compute_s += counters.compute_s;
+  }
   return absl::OkStatus();
 }
 

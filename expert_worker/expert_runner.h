@@ -17,6 +17,7 @@ namespace moe::expert_worker {
 struct RunCounters {
   uint32_t hits = 0;
   uint32_t misses = 0;
+  uint32_t prefetch_hits = 0;  // of hits, first uses of prefetched experts
   double load_wait_s = 0;  // time inside SlotCache::Acquire
   double compute_s = 0;
 };
@@ -24,8 +25,11 @@ struct RunCounters {
 // Thread-safe (the cache is; scratch is per call).
 class ExpertRunner {
  public:
-  // `cache` must outlive the runner.
-  explicit ExpertRunner(SlotCache* cache) : cache_(cache) {}
+  // `cache` must outlive the runner. With `load_whole_layer`, every expert of the layer
+  // is brought into the cache for each call, used or not: what generic layer offloading
+  // does (the "naive" baseline of the benchmarks).
+  explicit ExpertRunner(SlotCache* cache, bool load_whole_layer = false)
+      : cache_(cache), load_whole_layer_(load_whole_layer) {}
 
   // out[t] = sum_j weights[t, j] * Expert(layer, ids[t, j])(x[t]); shapes as in
   // ExpertBackend::RunExperts. Ids, layer and sizes are validated.
@@ -37,17 +41,17 @@ class ExpertRunner {
 
  private:
   SlotCache* cache_;
+  bool load_whole_layer_;
 };
 
 // The expert worker linked into the caller's process. Thread-safe.
 class InProcessBackend : public ExpertBackend {
  public:
-  explicit InProcessBackend(SlotCache* cache) : runner_(cache), prefetch_(cache) {}
+  explicit InProcessBackend(SlotCache* cache, bool load_whole_layer = false)
+      : runner_(cache, load_whole_layer), prefetch_(cache) {}
   absl::Status RunExperts(int layer, absl::Span<const float> x, int64_t n,
                           absl::Span<const int32_t> ids, absl::Span<const float> weights,
-                          absl::Span<float> out) override {
-    return runner_.Run(layer, x, n, ids, weights, out);
-  }
+                          absl::Span<float> out, ExpertCallStats* stats) override;
   void Prefetch(int layer, absl::Span<const int32_t> experts) override {
     prefetch_.Enqueue(layer, std::vector<int>(experts.begin(), experts.end()));
   }

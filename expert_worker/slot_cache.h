@@ -24,6 +24,23 @@ struct CacheCounters {
   uint64_t prefetch_loads = 0;  // experts loaded on a hint
   uint64_t prefetch_hits = 0;   // demand hits on an expert a hint loaded (and unused till then)
   uint64_t bytes_copied = 0;    // demand and prefetch copies together
+  double stall_s = 0;           // demand time spent waiting for copies (inside Acquire)
+
+  uint64_t uses() const { return hits + misses; }
+  double hit_ratio() const { return uses() ? double(hits) / uses() : 0; }
+  // Of the experts used, the share a hint had loaded.
+  double prefetch_recall() const { return uses() ? double(prefetch_hits) / uses() : 0; }
+  // Of the experts hints loaded, the share then used.
+  double prefetch_precision() const {
+    return prefetch_loads ? double(prefetch_hits) / prefetch_loads : 0;
+  }
+  CacheCounters& operator+=(const CacheCounters& o);
+};
+
+// What a slot keeps after its last lease ends.
+enum class Retention {
+  kKeep,  // the expert stays resident until the policy evicts it (a cache)
+  kDrop,  // the slot empties: every use loads again (the "no cache" baseline)
 };
 
 // Makes host-to-"VRAM" copies on the CPU backend cost what they would over a link such as
@@ -41,19 +58,24 @@ struct LinkModel {
 struct CacheStats {
   std::string policy;
   int slots_per_layer = 0;
+  uint64_t policy_changes = 0;  // SetPolicy calls since start
+  uint64_t resizes = 0;         // Resize calls that changed the size
   CacheCounters total;
   std::vector<CacheCounters> layers;
 };
 
 // Thread-safe. A slot is evicted only when no lease holds it; Acquire waits while every
 // slot of the layer is leased, so each caller must hold at most one lease per layer at
-// a time (RunExperts holds one at a time).
+// a time (RunExperts holds one at a time). Each slot is its own page-aligned block, so
+// the cache can grow or shrink while leases are held.
 class SlotCache {
+  struct Slot;  // one expert-sized block of "VRAM" and its state
+
  public:
   // `store` must outlive the cache; slots_per_layer in [1, experts per layer].
-  static absl::StatusOr<std::unique_ptr<SlotCache>> Create(const ExpertStore* store,
-                                                           int slots_per_layer,
-                                                           std::unique_ptr<CachePolicy> policy);
+  static absl::StatusOr<std::unique_ptr<SlotCache>> Create(
+      const ExpertStore* store, int slots_per_layer, std::unique_ptr<CachePolicy> policy,
+      Retention retention = Retention::kKeep);
   // Slots per layer that fit in `bytes` (at least 1 is required).
   static absl::StatusOr<int> SlotsForBytes(const ExpertStore& store, uint64_t bytes);
   ~SlotCache();
@@ -66,15 +88,21 @@ class SlotCache {
     ~Lease();
     const float* data() const { return data_; }
     bool hit() const { return hit_; }
+    // A hit on an expert a prefetch loaded, used for the first time.
+    bool prefetched() const { return prefetched_; }
 
    private:
     friend class SlotCache;
-    Lease(SlotCache* cache, int layer, int slot, const float* data, bool hit)
-        : cache_(cache), layer_(layer), slot_(slot), data_(data), hit_(hit) {}
+    Lease(SlotCache* cache, int layer, Slot* slot, const float* data, bool hit,
+          bool prefetched = false)
+        : cache_(cache), layer_(layer), slot_(slot), data_(data), hit_(hit),
+          prefetched_(prefetched) {}
     SlotCache* cache_;
-    int layer_, slot_;
+    int layer_;
+    Slot* slot_;
     const float* data_;
     bool hit_;
+    bool prefetched_;
   };
 
   // The expert, resident in a slot: a hit, or loaded now (evicting per the policy).
@@ -95,33 +123,47 @@ class SlotCache {
   // Replaces the policy, keeping what is resident (the new policy learns the residents
   // as if just inserted).
   void SetPolicy(std::unique_ptr<CachePolicy> policy);
+  // Changes the slots per layer while the cache serves: growing adds empty slots;
+  // shrinking evicts per the policy (empty slots first, prefetched-unused next to last),
+  // waiting for leases to end. INVALID_ARGUMENT outside [1, experts per layer].
+  absl::Status Resize(int slots_per_layer);
   CacheStats Stats() const;
-  int slots_per_layer() const { return slots_per_layer_; }
+  int slots_per_layer() const;
+  Retention retention() const { return retention_; }
   const ExpertStore& store() const { return *store_; }
 
  private:
-  struct Slot {
-    int expert = -1;  // -1: empty
-    int leases = 0;
-    bool loading = false;
-    bool is_protected = false;  // prefetched and not used yet
+  struct SlotBlock {
+    void operator()(void* p) const;
   };
   // Shared path of Acquire and Prefetch; a prefetch returns no lease (it releases at once).
   std::optional<Lease> Load(int layer, int expert, bool prefetch);
   static constexpr size_t kCopyChunkBytes = 256 << 10;
   SlotCache(const ExpertStore* store, int slots_per_layer, std::unique_ptr<CachePolicy> policy,
-            void* slab);
-  float* SlotData(int layer, int slot) const;
-  void Release(int layer, int slot);
+            Retention retention);
+  struct Slot {
+    int expert = -1;  // -1: empty
+    int leases = 0;
+    bool loading = false;
+    bool is_protected = false;  // prefetched and not used yet
+    std::unique_ptr<void, SlotBlock> data;  // store_->blob_stride() bytes, page-aligned
+  };
+  std::unique_ptr<Slot> NewSlot() const;
+  // Empties `slot` (resident, unleased, not loading) and tells the policy.
+  void EvictLocked(int layer, Slot& slot);
+  void Release(int layer, Slot* slot);
 
   const ExpertStore* store_;
-  const int slots_per_layer_;
-  void* slab_;  // [layers][slots_per_layer] blobs of store_->blob_stride() bytes
+  const Retention retention_;
 
   mutable std::mutex mu_;
   std::condition_variable changed_;
   std::unique_ptr<CachePolicy> policy_;      // guarded by mu_
-  std::vector<std::vector<Slot>> slots_;      // guarded by mu_
+  int slots_per_layer_;                       // guarded by mu_
+  // [layer][slot]; slots are heap nodes so leases keep pointing at theirs while the
+  // layer's list grows or shrinks.
+  std::vector<std::vector<std::unique_ptr<Slot>>> slots_;  // guarded by mu_
+  uint64_t policy_changes_ = 0, resizes_ = 0;  // guarded by mu_
   CacheCounters total_;                       // guarded by mu_
   std::vector<CacheCounters> layer_counters_; // guarded by mu_
   LinkModel link_;                            // guarded by mu_

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
 #include "common/logging.h"
+#include "common/prometheus_text.h"
 #include "common/status.h"
 
 namespace moe::expert_worker {
@@ -87,7 +88,11 @@ absl::Status WorkerService::DoRunExperts(const v1::RunExpertsRequest& request,
   const std::vector<int32_t> ids(request.expert_ids().begin(), request.expert_ids().end());
   const std::vector<float> weights(request.weights().begin(), request.weights().end());
   RunCounters counters;
+  const auto t0 = std::chrono::steady_clock::now();
   MOE_RETURN_IF_ERROR(runner_.Run(static_cast<int>(request.layer()), x, n, ids, weights, out, &counters));
+  run_experts_ns_.fetch_add(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count(),
+      std::memory_order_relaxed);
   if (!request.has_output_slice()) {
     response->set_output_inline(inline_out.data(), inline_out.size() * sizeof(float));
   }
@@ -95,6 +100,7 @@ absl::Status WorkerService::DoRunExperts(const v1::RunExpertsRequest& request,
   response->set_cache_misses(counters.misses);
   response->set_load_wait_s(counters.load_wait_s);
   response->set_compute_s(counters.compute_s);
+  response->set_prefetch_hits(counters.prefetch_hits);
   calls_.fetch_add(1, std::memory_order_relaxed);
   return absl::OkStatus();
 }
@@ -117,6 +123,7 @@ grpc::Status WorkerService::Prefetch(grpc::ServerContext*, const v1::PrefetchReq
           absl::StrCat("Prefetch: expert id ", id, " out of range [0, ", store.num_experts(), ")")));
     }
   }
+  prefetch_requests_.fetch_add(1, std::memory_order_relaxed);
   prefetch_.Enqueue(request->layer(),
                     std::vector<int>(request->expert_ids().begin(), request->expert_ids().end()));
   return grpc::Status::OK;
@@ -125,17 +132,27 @@ grpc::Status WorkerService::Prefetch(grpc::ServerContext*, const v1::PrefetchReq
 grpc::Status WorkerService::SetCachePolicy(grpc::ServerContext*,
                                            const v1::SetCachePolicyRequest* request,
                                            v1::SetCachePolicyResponse* response) {
-  if (request->cache_per_layer() != 0 &&
-      int(request->cache_per_layer()) != cache_->slots_per_layer()) {
-    return ToGrpcStatus(absl::UnimplementedError(
-        "SetCachePolicy: resizing the cache at run time is not built yet; restart the worker "
-        "with --cache-per-layer"));
-  }
+  // Check everything before changing anything: a bad request changes nothing.
+  std::unique_ptr<CachePolicy> policy;
   if (!request->policy().empty()) {
-    auto policy = MakeCachePolicy(request->policy());
-    if (!policy.ok()) return ToGrpcStatus(policy.status());
-    cache_->SetPolicy(*std::move(policy));
+    auto made = MakeCachePolicy(request->policy());
+    if (!made.ok()) return ToGrpcStatus(made.status());
+    policy = *std::move(made);
+  }
+  const int experts = cache_->store().num_experts();
+  if (request->cache_per_layer() > uint32_t(experts)) {
+    return ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat(
+        "SetCachePolicy: cache_per_layer ", request->cache_per_layer(), " is above the ", experts,
+        " experts of a layer")));
+  }
+  if (policy != nullptr) {
+    cache_->SetPolicy(std::move(policy));
     MOE_LOG(INFO) << "cache policy is now " << request->policy();
+  }
+  if (request->cache_per_layer() != 0) {
+    const absl::Status resized = cache_->Resize(static_cast<int>(request->cache_per_layer()));
+    if (!resized.ok()) return ToGrpcStatus(resized);
+    MOE_LOG(INFO) << "cache is now " << request->cache_per_layer() << " experts per layer";
   }
   const CacheStats stats = cache_->Stats();
   response->set_policy(stats.policy);
@@ -143,23 +160,91 @@ grpc::Status WorkerService::SetCachePolicy(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status WorkerService::GetStats(grpc::ServerContext*, const v1::GetStatsRequest*,
-                                     v1::WorkerStats* response) {
+namespace {
+
+void FillCounters(const CacheCounters& c, v1::CacheCounters* out) {
+  out->set_hits(c.hits);
+  out->set_misses(c.misses);
+  out->set_prefetch_loads(c.prefetch_loads);
+  out->set_prefetch_hits(c.prefetch_hits);
+  out->set_bytes_copied(c.bytes_copied);
+  out->set_stall_s(c.stall_s);
+  out->set_hit_ratio(c.hit_ratio());
+  out->set_prefetch_recall(c.prefetch_recall());
+  out->set_prefetch_precision(c.prefetch_precision());
+}
+
+}  // namespace
+
+v1::WorkerStats WorkerService::Stats() const {
   const CacheStats stats = cache_->Stats();
-  response->set_policy(stats.policy);
-  response->set_cache_per_layer(stats.slots_per_layer);
-  response->set_hits(stats.total.hits);
-  response->set_misses(stats.total.misses);
-  response->set_bytes_copied(stats.total.bytes_copied);
-  response->set_run_experts_calls(calls_.load());
+  v1::WorkerStats response;
+  response.set_policy(stats.policy);
+  response.set_cache_per_layer(stats.slots_per_layer);
+  response.set_hits(stats.total.hits);
+  response.set_misses(stats.total.misses);
+  response.set_bytes_copied(stats.total.bytes_copied);
+  response.set_run_experts_calls(calls_.load());
+  FillCounters(stats.total, response.mutable_total());
+  response.set_policy_changes(stats.policy_changes);
+  response.set_resizes(stats.resizes);
+  response.set_run_experts_s(run_experts_ns_.load() * 1e-9);
+  response.set_prefetch_requests(prefetch_requests_.load());
+  response.set_uptime_s(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count());
   for (size_t l = 0; l < stats.layers.size(); ++l) {
-    auto* layer = response->add_layers();
+    auto* layer = response.add_layers();
     layer->set_layer(static_cast<uint32_t>(l));
     layer->set_hits(stats.layers[l].hits);
     layer->set_misses(stats.layers[l].misses);
     layer->set_bytes_copied(stats.layers[l].bytes_copied);
+    FillCounters(stats.layers[l], layer->mutable_counters());
   }
+  return response;
+}
+
+grpc::Status WorkerService::GetStats(grpc::ServerContext*, const v1::GetStatsRequest*,
+                                     v1::WorkerStats* response) {
+  *response = Stats();
   return grpc::Status::OK;
+}
+
+std::string WorkerService::RenderMetrics() const {
+  const v1::WorkerStats stats = Stats();
+  PrometheusText out;
+  auto per_layer = [&](const v1::CacheCounters& c, const std::string& layer) {
+    const PrometheusText::Labels l = {{"layer", layer}};
+    out.Counter("moe_worker_expert_hits_total", "Expert uses that found the expert resident",
+                c.hits(), l);
+    out.Counter("moe_worker_expert_misses_total", "Expert uses that loaded the expert on demand",
+                c.misses(), l);
+    out.Counter("moe_worker_prefetch_loads_total", "Experts loaded on a prefetch hint",
+                c.prefetch_loads(), l);
+    out.Counter("moe_worker_prefetch_hits_total", "First uses of experts a prefetch loaded",
+                c.prefetch_hits(), l);
+    out.Counter("moe_worker_bytes_copied_total", "Host-to-cache bytes copied", c.bytes_copied(), l);
+    out.Counter("moe_worker_copy_stall_seconds_total", "Seconds expert uses waited for copies",
+                c.stall_s(), l);
+    out.Gauge("moe_worker_hit_ratio", "hits / (hits + misses) since start", c.hit_ratio(), l);
+    out.Gauge("moe_worker_prefetch_recall", "Used experts a prefetch had loaded / used experts",
+              c.prefetch_recall(), l);
+    out.Gauge("moe_worker_prefetch_precision", "Prefetched experts then used / prefetched experts",
+              c.prefetch_precision(), l);
+  };
+  per_layer(stats.total(), "all");
+  for (const auto& layer : stats.layers()) per_layer(layer.counters(), std::to_string(layer.layer()));
+  out.Gauge("moe_worker_cache_slots_per_layer", "Experts the cache holds per layer",
+            stats.cache_per_layer());
+  out.Gauge("moe_worker_cache_policy_info", "The cache policy in use (label)", 1,
+            {{"policy", stats.policy()}});
+  out.Counter("moe_worker_policy_changes_total", "SetCachePolicy policy swaps", stats.policy_changes());
+  out.Counter("moe_worker_cache_resizes_total", "SetCachePolicy size changes", stats.resizes());
+  out.Counter("moe_worker_run_experts_calls_total", "RunExperts calls served", stats.run_experts_calls());
+  out.Counter("moe_worker_run_experts_seconds_total", "Seconds inside RunExperts (copies and compute)",
+              stats.run_experts_s());
+  out.Counter("moe_worker_prefetch_requests_total", "Prefetch calls received", stats.prefetch_requests());
+  out.Gauge("moe_worker_uptime_seconds", "Seconds since the worker started", stats.uptime_s());
+  return out.text();
 }
 
 }  // namespace moe::expert_worker

@@ -5,6 +5,8 @@
 #define MOE_EXPERT_WORKER_WORKER_SERVICE_H_
 
 #include <atomic>
+#include <chrono>
+#include <string>
 #include <memory>
 #include <mutex>
 
@@ -19,7 +21,8 @@ namespace moe::expert_worker {
 // Thread-safe. `cache` must outlive the service.
 class WorkerService final : public moe::v1::ExpertWorker::Service {
  public:
-  explicit WorkerService(SlotCache* cache) : cache_(cache), runner_(cache), prefetch_(cache) {}
+  explicit WorkerService(SlotCache* cache, bool load_whole_layer = false)
+      : cache_(cache), runner_(cache, load_whole_layer), prefetch_(cache) {}
 
   grpc::Status AttachArena(grpc::ServerContext* context, const v1::AttachArenaRequest* request,
                            v1::AttachArenaResponse* response) override;
@@ -33,13 +36,21 @@ class WorkerService final : public moe::v1::ExpertWorker::Service {
   grpc::Status GetStats(grpc::ServerContext* context, const v1::GetStatsRequest* request,
                         v1::WorkerStats* response) override;
 
+  // Everything GetStats reports.
+  v1::WorkerStats Stats() const;
+  // The same figures as Prometheus text (names moe_worker_...), for /metrics.
+  std::string RenderMetrics() const;
+
  private:
   absl::Status DoRunExperts(const v1::RunExpertsRequest& request, v1::RunExpertsResponse* response);
 
   SlotCache* cache_;
   ExpertRunner runner_;
   PrefetchQueue prefetch_;
+  const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   std::atomic<uint64_t> calls_{0};
+  std::atomic<uint64_t> prefetch_requests_{0};
+  std::atomic<uint64_t> run_experts_ns_{0};
   std::mutex mu_;
   // In-flight calls hold their own reference, so a re-attach never unmaps under them.
   std::shared_ptr<SharedArena> arena_;  // guarded by mu_

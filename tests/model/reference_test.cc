@@ -172,7 +172,7 @@ TEST(SpeculationTest, SameTokensAndRecallWellAboveChanceOnTheBundledModel) {
     ::testing::Test::RecordProperty("recall_lookahead_" + std::to_string(lookahead),
                                     std::to_string(stats.recall()));
     std::printf("lookahead %d: recall %.3f precision %.3f over %llu router choices\n", lookahead,
-                stats.recall(), stats.precision(), (unsigned long long)stats.needed);
+                stats.recall(), stats.precision(), (unsigned long long)stats.nearest.needed);
   }
 }
 

@@ -26,11 +26,13 @@ absl::StatusOr<std::unique_ptr<LocalEngine>> LocalEngine::Open(const std::string
     MOE_ASSIGN_OR_RETURN(engine->store_, expert_worker::ExpertStore::Load(ckpt, engine->config()));
     const int slots = options.cache_per_layer == 0 ? engine->store_->num_experts()
                                                    : options.cache_per_layer;
-    MOE_ASSIGN_OR_RETURN(auto policy, expert_worker::MakeCachePolicy("lru"));
-    MOE_ASSIGN_OR_RETURN(engine->cache_, expert_worker::SlotCache::Create(
-                                             engine->store_.get(), slots, std::move(policy)));
+    MOE_ASSIGN_OR_RETURN(auto policy, expert_worker::MakeCachePolicy(options.policy));
+    MOE_ASSIGN_OR_RETURN(engine->cache_,
+                         expert_worker::SlotCache::Create(engine->store_.get(), slots,
+                                                          std::move(policy), options.retention));
     engine->cache_->set_link(options.link);
-    engine->backend_ = std::make_unique<expert_worker::InProcessBackend>(engine->cache_.get());
+    engine->backend_ = std::make_unique<expert_worker::InProcessBackend>(engine->cache_.get(),
+                                                                        options.load_whole_layer);
     backend = engine->backend_.get();
   }
   MOE_ASSIGN_OR_RETURN(engine->model_, coordinator::MixtralModel::Create(

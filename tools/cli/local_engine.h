@@ -21,7 +21,11 @@ struct EngineOptions {
   int cache_per_layer = 0;     // in-process worker: experts cached per layer (0: all)
   std::string worker_address;  // set: experts run in that worker process instead
   bool force_inline = false;   // with a worker: tensors inside RPCs even on a unix socket
-  expert_worker::LinkModel link;  // in-process worker: what a copy into the cache costs
+  // In-process worker only:
+  expert_worker::LinkModel link;  // what a copy into the cache costs
+  std::string policy = "lru";     // eviction policy (expert_worker::kCachePolicyNames)
+  expert_worker::Retention retention = expert_worker::Retention::kKeep;
+  bool load_whole_layer = false;  // the naive baseline: every expert loaded each call
 };
 
 class LocalEngine {
@@ -43,6 +47,7 @@ class LocalEngine {
   coordinator::MixtralModel& model() { return *model_; }
   // In-process mode only (null with a remote worker).
   expert_worker::SlotCache* cache() { return cache_.get(); }
+  expert_worker::InProcessBackend* in_process() { return backend_.get(); }
   // Remote mode only (null in-process).
   coordinator::WorkerClient* worker() { return worker_.get(); }
 
