@@ -219,3 +219,135 @@ TEST_F(SlotCacheTest, CopiesShareTheLinkOneAtATime) {
 
 }  // namespace
 }  // namespace moe::expert_worker
+
+namespace moe::expert_worker {
+namespace {
+
+TEST_F(SlotCacheTest, GrowingKeepsResidentsAndAddsRoom) {
+  auto cache = MakeCache(1);
+  cache->Acquire(0, 1);
+  ASSERT_TRUE(cache->Resize(3).ok());
+  EXPECT_EQ(cache->slots_per_layer(), 3);
+  EXPECT_TRUE(cache->Acquire(0, 1).hit());
+  cache->Acquire(0, 2);
+  cache->Acquire(0, 3);
+  EXPECT_TRUE(cache->Acquire(0, 1).hit());  // three fit now
+  EXPECT_TRUE(cache->Acquire(0, 2).hit());
+  EXPECT_EQ(cache->Stats().resizes, 1u);
+}
+
+TEST_F(SlotCacheTest, ShrinkingEvictsPerThePolicy) {
+  auto cache = MakeCache(3);
+  cache->Acquire(0, 1);
+  cache->Acquire(0, 2);
+  cache->Acquire(0, 3);
+  cache->Acquire(0, 1);  // LRU order now 2, 3, 1
+  ASSERT_TRUE(cache->Resize(1).ok());
+  EXPECT_EQ(cache->Stats().slots_per_layer, 1);
+  EXPECT_TRUE(cache->Acquire(0, 1).hit());  // the most recent stayed
+  EXPECT_FALSE(cache->Acquire(0, 2).hit());
+  EXPECT_FALSE(cache->Acquire(0, 1).hit());  // one slot: 2 took it
+}
+
+TEST_F(SlotCacheTest, ShrinkingWaitsForLeasesAndNeverTakesALeasedSlot) {
+  auto cache = MakeCache(2);
+  auto held = std::make_unique<SlotCache::Lease>(cache->Acquire(0, 4));
+  cache->Acquire(0, 5);
+  std::atomic<bool> done{false};
+  std::thread shrink([&] {
+    EXPECT_TRUE(cache->Resize(1).ok());
+    done = true;
+  });
+  // 5 is idle and goes at once; the shrink finishes without touching the leased 4.
+  shrink.join();
+  EXPECT_TRUE(done.load());
+  EXPECT_EQ(0, std::memcmp(held->data(), store_->Expert(0, 4), store_->blob_bytes()));
+  held.reset();
+  EXPECT_TRUE(cache->Acquire(0, 4).hit());
+}
+
+TEST_F(SlotCacheTest, ShrinkBelowLeasedSlotsWaitsForTheirRelease) {
+  auto cache = MakeCache(2);
+  auto a = std::make_unique<SlotCache::Lease>(cache->Acquire(0, 1));
+  auto b = std::make_unique<SlotCache::Lease>(cache->Acquire(1, 2));  // other layer
+  auto c = std::make_unique<SlotCache::Lease>(cache->Acquire(0, 3));
+  std::atomic<bool> done{false};
+  std::thread shrink([&] {
+    EXPECT_TRUE(cache->Resize(1).ok());
+    done = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_FALSE(done.load());  // layer 0 has two leased slots
+  a.reset();
+  shrink.join();
+  EXPECT_EQ(0, std::memcmp(c->data(), store_->Expert(0, 3), store_->blob_bytes()));
+  EXPECT_EQ(0, std::memcmp(b->data(), store_->Expert(1, 2), store_->blob_bytes()));
+}
+
+TEST_F(SlotCacheTest, ResizeRejectsSizesOutsideOneToAllExperts) {
+  auto cache = MakeCache(2);
+  EXPECT_EQ(cache->Resize(0).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cache->Resize(9).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cache->slots_per_layer(), 2);
+}
+
+TEST_F(SlotCacheTest, ResizeWhileCallersRunKeepsEveryLeaseCorrect) {
+  auto cache = MakeCache(4);
+  std::atomic<bool> stop{false};
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 3; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; !stop.load(); ++i) {
+        const int layer = i % 2, expert = (i * 5 + t) % 8;
+        auto lease = cache->Acquire(layer, expert);
+        if (std::memcmp(lease.data(), store_->Expert(layer, expert), store_->blob_bytes()) != 0) ++wrong;
+      }
+    });
+  }
+  for (int size : {1, 8, 2, 5, 1, 3}) {
+    ASSERT_TRUE(cache->Resize(size).ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  stop = true;
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(cache->slots_per_layer(), 3);
+}
+
+TEST_F(SlotCacheTest, DropRetentionLoadsEveryUse) {
+  auto cache = SlotCache::Create(store_.get(), 2, std::make_unique<LruPolicy>(), Retention::kDrop);
+  ASSERT_TRUE(cache.ok());
+  EXPECT_FALSE((*cache)->Acquire(0, 1).hit());
+  EXPECT_FALSE((*cache)->Acquire(0, 1).hit());
+  EXPECT_FALSE((*cache)->Prefetch(0, 2));  // nothing would stay: hints are ignored
+  EXPECT_EQ((*cache)->Stats().total.misses, 2u);
+  EXPECT_EQ((*cache)->Stats().total.hits, 0u);
+}
+
+TEST_F(SlotCacheTest, CountsStallTimeAndPrefetchFirstUses) {
+  auto cache = MakeCache(2);
+  cache->set_link(LinkModel{0.5, 0});
+  ASSERT_TRUE(cache->Prefetch(0, 3));
+  auto first = cache->Acquire(0, 3);
+  EXPECT_TRUE(first.hit());
+  EXPECT_TRUE(first.prefetched());
+  EXPECT_FALSE(cache->Acquire(0, 3).prefetched());  // only the first use counts
+  cache->Acquire(0, 6);                              // a demand copy: stalls
+  const CacheStats stats = cache->Stats();
+  EXPECT_GE(stats.total.stall_s, store_->blob_bytes() / 0.5e9);
+  EXPECT_EQ(stats.total.prefetch_hits, 1u);
+  EXPECT_DOUBLE_EQ(stats.total.prefetch_precision(), 1.0);
+  EXPECT_DOUBLE_EQ(stats.total.prefetch_recall(), 1.0 / 3);
+  EXPECT_DOUBLE_EQ(stats.layers[0].hit_ratio(), 2.0 / 3);
+}
+
+TEST_F(SlotCacheTest, SetPolicyIsCounted) {
+  auto cache = MakeCache(2);
+  cache->SetPolicy(std::make_unique<FifoPolicy>());
+  EXPECT_EQ(cache->Stats().policy, "fifo");
+  EXPECT_EQ(cache->Stats().policy_changes, 1u);
+}
+
+}  // namespace
+}  // namespace moe::expert_worker
