@@ -16,6 +16,16 @@ PrefetchQueue::~PrefetchQueue() {
 }
 
 void PrefetchQueue::Enqueue(int layer, std::vector<int> experts) {
+  if (cache_->link().modelled()) {
+    // A modelled copy is only put on the link's schedule (microseconds): do it here, as
+    // a GPU issues async copies from the calling thread, and wake no thread.
+    cache_->ClearProtection(layer, experts);
+    uint64_t loaded = 0;
+    for (int expert : experts) loaded += cache_->Prefetch(layer, expert);
+    std::lock_guard<std::mutex> lock(mu_);
+    loaded_ += loaded;
+    return;
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto it = pending_.begin(); it != pending_.end();) {

@@ -1,5 +1,6 @@
 // Loads hinted experts into the slot cache on a background thread, so that a later
-// RunExperts finds them resident. A hint never blocks its caller. Each hint is a round:
+// RunExperts finds them resident. A hint never blocks its caller. (With a link model the
+// copies are scheduled at once on the caller's thread: scheduling never blocks.) Each hint is a round:
 // the guessed experts of one layer. A newer round for a layer supersedes a queued older
 // one and ends the protection of what the older one loaded; demand loads overtake
 // queued copies on the link (SlotCache).

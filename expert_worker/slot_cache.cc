@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <thread>
 #include <cstring>
+#include <sys/prctl.h>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
@@ -93,8 +94,12 @@ SlotCache::Lease::~Lease() {
   if (cache_ != nullptr) cache_->Release(layer_, slot_);
 }
 
+bool SlotCache::Busy(const Slot& slot, std::chrono::steady_clock::time_point now) {
+  return slot.loading || slot.ready_at > now;
+}
+
 void SlotCache::EvictLocked(int layer, Slot& slot) {
-  MOE_CHECK(slot.expert >= 0 && slot.leases == 0 && !slot.loading);
+  MOE_CHECK(slot.expert >= 0 && slot.leases == 0 && !Busy(slot, std::chrono::steady_clock::now()));
   policy_->OnEvict(layer, slot.expert);
   slot.expert = -1;
   slot.is_protected = false;
@@ -119,20 +124,32 @@ std::chrono::steady_clock::duration Seconds(double s) {
       std::chrono::duration<double>(s));
 }
 
-// Sleeps most of the wait, then spins: link copies are tens of microseconds.
-void WaitUntil(std::chrono::steady_clock::time_point deadline) {
-  while (std::chrono::steady_clock::now() + std::chrono::microseconds(200) < deadline) {
-    std::this_thread::sleep_for(std::chrono::microseconds(100));
-  }
-  while (std::chrono::steady_clock::now() < deadline) {
+// Modelled copies sleep rather than spin (the cores are for compute); with the thread's
+// timer slack cut to 1 ns, wake-ups land within microseconds instead of the default 50.
+void SetTimerSlack() {
+  thread_local const bool slack_set = prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0) == 0;
+  (void)slack_set;
+}
+
+// A demand copy polls the clock for its last microseconds, where a sleep would overshoot.
+constexpr int kPollUs = 150;
+
+// Waits for a modelled copy the caller needs: sleeps, then polls the last stretch (the
+// caller has nothing else to do, and a wake-up on a busy machine takes tens of
+// microseconds).
+void WaitUntil(std::chrono::steady_clock::time_point end) {
+  SetTimerSlack();
+  std::this_thread::sleep_until(end - std::chrono::microseconds(kPollUs));
+  while (std::chrono::steady_clock::now() < end) {
   }
 }
+
 
 }  // namespace
 
 SlotCache::Lease SlotCache::Acquire(int layer, int expert) {
   const auto t0 = std::chrono::steady_clock::now();
-  std::optional<Lease> lease = Load(layer, expert, /*prefetch=*/false);
+  std::optional<Lease> lease = Load(layer, expert, /*prefetch=*/false, nullptr);
   MOE_CHECK(lease.has_value());
   const double waited =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -144,7 +161,9 @@ SlotCache::Lease SlotCache::Acquire(int layer, int expert) {
 
 bool SlotCache::Prefetch(int layer, int expert) {
   if (retention_ == Retention::kDrop) return false;  // nothing would stay to be used
-  return Load(layer, expert, /*prefetch=*/true).has_value();
+  bool loaded = false;
+  Load(layer, expert, /*prefetch=*/true, &loaded);
+  return loaded;
 }
 
 void SlotCache::ClearProtection(int layer, absl::Span<const int> keep) {
@@ -154,25 +173,37 @@ void SlotCache::ClearProtection(int layer, absl::Span<const int> keep) {
   }
 }
 
-std::optional<SlotCache::Lease> SlotCache::Load(int layer, int expert, bool prefetch) {
+std::optional<SlotCache::Lease> SlotCache::Load(int layer, int expert, bool prefetch,
+                                                bool* loaded) {
+  using Clock = std::chrono::steady_clock;
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
+    const Clock::time_point now = Clock::now();
     // Re-read every time round: Resize may have changed the layer's list while we waited.
     std::vector<std::unique_ptr<Slot>>& slots = slots_[layer];
     Slot *found = nullptr, *free = nullptr;
     std::vector<int> candidates, protected_candidates;
+    Clock::time_point next_ready = Clock::time_point::max();  // of an in-flight modelled copy
     for (auto& s : slots) {
       if (s->expert == expert) found = s.get();
       if (s->expert < 0 && free == nullptr) free = s.get();
-      if (s->expert >= 0 && s->leases == 0 && !s->loading) {
+      if (s->ready_at > now) next_ready = std::min(next_ready, s->ready_at);
+      if (s->expert >= 0 && s->leases == 0 && !Busy(*s, now)) {
         (s->is_protected ? protected_candidates : candidates).push_back(s->expert);
       }
     }
     if (found != nullptr) {
       if (prefetch) return std::nullopt;  // resident or on its way: nothing to do
-      if (found->loading) {  // another caller is loading it: wait, then use it
+      if (found->loading) {  // another caller is copying it: wait, then use it
         changed_.wait(lock);
         continue;
+      }
+      if (found->ready_at > now) {  // its modelled copy is still on the link
+        const Clock::time_point ready = found->ready_at;
+        lock.unlock();
+        WaitUntil(ready);
+        lock.lock();
+        continue;  // the copy may have been pushed back meanwhile
       }
       ++found->leases;
       const bool prefetched = found->is_protected;
@@ -184,8 +215,7 @@ std::optional<SlotCache::Lease> SlotCache::Load(int layer, int expert, bool pref
       policy_->OnHit(layer, expert);
       ++total_.hits;
       ++layer_counters_[layer].hits;
-      return Lease(this, layer, found, static_cast<const float*>(found->data.get()), /*hit=*/true,
-                   prefetched);
+      return Lease(this, layer, found, found->view, /*hit=*/true, prefetched);
     }
     Slot* target = free;
     if (target == nullptr) {
@@ -194,7 +224,12 @@ std::optional<SlotCache::Lease> SlotCache::Load(int layer, int expert, bool pref
       if (candidates.empty() && !prefetch) candidates = protected_candidates;
       if (candidates.empty()) {
         if (prefetch) return std::nullopt;  // no room without hurting: drop the hint
-        changed_.wait(lock);                // every slot leased: wait for a release
+        // Every slot is leased or on the link: wait for a release or the next copy's end.
+        if (next_ready != Clock::time_point::max()) {
+          changed_.wait_until(lock, next_ready);
+        } else {
+          changed_.wait(lock);
+        }
         continue;
       }
       const int victim = policy_->ChooseVictim(layer, candidates);
@@ -206,10 +241,46 @@ std::optional<SlotCache::Lease> SlotCache::Load(int layer, int expert, bool pref
     }
     Slot& slot = *target;
     slot.expert = expert;
+    slot.is_protected = prefetch;
+    if (loaded != nullptr) *loaded = true;
+    CacheCounters& lc = layer_counters_[layer];
+    ++(prefetch ? total_.prefetch_loads : total_.misses);
+    ++(prefetch ? lc.prefetch_loads : lc.misses);
+    total_.bytes_copied += store_->blob_bytes();
+    lc.bytes_copied += store_->blob_bytes();
+    policy_->OnInsert(layer, expert);
+    const LinkModel link = link_;
+    if (link.modelled()) {
+      // No bytes move: the expert is read in place from the store once the link's
+      // schedule says the copy is done. A prefetch returns at once (an async copy).
+      slot.view = store_->Expert(layer, expert);
+      slot.ready_at = ScheduleCopy(prefetch, link, slot);
+      if (prefetch) return std::nullopt;
+      slot.leases = 1;
+      const Clock::time_point ready = slot.ready_at;
+      lock.unlock();
+      WaitUntil(ready);  // a demand copy is never pushed back
+      return Lease(this, layer, &slot, slot.view, /*hit=*/false);
+    }
     slot.leases = 1;
     slot.loading = true;
-    slot.is_protected = prefetch;
-    // The link: one copy at a time, and demand loads go before waiting prefetches.
+    auto* dst = static_cast<char*>(slot.data.get());
+    RealCopy(lock, layer, expert, dst, prefetch);
+    slot.loading = false;
+    slot.view = reinterpret_cast<const float*>(dst);
+    lock.unlock();
+    changed_.notify_all();
+    // A prefetch's lease ends here (Release keeps the expert: it is protected).
+    return Lease(this, layer, &slot, slot.view, /*hit=*/false);
+  }
+}
+
+// A memcpy, one copy at a time, in chunks; demand loads go before waiting prefetches,
+// and between chunks a prefetch yields to any waiting demand load. Called and returns
+// with `lock` held (released while copying).
+void SlotCache::RealCopy(std::unique_lock<std::mutex>& lock, int layer, int expert, char* dst,
+                         bool prefetch) {
+  auto take_link = [&] {
     if (prefetch) {
       changed_.wait(lock, [&] { return !link_busy_ && demand_waiting_ == 0; });
     } else {
@@ -218,45 +289,70 @@ std::optional<SlotCache::Lease> SlotCache::Load(int layer, int expert, bool pref
       --demand_waiting_;
     }
     link_busy_ = true;
-    const LinkModel link = link_;
-    lock.unlock();
-    // The copy goes in chunks; between chunks a prefetch yields the link to any waiting
-    // demand load (copies cannot be preempted mid-chunk, as on a real copy engine).
-    const size_t bytes = store_->blob_bytes();
-    const auto* src = reinterpret_cast<const char*>(store_->Expert(layer, expert));
-    auto* dst = static_cast<char*>(slot.data.get());
-    auto deadline = std::chrono::steady_clock::now() + Seconds(link.latency_us * 1e-6);
-    for (size_t offset = 0; offset < bytes; offset += kCopyChunkBytes) {
-      if (prefetch && offset > 0) {
-        lock.lock();
-        if (demand_waiting_ > 0) {
-          link_busy_ = false;
-          changed_.notify_all();
-          changed_.wait(lock, [&] { return !link_busy_ && demand_waiting_ == 0; });
-          link_busy_ = true;
-          deadline = std::chrono::steady_clock::now();
-        }
-        lock.unlock();
-      }
-      const size_t n = std::min(kCopyChunkBytes, bytes - offset);
-      std::memcpy(dst + offset, src + offset, n);
-      deadline += Seconds(link.gbps > 0 ? double(n) / (link.gbps * 1e9) : 0);
-      WaitUntil(deadline);
+  };
+  take_link();
+  const size_t bytes = store_->blob_bytes();
+  const auto* src = reinterpret_cast<const char*>(store_->Expert(layer, expert));
+  for (size_t offset = 0; offset < bytes; offset += kCopyChunkBytes) {
+    if (prefetch && offset > 0 && demand_waiting_ > 0) {
+      link_busy_ = false;
+      changed_.notify_all();
+      take_link();
     }
-    lock.lock();
-    link_busy_ = false;
-    slot.loading = false;
-    policy_->OnInsert(layer, expert);
-    CacheCounters& lc = layer_counters_[layer];
-    ++(prefetch ? total_.prefetch_loads : total_.misses);
-    ++(prefetch ? lc.prefetch_loads : lc.misses);
-    total_.bytes_copied += store_->blob_bytes();
-    lc.bytes_copied += store_->blob_bytes();
     lock.unlock();
-    changed_.notify_all();
-    // A prefetch's lease ends here (Release keeps the expert: it is protected).
-    return Lease(this, layer, &slot, static_cast<const float*>(slot.data.get()), /*hit=*/false);
+    std::memcpy(dst + offset, src + offset, std::min(kCopyChunkBytes, bytes - offset));
+    lock.lock();
   }
+  link_busy_ = false;
+}
+
+// The link as a schedule, without moving bytes: a copy takes latency + bytes / bandwidth.
+// Demand copies queue among themselves; a demand copy overtakes every scheduled
+// prefetch, and one already moving bytes gives way at its next chunk boundary (a copy
+// engine cannot stop mid-chunk): the prefetches then end later by the demand copy's
+// duration. Prefetches are issued at once and queue behind each other, as on a copy
+// stream. No thread sleeps for a prefetch, so none wakes up to preempt compute.
+std::chrono::steady_clock::time_point SlotCache::ScheduleCopy(bool prefetch, const LinkModel& link,
+                                                              Slot& slot) {
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point now = Clock::now();
+  const double bandwidth = link.gbps * 1e9;  // bytes/s; 0: latency only
+  const auto duration = Seconds(link.latency_us * 1e-6 +
+                                (bandwidth > 0 ? double(store_->blob_bytes()) / bandwidth : 0));
+  // Forget finished prefetches.
+  std::erase_if(scheduled_, [&](const Slot* s) { return s->ready_at <= now; });
+  if (prefetch) {
+    Clock::time_point start = std::max(now, demand_link_free_);
+    for (const Slot* s : scheduled_) start = std::max(start, s->ready_at);
+    slot.copy_start = start;
+    scheduled_.push_back(&slot);
+    return start + duration;
+  }
+  Clock::time_point start = std::max(now, demand_link_free_);
+  for (const Slot* s : scheduled_) {
+    if (s->copy_start < start && s->ready_at > start) {  // moving bytes now
+      if (bandwidth > 0) {
+        const auto chunk = Seconds(double(kCopyChunkBytes) / bandwidth);
+        const auto chunks = (start - s->copy_start + chunk - Clock::duration(1)) / chunk;
+        start = std::min(s->ready_at, s->copy_start + chunk * chunks);
+      } else {
+        start = s->ready_at;  // latency only: nothing to split
+      }
+    }
+  }
+  for (Slot* s : scheduled_) {
+    if (s->ready_at > start) {
+      s->ready_at += duration;
+      if (s->copy_start >= start) s->copy_start += duration;
+    }
+  }
+  demand_link_free_ = start + duration;
+  return demand_link_free_;
+}
+
+LinkModel SlotCache::link() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return link_;
 }
 
 void SlotCache::set_link(const LinkModel& link) {
@@ -306,11 +402,13 @@ absl::Status SlotCache::Resize(int slots_per_layer) {
     const int layer = static_cast<int>(l);
     auto& slots = slots_[l];
     while (static_cast<int>(slots.size()) > slots_per_layer) {
-      auto idle = [](const std::unique_ptr<Slot>& s) { return s->leases == 0 && !s->loading; };
+      const auto now = std::chrono::steady_clock::now();
+      auto idle = [&](const std::unique_ptr<Slot>& s) { return s->leases == 0 && !Busy(*s, now); };
       auto empty = std::find_if(slots.begin(), slots.end(), [&](const std::unique_ptr<Slot>& s) {
         return idle(s) && s->expert < 0;
       });
       if (empty != slots.end()) {
+        std::erase(scheduled_, empty->get());
         slots.erase(empty);
         continue;
       }
@@ -319,8 +417,8 @@ absl::Status SlotCache::Resize(int slots_per_layer) {
         if (idle(s)) (s->is_protected ? protected_candidates : candidates).push_back(s->expert);
       }
       if (candidates.empty()) candidates = protected_candidates;
-      if (candidates.empty()) {  // every slot leased or loading: wait for one
-        changed_.wait(lock);
+      if (candidates.empty()) {  // every slot leased or on the link: wait for one
+        changed_.wait_for(lock, std::chrono::milliseconds(1));
         continue;
       }
       const int victim = policy_->ChooseVictim(layer, candidates);
@@ -328,6 +426,7 @@ absl::Status SlotCache::Resize(int slots_per_layer) {
                              [&](const std::unique_ptr<Slot>& s) { return s->expert == victim; });
       MOE_CHECK(it != slots.end()) << "policy chose expert " << victim << ", which is not resident";
       EvictLocked(layer, **it);
+      std::erase(scheduled_, it->get());
       slots.erase(it);
     }
   }

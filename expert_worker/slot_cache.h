@@ -5,6 +5,7 @@
 #ifndef MOE_EXPERT_WORKER_SLOT_CACHE_H_
 #define MOE_EXPERT_WORKER_SLOT_CACHE_H_
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
@@ -45,10 +46,14 @@ enum class Retention {
 
 // Makes host-to-"VRAM" copies on the CPU backend cost what they would over a link such as
 // PCIe: each copy takes latency + bytes / bandwidth, and copies share one link (they run
-// one at a time), so cache and prefetch effects are measurable without a GPU.
+// one at a time), so cache and prefetch effects are measurable without a GPU. With a
+// link model the copy is a copy engine's: the copying thread sleeps for the link time and
+// the expert is then read in place from the host store, so a prefetch costs no CPU time
+// (a DMA engine takes none from the SMs; a memcpy here would take a core from compute).
 struct LinkModel {
-  double gbps = 0;          // GB/s (1e9 bytes); 0: copies cost only the memcpy
+  double gbps = 0;          // GB/s (1e9 bytes); 0 (and no latency): a real memcpy
   double latency_us = 0;    // per copy
+  bool modelled() const { return gbps > 0 || latency_us > 0; }
   // Seconds one copy of `bytes` occupies the link.
   double Seconds(uint64_t bytes) const {
     return gbps > 0 ? latency_us * 1e-6 + double(bytes) / (gbps * 1e9) : 0;
@@ -119,6 +124,7 @@ class SlotCache {
 
   // Sets the link model for later copies (thread-safe).
   void set_link(const LinkModel& link);
+  LinkModel link() const;
 
   // Replaces the policy, keeping what is resident (the new policy learns the residents
   // as if just inserted).
@@ -137,7 +143,8 @@ class SlotCache {
     void operator()(void* p) const;
   };
   // Shared path of Acquire and Prefetch; a prefetch returns no lease (it releases at once).
-  std::optional<Lease> Load(int layer, int expert, bool prefetch);
+  // `loaded` (prefetch only): set when the expert was put on the link.
+  std::optional<Lease> Load(int layer, int expert, bool prefetch, bool* loaded);
   static constexpr size_t kCopyChunkBytes = 256 << 10;
   SlotCache(const ExpertStore* store, int slots_per_layer, std::unique_ptr<CachePolicy> policy,
             Retention retention);
@@ -147,8 +154,22 @@ class SlotCache {
     bool loading = false;
     bool is_protected = false;  // prefetched and not used yet
     std::unique_ptr<void, SlotBlock> data;  // store_->blob_stride() bytes, page-aligned
+    // Where the resident expert is read: `data` after a real copy, or the host store's
+    // blob when the copy was modelled by the link.
+    const float* view = nullptr;
+    // A modelled copy: usable from ready_at on (busy before); its bytes started moving
+    // at copy_start.
+    std::chrono::steady_clock::time_point ready_at{}, copy_start{};
   };
+  // Loading, or its modelled copy not done at `now`: neither usable nor evictable.
+  static bool Busy(const Slot& slot, std::chrono::steady_clock::time_point now);
   std::unique_ptr<Slot> NewSlot() const;
+  // The two ways a load occupies the link; called and return with `lock` held.
+  void RealCopy(std::unique_lock<std::mutex>& lock, int layer, int expert, char* dst,
+                bool prefetch);
+  // Puts a modelled copy for `slot` on the link's schedule; returns when it is done.
+  std::chrono::steady_clock::time_point ScheduleCopy(bool prefetch, const LinkModel& link,
+                                                     Slot& slot);
   // Empties `slot` (resident, unleased, not loading) and tells the policy.
   void EvictLocked(int layer, Slot& slot);
   void Release(int layer, Slot* slot);
@@ -167,8 +188,12 @@ class SlotCache {
   CacheCounters total_;                       // guarded by mu_
   std::vector<CacheCounters> layer_counters_; // guarded by mu_
   LinkModel link_;                            // guarded by mu_
-  bool link_busy_ = false;                    // a copy is on the link; guarded by mu_
-  int demand_waiting_ = 0;                    // demand copies waiting for the link; mu_
+  // The real-copy link (no link model); guarded by mu_.
+  bool link_busy_ = false;                    // a copy is on the link
+  int demand_waiting_ = 0;                    // demand copies waiting for the link
+  // The modelled link's schedule; guarded by mu_.
+  std::chrono::steady_clock::time_point demand_link_free_{};  // end of the last demand copy
+  std::vector<Slot*> scheduled_;  // slots whose prefetch copy is not done, in link order
 };
 
 }  // namespace moe::expert_worker

@@ -171,16 +171,36 @@ TEST_F(SlotCacheTest, DemandLoadEvictsProtectedOnlyAsLastResort) {
   EXPECT_TRUE(cache->Acquire(0, 4).hit());
 }
 
-TEST_F(SlotCacheTest, NewerRoundSupersedesAQueuedOne) {
+TEST_F(SlotCacheTest, NewerRoundEndsTheProtectionOfTheOlderOne) {
   auto cache = MakeCache(2);
-  cache->set_link(LinkModel{0.05, 0});  // slow copies so that rounds queue up
+  cache->set_link(LinkModel{1000, 0});  // modelled: rounds are scheduled inline
   PrefetchQueue prefetch(cache.get());
-  prefetch.Enqueue(0, {1});
   prefetch.Enqueue(1, {2});
-  prefetch.Enqueue(1, {3});  // supersedes {2} if still queued
+  prefetch.Enqueue(1, {3});  // supersedes {2}: 2 may go now
+  prefetch.Enqueue(1, {4});  // supersedes {3}; evicts the unprotected 2, not 3
   prefetch.Drain();
-  EXPECT_GE(prefetch.dropped(), 1u);
+  EXPECT_EQ(prefetch.loaded(), 3u);
   EXPECT_TRUE(cache->Acquire(1, 3).hit());
+  EXPECT_TRUE(cache->Acquire(1, 4).hit());
+  EXPECT_FALSE(cache->Acquire(1, 2).hit());
+}
+
+TEST_F(SlotCacheTest, ModelledPrefetchIsScheduledAtOnceAndADemandCopyOvertakesIt) {
+  auto cache = MakeCache(2);
+  cache->set_link(LinkModel{0.1, 0});  // one blob: blob_bytes / 1e8 seconds
+  const double one = store_->blob_bytes() / 1e8;
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(cache->Prefetch(0, 1));  // returns at once
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), one / 2);
+  cache->Acquire(1, 5);                // a demand copy goes first...
+  const double demand = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_LT(demand, 1.5 * one + 0.01);  // ...after at most one chunk of the prefetch
+  auto lease = cache->Acquire(0, 1);   // the prefetch ends one copy later than alone
+  const double both = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_TRUE(lease.hit());
+  EXPECT_TRUE(lease.prefetched());
+  EXPECT_GE(both, 2 * one);
+  EXPECT_EQ(0, std::memcmp(lease.data(), store_->Expert(0, 1), store_->blob_bytes()));
 }
 
 }  // namespace

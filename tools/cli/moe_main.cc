@@ -6,6 +6,10 @@
 //   moe generate --server ADDR --prompt TEXT ...          (a running moe-coordinator)
 //   moe logits   --model DIR --tokens 1,2,3 --out FILE.npy
 //   moe info     --model DIR
+//   moe bench    --model DIR --text-file F [--max-tokens N] [--cache-per-layer K]
+//                [--link-gbps X] [--variant full|no-prefetch|no-cache|naive|all] [--repeat R]
+//   moe worker-stats  --worker ADDR            (a running moe-expert-worker's GetStats)
+//   moe set-policy    --worker ADDR [--policy P] [--cache-per-layer K]
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -30,7 +34,10 @@
 #include "coordinator/generator.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "moe/v1/generation.grpc.pb.h"
+#include "google/protobuf/util/json_util.h"
+#include "moe/v1/expert_worker.grpc.pb.h"
 #include "tools/cli/local_engine.h"
+#include "tools/cli/offload_bench.h"
 
 ABSL_FLAG(std::string, model, "", "Model directory (Hugging Face Mixtral layout)");
 ABSL_FLAG(std::string, prompt, "", "generate: the prompt text");
@@ -53,6 +60,13 @@ ABSL_FLAG(int, lookahead, 0, "speculative loading: layers ahead to guess experts
 ABSL_FLAG(int, prefetch_experts, 2, "speculative loading: experts prefetched per token and layer");
 ABSL_FLAG(std::string, service, "", "health: the service to ask about (\"\": the server)");
 ABSL_FLAG(double, timeout, 0, "generate --server: deadline in seconds (0: none)");
+ABSL_FLAG(std::string, text_file, "", "bench: text decoded teacher-forced");
+ABSL_FLAG(int, max_tokens, 256, "bench: decode steps measured");
+ABSL_FLAG(int, warmup_tokens, 16, "bench: decode steps run first and not measured");
+ABSL_FLAG(std::string, variant, "full",
+          "bench: full, no-prefetch, no-cache, naive, or a comma list, or all");
+ABSL_FLAG(int, repeat, 1, "bench: runs of each variant, interleaved (A B C A B C ...)");
+ABSL_FLAG(std::string, policy, "lru", "bench, set-policy: cache policy (lru, lfu, fifo, random, lfu-decay)");
 
 namespace moe {
 namespace {
@@ -269,6 +283,83 @@ absl::Status RunInfo() {
   return absl::OkStatus();
 }
 
+// `moe bench`: one JSON object per run on stdout (see offload_bench.h).
+absl::Status RunBenchCommand() {
+  BenchOptions options;
+  MOE_ASSIGN_OR_RETURN(options.model, RequiredFlag(FLAGS_model, "model"));
+  MOE_ASSIGN_OR_RETURN(options.text_file, RequiredFlag(FLAGS_text_file, "text-file"));
+  options.max_tokens = absl::GetFlag(FLAGS_max_tokens);
+  options.warmup_tokens = std::max(0, absl::GetFlag(FLAGS_warmup_tokens));
+  options.cache_per_layer = absl::GetFlag(FLAGS_cache_per_layer);
+  options.policy = absl::GetFlag(FLAGS_policy);
+  if (absl::GetFlag(FLAGS_link_gbps) < 0 || absl::GetFlag(FLAGS_link_latency_us) < 0) {
+    return absl::InvalidArgumentError("--link-gbps and --link-latency-us must be >= 0");
+  }
+  options.link = {absl::GetFlag(FLAGS_link_gbps), absl::GetFlag(FLAGS_link_latency_us)};
+  // Speculation is on in the full variant unless --lookahead says otherwise.
+  options.lookahead = absl::GetFlag(FLAGS_lookahead) > 0 ? absl::GetFlag(FLAGS_lookahead) : 1;
+  options.prefetch_experts = absl::GetFlag(FLAGS_prefetch_experts);
+  options.worker = absl::GetFlag(FLAGS_worker);
+  std::vector<BenchVariant> variants;
+  const std::string list = absl::GetFlag(FLAGS_variant) == "all" ? "full,no-prefetch,no-cache,naive"
+                                                                 : absl::GetFlag(FLAGS_variant);
+  for (absl::string_view name : absl::StrSplit(list, ',', absl::SkipWhitespace())) {
+    MOE_ASSIGN_OR_RETURN(BenchVariant v, ParseBenchVariant(name));
+    variants.push_back(v);
+  }
+  if (variants.empty()) return absl::InvalidArgumentError("--variant: none given");
+  if (absl::GetFlag(FLAGS_repeat) < 1) return absl::InvalidArgumentError("--repeat must be >= 1");
+  for (int r = 0; r < absl::GetFlag(FLAGS_repeat); ++r) {
+    for (BenchVariant v : variants) {
+      MOE_ASSIGN_OR_RETURN(nlohmann::json result, RunOffloadBench(options, v));
+      result["run"] = r;
+      std::printf("%s\n", result.dump().c_str());
+      std::fflush(stdout);
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::unique_ptr<v1::ExpertWorker::Stub> WorkerStub(const std::string& address) {
+  return v1::ExpertWorker::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+}
+
+// `moe worker-stats --worker ADDR`: the worker's GetStats as JSON.
+absl::Status RunWorkerStats() {
+  MOE_ASSIGN_OR_RETURN(std::string worker, RequiredFlag(FLAGS_worker, "worker"));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  v1::WorkerStats stats;
+  MOE_RETURN_IF_ERROR(Annotate(FromGrpcStatus(WorkerStub(worker)->GetStats(&context, {}, &stats)), worker));
+  std::string json;
+  google::protobuf::util::JsonPrintOptions print;
+  print.add_whitespace = true;
+  print.always_print_primitive_fields = true;
+  print.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(stats, &json, print);
+  std::printf("%s", json.c_str());
+  return absl::OkStatus();
+}
+
+// `moe set-policy --worker ADDR [--policy P] [--cache-per-layer K]`: swaps the running
+// worker's cache policy and/or size; the coordinator is not involved.
+absl::Status RunSetPolicy() {
+  MOE_ASSIGN_OR_RETURN(std::string worker, RequiredFlag(FLAGS_worker, "worker"));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  v1::SetCachePolicyRequest request;
+  request.set_policy(absl::GetFlag(FLAGS_policy));
+  if (absl::GetFlag(FLAGS_cache_per_layer) < 0) {
+    return absl::InvalidArgumentError("--cache-per-layer must be >= 0 (0 keeps the size)");
+  }
+  request.set_cache_per_layer(static_cast<uint32_t>(absl::GetFlag(FLAGS_cache_per_layer)));
+  v1::SetCachePolicyResponse response;
+  MOE_RETURN_IF_ERROR(
+      Annotate(FromGrpcStatus(WorkerStub(worker)->SetCachePolicy(&context, request, &response)), worker));
+  std::printf("policy %s, %u experts per layer\n", response.policy().c_str(), response.cache_per_layer());
+  return absl::OkStatus();
+}
+
 // `moe health --server ADDR [--service NAME]`: exit 0 when SERVING.
 absl::Status RunHealth() {
   MOE_ASSIGN_OR_RETURN(std::string server, RequiredFlag(FLAGS_server, "server"));
@@ -297,10 +388,15 @@ int main(int argc, char** argv) {
       "           [--top-p P] [--top-k K] [--seed S]\n"
       "  logits   --tokens 1,2,3 --out FILE.npy\n"
       "  info\n"
+      "  bench    --text-file F [--max-tokens N] [--cache-per-layer K] [--link-gbps X]\n"
+      "           [--variant full|no-prefetch|no-cache|naive|all] [--lookahead D]\n"
+      "           [--prefetch-experts M] [--policy P] [--repeat R] [--worker ADDR]\n"
+      "  worker-stats --worker ADDR\n"
+      "  set-policy   --worker ADDR [--policy P] [--cache-per-layer K]\n"
       "  health   --server ADDR [--service moe.v1.Generation]");
   std::vector<char*> positional = moe::ParseFlags(argc, argv);
   if (positional.size() != 2) {
-    std::fprintf(stderr, "moe: expected one command (generate, logits, info or health); see --help\n");
+    std::fprintf(stderr, "moe: expected one command (generate, logits, info, bench, worker-stats, set-policy or health); see --help\n");
     return 2;
   }
   moe::SetComputeThreads(absl::GetFlag(FLAGS_threads));
@@ -314,8 +410,14 @@ int main(int argc, char** argv) {
     status = moe::RunInfo();
   } else if (command == "health") {
     status = moe::RunHealth();
+  } else if (command == "bench") {
+    status = moe::RunBenchCommand();
+  } else if (command == "worker-stats") {
+    status = moe::RunWorkerStats();
+  } else if (command == "set-policy") {
+    status = moe::RunSetPolicy();
   } else {
-    std::fprintf(stderr, "moe: unknown command \"%s\" (generate, logits, info or health)\n", command.c_str());
+    std::fprintf(stderr, "moe: unknown command \"%s\" (generate, logits, info, bench, worker-stats, set-policy or health)\n", command.c_str());
     return 2;
   }
   return moe::ExitCode("moe", status);
