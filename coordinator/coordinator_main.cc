@@ -11,7 +11,10 @@
 #include "absl/flags/usage.h"
 #include "common/command_line.h"
 #include "common/grpc_server.h"
+#include "absl/strings/str_cat.h"
 #include "common/logging.h"
+#include "common/metrics_http_server.h"
+#include "common/prometheus_text.h"
 #include "common/model_dir.h"
 #include "common/status.h"
 #include "coordinator/dense_weights.h"
@@ -26,6 +29,8 @@ ABSL_FLAG(bool, inline_tensors, false, "Send hidden states inside RPCs even on a
 ABSL_FLAG(int, max_message_bytes, 64 << 20, "Largest gRPC message accepted");
 ABSL_FLAG(int, lookahead, 0, "Speculative loading: layers ahead to guess experts for (0: off)");
 ABSL_FLAG(int, prefetch_experts, 2, "Speculative loading: experts prefetched per token and layer");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "HOST:PORT for Prometheus text on GET /metrics (empty: no endpoint)");
 
 namespace moe::coordinator {
 namespace {
@@ -33,6 +38,11 @@ namespace {
 absl::Status Run() {
   const std::string model_path = absl::GetFlag(FLAGS_model);
   if (model_path.empty()) return absl::InvalidArgumentError("--model is required");
+  if (absl::GetFlag(FLAGS_lookahead) < 0 || absl::GetFlag(FLAGS_lookahead) > kMaxLookahead ||
+      absl::GetFlag(FLAGS_prefetch_experts) < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("--lookahead must be in [0, ", kMaxLookahead,
+                                                   "] and --prefetch-experts >= 1"));
+  }
   MOE_RETURN_IF_ERROR(ValidateAddress(absl::GetFlag(FLAGS_worker)));
   MOE_ASSIGN_OR_RETURN(ModelDir dir, ModelDir::Open(model_path));
   MOE_ASSIGN_OR_RETURN(auto tokenizer, dir.LoadTokenizer());
@@ -53,6 +63,16 @@ absl::Status Run() {
   service_options.max_requests = absl::GetFlag(FLAGS_max_requests);
   service_options.experts_available = [&] { return worker_up.load(); };
   GenerationService service(model.get(), tokenizer.get(), service_options);
+  std::unique_ptr<MetricsHttpServer> metrics;
+  if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
+    MOE_ASSIGN_OR_RETURN(metrics, MetricsHttpServer::Start(absl::GetFlag(FLAGS_metrics_listen), [&] {
+      std::string text = service.RenderMetrics();
+      PrometheusText up;
+      up.Gauge("moe_coordinator_worker_up", "1 while the expert worker answers", worker_up.load());
+      return text + up.text();
+    }));
+    MOE_LOG(INFO) << "metrics on http://" << absl::GetFlag(FLAGS_metrics_listen) << "/metrics";
+  }
 
   ServerOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);

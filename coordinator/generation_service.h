@@ -39,6 +39,9 @@ class GenerationService final : public v1::Generation::Service {
   grpc::Status GetModelInfo(grpc::ServerContext* context, const v1::GetModelInfoRequest* request,
                             v1::ModelInfo* response) override;
 
+  // The service's figures since start as Prometheus text (names moe_coordinator_...).
+  std::string RenderMetrics() const;
+
  private:
   // Renders the request's prompt (plain or chat) to token ids; INVALID_ARGUMENT when
   // neither or both are given, or for a bad chat.
@@ -46,10 +49,21 @@ class GenerationService final : public v1::Generation::Service {
   absl::Status DoGenerate(grpc::ServerContext* context, const v1::GenerateRequest& request,
                           grpc::ServerWriter<v1::GenerateResponse>* writer);
 
+  // Totals over finished streams, for /metrics.
+  struct Totals {
+    uint64_t ok = 0, failed = 0, rejected = 0;
+    uint64_t prompt_tokens = 0, generated_tokens = 0;
+    double prefill_s = 0, decode_s = 0, time_to_first_token_s = 0;
+    ForwardStats forward;
+  };
+  void Record(const absl::Status& status, const GenerationResult* result, double ttft_s);
+
   const MixtralModel* model_;
   const Tokenizer* tokenizer_;
   const GenerationServiceOptions options_;
   std::atomic<int> admitted_{0};
+  mutable std::mutex totals_mu_;
+  Totals totals_;  // guarded by totals_mu_
   StepExecutor executor_;
 };
 

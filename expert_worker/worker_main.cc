@@ -11,6 +11,7 @@
 #include "common/command_line.h"
 #include "common/grpc_server.h"
 #include "common/logging.h"
+#include "common/metrics_http_server.h"
 #include "common/model_dir.h"
 #include "common/status.h"
 #include "expert_worker/slot_cache.h"
@@ -24,6 +25,8 @@ ABSL_FLAG(std::string, policy, "lru", "Cache eviction policy");
 ABSL_FLAG(int, max_message_bytes, 64 << 20, "Largest gRPC message accepted");
 ABSL_FLAG(double, link_gbps, 0, "Link model: host-to-cache copy bandwidth in GB/s (0: memcpy speed)");
 ABSL_FLAG(double, link_latency_us, 0, "Link model: fixed cost per copy in microseconds");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "HOST:PORT for Prometheus text on GET /metrics (empty: no endpoint)");
 
 namespace moe::expert_worker {
 namespace {
@@ -48,6 +51,12 @@ absl::Status Run() {
   }
   cache->set_link({absl::GetFlag(FLAGS_link_gbps), absl::GetFlag(FLAGS_link_latency_us)});
   WorkerService service(cache.get());
+  std::unique_ptr<MetricsHttpServer> metrics;
+  if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
+    MOE_ASSIGN_OR_RETURN(metrics, MetricsHttpServer::Start(absl::GetFlag(FLAGS_metrics_listen),
+                                                           [&] { return service.RenderMetrics(); }));
+    MOE_LOG(INFO) << "metrics on http://" << absl::GetFlag(FLAGS_metrics_listen) << "/metrics";
+  }
   ServerOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
