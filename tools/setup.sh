@@ -14,7 +14,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev clang libclang-rt-14-dev
   # the independent PyTorch reference, the fixture's trainer, the python client
   python3 python3-numpy python3-torch python3-sentencepiece python3-grpcio
-  python3-protobuf
+  python3-protobuf python3-matplotlib
   # the fixture's training text (public-domain King James Bible)
   bible-kjv
 )
