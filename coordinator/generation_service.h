@@ -10,6 +10,7 @@
 #include <mutex>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "common/tokenizer.h"
 #include "coordinator/generator.h"
 #include "coordinator/mixtral_model.h"
@@ -39,6 +40,11 @@ class GenerationService final : public v1::Generation::Service {
   grpc::Status GetModelInfo(grpc::ServerContext* context, const v1::GetModelInfoRequest* request,
                             v1::ModelInfo* response) override;
 
+  // Graceful shutdown: from now on Generate answers UNAVAILABLE; generations in flight
+  // run on until `drain_deadline`, and those still running then stop within one layer
+  // step with UNAVAILABLE ("shutting down"), freeing their KV caches.
+  void BeginShutdown(absl::Time drain_deadline);
+
  private:
   // Renders the request's prompt (plain or chat) to token ids; INVALID_ARGUMENT when
   // neither or both are given, or for a bad chat.
@@ -50,6 +56,8 @@ class GenerationService final : public v1::Generation::Service {
   const Tokenizer* tokenizer_;
   const GenerationServiceOptions options_;
   std::atomic<int> admitted_{0};
+  std::atomic<bool> shutting_down_{false};
+  std::atomic<int64_t> drain_deadline_ns_{0};  // absl::ToUnixNanos, once shutting_down_
   StepExecutor executor_;
 };
 
