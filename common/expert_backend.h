@@ -4,6 +4,7 @@
 #define MOE_COMMON_EXPERT_BACKEND_H_
 
 #include <cstdint>
+#include <functional>
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
@@ -50,6 +51,14 @@ class ExpertBackend {
   // A hint that `experts` of `layer` will be needed soon: start loading them. Never
   // blocks and never fails (a wrong guess costs only copy bandwidth). Default: ignore.
   virtual void Prefetch(int layer, absl::Span<const int32_t> experts) {}
+
+  // After RunExperts answered UNAVAILABLE (the experts' owner went away): blocks until
+  // the backend can serve again (OK; the caller then redoes the call with the same
+  // inputs), it gives up (UNAVAILABLE, e.g. past a grace period), or `cancelled` says
+  // true (CANCELLED; asked every few tens of milliseconds). Default: no recovery.
+  [[nodiscard]] virtual absl::Status AwaitRecovery(const std::function<bool()>& cancelled) {
+    return absl::UnavailableError("the expert backend cannot recover");
+  }
 };
 
 }  // namespace moe

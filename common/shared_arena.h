@@ -16,7 +16,7 @@
 
 namespace moe {
 
-// Owns one mapping. The first kHeaderBytes hold the arena id (a check that the worker
+// Owns one mapping. Thread-safe for concurrent readers. The first kHeaderBytes hold the arena id (a check that the worker
 // mapped what the coordinator meant); usable offsets start after it.
 class SharedArena {
  public:
@@ -33,6 +33,11 @@ class SharedArena {
 
   const std::string& id() const { return id_; }
   int fd() const { return fd_; }
+  // For an attachment: the creator's pid, and whether that process still runs (a pidfd
+  // taken at attach time, so a reused pid is never mistaken for it). An attachment
+  // outliving its creator pins the memory; the attacher should drop it.
+  uint32_t owner_pid() const { return owner_pid_; }
+  bool OwnerAlive() const;
   size_t size() const { return size_; }  // usable bytes
   // `count` floats at byte `offset` (relative to the usable region), or OUT_OF_RANGE.
   absl::StatusOr<absl::Span<float>> Floats(uint64_t offset, uint64_t count) const;
@@ -43,6 +48,8 @@ class SharedArena {
 
   std::string id_;
   int fd_;         // the creator's memfd (-1 for an attachment)
+  uint32_t owner_pid_ = 0;  // attachments only
+  int owner_pidfd_ = -1;    // attachments only; -1 where pidfd_open is not available
   uint8_t* base_;  // mapping of kHeaderBytes + size_ bytes
   size_t size_;
 };

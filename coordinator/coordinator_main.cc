@@ -2,6 +2,7 @@
 // moe.v1.Generation and sends every MoE layer to an expert worker.
 //
 //   moe-coordinator --model DIR --worker unix:/tmp/moe-worker.sock --listen unix:/tmp/moe.sock
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <thread>
@@ -31,6 +32,12 @@ ABSL_FLAG(int, lookahead, 0, "Speculative loading: layers ahead to guess experts
 ABSL_FLAG(int, prefetch_experts, 2, "Speculative loading: experts prefetched per token and layer");
 ABSL_FLAG(std::string, metrics_listen, "",
           "HOST:PORT for Prometheus text on GET /metrics (empty: no endpoint)");
+ABSL_FLAG(double, worker_grace_s, 30,
+          "Seconds a generation that lost its expert worker waits for one to answer again "
+          "(then redoes the layer step) before it fails with UNAVAILABLE");
+ABSL_FLAG(double, shutdown_grace_s, 10,
+          "On SIGTERM/SIGINT: seconds in-flight generations may run on before they end with "
+          "UNAVAILABLE; new ones are refused at once");
 
 namespace moe::coordinator {
 namespace {
@@ -51,6 +58,12 @@ absl::Status Run() {
   client_options.address = absl::GetFlag(FLAGS_worker);
   client_options.arena_slots = 2;  // generations step one at a time; 2 covers overlap
   client_options.force_inline = absl::GetFlag(FLAGS_inline_tensors);
+  const double worker_grace_s = absl::GetFlag(FLAGS_worker_grace_s);
+  const double shutdown_grace_s = absl::GetFlag(FLAGS_shutdown_grace_s);
+  if (!(worker_grace_s >= 0) || !(shutdown_grace_s >= 0)) {
+    return absl::InvalidArgumentError("--worker-grace-s and --shutdown-grace-s must be >= 0");
+  }
+  client_options.worker_grace = absl::Seconds(worker_grace_s);
   MOE_ASSIGN_OR_RETURN(auto worker, WorkerClient::Create(client_options, dir.config));
   MOE_ASSIGN_OR_RETURN(auto model, MixtralModel::Create(dir.config, std::move(dense), worker.get()));
   model->set_speculation({absl::GetFlag(FLAGS_lookahead), absl::GetFlag(FLAGS_prefetch_experts)});
@@ -77,6 +90,7 @@ absl::Status Run() {
   ServerOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  options.shutdown_grace = absl::Seconds(shutdown_grace_s);
   auto on_started = [&](grpc::Server* server) {
     MOE_LOG(INFO) << "moe-coordinator serving " << dir.path << " on " << options.listen
                   << ", experts at " << client_options.address
@@ -104,6 +118,11 @@ absl::Status Run() {
     });
   };
   auto on_stopping = [&] {
+    // Generations still running near the end of the grace end with an explicit
+    // UNAVAILABLE, before gRPC's own shutdown deadline would cut them off.
+    const absl::Duration grace = options.shutdown_grace;
+    service.BeginShutdown(absl::Now() + grace - std::min(absl::Seconds(1), grace / 4));
+    MOE_LOG(INFO) << "refusing new generations; those in flight get " << shutdown_grace_s << " s";
     stop = true;
     if (monitor.joinable()) monitor.join();
   };

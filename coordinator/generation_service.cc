@@ -69,9 +69,17 @@ absl::StatusOr<std::vector<int>> GenerationService::PromptIds(const v1::Generate
   return ids;
 }
 
+void GenerationService::BeginShutdown(absl::Time drain_deadline) {
+  drain_deadline_ns_ = absl::ToUnixNanos(drain_deadline);
+  shutting_down_ = true;
+}
+
 grpc::Status GenerationService::Generate(grpc::ServerContext* context,
                                          const v1::GenerateRequest* request,
                                          grpc::ServerWriter<v1::GenerateResponse>* writer) {
+  if (shutting_down_.load()) {
+    return ToGrpcStatus(absl::UnavailableError("the coordinator is shutting down"));
+  }
   if (admitted_.fetch_add(1) >= options_.max_requests) {
     admitted_.fetch_sub(1);
     {
@@ -104,7 +112,11 @@ absl::Status GenerationService::DoGenerate(grpc::ServerContext* context,
   options.sampling.top_p = request.top_p() == 0.0f ? 1.0f : request.top_p();
   options.sampling.top_k = static_cast<int>(request.top_k());
   options.sampling.seed = request.seed();
-  options.cancelled = [context] { return context->IsCancelled(); };
+  // Past the drain deadline of a shutdown, in-flight generations stop like cancelled ones.
+  auto drained = [this] {
+    return shutting_down_.load() && absl::GetCurrentTimeNanos() >= drain_deadline_ns_.load();
+  };
+  options.cancelled = [context, drained] { return context->IsCancelled() || drained(); };
   options.run_step = [this](const std::function<absl::Status()>& step) { return executor_.Run(step); };
   // A bad request is INVALID_ARGUMENT even while no worker answers.
   MOE_RETURN_IF_ERROR(CheckGenerateRequest(model_->config(), int64_t(prompt.size()), options));
@@ -137,6 +149,12 @@ absl::Status GenerationService::DoGenerate(grpc::ServerContext* context,
     return !stopped;
   };
   absl::StatusOr<GenerationResult> generated = coordinator::Generate(*model_, prompt, options, on_token);
+  if (absl::IsCancelled(generated.status()) && drained() && !context->IsCancelled()) {
+    const absl::Status drained_status = absl::UnavailableError(
+        "the coordinator shut down before this generation finished (--shutdown-grace-s); retry");
+    Record(drained_status, nullptr, first_token_s);
+    return drained_status;
+  }
   const absl::Status status = generated.ok() ? stream_status : generated.status();
   Record(status, status.ok() ? &*generated : nullptr, first_token_s);
   MOE_RETURN_IF_ERROR(status);

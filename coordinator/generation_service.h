@@ -10,6 +10,7 @@
 #include <mutex>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "common/tokenizer.h"
 #include "coordinator/generator.h"
 #include "coordinator/mixtral_model.h"
@@ -41,6 +42,10 @@ class GenerationService final : public v1::Generation::Service {
 
   // The service's figures since start as Prometheus text (names moe_coordinator_...).
   std::string RenderMetrics() const;
+  // Graceful shutdown: from now on Generate answers UNAVAILABLE; generations in flight
+  // run on until `drain_deadline`, and those still running then stop within one layer
+  // step with UNAVAILABLE ("shutting down"), freeing their KV caches.
+  void BeginShutdown(absl::Time drain_deadline);
 
  private:
   // Renders the request's prompt (plain or chat) to token ids; INVALID_ARGUMENT when
@@ -64,6 +69,8 @@ class GenerationService final : public v1::Generation::Service {
   std::atomic<int> admitted_{0};
   mutable std::mutex totals_mu_;
   Totals totals_;  // guarded by totals_mu_
+  std::atomic<bool> shutting_down_{false};
+  std::atomic<int64_t> drain_deadline_ns_{0};  // absl::ToUnixNanos, once shutting_down_
   StepExecutor executor_;
 };
 

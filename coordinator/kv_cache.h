@@ -9,10 +9,18 @@
 
 namespace moe::coordinator {
 
-// One per sequence; not thread-safe.
+// One per sequence; not thread-safe (but for the process-wide gauges, which are).
 class KvCache {
  public:
   KvCache(const ModelConfig& config, int64_t capacity);
+  ~KvCache();
+  KvCache(const KvCache&) = delete;
+  KvCache& operator=(const KvCache&) = delete;
+
+  // Caches alive in this process and the bytes they hold: gauges that return to 0 when
+  // no generation runs (a finished, cancelled or failed request frees its cache).
+  static int64_t LiveCaches();
+  static int64_t LiveBytes();
 
   int64_t capacity() const { return capacity_; }
   // Positions already filled (the same for every layer between forward passes).
@@ -26,6 +34,7 @@ class KvCache {
 
  private:
   int64_t capacity_;
+  int64_t bytes_;
   int64_t length_ = 0;
   std::vector<std::vector<float>> keys_;
   std::vector<std::vector<float>> values_;

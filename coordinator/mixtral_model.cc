@@ -8,6 +8,11 @@
 #include "common/status.h"
 
 namespace moe::coordinator {
+namespace {
+
+constexpr int kMaxLayerRedos = 5;
+
+}  // namespace
 
 MixtralModel::MixtralModel(const ModelConfig& config, DenseWeights weights,
                            ExpertBackend* experts)
@@ -151,8 +156,17 @@ absl::Status MixtralModel::Forward(absl::Span<const int> tokens, KvCache& cache,
       if (!nearest_scored) pass.speculation.nearest += score;
       nearest_scored = true;
     }
-    MOE_RETURN_IF_ERROR(experts_->RunExperts(l, xn, n, route_ids, route_w, absl::MakeSpan(moe_out),
-                                             &pass.experts));
+    absl::Status ran = experts_->RunExperts(l, xn, n, route_ids, route_w, absl::MakeSpan(moe_out),
+                                          &pass.experts);
+    // A lost expert worker may come back (restarted): then redo this layer's experts with
+    // the same inputs, so the tokens are those of an undisturbed run. Bounded, in case a
+    // worker answers health checks but never RunExperts.
+    for (int redo = 0; absl::IsUnavailable(ran) && redo < kMaxLayerRedos; ++redo) {
+      MOE_RETURN_IF_ERROR(experts_->AwaitRecovery(cancelled));
+      ran = experts_->RunExperts(l, xn, n, route_ids, route_w, absl::MakeSpan(moe_out),
+                                          &pass.experts);
+    }
+    MOE_RETURN_IF_ERROR(ran);
     for (int64_t i = 0; i < n * h; ++i) x[i] += moe_out[i];
   }
   cache.set_length(start + n);

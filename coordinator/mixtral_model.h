@@ -93,7 +93,8 @@ class MixtralModel {
   // keys and values to `cache` and writes logits: [1, V] for the last token or [n, V].
   // Token ids must lie in the vocabulary and the cache must have room. `cancelled`, if
   // set, is asked before every layer; when it says true the pass stops with CANCELLED
-  // (the cache keeps its previous length). `stats`, if set, has the pass's figures added.
+  // (the cache keeps its previous length). When the expert backend answers UNAVAILABLE,
+  // the pass waits in ExpertBackend::AwaitRecovery and redoes the layer's experts. `stats`, if set, has the pass's figures added.
   absl::Status Forward(absl::Span<const int> tokens, KvCache& cache, Logits which,
                        std::vector<float>* logits,
                        const std::function<bool()>& cancelled = nullptr,

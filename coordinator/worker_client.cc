@@ -3,12 +3,15 @@
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
+#include "common/logging.h"
 #include "common/status.h"
 
 namespace moe::coordinator {
@@ -138,7 +141,10 @@ absl::Status WorkerClient::RunChunk(int slot, int layer, absl::Span<const float>
 
   // A restarted worker has lost the arena: attach again and retry, once.
   for (int attempt = 0;; ++attempt) {
-    MOE_RETURN_IF_ERROR(EnsureAttached());
+    if (absl::Status attached = EnsureAttached(); !attached.ok()) {
+      if (absl::IsUnavailable(attached)) NoteWorker(false);
+      return attached;
+    }
     v1::RunExpertsResponse response;
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() +
@@ -152,8 +158,11 @@ absl::Status WorkerClient::RunChunk(int slot, int layer, absl::Span<const float>
       continue;
     }
     if (rpc.error_code() == grpc::StatusCode::UNAVAILABLE) {
-      std::lock_guard<std::mutex> lock(attach_mu_);
-      attached_ = false;  // whatever answers next may be a new worker
+      {
+        std::lock_guard<std::mutex> lock(attach_mu_);
+        attached_ = false;  // whatever answers next may be a new worker
+      }
+      NoteWorker(false);
     }
     MOE_RETURN_IF_ERROR(Annotate(FromGrpcStatus(rpc), absl::StrCat("expert worker at ", options_.address)));
     if (arena_ != nullptr) {
@@ -174,6 +183,7 @@ absl::Status WorkerClient::RunChunk(int slot, int layer, absl::Span<const float>
       stats->compute_s += response.compute_s();
       stats->rpc_s += seconds;
     }
+    NoteWorker(true);
     std::lock_guard<std::mutex> lock(stats_mu_);
     ++stats_.calls;
     stats_.rpc_seconds += seconds;
@@ -216,7 +226,47 @@ bool WorkerClient::WorkerServing(absl::Duration timeout) {
   context.set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(timeout));
   v1::GetStatsRequest request;
   v1::WorkerStats response;
-  return stub_->GetStats(&context, request, &response).ok();
+  const bool answered = stub_->GetStats(&context, request, &response).ok();
+  NoteWorker(answered);
+  return answered;
+}
+
+void WorkerClient::NoteWorker(bool answered) {
+  std::lock_guard<std::mutex> lock(lost_mu_);
+  if (answered) {
+    lost_since_.reset();
+  } else if (!lost_since_) {
+    lost_since_ = absl::Now();
+  }
+}
+
+absl::Status WorkerClient::AwaitRecovery(const std::function<bool()>& cancelled) {
+  absl::Time deadline;
+  {
+    std::lock_guard<std::mutex> lock(lost_mu_);
+    if (!lost_since_) lost_since_ = absl::Now();
+    deadline = *lost_since_ + options_.worker_grace;
+  }
+  const absl::Time start = absl::Now();
+  while (true) {
+    if (cancelled && cancelled()) {
+      return absl::CancelledError("generation cancelled while waiting for the expert worker");
+    }
+    const absl::Duration left = deadline - absl::Now();
+    if (WorkerServing(std::clamp(left, absl::Milliseconds(20), absl::Milliseconds(200)))) {
+      MOE_LOG(INFO) << "expert worker at " << options_.address << " answers again after "
+                    << absl::ToDoubleSeconds(absl::Now() - start) << " s; redoing the layer step";
+      std::lock_guard<std::mutex> lock(stats_mu_);
+      ++stats_.recoveries;
+      return absl::OkStatus();
+    }
+    if (absl::Now() >= deadline) {
+      return absl::UnavailableError(absl::StrCat(
+          "no expert worker answered at ", options_.address, " within the grace of ",
+          absl::ToDoubleSeconds(options_.worker_grace), " s (--worker-grace-s)"));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
 }
 
 WorkerClientStats WorkerClient::Stats() const {

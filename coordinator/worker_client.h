@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,9 @@ struct WorkerClientOptions {
   int64_t max_tokens_per_call = 256;  // longer batches (prefill) go in chunks
   absl::Duration rpc_timeout = absl::Seconds(60);
   bool force_inline = false;        // carry tensors inline even on a unix socket
+  // How long a layer step that lost its worker waits for one to answer again (counted
+  // from when the loss was first seen) before it fails with UNAVAILABLE.
+  absl::Duration worker_grace = absl::Seconds(30);
 };
 
 struct WorkerClientStats {
@@ -35,6 +39,7 @@ struct WorkerClientStats {
   double worker_seconds = 0;  // of which the worker reports loading and computing
   uint64_t hits = 0;
   uint64_t misses = 0;
+  uint64_t recoveries = 0;  // times a lost worker answered again within the grace
 };
 
 // Thread-safe: concurrent RunExperts calls each use their own arena slot.
@@ -51,8 +56,13 @@ class WorkerClient : public ExpertBackend {
                           absl::Span<float> out, ExpertCallStats* stats) override;
   // Sends a Prefetch RPC without waiting for it (a lost hint costs nothing).
   void Prefetch(int layer, absl::Span<const int32_t> experts) override;
+  // Polls the worker until it answers (OK: the next RunExperts attaches the arena again),
+  // `cancelled` says true (CANCELLED) or `worker_grace` has passed since the worker was
+  // first seen gone (UNAVAILABLE). Many callers may wait at once; they share one grace.
+  absl::Status AwaitRecovery(const std::function<bool()>& cancelled) override;
 
-  // Whether the worker answers its health check now (SERVING).
+  // Whether the worker answers its health check now (SERVING). Also what AwaitRecovery
+  // counts the grace from: the first failed answer (or call) after a good one.
   bool WorkerServing(absl::Duration timeout = absl::Milliseconds(500));
   bool zero_copy() const { return arena_ != nullptr; }
   WorkerClientStats Stats() const;
@@ -68,6 +78,7 @@ class WorkerClient : public ExpertBackend {
                         absl::Span<float> out, ExpertCallStats* stats);
   int AcquireSlot();
   void ReleaseSlot(int slot);
+  void NoteWorker(bool answered);
 
   const WorkerClientOptions options_;
   const ModelConfig config_;
@@ -86,6 +97,9 @@ class WorkerClient : public ExpertBackend {
   std::mutex prefetch_mu_;
   std::condition_variable prefetch_done_;
   int prefetches_in_flight_ = 0;  // guarded by prefetch_mu_
+
+  std::mutex lost_mu_;
+  std::optional<absl::Time> lost_since_;  // guarded by lost_mu_; unset while the worker answers
 
   mutable std::mutex stats_mu_;
   WorkerClientStats stats_;  // guarded by stats_mu_

@@ -6,7 +6,8 @@
 # SIGTERM stops both and removes the sockets.
 #
 #   deploy/run_local.sh --model models/kjv-moe [--socket-dir DIR] [--cache-per-layer K]
-#                       [--bin-dir build] [--wait-s 60] [-- extra coordinator flags]
+#                       [--policy lru] [--bin-dir build] [--wait-s 60]
+#                       [-- extra coordinator flags]
 #
 # --bin-dir is a CMake build tree (build/expert_worker/moe-expert-worker, ...) or a
 # directory holding the three binaries. Exit status: 0 after a signal, 1 when the
@@ -14,7 +15,7 @@
 set -uo pipefail
 
 usage() {
-  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -22,6 +23,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 model=""
 socket_dir=""
 cache_per_layer=0
+policy=lru
 bin_dir="$root/build"
 wait_s=60
 coordinator_extra=()
@@ -30,6 +32,7 @@ while [ $# -gt 0 ]; do
     --model) model=${2:?}; shift 2 ;;
     --socket-dir) socket_dir=${2:?}; shift 2 ;;
     --cache-per-layer) cache_per_layer=${2:?}; shift 2 ;;
+    --policy) policy=${2:?}; shift 2 ;;
     --bin-dir) bin_dir=${2:?}; shift 2 ;;
     --wait-s) wait_s=${2:?}; shift 2 ;;
     --) shift; coordinator_extra=("$@"); break ;;
@@ -69,7 +72,8 @@ log() { echo "run_local.sh: $*" >&2; }
 worker_pid=""
 coordinator_pid=""
 start_worker() {
-  "$worker_bin" --model "$model" --listen "$worker_addr" --cache-per-layer "$cache_per_layer" &
+  "$worker_bin" --model "$model" --listen "$worker_addr" --cache-per-layer "$cache_per_layer" \
+    --policy "$policy" &
   worker_pid=$!
 }
 start_coordinator() {

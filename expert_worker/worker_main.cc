@@ -27,6 +27,7 @@ ABSL_FLAG(double, link_gbps, 0, "Link model: host-to-cache copy bandwidth in GB/
 ABSL_FLAG(double, link_latency_us, 0, "Link model: fixed cost per copy in microseconds");
 ABSL_FLAG(std::string, metrics_listen, "",
           "HOST:PORT for Prometheus text on GET /metrics (empty: no endpoint)");
+ABSL_FLAG(double, shutdown_grace_s, 10, "On SIGTERM/SIGINT: seconds in-flight calls may run on");
 
 namespace moe::expert_worker {
 namespace {
@@ -60,6 +61,10 @@ absl::Status Run() {
   ServerOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  if (!(absl::GetFlag(FLAGS_shutdown_grace_s) >= 0)) {
+    return absl::InvalidArgumentError("--shutdown-grace-s must be >= 0");
+  }
+  options.shutdown_grace = absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_s));
   return ServeUntilSignal(options, {&service}, [&](grpc::Server*) {
     MOE_LOG(INFO) << "moe-expert-worker serving " << dir.path << " on " << options.listen << ": "
                   << store->num_layers() << " layers x " << store->num_experts() << " experts, "

@@ -8,8 +8,37 @@
 #include "common/logging.h"
 #include "common/prometheus_text.h"
 #include "common/status.h"
+#include "expert_worker/run_experts_request.h"
 
 namespace moe::expert_worker {
+
+WorkerService::WorkerService(SlotCache* cache, absl::Duration owner_check_interval)
+    : cache_(cache), runner_(cache), prefetch_(cache), owner_check_interval_(owner_check_interval) {
+  owner_watch_ = std::thread([this] { WatchArenaOwner(); });
+}
+
+WorkerService::~WorkerService() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  stop_.notify_all();
+  owner_watch_.join();
+}
+
+void WorkerService::WatchArenaOwner() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stop_.wait_for(lock, absl::ToChronoMilliseconds(owner_check_interval_),
+                         [this] { return stopping_; })) {
+    if (arena_ != nullptr && !arena_->OwnerAlive()) {
+      // The coordinator is gone; our mapping alone would keep its memory alive.
+      MOE_LOG(WARNING) << "coordinator pid " << arena_->owner_pid() << " exited; released its arena "
+                       << arena_->id() << " (" << arena_->size() << " bytes)";
+      arena_.reset();  // calls in flight hold their own reference
+      ++arenas_released_;
+    }
+  }
+}
 
 grpc::Status WorkerService::AttachArena(grpc::ServerContext*, const v1::AttachArenaRequest* request,
                                         v1::AttachArenaResponse* response) {
@@ -38,48 +67,35 @@ grpc::Status WorkerService::AttachArena(grpc::ServerContext*, const v1::AttachAr
 
 absl::Status WorkerService::DoRunExperts(const v1::RunExpertsRequest& request,
                                          v1::RunExpertsResponse* response) {
-  const int64_t n = request.num_tokens();
-  const int64_t hidden = cache_->store().layout().hidden;
-  const uint64_t floats = static_cast<uint64_t>(n) * hidden;
-  if (n == 0) return absl::InvalidArgumentError("RunExperts: num_tokens is 0");
-  if (request.expert_ids_size() != int64_t(n) * request.experts_per_token() ||
-      request.weights_size() != request.expert_ids_size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "RunExperts: ", request.expert_ids_size(), " expert ids and ", request.weights_size(),
-        " weights for ", n, " tokens x ", request.experts_per_token(), " experts"));
-  }
+  const ExpertStore& store = cache_->store();
   std::shared_ptr<SharedArena> arena;
-  if (request.has_input_slice() || request.has_output_slice()) {
+  {
     std::lock_guard<std::mutex> lock(mu_);
-    arena = arena_;
-    if (arena == nullptr || arena->id() != request.arena_id()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "RunExperts: arena ", request.arena_id(), " is not attached (attach it again)"));
-    }
+    arena = arena_;  // in-flight calls keep the mapping alive through a re-attach
   }
+  RunExpertsLimits limits;
+  limits.num_layers = store.num_layers();
+  limits.num_experts = store.num_experts();
+  limits.hidden = store.layout().hidden;
+  if (arena != nullptr) {
+    limits.arena_bytes = arena->size();
+    limits.arena_id = arena->id();
+  }
+  MOE_ASSIGN_OR_RETURN(const RunExpertsShape shape, CheckRunExpertsRequest(request, limits));
+  const int64_t n = shape.tokens;
+  const uint64_t floats = shape.tensor_bytes / sizeof(float);
   absl::Span<const float> x;
   std::vector<float> inline_x;
   if (request.has_input_slice()) {
-    if (request.input_slice().size_bytes() != floats * sizeof(float)) {
-      return absl::InvalidArgumentError("RunExperts: input slice size does not match the tokens");
-    }
     MOE_ASSIGN_OR_RETURN(x, arena->Floats(request.input_slice().offset(), floats));
   } else {
-    if (request.input_inline().size() != floats * sizeof(float)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "RunExperts: inline input is ", request.input_inline().size(), " bytes, expected ",
-          floats * sizeof(float)));
-    }
     inline_x.resize(floats);
-    std::memcpy(inline_x.data(), request.input_inline().data(), floats * sizeof(float));
+    std::memcpy(inline_x.data(), request.input_inline().data(), shape.tensor_bytes);
     x = inline_x;
   }
   absl::Span<float> out;
   std::vector<float> inline_out;
   if (request.has_output_slice()) {
-    if (request.output_slice().size_bytes() != floats * sizeof(float)) {
-      return absl::InvalidArgumentError("RunExperts: output slice size does not match the tokens");
-    }
     MOE_ASSIGN_OR_RETURN(out, arena->Floats(request.output_slice().offset(), floats));
   } else {
     inline_out.resize(floats);
@@ -192,6 +208,14 @@ v1::WorkerStats WorkerService::Stats() const {
   response.set_prefetch_requests(prefetch_requests_.load());
   response.set_uptime_s(
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count());
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (arena_ != nullptr) {
+      response.set_arena_owner_pid(arena_->owner_pid());
+      response.set_arena_bytes(arena_->size());
+    }
+    response.set_arenas_released(arenas_released_);
+  }
   for (size_t l = 0; l < stats.layers.size(); ++l) {
     auto* layer = response.add_layers();
     layer->set_layer(static_cast<uint32_t>(l));

@@ -7,9 +7,12 @@
 #include <atomic>
 #include <chrono>
 #include <string>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <thread>
 
+#include "absl/time/time.h"
 #include "common/shared_arena.h"
 #include "expert_worker/expert_runner.h"
 #include "expert_worker/prefetch_queue.h"
@@ -18,11 +21,14 @@
 
 namespace moe::expert_worker {
 
-// Thread-safe. `cache` must outlive the service.
+// Thread-safe. `cache` must outlive the service. A background thread checks every
+// `owner_check_interval` whether the coordinator that owns the attached arena still
+// runs, and drops the arena (unmapping it) when it does not.
 class WorkerService final : public moe::v1::ExpertWorker::Service {
  public:
-  explicit WorkerService(SlotCache* cache, bool load_whole_layer = false)
-      : cache_(cache), runner_(cache, load_whole_layer), prefetch_(cache) {}
+  explicit WorkerService(SlotCache* cache,
+                         absl::Duration owner_check_interval = absl::Milliseconds(250));
+  ~WorkerService() override;
 
   grpc::Status AttachArena(grpc::ServerContext* context, const v1::AttachArenaRequest* request,
                            v1::AttachArenaResponse* response) override;
@@ -43,6 +49,7 @@ class WorkerService final : public moe::v1::ExpertWorker::Service {
 
  private:
   absl::Status DoRunExperts(const v1::RunExpertsRequest& request, v1::RunExpertsResponse* response);
+  void WatchArenaOwner();
 
   SlotCache* cache_;
   ExpertRunner runner_;
@@ -51,9 +58,14 @@ class WorkerService final : public moe::v1::ExpertWorker::Service {
   std::atomic<uint64_t> calls_{0};
   std::atomic<uint64_t> prefetch_requests_{0};
   std::atomic<uint64_t> run_experts_ns_{0};
-  std::mutex mu_;
+  mutable std::mutex mu_;
   // In-flight calls hold their own reference, so a re-attach never unmaps under them.
   std::shared_ptr<SharedArena> arena_;  // guarded by mu_
+  uint64_t arenas_released_ = 0;       // guarded by mu_
+  bool stopping_ = false;              // guarded by mu_
+  std::condition_variable stop_;
+  const absl::Duration owner_check_interval_;
+  std::thread owner_watch_;
 };
 
 }  // namespace moe::expert_worker

@@ -5,8 +5,12 @@
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <thread>
+
 #include "absl/strings/str_cat.h"
 #include "common/chat_template.h"
+#include "coordinator/kv_cache.h"
 #include "gtest/gtest.h"
 #include "tools/cli/local_engine.h"
 
@@ -174,6 +178,88 @@ TEST_F(GenerationServiceTest, TokenizeAndModelInfoAnswer) {
   ASSERT_TRUE(stub->GetModelInfo(&c2, v1::GetModelInfoRequest(), &info).ok());
   EXPECT_EQ(info.num_experts(), engine_->config().num_local_experts);
   EXPECT_EQ(info.vocab_size(), engine_->config().vocab_size);
+}
+
+// Polls KvCache::LiveCaches() until it is 0 (the server's handler may still be unwinding
+// when the client has its status).
+bool KvCachesFreed() {
+  for (int i = 0; i < 200 && KvCache::LiveCaches() != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return KvCache::LiveCaches() == 0 && KvCache::LiveBytes() == 0;
+}
+
+v1::GenerateRequest LongRequest() {
+  v1::GenerateRequest request;
+  request.set_prompt("In the beginning");
+  request.set_max_new_tokens(1000);  // seconds of work: it never ends by itself here
+  return request;
+}
+
+TEST_F(GenerationServiceTest, CancelledAndTimedOutStreamsFreeTheirKvCache) {
+  auto stub = v1::Generation::NewStub(grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
+  {
+    grpc::ClientContext context;
+    auto reader = stub->Generate(&context, LongRequest());
+    v1::GenerateResponse response;
+    ASSERT_TRUE(reader->Read(&response));
+    EXPECT_EQ(KvCache::LiveCaches(), 1);
+    EXPECT_GT(KvCache::LiveBytes(), 0);
+    context.TryCancel();
+    while (reader->Read(&response)) {
+    }
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+    EXPECT_TRUE(KvCachesFreed()) << KvCache::LiveCaches() << " caches still live";
+  }
+  {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(50));
+    auto reader = stub->Generate(&context, LongRequest());
+    v1::GenerateResponse response;
+    while (reader->Read(&response)) {
+    }
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+    EXPECT_TRUE(KvCachesFreed()) << KvCache::LiveCaches() << " caches still live";
+  }
+}
+
+TEST_F(GenerationServiceTest, ShutdownRefusesNewRequestsAndEndsInFlightOnesWithUnavailable) {
+  // A service of its own: the shared one must keep serving.
+  GenerationService service(&engine_->model(), tokenizer_, GenerationServiceOptions{});
+  const std::string address = absl::StrCat(address_, ".drain");
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials());
+  builder.RegisterService(&service);
+  auto server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::Generation::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+
+  grpc::ClientContext in_flight;
+  auto reader = stub->Generate(&in_flight, LongRequest());
+  v1::GenerateResponse response;
+  ASSERT_TRUE(reader->Read(&response));
+  service.BeginShutdown(absl::Now() + absl::Milliseconds(100));
+
+  grpc::ClientContext late;
+  v1::GenerateRequest small;
+  small.set_prompt("In the beginning");
+  small.set_max_new_tokens(4);
+  auto refused = stub->Generate(&late, small);
+  while (refused->Read(&response)) {
+  }
+  const grpc::Status refused_status = refused->Finish();
+  EXPECT_EQ(refused_status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_NE(refused_status.error_message().find("shutting down"), std::string::npos);
+
+  int more = 0;
+  while (reader->Read(&response)) ++more;
+  const grpc::Status status = reader->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+  EXPECT_NE(status.error_message().find("shut down before this generation finished"),
+            std::string::npos);
+  EXPECT_LT(more, 999);
+  EXPECT_TRUE(KvCachesFreed());
+  server->Shutdown();
 }
 
 }  // namespace

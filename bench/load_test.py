@@ -1,0 +1,296 @@
+#!/usr/bin/env python3
+"""Load test of a running (or launched) moe-offload deployment, over loopback only.
+
+N concurrent streaming clients share a fixed number of greedy requests (prompts taken in
+turn from a small list) and the script reports throughput, time to first token and
+inter-token latency (p50/p99), and every request's end. Optionally it kills the expert
+worker (SIGKILL) once, after a given number of requests have finished; the supervisor
+(deploy/run_local.sh with --launch) or nobody restarts it.
+
+  bench/load_test.py --stub-dir build/python_stubs --launch --model models/kjv-moe \\
+      --bin-dir build --clients 32 --requests 200 --max-new-tokens 16 [--kill-worker-after 60]
+  bench/load_test.py --stub-dir DIR --server unix:/tmp/moe.sock --clients 8 --requests 40
+
+A request "completes" when its stream ends with a finish reason and as many tokens as
+asked (or EOS); greedy requests with the same prompt must then carry the same token ids
+(a mismatch is an error). UNAVAILABLE and RESOURCE_EXHAUSTED are explicit "retry later"
+answers: the client retries the same request after a backoff (counted as `refused`),
+until --give-up-s. Anything else (another status, a stream that ends without a finish
+reason, a hang past --request-timeout-s, a token mismatch) is an error. Exit status: 0
+when errors == 0 (and with --launch, run_local.sh stopped with status 0), else 1.
+--json FILE writes the figures.
+"""
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import grpc
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE_DIR = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(SOURCE_DIR, "clients", "python"))
+import moe_client  # noqa: E402
+
+PROMPTS = [
+    "And the LORD said unto Moses,",
+    "In the beginning",
+    "Blessed are the",
+    "And God said,",
+    "The LORD is my shepherd;",
+    "And it came to pass",
+    "Now the serpent was",
+    "For God so loved",
+]
+RETRY_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+
+def percentile(values, p):
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100.0 * (len(ordered) - 1))))]
+
+
+class Deployment:
+    """deploy/run_local.sh in its own session: the addresses and the worker's pid."""
+
+    def __init__(self, args):
+        self.log_path = os.path.join(args.work_dir, "run_local.log")
+        self._log = open(self.log_path, "wb")
+        argv = ["bash", os.path.join(SOURCE_DIR, "deploy", "run_local.sh"), "--model", args.model,
+                "--bin-dir", args.bin_dir, "--cache-per-layer", str(args.cache_per_layer),
+                "--socket-dir", os.path.join(args.work_dir, "sockets"),
+                "--", "--max-requests", str(args.clients)]
+        env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
+        self.popen = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while "Ctrl-C stops both" not in self.output():
+            if self.popen.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"run_local.sh did not start:\n{self.output()}")
+            time.sleep(0.1)
+        out = self.output()
+        self.address = re.search(r"coordinator \(moe.v1.Generation\)\s+(\S+)", out).group(1)
+        self.worker_pid = int(re.search(r"expert worker .* pid (\d+)", out).group(1))
+
+    def output(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def restarts(self):
+        return len(re.findall(r"restarted as pid \d+", self.output()))
+
+    def stop(self):
+        """SIGTERM to the launcher; its exit status."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait()
+        self._log.close()
+        return self.popen.returncode
+
+
+class Load:
+    def __init__(self, args, stubs, address, on_progress=None):
+        self.args, self.stubs, self.address = args, stubs, address
+        self.on_progress = on_progress
+        self.lock = threading.Lock()
+        self.next_request = 0
+        self.done = 0
+        self.records = []  # one dict per request
+
+    def take(self):
+        with self.lock:
+            if self.next_request >= self.args.requests:
+                return None
+            i = self.next_request
+            self.next_request += 1
+            return i
+
+    def one_attempt(self, channel, prompt):
+        """(outcome, token ids, ttft, gaps, code): outcome 'complete', 'retry' or 'error'."""
+        req = moe_client.make_request(self.stubs, prompt, max_new_tokens=self.args.max_new_tokens,
+                                      temperature=0.0, top_p=0.0)
+        ids, gaps, ttft, last = [], [], None, None
+        start = previous = time.monotonic()
+        try:
+            for response in moe_client.stream_generate(self.stubs, channel, req,
+                                                       timeout=self.args.request_timeout_s):
+                now = time.monotonic()
+                if response.token_ids:
+                    if ttft is None:
+                        ttft = now - start
+                    else:
+                        gaps.append((now - previous) / len(response.token_ids))
+                    previous = now
+                    ids.extend(response.token_ids)
+                if response.finish_reason:
+                    last = response
+        except grpc.RpcError as e:
+            if e.code() in RETRY_CODES and not ids:
+                return "retry", ids, None, [], e.code().name
+            return "error", ids, ttft, gaps, f"{e.code().name}: {e.details()}"
+        if last is None:
+            return "error", ids, ttft, gaps, "the stream ended without a finish reason"
+        full = (len(ids) == self.args.max_new_tokens or
+                last.finish_reason == self.stubs.generation_pb2.FINISH_REASON_EOS)
+        if not full:
+            return "error", ids, ttft, gaps, f"only {len(ids)} tokens"
+        return "complete", ids, ttft, gaps, "OK"
+
+    def client(self):
+        with grpc.insecure_channel(self.address) as channel:
+            while True:
+                i = self.take()
+                if i is None:
+                    return
+                prompt = PROMPTS[i % len(PROMPTS)]
+                record = {"request": i, "prompt": prompt, "refused": [], "started": time.monotonic()}
+                backoff = 0.05
+                while True:
+                    outcome, ids, ttft, gaps, code = self.one_attempt(channel, prompt)
+                    if outcome != "retry":
+                        break
+                    record["refused"].append(code)
+                    if time.monotonic() - record["started"] > self.args.give_up_s:
+                        outcome, code = "error", f"still refused after {self.args.give_up_s} s: {code}"
+                        break
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, 0.5)
+                record.update(outcome=outcome, ids=ids, ttft=ttft, gaps=gaps, code=code,
+                              ended=time.monotonic())
+                with self.lock:
+                    self.records.append(record)
+                    self.done += 1
+                    done = self.done
+                if self.on_progress:
+                    self.on_progress(done)
+
+    def run(self):
+        threads = [threading.Thread(target=self.client, daemon=True)
+                   for _ in range(self.args.clients)]
+        start = time.monotonic()
+        for t in threads:
+            t.start()
+        limit = start + self.args.max_run_s
+        for t in threads:
+            t.join(timeout=max(0.0, limit - time.monotonic()))
+        wall = time.monotonic() - start
+        hung = sum(t.is_alive() for t in threads)
+        return wall, hung
+
+
+def summarize(load, wall, hung):
+    records = load.records
+    complete = [r for r in records if r["outcome"] == "complete"]
+    errors = [r for r in records if r["outcome"] == "error"]
+    # Greedy: one prompt, one continuation. The first complete one is the reference.
+    reference, mismatches = {}, 0
+    for r in sorted(complete, key=lambda r: r["request"]):
+        expected = reference.setdefault(r["prompt"], r["ids"])
+        if r["ids"] != expected:
+            mismatches += 1
+    tokens = sum(len(r["ids"]) for r in complete)
+    ttfts = [r["ttft"] for r in complete if r["ttft"] is not None]
+    gaps = [g for r in complete for g in r["gaps"]]
+    missing = load.args.requests - len(records)  # never ended (hung clients)
+    return {
+        "clients": load.args.clients,
+        "requests": load.args.requests,
+        "max_new_tokens": load.args.max_new_tokens,
+        "wall_s": round(wall, 3),
+        "complete": len(complete),
+        "errors": len(errors) + mismatches + missing,
+        "error_samples": sorted({r["code"] for r in errors})[:5],
+        "token_mismatches": mismatches,
+        "never_ended": missing,
+        "hung_clients": hung,
+        "refused_attempts": sum(len(r["refused"]) for r in records),
+        "requests_refused_at_least_once": sum(1 for r in records if r["refused"]),
+        "tokens": tokens,
+        "tokens_per_s": round(tokens / wall, 1) if wall > 0 else 0,
+        "requests_per_s": round(len(complete) / wall, 2) if wall > 0 else 0,
+        "ttft_p50_ms": round(1e3 * percentile(ttfts, 50), 2),
+        "ttft_p99_ms": round(1e3 * percentile(ttfts, 99), 2),
+        "itl_p50_ms": round(1e3 * percentile(gaps, 50), 2),
+        "itl_p99_ms": round(1e3 * percentile(gaps, 99), 2),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stub-dir", default=os.environ.get("MOE_STUB_DIR"))
+    parser.add_argument("--server", help="a running coordinator (unix:PATH or HOST:PORT)")
+    parser.add_argument("--launch", action="store_true", help="start deploy/run_local.sh")
+    parser.add_argument("--model", default=os.path.join(SOURCE_DIR, "models", "kjv-moe"))
+    parser.add_argument("--bin-dir", default=os.path.join(SOURCE_DIR, "build"))
+    parser.add_argument("--cache-per-layer", type=int, default=2)
+    parser.add_argument("--work-dir", help="for --launch: sockets and the log (default: a temp dir)")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--kill-worker-after", type=int, default=0,
+                        help="SIGKILL the worker once this many requests have ended (--launch)")
+    parser.add_argument("--request-timeout-s", type=float, default=120)
+    parser.add_argument("--give-up-s", type=float, default=60,
+                        help="stop retrying a refused request after this long")
+    parser.add_argument("--max-run-s", type=float, default=600, help="bound on the whole run")
+    parser.add_argument("--json", help="write the figures here")
+    args = parser.parse_args()
+    if bool(args.server) == bool(args.launch):
+        parser.error("give --server ADDR or --launch")
+    if args.kill_worker_after and not args.launch:
+        parser.error("--kill-worker-after needs --launch (it must know the worker)")
+    stubs = moe_client.load_stubs(args.stub_dir)
+
+    deployment = None
+    if args.launch:
+        if not args.work_dir:
+            import tempfile
+            args.work_dir = tempfile.mkdtemp(prefix="moe-load-")
+        os.makedirs(args.work_dir, exist_ok=True)
+        deployment = Deployment(args)
+    address = deployment.address if deployment else args.server
+
+    killed = {}
+
+    def on_progress(done):
+        if args.kill_worker_after and done == args.kill_worker_after and not killed:
+            killed["at_s"] = time.monotonic()
+            os.kill(deployment.worker_pid, signal.SIGKILL)
+            print(f"load_test: killed the worker (pid {deployment.worker_pid}) after {done} "
+                  "requests", file=sys.stderr, flush=True)
+
+    load = Load(args, stubs, address, on_progress)
+    try:
+        wall, hung = load.run()
+    finally:
+        status = deployment.stop() if deployment else 0
+    figures = summarize(load, wall, hung)
+    if deployment:
+        figures["worker_killed"] = bool(killed)
+        figures["worker_restarts"] = deployment.restarts()
+        figures["launcher_exit_status"] = status
+    print(json.dumps(figures, indent=1))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(figures, f, indent=1)
+    ok = figures["errors"] == 0 and figures["hung_clients"] == 0 and status == 0
+    if args.kill_worker_after and not killed:
+        print("load_test: the worker was never killed (too few requests?)", file=sys.stderr)
+        ok = False
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

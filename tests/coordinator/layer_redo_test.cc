@@ -1,0 +1,158 @@
+// A generation whose expert backend goes away mid-pass (UNAVAILABLE) waits for it and
+// redoes the layer step: the tokens are those of an undisturbed run. Past the grace it
+// fails with UNAVAILABLE and frees its KV cache. The backend here is the worker linked
+// in, wrapped to fail chosen calls; tests/integration kills real worker processes.
+#include <memory>
+#include <set>
+#include <string>
+
+#include "common/model_dir.h"
+#include "coordinator/dense_weights.h"
+#include "coordinator/generator.h"
+#include "coordinator/kv_cache.h"
+#include "coordinator/mixtral_model.h"
+#include "expert_worker/expert_runner.h"
+#include "expert_worker/expert_store.h"
+#include "expert_worker/slot_cache.h"
+#include "gtest/gtest.h"
+
+namespace moe::coordinator {
+namespace {
+
+// Fails the RunExperts calls numbered in `fail_calls` (from 0) with UNAVAILABLE, as a
+// killed worker does; AwaitRecovery answers `recovery`.
+class FlakyBackend : public ExpertBackend {
+ public:
+  explicit FlakyBackend(ExpertBackend* inner) : inner_(inner) {}
+  absl::Status RunExperts(int layer, absl::Span<const float> x, int64_t n,
+                          absl::Span<const int32_t> ids, absl::Span<const float> weights,
+                          absl::Span<float> out, ExpertCallStats* stats) override {
+    if (fail_calls.count(calls_++) > 0) {
+      // What a dying worker may leave behind: garbage in the output.
+      for (float& v : out) v = 1e30f;
+      return absl::UnavailableError("worker gone");
+    }
+    return inner_->RunExperts(layer, x, n, ids, weights, out, stats);
+  }
+  absl::Status AwaitRecovery(const std::function<bool()>& cancelled) override {
+    ++recoveries;
+    if (on_wait) on_wait();
+    if (cancelled && cancelled()) return absl::CancelledError("cancelled while waiting");
+    return recovery;
+  }
+
+  std::set<int> fail_calls;
+  absl::Status recovery = absl::OkStatus();
+  int recoveries = 0;
+  std::function<void()> on_wait;
+
+ private:
+  ExpertBackend* inner_;
+  int calls_ = 0;
+};
+
+class LayerRedoTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto dir = ModelDir::Open(std::string(MOE_SOURCE_DIR) + "/models/kjv-moe");
+    ASSERT_TRUE(dir.ok()) << dir.status();
+    dir_ = new ModelDir(*std::move(dir));
+    auto store = expert_worker::ExpertStore::Load(*dir_->checkpoint, dir_->config);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = store->release();
+    auto policy = expert_worker::MakeCachePolicy("lru");
+    ASSERT_TRUE(policy.ok());
+    auto cache = expert_worker::SlotCache::Create(store_, 2, *std::move(policy));
+    ASSERT_TRUE(cache.ok()) << cache.status();
+    cache_ = cache->release();
+    backend_ = new expert_worker::InProcessBackend(cache_);
+  }
+  static void TearDownTestSuite() {
+    delete backend_;
+    delete cache_;
+    delete store_;
+    delete dir_;
+  }
+
+  std::unique_ptr<MixtralModel> Model(ExpertBackend* backend) {
+    auto dense = DenseWeights::Load(*dir_->checkpoint, dir_->config);
+    EXPECT_TRUE(dense.ok()) << dense.status();
+    auto model = MixtralModel::Create(dir_->config, *std::move(dense), backend);
+    EXPECT_TRUE(model.ok()) << model.status();
+    return *std::move(model);
+  }
+
+  static GenerateOptions Options(float temperature) {
+    GenerateOptions options;
+    options.max_new_tokens = 24;
+    options.stop_at_eos = false;
+    options.sampling.temperature = temperature;
+    options.sampling.seed = 7;
+    return options;
+  }
+
+  static inline ModelDir* dir_;
+  static inline expert_worker::ExpertStore* store_;
+  static inline expert_worker::SlotCache* cache_;
+  static inline expert_worker::InProcessBackend* backend_;
+  const std::vector<int> prompt_ = {1, 400, 23, 77, 5};
+};
+
+TEST_F(LayerRedoTest, RedoneLayerStepsGiveTheUndisturbedTokensGreedyAndSeeded) {
+  for (float temperature : {0.0f, 0.9f}) {
+    SCOPED_TRACE(temperature);
+    auto plain = Model(backend_);
+    auto undisturbed = Generate(*plain, prompt_, Options(temperature), nullptr);
+    ASSERT_TRUE(undisturbed.ok()) << undisturbed.status();
+
+    FlakyBackend flaky(backend_);
+    // In the prefill (call 1), mid-decode, twice in a row on one layer, and late.
+    flaky.fail_calls = {1, 17, 40, 41, 90};
+    auto model = Model(&flaky);
+    auto redone = Generate(*model, prompt_, Options(temperature), nullptr);
+    ASSERT_TRUE(redone.ok()) << redone.status();
+    EXPECT_EQ(redone->tokens, undisturbed->tokens);
+    EXPECT_EQ(flaky.recoveries, 5);
+  }
+}
+
+TEST_F(LayerRedoTest, PastTheGraceTheGenerationFailsUnavailableAndFreesItsCache) {
+  FlakyBackend flaky(backend_);
+  flaky.fail_calls = {30};
+  flaky.recovery = absl::UnavailableError("no expert worker answered within the grace");
+  auto model = Model(&flaky);
+  int tokens = 0;
+  auto result = Generate(*model, prompt_, Options(0.0f), [&](int) { return ++tokens, true; });
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kUnavailable) << result.status();
+  EXPECT_GT(tokens, 0);
+  EXPECT_LT(tokens, 24);
+  EXPECT_EQ(KvCache::LiveCaches(), 0);
+  EXPECT_EQ(KvCache::LiveBytes(), 0);
+}
+
+TEST_F(LayerRedoTest, ACancelWhileWaitingForTheWorkerEndsTheGenerationCancelled) {
+  FlakyBackend flaky(backend_);
+  flaky.fail_calls = {10};
+  auto model = Model(&flaky);
+  GenerateOptions options = Options(0.0f);
+  bool cancel = false;
+  options.cancelled = [&] { return cancel; };
+  flaky.on_wait = [&] { cancel = true; };  // the client goes away during the wait
+  auto result = Generate(*model, prompt_, options, nullptr);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kCancelled) << result.status();
+  EXPECT_EQ(flaky.recoveries, 1);
+  EXPECT_EQ(KvCache::LiveCaches(), 0);
+}
+
+TEST_F(LayerRedoTest, ABackendThatNeverRecoversIsNotRetriedForever) {
+  // Answers "recovered" but keeps failing: the layer gives up after a few redos.
+  FlakyBackend flaky(backend_);
+  for (int i = 0; i < 100; ++i) flaky.fail_calls.insert(i);
+  auto model = Model(&flaky);
+  auto result = Generate(*model, prompt_, Options(0.0f), nullptr);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_LE(flaky.recoveries, 10);
+}
+
+}  // namespace
+}  // namespace moe::coordinator
