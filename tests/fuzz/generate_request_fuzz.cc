@@ -14,17 +14,9 @@
 
 #include "coordinator/generator.h"
 #include "coordinator/sampler.h"
+#include "tests/fuzz/fuzz_check.h"
 
 namespace {
-
-#define FUZZ_CHECK(cond)                                                        \
-  do {                                                                          \
-    if (!(cond)) {                                                              \
-      std::fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, \
-                   #cond);                                                      \
-      std::abort();                                                             \
-    }                                                                           \
-  } while (0)
 
 // Any float, NaN and infinities included (the wire carries raw IEEE bits).
 float AnyFloat(FuzzedDataProvider& in) {

@@ -9,17 +9,9 @@
 
 #include "absl/strings/match.h"
 #include "common/model_config.h"
+#include "tests/fuzz/fuzz_check.h"
 
 namespace {
-
-#define FUZZ_CHECK(cond)                                                        \
-  do {                                                                          \
-    if (!(cond)) {                                                              \
-      std::fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, \
-                   #cond);                                                      \
-      std::abort();                                                             \
-    }                                                                           \
-  } while (0)
 
 constexpr int64_t kMaxDim = int64_t{1} << 24;
 

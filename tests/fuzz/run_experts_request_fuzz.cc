@@ -12,17 +12,9 @@
 #include <vector>
 
 #include "expert_worker/run_experts_request.h"
+#include "tests/fuzz/fuzz_check.h"
 
 namespace {
-
-#define FUZZ_CHECK(cond)                                                        \
-  do {                                                                          \
-    if (!(cond)) {                                                              \
-      std::fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, \
-                   #cond);                                                      \
-      std::abort();                                                             \
-    }                                                                           \
-  } while (0)
 
 constexpr size_t kLimitBytes = 16;
 constexpr uint64_t kMaxArena = 1 << 20;  // real buffers stay small

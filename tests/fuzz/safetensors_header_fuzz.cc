@@ -7,20 +7,7 @@
 #include <vector>
 
 #include "common/safetensors.h"
-
-namespace {
-
-// Invariant violations abort, which libFuzzer reports as a crash with the input saved.
-#define FUZZ_CHECK(cond)                                                        \
-  do {                                                                          \
-    if (!(cond)) {                                                              \
-      std::fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, \
-                   #cond);                                                      \
-      std::abort();                                                             \
-    }                                                                           \
-  } while (0)
-
-}  // namespace
+#include "tests/fuzz/fuzz_check.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // An exact-size heap copy: ASan then flags any read past the end.
