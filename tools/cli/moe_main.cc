@@ -6,6 +6,9 @@
 //   moe generate --server ADDR --prompt TEXT ...          (a running moe-coordinator)
 //   moe logits   --model DIR --tokens 1,2,3 --out FILE.npy
 //   moe info     --model DIR
+//   moe convert  --in HF_DIR --out DIR --attn-bits 4 --expert-bits 3   (tools/cli/quant_commands.h)
+//   moe perplexity --model DIR --text-file F
+//   moe sizes    --config config.json
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -31,6 +34,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "moe/v1/generation.grpc.pb.h"
 #include "tools/cli/local_engine.h"
+#include "tools/cli/quant_commands.h"
 
 ABSL_FLAG(std::string, model, "", "Model directory (Hugging Face Mixtral layout)");
 ABSL_FLAG(std::string, prompt, "", "generate: the prompt text");
@@ -223,8 +227,6 @@ absl::Status RunInfo() {
   MOE_ASSIGN_OR_RETURN(std::string dir_path, RequiredFlag(FLAGS_model, "model"));
   MOE_ASSIGN_OR_RETURN(ModelDir dir, ModelDir::Open(dir_path));
   const ModelConfig& c = dir.config;
-  MOE_ASSIGN_OR_RETURN(auto w1, dir.checkpoint->Find(tensor_names::Expert(0, 0, "w1")));
-  const size_t stored = DTypeSize(w1.info->dtype);
   const int64_t experts = c.num_hidden_layers * c.num_local_experts;
   const int64_t expert_params = experts * c.ExpertParams();
   std::printf("model            %s\n", dir.path.c_str());
@@ -246,14 +248,20 @@ absl::Status RunInfo() {
   std::printf("parameters       %lld total: %lld in %lld experts, %lld dense\n",
               (long long)c.TotalParams(), (long long)expert_params, (long long)experts,
               (long long)(c.TotalParams() - expert_params));
-  std::printf("stored dtype     %s (expert w1 of layer 0)\n",
-              std::string(DTypeName(w1.info->dtype)).c_str());
-  std::printf("bytes per expert %s stored, %s as fp32 in the expert store\n",
-              Bytes(double(c.ExpertParams()) * stored).c_str(),
-              Bytes(double(c.ExpertParams()) * 4).c_str());
-  std::printf("expert bytes     %s stored, %s as fp32\n",
-              Bytes(double(expert_params) * stored).c_str(), Bytes(double(expert_params) * 4).c_str());
-  std::printf("checkpoint bytes %s (all tensors)\n", Bytes(double(dir.checkpoint->TotalBytes())).c_str());
+  if (dir.offload != nullptr) {
+    PrintConvertedInfo(dir);
+  } else {
+    MOE_ASSIGN_OR_RETURN(auto w1, dir.checkpoint->Find(tensor_names::Expert(0, 0, "w1")));
+    const size_t stored = DTypeSize(w1.info->dtype);
+    std::printf("stored dtype     %s (expert w1 of layer 0)\n",
+                std::string(DTypeName(w1.info->dtype)).c_str());
+    std::printf("bytes per expert %s stored, %s as fp32 in the expert store\n",
+                Bytes(double(c.ExpertParams()) * stored).c_str(),
+                Bytes(double(c.ExpertParams()) * 4).c_str());
+    std::printf("expert bytes     %s stored, %s as fp32\n",
+                Bytes(double(expert_params) * stored).c_str(), Bytes(double(expert_params) * 4).c_str());
+    std::printf("checkpoint bytes %s (all tensors)\n", Bytes(double(dir.checkpoint->TotalBytes())).c_str());
+  }
   for (const backend::BackendInfo& b : backend::ListBackends()) {
     std::string devices;
     if (b.devices.ok()) {
@@ -292,15 +300,18 @@ absl::Status RunHealth() {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "moe <generate|logits|info|health> --model DIR [flags]   (or generate --server ADDR)\n"
+      "moe <generate|logits|info|health|convert|perplexity|sizes> --model DIR [flags]   (or generate --server ADDR)\n"
       "  generate --prompt TEXT [--chat] [--max-new-tokens N] [--temperature T]\n"
       "           [--top-p P] [--top-k K] [--seed S]\n"
       "  logits   --tokens 1,2,3 --out FILE.npy\n"
       "  info\n"
-      "  health   --server ADDR [--service moe.v1.Generation]");
+      "  health   --server ADDR [--service moe.v1.Generation]\n"
+      "  convert  --in HF_DIR --out DIR --attn-bits 4|8|16 --expert-bits 2|3|4|16 [--group-size 64] [--method hqq|rtn]\n"
+      "  perplexity --model DIR --text-file F [--max-tokens N] [--window 128]\n"
+      "  sizes    --config config.json [--group-size 64]");
   std::vector<char*> positional = moe::ParseFlags(argc, argv);
   if (positional.size() != 2) {
-    std::fprintf(stderr, "moe: expected one command (generate, logits, info or health); see --help\n");
+    std::fprintf(stderr, "moe: expected one command (generate, logits, info, health, convert, perplexity or sizes); see --help\n");
     return 2;
   }
   moe::SetComputeThreads(absl::GetFlag(FLAGS_threads));
@@ -314,8 +325,14 @@ int main(int argc, char** argv) {
     status = moe::RunInfo();
   } else if (command == "health") {
     status = moe::RunHealth();
+  } else if (command == "convert") {
+    status = moe::RunConvertCommand();
+  } else if (command == "perplexity") {
+    status = moe::RunPerplexityCommand();
+  } else if (command == "sizes") {
+    status = moe::RunSizesCommand();
   } else {
-    std::fprintf(stderr, "moe: unknown command \"%s\" (generate, logits, info or health)\n", command.c_str());
+    std::fprintf(stderr, "moe: unknown command \"%s\" (generate, logits, info, health, convert, perplexity or sizes)\n", command.c_str());
     return 2;
   }
   return moe::ExitCode("moe", status);

@@ -13,6 +13,10 @@ namespace moe::cpu {
 namespace {
 
 using quant::kBlock;
+
+// Below this many weights a matrix runs on one thread: an OpenMP region costs more than
+// it saves on small matrices, and far more when the cores are shared and threads spin.
+constexpr int64_t kParallelMinValues = int64_t{1} << 20;
 using quant::MatrixView;
 
 bool CpuHasAvx2() {
@@ -157,7 +161,7 @@ void MatVec(const MatrixView& w, const float* x, float* y, bool accumulate, bool
   const int64_t rows = l.rows, cols = l.cols;
   if (!l.spec.quantized()) {
     const DType dtype = l.spec.dtype16;
-#pragma omp parallel for schedule(static) if (rows * cols >= (1 << 16))
+#pragma omp parallel for schedule(static) if (rows * cols >= kParallelMinValues)
     for (int64_t r = 0; r < rows; ++r) {
       const uint8_t* row = w.codes() + r * cols * 2;
       const float d = avx2 ? RowDot16Avx2(row, dtype, x, cols) : RowDot16Scalar(row, dtype, x, cols);
@@ -176,7 +180,7 @@ void MatVec(const MatrixView& w, const float* x, float* y, bool accumulate, bool
   }
   const GroupDotFn dot = avx2 ? Avx2GroupDot(bits) : nullptr;
   const int64_t group_bytes = g * bits / 8;
-#pragma omp parallel for schedule(static) if (rows * cols >= (1 << 16))
+#pragma omp parallel for schedule(static) if (rows * cols >= kParallelMinValues)
   for (int64_t r = 0; r < rows; ++r) {
     float acc = 0;
     for (int64_t k = 0; k < per_row; ++k) {
@@ -243,20 +247,21 @@ void QuantMatMulTransB(const MatrixView& w, const float* x, float* y, int64_t n,
     for (int64_t t = 0; t < n; ++t) MatVec(w, x + t * cols, y + t * rows, accumulate, avx2);
     return;
   }
-  // Prefill: dequantise a tile of rows once (it stays in L2) and multiply every token
-  // against it with sgemm; tiles run in parallel, each sgemm single-threaded.
-  constexpr int64_t kTileRows = 64;
-  const int64_t tiles = (rows + kTileRows - 1) / kTileRows;
-#pragma omp parallel
-  {
-    std::vector<float> tile(kTileRows * cols);
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t t = 0; t < tiles; ++t) {
-      const int64_t r0 = t * kTileRows, r1 = std::min(rows, r0 + kTileRows);
-      DequantizeRowsImpl(w, r0, r1, tile.data(), avx2);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, r1 - r0, cols, 1.0f, x, cols,
-                  tile.data(), cols, accumulate ? 1.0f : 0.0f, y + r0, rows);
+  // Prefill: dequantise a tile of rows once (up to 4 MiB, so it stays in cache) and
+  // multiply every token against it with sgemm. Dequantisation is parallel over rows;
+  // sgemm brings its own threads. (sgemm per tile inside an OpenMP loop was 40x slower
+  // with the OpenMP OpenBLAS: its nested teams oversubscribed the cores.)
+  const int64_t tile_rows = std::clamp<int64_t>((int64_t{1} << 20) / cols, 16, rows);
+  std::vector<float> tile(tile_rows * cols);
+  for (int64_t r0 = 0; r0 < rows; r0 += tile_rows) {
+    const int64_t r1 = std::min(rows, r0 + tile_rows);
+    constexpr int64_t kChunk = 8;
+#pragma omp parallel for schedule(static) if ((r1 - r0) * cols >= kParallelMinValues)
+    for (int64_t c0 = r0; c0 < r1; c0 += kChunk) {
+      DequantizeRowsImpl(w, c0, std::min(r1, c0 + kChunk), tile.data() + (c0 - r0) * cols, avx2);
     }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, r1 - r0, cols, 1.0f, x, cols,
+                tile.data(), cols, accumulate ? 1.0f : 0.0f, y + r0, rows);
   }
 }
 
