@@ -55,7 +55,9 @@ class Reader {
   absl::StatusOr<int64_t> CheckInt(const json& v, absl::string_view what, int64_t lo,
                                    int64_t hi) const {
     if (!v.is_number_integer()) return Error(absl::StrCat(what, " is not an integer"));
-    if (v.is_number_unsigned() ? v.get<uint64_t>() > uint64_t(hi)
+    // JSON non-negative integers parse as unsigned: compare those unsigned (no wrap).
+    if (v.is_number_unsigned() ? (v.get<uint64_t>() > uint64_t(hi) ||
+                                  (lo > 0 && v.get<uint64_t>() < uint64_t(lo)))
                                : (v.get<int64_t>() < lo || v.get<int64_t>() > hi)) {
       return Error(absl::StrCat(what, " must be in [", lo, ", ", hi, "], got ", v.dump()));
     }
