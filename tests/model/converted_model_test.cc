@@ -11,6 +11,7 @@
 
 #include "coordinator/generator.h"
 #include "gtest/gtest.h"
+#include "tools/cli/convert.h"
 #include "tools/cli/local_engine.h"
 #include "tools/cli/perplexity.h"
 
@@ -108,6 +109,20 @@ TEST(ConvertedModelTest, ExpertCacheCopiesThePackedBlobAndEveryCacheSizeAgrees) 
     const auto stats = small->cache()->Stats();
     EXPECT_GT(stats.total.misses, 0u);
     EXPECT_EQ(stats.total.bytes_copied, stats.total.misses * uint64_t(m.expert.blob_bytes));
+  }
+}
+
+TEST(ConvertedModelTest, SizeFormulasGiveTheBytesConvertWrote) {
+  for (const char* name : {"hqq_4_3", "bf16"}) {
+    auto dir = ModelDir::Open((kConverted / name).string());
+    ASSERT_TRUE(dir.ok()) << dir.status();
+    const quant::OffloadManifest& m = dir->offload->manifest();
+    auto sizes = ComputeSchemeSizes(m.config, m.attn_spec.bits, m.expert_spec.bits,
+                                    m.expert_spec.group_size, m.dtype16);
+    ASSERT_TRUE(sizes.ok());
+    EXPECT_EQ(sizes->dense_bytes, int64_t(fs::file_size(kConverted / name / "dense.bin"))) << name;
+    EXPECT_EQ(sizes->experts_bytes, int64_t(fs::file_size(kConverted / name / "experts.bin"))) << name;
+    EXPECT_EQ(sizes->expert_blob_bytes, m.expert.blob_bytes) << name;
   }
 }
 
