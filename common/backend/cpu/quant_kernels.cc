@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <vector>
 
 #include "common/logging.h"
@@ -58,12 +59,12 @@ float RowDot16Scalar(const uint8_t* row, DType dtype, const float* x, int64_t co
 
 #define MOE_AVX2 __attribute__((target("avx2,fma,f16c")))
 
-MOE_AVX2 inline __m256i load8(const uint8_t* p) {
+MOE_AVX2 __attribute__((always_inline)) inline __m256i load8(const uint8_t* p) {
   return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
 }
 
 template <int kBits>
-MOE_AVX2 inline __m256 DecodeChunk(const uint8_t* block, int c) {
+MOE_AVX2 __attribute__((always_inline)) inline __m256 DecodeChunk(const uint8_t* block, int c) {
   __m256i q;
   if constexpr (kBits == 8) {
     q = load8(block + 8 * c);
@@ -76,9 +77,13 @@ MOE_AVX2 inline __m256 DecodeChunk(const uint8_t* block, int c) {
   } else {  // 3 bits: low two as the 2-bit block, bit 2 from one byte of the high plane
     const __m256i low = _mm256_and_si256(
         _mm256_srlv_epi32(load8(block), _mm256_set1_epi32(2 * c)), _mm256_set1_epi32(3));
-    const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-    const __m256i high = _mm256_cmpeq_epi32(
-        _mm256_and_si256(_mm256_set1_epi32(block[8 + c]), bit), bit);
+    // The four high-bit bytes as one broadcast word (hoisted across the four chunks once
+    // inlined); chunk c tests bits 8c .. 8c+7 of it.
+    uint32_t word;
+    std::memcpy(&word, block + 8, sizeof(word));
+    const __m256i bit = _mm256_sllv_epi32(_mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128),
+                                          _mm256_set1_epi32(8 * c));
+    const __m256i high = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(int(word)), bit), bit);
     q = _mm256_or_si256(low, _mm256_and_si256(high, _mm256_set1_epi32(4)));
   }
   return _mm256_cvtepi32_ps(q);
@@ -91,19 +96,32 @@ MOE_AVX2 inline float HorizontalSum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+// One output row: per group, the code-times-x products stay in registers and are scaled
+// there; one horizontal sum per row (not per group) and the zeros as one scalar term.
 template <int kBits>
-MOE_AVX2 float GroupDotAvx2(const uint8_t* codes, const float* x, int64_t g) {
+MOE_AVX2 float RowAvx2(const MatrixView& w, int64_t r, const float* x, const float* xsum) {
   constexpr int64_t kBlockBytes = kBits * kBlock / 8;
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  for (int64_t b = 0; b < g / kBlock; ++b) {
-    const uint8_t* block = codes + b * kBlockBytes;
-    const float* xb = x + b * kBlock;
-    acc0 = _mm256_fmadd_ps(DecodeChunk<kBits>(block, 0), _mm256_loadu_ps(xb), acc0);
-    acc1 = _mm256_fmadd_ps(DecodeChunk<kBits>(block, 1), _mm256_loadu_ps(xb + 8), acc1);
-    acc0 = _mm256_fmadd_ps(DecodeChunk<kBits>(block, 2), _mm256_loadu_ps(xb + 16), acc0);
-    acc1 = _mm256_fmadd_ps(DecodeChunk<kBits>(block, 3), _mm256_loadu_ps(xb + 24), acc1);
+  const int64_t g = w.layout.spec.group_size, per_row = w.layout.cols / g;
+  const int64_t blocks_per_group = g / kBlock;
+  const uint8_t* codes = w.codes() + r * per_row * blocks_per_group * kBlockBytes;
+  __m256 acc = _mm256_setzero_ps();
+  float zero_term = 0;
+  for (int64_t k = 0; k < per_row; ++k) {
+    const int64_t group = r * per_row + k;
+    __m256 d0 = _mm256_setzero_ps(), d1 = _mm256_setzero_ps();
+    for (int64_t b = 0; b < blocks_per_group; ++b) {
+      const uint8_t* block = codes + (k * blocks_per_group + b) * kBlockBytes;
+      const float* xb = x + (k * blocks_per_group + b) * kBlock;
+      d0 = _mm256_fmadd_ps(DecodeChunk<kBits>(block, 0), _mm256_loadu_ps(xb), d0);
+      d1 = _mm256_fmadd_ps(DecodeChunk<kBits>(block, 1), _mm256_loadu_ps(xb + 8), d1);
+      d0 = _mm256_fmadd_ps(DecodeChunk<kBits>(block, 2), _mm256_loadu_ps(xb + 16), d0);
+      d1 = _mm256_fmadd_ps(DecodeChunk<kBits>(block, 3), _mm256_loadu_ps(xb + 24), d1);
+    }
+    const float scale = w.Scale(group);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(scale), _mm256_add_ps(d0, d1), acc);
+    zero_term += scale * w.Zero(group) * xsum[k];
   }
-  return HorizontalSum(_mm256_add_ps(acc0, acc1));
+  return HorizontalSum(acc) - zero_term;
 }
 
 MOE_AVX2 inline __m256 Load16(const uint16_t* p, DType dtype) {
@@ -144,14 +162,14 @@ MOE_AVX2 void Convert16Avx2(const uint8_t* src, DType dtype, int64_t count, floa
 
 // ---- shared drivers ---------------------------------------------------------------
 
-using GroupDotFn = float (*)(const uint8_t*, const float*, int64_t);
+using RowFn = float (*)(const MatrixView&, int64_t, const float*, const float*);
 
-GroupDotFn Avx2GroupDot(int bits) {
+RowFn Avx2Row(int bits) {
   switch (bits) {
-    case 2: return &GroupDotAvx2<2>;
-    case 3: return &GroupDotAvx2<3>;
-    case 4: return &GroupDotAvx2<4>;
-    default: return &GroupDotAvx2<8>;
+    case 2: return &RowAvx2<2>;
+    case 3: return &RowAvx2<3>;
+    case 4: return &RowAvx2<4>;
+    default: return &RowAvx2<8>;
   }
 }
 
@@ -178,15 +196,22 @@ void MatVec(const MatrixView& w, const float* x, float* y, bool accumulate, bool
     for (int64_t j = 0; j < g; ++j) s += x[k * g + j];
     xsum[k] = s;
   }
-  const GroupDotFn dot = avx2 ? Avx2GroupDot(bits) : nullptr;
+  if (avx2) {
+    const RowFn row = Avx2Row(bits);
+#pragma omp parallel for schedule(static) if (rows * cols >= kParallelMinValues)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float d = row(w, r, x, xsum.data());
+      y[r] = accumulate ? y[r] + d : d;
+    }
+    return;
+  }
   const int64_t group_bytes = g * bits / 8;
 #pragma omp parallel for schedule(static) if (rows * cols >= kParallelMinValues)
   for (int64_t r = 0; r < rows; ++r) {
     float acc = 0;
     for (int64_t k = 0; k < per_row; ++k) {
       const int64_t group = r * per_row + k;
-      const uint8_t* codes = w.codes() + group * group_bytes;
-      const float d = dot ? dot(codes, x + k * g, g) : GroupDotScalar(codes, bits, x + k * g, g);
+      const float d = GroupDotScalar(w.codes() + group * group_bytes, bits, x + k * g, g);
       acc += w.Scale(group) * (d - w.Zero(group) * xsum[k]);
     }
     y[r] = accumulate ? y[r] + acc : acc;
