@@ -12,7 +12,7 @@ MOE="$BUILD/tools/moe"
 TEXT="$MODEL/heldout.txt"
 export OMP_WAIT_POLICY=PASSIVE
 ppl() { "$MOE" perplexity --model "$1" --text-file "$TEXT" --threads 1 | sed -n 's/.*perplexity \([0-9.]*\).*/\1/p'; }
-err() { sed -n "s/.*\"$2\": \([0-9.e-]*\).*/\1/p" "$1/manifest.json"; }
+err() { sed -n "s/.*\"$2\": \([0-9.e-]*\).*/\1/p" "$1/manifest.json" | awk '{ printf "%.4f", $1 }'; }
 mb() { awk -v b="$1" 'BEGIN { printf "%.2f", b / 1e6 }'; }
 
 echo "| attn/experts | method | perplexity | rel. error attention | rel. error experts | dense MB | experts MB | bytes/expert |"
