@@ -73,10 +73,12 @@ void PackBlock(const uint8_t* codes, int bits, uint8_t* block) {
       case 8: block[i] = q; break;
       case 4: block[i % 16] |= uint8_t(q << (4 * (i / 16))); break;
       case 2: block[i % 8] |= uint8_t(q << (2 * (i / 8))); break;
-      case 3:
-        block[i % 8] |= uint8_t((q & 3) << (2 * (i / 8)));
-        block[8 + i / 8] |= uint8_t(((q >> 2) & 1) << (i % 8));
+      case 3: {
+        const int64_t bit = 12 * (i % 8) + 3 * (i / 8), byte = bit / 8, shift = bit % 8;
+        block[byte] |= uint8_t(q << shift);
+        if (shift > 5) block[byte + 1] |= uint8_t(q >> (8 - shift));
         break;
+      }
     }
   }
 }

@@ -19,10 +19,14 @@
 //   8-bit: byte i
 //   4-bit: 16 bytes; value i in byte i % 16, bits 4 * (i / 16)
 //   2-bit: 8 bytes;  value i in byte i % 8,  bits 2 * (i / 8)
-//   3-bit: 12 bytes: the low 2 bits as the 2-bit block, then 4 bytes of high bits: bit 2
-//          of value i is bit i % 8 of byte 8 + i / 8
-// Eight consecutive values therefore always come from one 8-byte load, one shift and one
-// mask (plus one byte broadcast for the 3-bit high plane): one AVX2 decode per 8 floats.
+//   3-bit: 12 bytes = 96 bits read little-endian as eight 12-bit fields; field j holds
+//          values j, j+8, j+16, j+24 at bits 0, 3, 6, 9: value i is at bit
+//          12 * (i % 8) + 3 * (i / 8) of the block
+// Eight consecutive values therefore come from one 8-byte load, one shift and one mask
+// (2/4/8-bit), or, for 3 bits, from one byte shuffle that puts field j in 32-bit lane j
+// (once per block) and then one shift and one mask: one AVX2 decode per 8 floats. The
+// 3-bit decode loads 16 bytes per 12-byte block; the 4 bytes past the last block are
+// inside the matrix (its scales section follows the codes).
 #ifndef MOE_COMMON_QUANT_QUANT_FORMAT_H_
 #define MOE_COMMON_QUANT_QUANT_FORMAT_H_
 
@@ -105,7 +109,12 @@ inline int UnpackCode(const uint8_t* block, int bits, int64_t i) {
     case 8: return block[i];
     case 4: return (block[i % 16] >> (4 * (i / 16))) & 15;
     case 2: return (block[i % 8] >> (2 * (i / 8))) & 3;
-    case 3: return ((block[i % 8] >> (2 * (i / 8))) & 3) | (((block[8 + i / 8] >> (i % 8)) & 1) << 2);
+    case 3: {
+      const int64_t bit = 12 * (i % 8) + 3 * (i / 8), byte = bit / 8, shift = bit % 8;
+      int v = block[byte] >> shift;
+      if (shift > 5) v |= block[byte + 1] << (8 - shift);
+      return v & 7;
+    }
     default: return 0;
   }
 }

@@ -74,17 +74,14 @@ MOE_AVX2 __attribute__((always_inline)) inline __m256 DecodeChunk(const uint8_t*
   } else if constexpr (kBits == 2) {
     q = _mm256_and_si256(_mm256_srlv_epi32(load8(block), _mm256_set1_epi32(2 * c)),
                          _mm256_set1_epi32(3));
-  } else {  // 3 bits: low two as the 2-bit block, bit 2 from one byte of the high plane
-    const __m256i low = _mm256_and_si256(
-        _mm256_srlv_epi32(load8(block), _mm256_set1_epi32(2 * c)), _mm256_set1_epi32(3));
-    // The four high-bit bytes as one broadcast word (hoisted across the four chunks once
-    // inlined); chunk c tests bits 8c .. 8c+7 of it.
-    uint32_t word;
-    std::memcpy(&word, block + 8, sizeof(word));
-    const __m256i bit = _mm256_sllv_epi32(_mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128),
-                                          _mm256_set1_epi32(8 * c));
-    const __m256i high = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(int(word)), bit), bit);
-    q = _mm256_or_si256(low, _mm256_and_si256(high, _mm256_set1_epi32(4)));
+  } else {  // 3 bits: lane j gets the block's 12-bit field j (values j, j+8, j+16, j+24)
+    const __m256i bytes =
+        _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block)));
+    const __m256i pick = _mm256_setr_epi8(0, 1, -1, -1, 1, 2, -1, -1, 3, 4, -1, -1, 4, 5, -1, -1,
+                                          6, 7, -1, -1, 7, 8, -1, -1, 9, 10, -1, -1, 10, 11, -1, -1);
+    const __m256i fields = _mm256_srlv_epi32(_mm256_shuffle_epi8(bytes, pick),
+                                             _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4));
+    q = _mm256_and_si256(_mm256_srlv_epi32(fields, _mm256_set1_epi32(3 * c)), _mm256_set1_epi32(7));
   }
   return _mm256_cvtepi32_ps(q);
 }
