@@ -25,7 +25,7 @@ def main():
         if text is None:
             m = copy.deepcopy(base)
             mutate(m)
-            text = json.dumps(m, indent=1)
+            text = json.dumps(m, separators=(",", ":"))
         with open(os.path.join(OUT, name + ".json"), "w") as f:
             f.write(text)
         cases.append((name + ".json", expected))
@@ -118,7 +118,7 @@ def main():
         for name, expected in cases:
             f.write(f"{name}\t{expected}\n")
     with open(os.path.join(CORPUS, "valid.json"), "w") as f:
-        json.dump(base, f, indent=1)
+        json.dump(base, f, separators=(",", ":"))
     print(f"{len(cases)} bad manifests in {OUT}")
 
 
