@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "coordinator/generator.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tools/cli/convert.h"
 #include "tools/cli/local_engine.h"
@@ -124,6 +125,25 @@ TEST(ConvertedModelTest, SizeFormulasGiveTheBytesConvertWrote) {
     EXPECT_EQ(sizes->experts_bytes, int64_t(fs::file_size(kConverted / name / "experts.bin"))) << name;
     EXPECT_EQ(sizes->expert_blob_bytes, m.expert.blob_bytes) << name;
   }
+}
+
+TEST(ConvertTest, BadOptionsAreRejectedNamingTheOption) {
+  ConvertOptions o;
+  o.in_dir = kOriginal.string();
+  o.out_dir = ::testing::TempDir() + "/never_written";
+  o.attn_bits = 3;
+  EXPECT_THAT(std::string(Convert(o).status().message()), ::testing::HasSubstr("--attn-bits 3"));
+  o.attn_bits = 4;
+  o.expert_bits = 8;
+  EXPECT_THAT(std::string(Convert(o).status().message()), ::testing::HasSubstr("--expert-bits 8"));
+  o.expert_bits = 3;
+  o.group_size = 96;  // a multiple of 32 that does not divide 256
+  EXPECT_THAT(std::string(Convert(o).status().message()),
+              ::testing::HasSubstr("does not divide the input dimension 256"));
+  o.group_size = 64;
+  o.in_dir = (kConverted / "hqq_4_3").string();
+  EXPECT_THAT(std::string(Convert(o).status().message()), ::testing::HasSubstr("already converted"));
+  EXPECT_FALSE(fs::exists(o.out_dir + "/manifest.json"));
 }
 
 TEST(ConvertedModelTest, PrefillAndTokenByTokenDecodeAgree) {
