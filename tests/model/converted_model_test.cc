@@ -15,6 +15,7 @@
 #include "tools/cli/convert.h"
 #include "tools/cli/local_engine.h"
 #include "tools/cli/perplexity.h"
+#include "tests/test_util.h"
 
 namespace moe {
 namespace {
@@ -159,6 +160,59 @@ TEST(ConvertedModelTest, PrefillAndTokenByTokenDecodeAgree) {
     for (int64_t j = 0; j < v; ++j) ASSERT_NEAR(step[j], all[t * v + j], 2e-4) << t << " " << j;
   }
 }
+
+// Every random checkpoint shape (GQA ratios, tied embeddings, explicit head_dim, F32/F16/
+// BF16, sharded, sliding window) converts and runs: 16/16 reproduces the original's
+// logits (exactly stored for BF16/F16 sources; F32 sources are rounded to BF16), and
+// 4/4 with group 32 runs where 32 divides the dimensions and is refused naming the
+// dimension where it does not.
+class ConvertShapesTest : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(ConvertShapesTest, SixteenBitReproducesAndFourBitRunsOrIsRefused) {
+  const fs::path source = fs::path(MOE_BINARY_DIR) / "random_checkpoints" / GetParam();
+  testing_util::ScopedTempDir tmp("convert_shapes");
+  ConvertOptions o;
+  o.in_dir = source.string();
+  o.out_dir = (tmp.path() / "16").string();
+  o.attn_bits = o.expert_bits = 16;
+  o.progress = false;
+  auto m = Convert(o);
+  ASSERT_TRUE(m.ok()) << m.status();
+  auto original = OpenOrDie(source);
+  auto converted = OpenOrDie(o.out_dir);
+  ASSERT_TRUE(original && converted);
+  const auto tokens = ClampToVocab(kPrompt, original->config().vocab_size);
+  const auto a = Logits(*original, tokens), b = Logits(*converted, tokens);
+  double max_err = 0, max_ref = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    max_err = std::max(max_err, double(std::fabs(a[i] - b[i])));
+    max_ref = std::max(max_ref, double(std::fabs(a[i])));
+  }
+  const bool f32_source = std::string(GetParam()).rfind("f32", 0) == 0;
+  EXPECT_LT(max_err / max_ref, f32_source ? 3e-2 : 1e-4);
+
+  o.out_dir = (tmp.path() / "4").string();
+  o.attn_bits = o.expert_bits = 4;
+  o.group_size = 32;
+  const ModelConfig& c = original->config();
+  const bool divides = c.hidden_size % 32 == 0 && c.intermediate_size % 32 == 0 && c.q_dim() % 32 == 0;
+  auto q = Convert(o);
+  if (!divides) {
+    ASSERT_FALSE(q.ok());
+    EXPECT_THAT(std::string(q.status().message()), ::testing::HasSubstr("does not divide the input dimension"));
+    return;
+  }
+  ASSERT_TRUE(q.ok()) << q.status();
+  auto quantized = OpenOrDie(o.out_dir, 1);
+  ASSERT_TRUE(quantized);
+  const auto l4 = Logits(*quantized, tokens);
+  for (float v : l4) ASSERT_TRUE(std::isfinite(v));
+}
+
+INSTANTIATE_TEST_SUITE_P(RandomCheckpoints, ConvertShapesTest,
+                         ::testing::Values("bf16_gqa4_e8_top2", "bf16_sharded_gqa4_e4_top1",
+                                           "f16_gqa2_e4_top2", "f16_sliding5_gqa2_e8_top2",
+                                           "f32_headdim16_e4_top2_tied", "f32_mha_e2_top1_tied"));
 
 }  // namespace
 }  // namespace moe
