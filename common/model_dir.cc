@@ -64,6 +64,13 @@ absl::StatusOr<ModelDir> ModelDir::Open(const std::string& path) {
   }
   ModelDir dir;
   dir.path = path;
+  const fs::path tokenizer = fs::path(path) / "tokenizer.model";
+  if (quant::OffloadModel::IsOffloadDir(path)) {
+    MOE_ASSIGN_OR_RETURN(dir.offload, quant::OffloadModel::Open(path));
+    dir.config = dir.offload->manifest().config;
+    if (fs::exists(tokenizer, ec)) dir.tokenizer_path = tokenizer.string();
+    return dir;
+  }
   MOE_ASSIGN_OR_RETURN(dir.config, ModelConfig::FromFile((fs::path(path) / "config.json").string()));
   MOE_ASSIGN_OR_RETURN(dir.checkpoint, Checkpoint::Open(path));
   MOE_RETURN_IF_ERROR(ForEachExpectedTensor(
@@ -77,7 +84,6 @@ absl::StatusOr<ModelDir> ModelDir::Open(const std::string& path) {
         }
         return absl::OkStatus();
       }));
-  const fs::path tokenizer = fs::path(path) / "tokenizer.model";
   if (fs::exists(tokenizer, ec)) dir.tokenizer_path = tokenizer.string();
   return dir;
 }

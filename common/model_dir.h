@@ -1,5 +1,6 @@
 // A model directory opened and checked: config.json, the safetensors checkpoint (single
-// or sharded), and tokenizer.model when present.
+// or sharded), and tokenizer.model when present; or the offload layout `moe convert`
+// writes (manifest.json, dense.bin, experts.bin), recognised by its manifest.
 #ifndef MOE_COMMON_MODEL_DIR_H_
 #define MOE_COMMON_MODEL_DIR_H_
 
@@ -8,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/model_config.h"
+#include "common/quant/offload_model.h"
 #include "common/safetensors.h"
 #include "common/tokenizer.h"
 
@@ -16,7 +18,8 @@ namespace moe {
 struct ModelDir {
   std::string path;
   ModelConfig config;
-  std::unique_ptr<Checkpoint> checkpoint;
+  std::unique_ptr<Checkpoint> checkpoint;  // Hugging Face layout; null for a converted one
+  std::unique_ptr<quant::OffloadModel> offload;  // converted layout; null for Hugging Face
   std::string tokenizer_path;  // empty when the directory has no tokenizer.model
 
   // Opens `path`; every tensor the config implies must be present with its shape.

@@ -53,7 +53,7 @@ absl::Status Run() {
   MOE_RETURN_IF_ERROR(ValidateAddress(absl::GetFlag(FLAGS_worker)));
   MOE_ASSIGN_OR_RETURN(ModelDir dir, ModelDir::Open(model_path));
   MOE_ASSIGN_OR_RETURN(auto tokenizer, dir.LoadTokenizer());
-  MOE_ASSIGN_OR_RETURN(auto dense, DenseWeights::Load(*dir.checkpoint, dir.config));
+  MOE_ASSIGN_OR_RETURN(auto dense, DenseWeights::Load(dir));
   WorkerClientOptions client_options;
   client_options.address = absl::GetFlag(FLAGS_worker);
   client_options.arena_slots = 2;  // generations step one at a time; 2 covers overlap

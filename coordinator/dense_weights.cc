@@ -1,5 +1,9 @@
 #include "coordinator/dense_weights.h"
 
+#include <cstring>
+
+#include "common/backend/cpu/cpu_kernels.h"
+#include "common/backend/cpu/quant_kernels.h"
 #include "common/model_dir.h"
 #include "common/status.h"
 
@@ -14,7 +18,55 @@ absl::Status Read(const Checkpoint& ckpt, const std::string& name,
   return ckpt.ReadF32(name, shape, dst->data());
 }
 
+absl::Status ReadConverted(const quant::OffloadModel& model, const std::string& name,
+                           std::vector<float>* dst, PackedMatrix* packed) {
+  MOE_ASSIGN_OR_RETURN(quant::MatrixView view, model.Dense(name));
+  if (packed != nullptr && view.layout.spec.quantized()) {
+    packed->layout = view.layout;
+    packed->bytes.assign(view.data, view.data + view.layout.total_bytes);
+    return absl::OkStatus();
+  }
+  dst->resize(view.layout.rows * view.layout.cols);
+  return model.ReadDenseF32(name, dst->data());
+}
+
+absl::StatusOr<DenseWeights> LoadConverted(const quant::OffloadModel& model, const ModelConfig& c) {
+  namespace tn = tensor_names;
+  DenseWeights w;
+  MOE_RETURN_IF_ERROR(ReadConverted(model, tn::Embedding(), &w.embedding, nullptr));
+  MOE_RETURN_IF_ERROR(ReadConverted(model, tn::FinalNorm(), &w.final_norm, nullptr));
+  if (!c.tie_word_embeddings) {
+    MOE_RETURN_IF_ERROR(ReadConverted(model, tn::LmHead(), &w.lm_head, nullptr));
+  }
+  w.layers.resize(c.num_hidden_layers);
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    LayerWeights& lw = w.layers[l];
+    MOE_RETURN_IF_ERROR(ReadConverted(model, tn::Layer(l, "input_layernorm.weight"), &lw.input_norm, nullptr));
+    MOE_RETURN_IF_ERROR(ReadConverted(model, tn::Layer(l, "self_attn.q_proj.weight"), &lw.q, &lw.q_packed));
+    MOE_RETURN_IF_ERROR(ReadConverted(model, tn::Layer(l, "self_attn.k_proj.weight"), &lw.k, &lw.k_packed));
+    MOE_RETURN_IF_ERROR(ReadConverted(model, tn::Layer(l, "self_attn.v_proj.weight"), &lw.v, &lw.v_packed));
+    MOE_RETURN_IF_ERROR(ReadConverted(model, tn::Layer(l, "self_attn.o_proj.weight"), &lw.o, &lw.o_packed));
+    MOE_RETURN_IF_ERROR(ReadConverted(model, tn::Layer(l, "post_attention_layernorm.weight"), &lw.post_norm, nullptr));
+    MOE_RETURN_IF_ERROR(ReadConverted(model, tn::Layer(l, "block_sparse_moe.gate.weight"), &lw.gate, nullptr));
+  }
+  return w;
+}
+
 }  // namespace
+
+void Project(const std::vector<float>& w, const PackedMatrix& packed, const float* x, float* y,
+             int64_t n, int64_t k, int64_t m, bool accumulate) {
+  if (!packed.empty()) {
+    cpu::QuantMatMulTransB(packed.view(), x, y, n, accumulate);
+  } else {
+    cpu::MatMulTransB(x, w.data(), y, n, k, m, accumulate);
+  }
+}
+
+absl::StatusOr<DenseWeights> DenseWeights::Load(const ModelDir& dir) {
+  if (dir.offload != nullptr) return LoadConverted(*dir.offload, dir.config);
+  return Load(*dir.checkpoint, dir.config);
+}
 
 absl::StatusOr<DenseWeights> DenseWeights::Load(const Checkpoint& ckpt,
                                                 const ModelConfig& c) {

@@ -7,9 +7,20 @@
 
 #include "absl/status/statusor.h"
 #include "common/model_config.h"
+#include "common/model_dir.h"
+#include "common/quant/quant_format.h"
 #include "common/safetensors.h"
 
 namespace moe::coordinator {
+
+// A projection a converted model stores quantized (or 16-bit): the packed bytes, owned,
+// multiplied by the fused kernels. Empty when the projection is held in fp32.
+struct PackedMatrix {
+  quant::MatrixLayout layout;
+  std::vector<uint8_t> bytes;
+  bool empty() const { return bytes.empty(); }
+  quant::MatrixView view() const { return {layout, bytes.data()}; }
+};
 
 struct LayerWeights {
   std::vector<float> input_norm;  // [H]
@@ -19,7 +30,13 @@ struct LayerWeights {
   std::vector<float> o;           // [H, nH * hd]
   std::vector<float> post_norm;   // [H]
   std::vector<float> gate;        // [E, H], the router
+  // Set instead of q/k/v/o when a converted model stores attention below 16 bits.
+  PackedMatrix q_packed, k_packed, v_packed, o_packed;
 };
+
+// y[n, m] (=|+=) x[n, k] · W^T, W the fp32 `w` or, when set, the packed `packed`.
+void Project(const std::vector<float>& w, const PackedMatrix& packed, const float* x, float* y,
+             int64_t n, int64_t k, int64_t m, bool accumulate = false);
 
 struct DenseWeights {
   std::vector<float> embedding;   // [V, H]
@@ -32,6 +49,9 @@ struct DenseWeights {
   // Reads and converts the dense tensors; shapes are checked against `config`.
   static absl::StatusOr<DenseWeights> Load(const Checkpoint& checkpoint,
                                            const ModelConfig& config);
+  // Either layout: a Hugging Face checkpoint, or a converted directory (quantized
+  // attention stays packed; 16-bit tensors are converted to fp32).
+  static absl::StatusOr<DenseWeights> Load(const ModelDir& dir);
 };
 
 }  // namespace moe::coordinator

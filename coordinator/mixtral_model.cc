@@ -101,14 +101,14 @@ absl::Status MixtralModel::Forward(absl::Span<const int> tokens, KvCache& cache,
 
     // h = x + Attention(RMSNorm(x))
     cpu::RmsNorm(x.data(), lw.input_norm.data(), xn.data(), n, h, eps);
-    cpu::MatMulTransB(xn.data(), lw.q.data(), q.data(), n, h, qd);
-    cpu::MatMulTransB(xn.data(), lw.k.data(), keys, n, h, kvd);
-    cpu::MatMulTransB(xn.data(), lw.v.data(), values, n, h, kvd);
+    Project(lw.q, lw.q_packed, xn.data(), q.data(), n, h, qd);
+    Project(lw.k, lw.k_packed, xn.data(), keys, n, h, kvd);
+    Project(lw.v, lw.v_packed, xn.data(), values, n, h, kvd);
     rope_.Apply(q.data(), positions.data(), n, c.num_attention_heads);
     rope_.Apply(keys, positions.data(), n, c.num_key_value_heads);
     cpu::Attention(q.data(), cache.keys(l), cache.values(l), attn.data(), start, n,
                    c.num_attention_heads, c.num_key_value_heads, c.head_dim, window);
-    cpu::MatMulTransB(attn.data(), lw.o.data(), x.data(), n, qd, h, /*accumulate=*/true);
+    Project(lw.o, lw.o_packed, attn.data(), x.data(), n, qd, h, /*accumulate=*/true);
 
     // Guess the next layers' experts from h and start loading them, nearest first (it
     // is needed soonest); a round for a layer supersedes the older, farther guess.

@@ -16,7 +16,7 @@ struct FfnScratch {
 };
 
 // out[n, H] = w2(silu(w1 x) * w3 x) for x[n, H], with the expert in `blob` (layout as in
-// ExpertLayout).
+// ExpertLayout: fp32, or packed bytes when layout.packed is set).
 void RunExpertFfn(const float* blob, const ExpertLayout& layout, const float* x, int64_t n,
                   FfnScratch& scratch, float* out);
 

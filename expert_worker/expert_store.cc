@@ -1,6 +1,7 @@
 #include "expert_worker/expert_store.h"
 
 #include <cstdlib>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
@@ -38,6 +39,30 @@ absl::StatusOr<std::unique_ptr<ExpertStore>> ExpertStore::Load(const Checkpoint&
       MOE_RETURN_IF_ERROR(checkpoint.ReadF32(tn::Expert(l, e, "w1"), {i, h}, blob + layout.w1_offset()));
       MOE_RETURN_IF_ERROR(checkpoint.ReadF32(tn::Expert(l, e, "w3"), {i, h}, blob + layout.w3_offset()));
       MOE_RETURN_IF_ERROR(checkpoint.ReadF32(tn::Expert(l, e, "w2"), {h, i}, blob + layout.w2_offset()));
+    }
+  }
+  return store;
+}
+
+absl::StatusOr<std::unique_ptr<ExpertStore>> ExpertStore::Load(const ModelDir& dir) {
+  if (dir.offload == nullptr) return Load(*dir.checkpoint, dir.config);
+  const quant::OffloadManifest& m = dir.offload->manifest();
+  ExpertLayout layout{m.config.hidden_size, m.config.intermediate_size};
+  layout.packed = m.expert;
+  const size_t stride = m.expert.blob_stride;
+  const int layers = static_cast<int>(m.config.num_hidden_layers);
+  const int experts = static_cast<int>(m.config.num_local_experts);
+  const size_t total = stride * layers * experts;
+  void* memory = std::aligned_alloc(kBlobAlignment, total);
+  if (memory == nullptr) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("expert store: cannot allocate ", total, " bytes of host memory"));
+  }
+  std::unique_ptr<ExpertStore> store(new ExpertStore(layout, layers, experts, stride, memory));
+  for (int l = 0; l < layers; ++l) {
+    for (int e = 0; e < experts; ++e) {
+      std::memcpy(const_cast<float*>(store->Expert(l, e)), dir.offload->ExpertBlob(l, e),
+                  m.expert.blob_bytes);
     }
   }
   return store;

@@ -1,14 +1,19 @@
 // The host-RAM expert store: every expert of every layer as one contiguous, page-aligned
-// blob [w1 | w3 | w2] in fp32, so that moving an expert is one copy of one range.
+// blob [w1 | w3 | w2], so that moving an expert is one copy of one range. From a Hugging
+// Face checkpoint the blob is fp32; from a converted model it is the converted blob as
+// stored (quantized or 16-bit, quant::ExpertBlobLayout), so a copy moves only its bytes.
 #ifndef MOE_EXPERT_WORKER_EXPERT_STORE_H_
 #define MOE_EXPERT_WORKER_EXPERT_STORE_H_
 
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 
 #include "absl/status/statusor.h"
 #include "common/model_config.h"
+#include "common/model_dir.h"
+#include "common/quant/offload_model.h"
 #include "common/safetensors.h"
 
 namespace moe::expert_worker {
@@ -21,6 +26,12 @@ struct ExpertLayout {
   int64_t w3_offset() const { return intermediate * hidden; }    // w3: [I, H]
   int64_t w2_offset() const { return 2 * intermediate * hidden; }  // w2: [H, I]
   int64_t floats() const { return 3 * intermediate * hidden; }
+  // Set for a converted model: the blob is packed as this says (and the fp32 offsets
+  // above do not apply).
+  std::optional<quant::ExpertBlobLayout> packed;
+  size_t bytes() const {
+    return packed ? size_t(packed->blob_bytes) : size_t(floats()) * sizeof(float);
+  }
 };
 
 // Immutable after Load; safe to read from any thread.
@@ -32,11 +43,13 @@ class ExpertStore {
 
   static absl::StatusOr<std::unique_ptr<ExpertStore>> Load(const Checkpoint& checkpoint,
                                                            const ModelConfig& config);
+  // Either layout; a converted model's blobs are copied as they are stored.
+  static absl::StatusOr<std::unique_ptr<ExpertStore>> Load(const ModelDir& dir);
 
   const ExpertLayout& layout() const { return layout_; }
   int num_layers() const { return num_layers_; }
   int num_experts() const { return num_experts_; }
-  size_t blob_bytes() const { return static_cast<size_t>(layout_.floats()) * sizeof(float); }
+  size_t blob_bytes() const { return layout_.bytes(); }
   size_t blob_stride() const { return stride_; }
   size_t total_bytes() const { return stride_ * num_layers_ * num_experts_; }
   // The blob of (layer, expert); both must be in range.

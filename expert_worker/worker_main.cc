@@ -39,7 +39,7 @@ absl::Status Run() {
     return absl::InvalidArgumentError("give --cache-per-layer or --cache-bytes, not both");
   }
   MOE_ASSIGN_OR_RETURN(ModelDir dir, ModelDir::Open(model));
-  MOE_ASSIGN_OR_RETURN(auto store, ExpertStore::Load(*dir.checkpoint, dir.config));
+  MOE_ASSIGN_OR_RETURN(auto store, ExpertStore::Load(dir));
   int slots = absl::GetFlag(FLAGS_cache_per_layer);
   if (absl::GetFlag(FLAGS_cache_bytes) > 0) {
     MOE_ASSIGN_OR_RETURN(slots, SlotCache::SlotsForBytes(*store, absl::GetFlag(FLAGS_cache_bytes)));

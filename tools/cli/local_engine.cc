@@ -12,8 +12,7 @@ absl::StatusOr<std::unique_ptr<LocalEngine>> LocalEngine::Open(const std::string
                                                                const EngineOptions& options) {
   std::unique_ptr<LocalEngine> engine(new LocalEngine());
   MOE_ASSIGN_OR_RETURN(engine->dir_, ModelDir::Open(model_dir));
-  const Checkpoint& ckpt = *engine->dir_.checkpoint;
-  MOE_ASSIGN_OR_RETURN(auto dense, coordinator::DenseWeights::Load(ckpt, engine->config()));
+  MOE_ASSIGN_OR_RETURN(auto dense, coordinator::DenseWeights::Load(engine->dir_));
   ExpertBackend* backend = nullptr;
   if (!options.worker_address.empty()) {
     coordinator::WorkerClientOptions client_options;
@@ -23,7 +22,7 @@ absl::StatusOr<std::unique_ptr<LocalEngine>> LocalEngine::Open(const std::string
                          coordinator::WorkerClient::Create(client_options, engine->config()));
     backend = engine->worker_.get();
   } else {
-    MOE_ASSIGN_OR_RETURN(engine->store_, expert_worker::ExpertStore::Load(ckpt, engine->config()));
+    MOE_ASSIGN_OR_RETURN(engine->store_, expert_worker::ExpertStore::Load(engine->dir_));
     const int slots = options.cache_per_layer == 0 ? engine->store_->num_experts()
                                                    : options.cache_per_layer;
     MOE_ASSIGN_OR_RETURN(auto policy, expert_worker::MakeCachePolicy(options.policy));

@@ -10,6 +10,9 @@
 //                [--link-gbps X] [--variant full|no-prefetch|no-cache|naive|all] [--repeat R]
 //   moe worker-stats  --worker ADDR            (a running moe-expert-worker's GetStats)
 //   moe set-policy    --worker ADDR [--policy P] [--cache-per-layer K]
+//   moe convert  --in HF_DIR --out DIR --attn-bits 4 --expert-bits 3   (tools/cli/quant_commands.h)
+//   moe perplexity --model DIR --text-file F
+//   moe sizes    --config config.json
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -38,6 +41,7 @@
 #include "moe/v1/expert_worker.grpc.pb.h"
 #include "tools/cli/local_engine.h"
 #include "tools/cli/offload_bench.h"
+#include "tools/cli/quant_commands.h"
 
 ABSL_FLAG(std::string, model, "", "Model directory (Hugging Face Mixtral layout)");
 ABSL_FLAG(std::string, prompt, "", "generate: the prompt text");
@@ -60,8 +64,10 @@ ABSL_FLAG(int, lookahead, 0, "speculative loading: layers ahead to guess experts
 ABSL_FLAG(int, prefetch_experts, 2, "speculative loading: experts prefetched per token and layer");
 ABSL_FLAG(std::string, service, "", "health: the service to ask about (\"\": the server)");
 ABSL_FLAG(double, timeout, 0, "generate --server: deadline in seconds (0: none)");
-ABSL_FLAG(std::string, text_file, "", "bench: text decoded teacher-forced");
-ABSL_FLAG(int, max_tokens, 256, "bench: decode steps measured");
+ABSL_FLAG(std::string, text_file, "",
+          "bench: text decoded teacher-forced; perplexity: UTF-8 text to score");
+ABSL_FLAG(int64_t, max_tokens, 0,
+          "bench: decode steps measured (0: 256); perplexity: tokens scored (0: all)");
 ABSL_FLAG(int, warmup_tokens, 16, "bench: decode steps run first and not measured");
 ABSL_FLAG(std::string, variant, "full",
           "bench: full, no-prefetch, no-cache, naive, or a comma list, or all");
@@ -237,8 +243,6 @@ absl::Status RunInfo() {
   MOE_ASSIGN_OR_RETURN(std::string dir_path, RequiredFlag(FLAGS_model, "model"));
   MOE_ASSIGN_OR_RETURN(ModelDir dir, ModelDir::Open(dir_path));
   const ModelConfig& c = dir.config;
-  MOE_ASSIGN_OR_RETURN(auto w1, dir.checkpoint->Find(tensor_names::Expert(0, 0, "w1")));
-  const size_t stored = DTypeSize(w1.info->dtype);
   const int64_t experts = c.num_hidden_layers * c.num_local_experts;
   const int64_t expert_params = experts * c.ExpertParams();
   std::printf("model            %s\n", dir.path.c_str());
@@ -260,14 +264,20 @@ absl::Status RunInfo() {
   std::printf("parameters       %lld total: %lld in %lld experts, %lld dense\n",
               (long long)c.TotalParams(), (long long)expert_params, (long long)experts,
               (long long)(c.TotalParams() - expert_params));
-  std::printf("stored dtype     %s (expert w1 of layer 0)\n",
-              std::string(DTypeName(w1.info->dtype)).c_str());
-  std::printf("bytes per expert %s stored, %s as fp32 in the expert store\n",
-              Bytes(double(c.ExpertParams()) * stored).c_str(),
-              Bytes(double(c.ExpertParams()) * 4).c_str());
-  std::printf("expert bytes     %s stored, %s as fp32\n",
-              Bytes(double(expert_params) * stored).c_str(), Bytes(double(expert_params) * 4).c_str());
-  std::printf("checkpoint bytes %s (all tensors)\n", Bytes(double(dir.checkpoint->TotalBytes())).c_str());
+  if (dir.offload != nullptr) {
+    PrintConvertedInfo(dir);
+  } else {
+    MOE_ASSIGN_OR_RETURN(auto w1, dir.checkpoint->Find(tensor_names::Expert(0, 0, "w1")));
+    const size_t stored = DTypeSize(w1.info->dtype);
+    std::printf("stored dtype     %s (expert w1 of layer 0)\n",
+                std::string(DTypeName(w1.info->dtype)).c_str());
+    std::printf("bytes per expert %s stored, %s as fp32 in the expert store\n",
+                Bytes(double(c.ExpertParams()) * stored).c_str(),
+                Bytes(double(c.ExpertParams()) * 4).c_str());
+    std::printf("expert bytes     %s stored, %s as fp32\n",
+                Bytes(double(expert_params) * stored).c_str(), Bytes(double(expert_params) * 4).c_str());
+    std::printf("checkpoint bytes %s (all tensors)\n", Bytes(double(dir.checkpoint->TotalBytes())).c_str());
+  }
   for (const backend::BackendInfo& b : backend::ListBackends()) {
     std::string devices;
     if (b.devices.ok()) {
@@ -288,7 +298,8 @@ absl::Status RunBenchCommand() {
   BenchOptions options;
   MOE_ASSIGN_OR_RETURN(options.model, RequiredFlag(FLAGS_model, "model"));
   MOE_ASSIGN_OR_RETURN(options.text_file, RequiredFlag(FLAGS_text_file, "text-file"));
-  options.max_tokens = absl::GetFlag(FLAGS_max_tokens);
+  const int64_t max_tokens = absl::GetFlag(FLAGS_max_tokens);
+  options.max_tokens = max_tokens > 0 ? max_tokens : 256;
   options.warmup_tokens = std::max(0, absl::GetFlag(FLAGS_warmup_tokens));
   options.cache_per_layer = absl::GetFlag(FLAGS_cache_per_layer);
   options.policy = absl::GetFlag(FLAGS_policy);
@@ -383,7 +394,7 @@ absl::Status RunHealth() {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "moe <generate|logits|info|health> --model DIR [flags]   (or generate --server ADDR)\n"
+      "moe <generate|logits|info|health|convert|perplexity|sizes> --model DIR [flags]   (or generate --server ADDR)\n"
       "  generate --prompt TEXT [--chat] [--max-new-tokens N] [--temperature T]\n"
       "           [--top-p P] [--top-k K] [--seed S]\n"
       "  logits   --tokens 1,2,3 --out FILE.npy\n"
@@ -393,10 +404,13 @@ int main(int argc, char** argv) {
       "           [--prefetch-experts M] [--policy P] [--repeat R] [--worker ADDR]\n"
       "  worker-stats --worker ADDR\n"
       "  set-policy   --worker ADDR [--policy P] [--cache-per-layer K]\n"
-      "  health   --server ADDR [--service moe.v1.Generation]");
+      "  health   --server ADDR [--service moe.v1.Generation]\n"
+      "  convert  --in HF_DIR --out DIR --attn-bits 4|8|16 --expert-bits 2|3|4|16 [--group-size 64] [--method hqq|rtn]\n"
+      "  perplexity --model DIR --text-file F [--max-tokens N] [--window 128]\n"
+      "  sizes    --config config.json [--group-size 64]");
   std::vector<char*> positional = moe::ParseFlags(argc, argv);
   if (positional.size() != 2) {
-    std::fprintf(stderr, "moe: expected one command (generate, logits, info, bench, worker-stats, set-policy or health); see --help\n");
+    std::fprintf(stderr, "moe: expected one command (generate, logits, info, bench, worker-stats, set-policy, health, convert, perplexity or sizes); see --help\n");
     return 2;
   }
   moe::SetComputeThreads(absl::GetFlag(FLAGS_threads));
@@ -416,8 +430,14 @@ int main(int argc, char** argv) {
     status = moe::RunWorkerStats();
   } else if (command == "set-policy") {
     status = moe::RunSetPolicy();
+  } else if (command == "convert") {
+    status = moe::RunConvertCommand();
+  } else if (command == "perplexity") {
+    status = moe::RunPerplexityCommand();
+  } else if (command == "sizes") {
+    status = moe::RunSizesCommand();
   } else {
-    std::fprintf(stderr, "moe: unknown command \"%s\" (generate, logits, info, bench, worker-stats, set-policy or health)\n", command.c_str());
+    std::fprintf(stderr, "moe: unknown command \"%s\" (generate, logits, info, bench, worker-stats, set-policy, health, convert, perplexity or sizes)\n", command.c_str());
     return 2;
   }
   return moe::ExitCode("moe", status);

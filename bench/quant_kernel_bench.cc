@@ -1,0 +1,135 @@
+// The fused dequantise-and-multiply kernels (common/backend/cpu/quant_kernels.h) against
+// the fp32 path (OpenBLAS sgemv/sgemm through cpu::MatMulTransB) on the same matrix:
+// decode (1 token) and prefill (32 tokens), for the bundled model's expert shape and
+// Mixtral-8x7B's expert (w1: 14336 x 4096) and attention (q: 4096 x 4096) shapes.
+// Google Benchmark; one thread unless --threads says otherwise.
+//
+//   quant_kernel_bench [--threads N] [--benchmark_filter=Mixtral] [--benchmark_repetitions=3]
+#include <cblas.h>
+#include <omp.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "benchmark/benchmark.h"
+#include "common/backend/cpu/cpu_kernels.h"
+#include "common/backend/cpu/quant_kernels.h"
+#include "common/quant/hqq.h"
+
+namespace moe {
+namespace {
+
+struct Shape {
+  const char* name;
+  int64_t rows, cols;
+};
+constexpr Shape kShapes[] = {{"KjvExpertW1", 512, 256},
+                             {"MixtralAttnQ", 4096, 4096},
+                             {"MixtralExpertW1", 14336, 4096}};
+
+// Matrices are made once per (shape, bits) and kept for every benchmark that uses them.
+const std::vector<float>& Weights(const Shape& s) {
+  static std::map<std::string, std::vector<float>> cache;
+  auto& w = cache[s.name];
+  if (w.empty()) {
+    std::mt19937 rng(1);
+    std::normal_distribution<float> d(0.0f, 0.02f);
+    w.resize(s.rows * s.cols);
+    for (float& v : w) v = d(rng);
+  }
+  return w;
+}
+
+const quant::QuantizedMatrix& Packed(const Shape& s, int bits) {
+  static std::map<std::pair<std::string, int>, std::unique_ptr<quant::QuantizedMatrix>> cache;
+  auto& q = cache[{s.name, bits}];
+  if (!q) {
+    quant::QuantizeOptions o;
+    o.spec.bits = bits;
+    o.method = quant::Method::kRtn;  // the kernels' speed does not depend on the method
+    auto r = quant::QuantizeMatrix(Weights(s).data(), s.rows, s.cols, o);
+    if (!r.ok()) std::abort();
+    q = std::make_unique<quant::QuantizedMatrix>(std::move(*r));
+  }
+  return *q;
+}
+
+std::vector<float> Input(int64_t n, int64_t cols) {
+  std::vector<float> x(n * cols);
+  std::mt19937 rng(2);
+  std::normal_distribution<float> d;
+  for (float& v : x) v = d(rng);
+  return x;
+}
+
+// bits 32: the fp32 path; otherwise the fused kernel on the packed matrix.
+void Run(benchmark::State& state, Shape s, int bits, int64_t n, cpu::QuantKernelPath path) {
+  const std::vector<float> x = Input(n, s.cols);
+  std::vector<float> y(n * s.rows);
+  int64_t weight_bytes = s.rows * s.cols * 4;
+  if (bits == 32) {
+    const std::vector<float>& w = Weights(s);
+    for (auto _ : state) {
+      cpu::MatMulTransB(x.data(), w.data(), y.data(), n, s.cols, s.rows);
+      benchmark::DoNotOptimize(y.data());
+    }
+  } else {
+    const quant::QuantizedMatrix& q = Packed(s, bits);
+    weight_bytes = q.layout.total_bytes;
+    cpu::SetQuantKernelPath(path);
+    for (auto _ : state) {
+      cpu::QuantMatMulTransB(q.view(), x.data(), y.data(), n);
+      benchmark::DoNotOptimize(y.data());
+    }
+    cpu::SetQuantKernelPath(cpu::BestQuantKernelPath());
+  }
+  state.counters["weight_MB"] = weight_bytes / 1e6;
+  state.counters["weights_GBps"] = benchmark::Counter(
+      double(weight_bytes), benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+  state.counters["GFLOPs"] = benchmark::Counter(2.0 * n * s.rows * s.cols * 1e-9,
+                                                benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void RegisterAll() {
+  for (const Shape& s : kShapes) {
+    for (int64_t n : {1, 32}) {
+      for (int bits : {32, 16, 8, 4, 3, 2}) {
+        const std::string name = absl::StrCat(s.name, "/", n == 1 ? "decode" : "prefill32", "/",
+                                              bits == 32 ? std::string("fp32") : absl::StrCat(bits, "bit"));
+        benchmark::RegisterBenchmark(name.c_str(), Run, s, bits, n, cpu::BestQuantKernelPath())
+            ->Unit(benchmark::kMicrosecond);
+      }
+      benchmark::RegisterBenchmark(
+          absl::StrCat(s.name, "/", n == 1 ? "decode" : "prefill32", "/3bit_scalar").c_str(), Run,
+          s, 3, n, cpu::QuantKernelPath::kScalar)
+          ->Unit(benchmark::kMicrosecond);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace moe
+
+int main(int argc, char** argv) {
+  int threads = 1;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strncmp(argv[i], "--threads=", 10) == 0) threads = std::atoi(argv[i] + 10);
+  }
+  omp_set_num_threads(threads);
+  openblas_set_num_threads(threads);
+  benchmark::Initialize(&argc, argv);
+  moe::RegisterAll();
+  benchmark::AddCustomContext("threads", std::to_string(threads));
+  benchmark::AddCustomContext("quant_kernel_path",
+                              moe::cpu::BestQuantKernelPath() == moe::cpu::QuantKernelPath::kAvx2 ? "avx2" : "scalar");
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
