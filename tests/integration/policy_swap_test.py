@@ -122,6 +122,9 @@ class PolicySwapTest(tp.TimedTestCase):
         self.assertGreater(metric(c, "moe_coordinator_decode_tokens_per_second"), 0)
         self.assertGreater(metric(c, "moe_coordinator_guess_recall"), 0.3)
         self.assertEqual(metric(c, "moe_coordinator_worker_up"), 1)
+        # Every stream has ended, so every KV cache has been freed.
+        self.assertEqual(metric(c, "moe_coordinator_kv_caches"), 0)
+        self.assertEqual(metric(c, "moe_coordinator_kv_cache_bytes"), 0)
 
     def test_bad_policy_requests_change_nothing(self):
         fleet = self.make_fleet("badpolicy")
