@@ -40,7 +40,9 @@ class ExpertBackend {
   // One MoE layer for n tokens:
   //   out[t] = sum_j weights[t, j] * Expert(layer, ids[t, j])(x[t])
   // x: [n, hidden] (already RMS-normalised), ids/weights: [n, experts_per_tok],
-  // out: [n, hidden], overwritten. The call is synchronous: out is complete on return.
+  // out: [n, hidden], overwritten. ids and weights are host memory; x and out are memory
+  // of the device the caller computes on (host memory on the CPU; device memory when a
+  // CUDA model calls a backend on the same device). The call is synchronous: out is complete on return.
   // `stats`, if not null, has this call's figures added to it.
   [[nodiscard]] virtual absl::Status RunExperts(int layer, absl::Span<const float> x,
                                                 int64_t n, absl::Span<const int32_t> ids,

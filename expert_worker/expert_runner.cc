@@ -13,7 +13,8 @@ namespace moe::expert_worker {
 
 absl::Status ExpertRunner::Run(int layer, absl::Span<const float> x, int64_t n,
                                absl::Span<const int32_t> ids, absl::Span<const float> weights,
-                               absl::Span<float> out, RunCounters* counters) const {
+                               absl::Span<float> out, RunCounters* counters,
+                               ActivationPlacement placement) const {
   using Clock = std::chrono::steady_clock;
   const ExpertStore& store = cache_->store();
   const int64_t h = store.layout().hidden;

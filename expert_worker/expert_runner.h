@@ -22,6 +22,12 @@ struct RunCounters {
   double compute_s = 0;
 };
 
+// Where a call's activations (x and out) live. On the CPU device both are host memory.
+enum class ActivationPlacement {
+  kHost,    // host memory: the runner stages them to and from its device
+  kDevice,  // memory of the runner's device (the in-process engine, a CUDA IPC arena)
+};
+
 // Thread-safe (the cache is; scratch is per call).
 class ExpertRunner {
  public:
@@ -35,7 +41,8 @@ class ExpertRunner {
   // ExpertBackend::RunExperts. Ids, layer and sizes are validated.
   absl::Status Run(int layer, absl::Span<const float> x, int64_t n, absl::Span<const int32_t> ids,
                    absl::Span<const float> weights, absl::Span<float> out,
-                   RunCounters* counters = nullptr) const;
+                   RunCounters* counters = nullptr,
+                   ActivationPlacement placement = ActivationPlacement::kHost) const;
 
   SlotCache& cache() const { return *cache_; }
 

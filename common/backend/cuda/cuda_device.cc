@@ -21,4 +21,8 @@ absl::StatusOr<std::vector<backend::DeviceInfo>> ListDevices() {
   return devices;
 }
 
+absl::StatusOr<std::unique_ptr<backend::Device>> OpenCudaDevice(int ordinal) {
+  return absl::UnimplementedError("the CUDA Device is not written yet");
+}
+
 }  // namespace moe::cuda

@@ -1,0 +1,84 @@
+#include "common/backend/cpu/cpu_backend_kernels.h"
+
+#include <cstring>
+#include <numeric>
+#include <vector>
+
+#include "common/backend/cpu/cpu_kernels.h"
+#include "common/backend/cpu/quant_kernels.h"
+
+namespace moe::cpu {
+
+using backend::Stream;
+
+absl::Status CpuKernels::MatMul(const backend::WeightView& w, const float* x, float* y,
+                                int64_t n, bool accumulate, Stream&) {
+  if (w.format == backend::WeightFormat::kF32) {
+    MatMulTransB(x, static_cast<const float*>(w.data), y, n, w.cols, w.rows, accumulate);
+  } else {
+    QuantMatMulTransB({w.layout, static_cast<const uint8_t*>(w.data)}, x, y, n, accumulate);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuKernels::RmsNorm(const float* x, const float* weight, float* y, int64_t n,
+                                 int64_t d, float eps, Stream&) {
+  cpu::RmsNorm(x, weight, y, n, d, eps);
+  return absl::OkStatus();
+}
+
+absl::Status CpuKernels::Rope(float* x, int64_t start, int64_t n, int64_t heads,
+                              const backend::RopeParams& rope, Stream&) {
+  // The same table arithmetic as the engine's RopeTable, hence the same bits.
+  const RopeTable table(rope.head_dim, rope.theta, start + n);
+  std::vector<int64_t> positions(n);
+  std::iota(positions.begin(), positions.end(), start);
+  table.Apply(x, positions.data(), n, heads);
+  return absl::OkStatus();
+}
+
+absl::Status CpuKernels::Attention(const float* q, const float* k_cache, const float* v_cache,
+                                   float* out, int64_t start, int64_t n, int64_t heads,
+                                   int64_t kv_heads, int64_t head_dim, int64_t window, Stream&) {
+  cpu::Attention(q, k_cache, v_cache, out, start, n, heads, kv_heads, head_dim, window);
+  return absl::OkStatus();
+}
+
+absl::Status CpuKernels::SiluMul(float* gate, const float* up, int64_t count, Stream&) {
+  cpu::SiluMul(gate, up, count);
+  return absl::OkStatus();
+}
+
+absl::Status CpuKernels::Add(float* y, const float* x, int64_t count, Stream&) {
+  for (int64_t i = 0; i < count; ++i) y[i] += x[i];
+  return absl::OkStatus();
+}
+
+absl::Status CpuKernels::TopKRouting(const float* logits, int64_t n, int64_t experts, int64_t k,
+                                     int32_t* ids, float* weights, Stream&) {
+  for (int64_t t = 0; t < n; ++t) {
+    cpu::TopKRouting(logits + t * experts, experts, k, ids + t * k, weights + t * k);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuKernels::GatherRows(const float* table, const int32_t* rows, int64_t n, int64_t d,
+                                    float* out, Stream&) {
+  for (int64_t i = 0; i < n; ++i) {
+    std::memcpy(out + i * d, table + int64_t(rows[i]) * d, d * sizeof(float));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuKernels::ScatterAddRows(const float* x, const int32_t* rows, const float* scale,
+                                        int64_t n, int64_t d, float* out, Stream&) {
+  for (int64_t i = 0; i < n; ++i) {
+    float* dst = out + int64_t(rows[i]) * d;
+    const float* src = x + i * d;
+    const float g = scale[i];
+    for (int64_t c = 0; c < d; ++c) dst[c] += g * src[c];
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace moe::cpu
