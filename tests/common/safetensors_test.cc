@@ -166,25 +166,10 @@ TEST(SafetensorsHeaderTest, ZeroSizedTensorWithHugeOtherDimensionsHasNoElements)
 // The crafted bad files: tests/data/bad_safetensors/expected_errors.tsv lists each with a
 // substring its error must contain.
 
-struct BadCase {
-  std::string file;
-  std::string expected;
-};
+using BadCase = testing_util::ExpectedError;
 
 std::vector<BadCase> ReadExpectedErrors() {
-  std::vector<BadCase> cases;
-  std::istringstream tsv(ReadBytes(kDataDir / "bad_safetensors" / "expected_errors.tsv"));
-  std::string line;
-  while (std::getline(tsv, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    const std::vector<std::string> fields = absl::StrSplit(line, absl::MaxSplits('\t', 1));
-    if (fields.size() != 2 || fields[1].empty()) {
-      ADD_FAILURE() << "malformed expected_errors.tsv line: " << line;
-      continue;
-    }
-    cases.push_back({fields[0], fields[1]});
-  }
-  return cases;
+  return testing_util::ReadExpectedErrorsTsv(kDataDir / "bad_safetensors" / "expected_errors.tsv");
 }
 
 TEST(BadSafetensorsTest, ExpectedErrorsListsEveryFileInTheDirectory) {

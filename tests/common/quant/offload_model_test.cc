@@ -35,24 +35,10 @@ std::string ReadText(const fs::path& path) {
   return text.str();
 }
 
-struct BadCase {
-  std::string file, expected;
-};
+using BadCase = testing_util::ExpectedError;
 
 std::vector<BadCase> ReadExpectedErrors() {
-  std::vector<BadCase> cases;
-  std::istringstream tsv(ReadText(kBadDir / "expected_errors.tsv"));
-  std::string line;
-  while (std::getline(tsv, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    const std::vector<std::string> fields = absl::StrSplit(line, absl::MaxSplits('\t', 1));
-    if (fields.size() != 2 || fields[1].empty()) {
-      ADD_FAILURE() << "malformed expected_errors.tsv line: " << line;
-      continue;
-    }
-    cases.push_back({fields[0], fields[1]});
-  }
-  return cases;
+  return testing_util::ReadExpectedErrorsTsv(kBadDir / "expected_errors.tsv");
 }
 
 TEST(BadManifestTest, ExpectedErrorsListsEveryFileInTheDirectory) {
