@@ -357,6 +357,23 @@ absl::StatusOr<std::unique_ptr<backend::Kernels>> CreateCudaKernels(backend::Dev
         absl::StrCat("CreateCudaKernels: ", device.name(), " is not a CUDA device"));
   }
   MOE_RETURN_IF_ERROR(device.BindThread());
+  // The scratch of Attention and prefill MatMul comes from the device's default pool in
+  // stream order. With the pool's default release threshold (0) every synchronize hands
+  // the memory back to the driver and each step allocates afresh; keeping up to
+  // kPoolKeepBytes makes reuse free while leaving the rest for the slot cache.
+  constexpr uint64_t kPoolKeepBytes = uint64_t{256} << 20;
+  cudaMemPool_t pool = nullptr;
+  MOE_CUDA_RETURN_IF_ERROR(cudaDeviceGetDefaultMemPool(&pool, device.ordinal()),
+                           "configuring the kernels' scratch pool");
+  uint64_t keep = 0;
+  MOE_CUDA_RETURN_IF_ERROR(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep),
+                           "configuring the kernels' scratch pool");
+  if (keep < kPoolKeepBytes) {  // never lower what another part of the process chose
+    keep = kPoolKeepBytes;
+    MOE_CUDA_RETURN_IF_ERROR(
+        cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep),
+        "configuring the kernels' scratch pool");
+  }
   return std::make_unique<CudaKernels>(device);
 }
 

@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "common/backend/cuda/cuda_kernel_launch.h"
+#include "common/backend/cuda/packed_block.h"
 
 namespace moe::cuda::launch {
 namespace {
@@ -148,27 +149,6 @@ __device__ __forceinline__ void LoadBlock(const uint8_t* p, uint32_t (&w)[kBits 
     w[0] = __ldcs(q); w[1] = __ldcs(q + 1); w[2] = __ldcs(q + 2);
   }
   w[kBits] = 0;
-}
-
-// The code of value i of a block held in words (quant_format.h's layouts); i is a
-// constant after unrolling, so this is one shift and one mask (two for a 3-bit field
-// that straddles two words).
-template <int kBits>
-__device__ __forceinline__ int BlockCode(const uint32_t (&w)[kBits + 1], int i) {
-  if constexpr (kBits == 8) {
-    return (w[i / 4] >> (8 * (i % 4))) & 255;
-  } else if constexpr (kBits == 4) {
-    const int byte = i % 16;
-    return (w[byte / 4] >> (8 * (byte % 4) + 4 * (i / 16))) & 15;
-  } else if constexpr (kBits == 2) {
-    const int byte = i % 8;
-    return (w[byte / 4] >> (8 * (byte % 4) + 2 * (i / 8))) & 3;
-  } else {
-    const int bit = 12 * (i % 8) + 3 * (i / 8), word = bit / 32, shift = bit % 32;
-    uint32_t v = w[word] >> shift;
-    if (shift > 29) v |= w[word + 1] << (32 - shift);
-    return v & 7;
-  }
 }
 
 __device__ __forceinline__ float GroupScale(const DeviceMatrix& m, int64_t group) {
