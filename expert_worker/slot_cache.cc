@@ -36,7 +36,8 @@ absl::StatusOr<std::unique_ptr<SlotCache>> SlotCache::Create(const ExpertStore* 
   auto cache = std::unique_ptr<SlotCache>(
       new SlotCache(store, slots_per_layer, std::move(policy), retention));
   MOE_RETURN_IF_ERROR(cache->device_->BindThread());
-  MOE_ASSIGN_OR_RETURN(cache->copy_stream_, cache->device_->CreateStream());
+  MOE_ASSIGN_OR_RETURN(cache->demand_stream_, cache->device_->CreateStream());
+  MOE_ASSIGN_OR_RETURN(cache->prefetch_stream_, cache->device_->CreateStream());
   for (auto& layer : cache->slots_) {
     for (int s = 0; s < slots_per_layer; ++s) {
       absl::StatusOr<std::unique_ptr<Slot>> slot = cache->NewSlot();
@@ -329,7 +330,7 @@ absl::StatusOr<std::optional<SlotCache::Lease>> SlotCache::Load(int layer, int e
   }
 }
 
-// One copy at a time on the copy stream, in chunks on the CPU; demand loads go before
+// One copy at a time on a copy stream, in chunks on the CPU; demand loads go before
 // waiting prefetches, and between chunks a prefetch yields to any waiting demand load.
 // The copy first waits for every recorded read of the slot's previous expert, and ends by
 // recording the slot's `ready` event. Called and returns with `lock` held (released while
@@ -355,9 +356,12 @@ absl::Status SlotCache::RealCopy(std::unique_lock<std::mutex>& lock, int layer, 
       device_->kind() == backend::DeviceKind::kCpu ? kCopyChunkBytes : bytes;
   const auto* src = reinterpret_cast<const char*>(store_->Expert(layer, expert));
   auto* dst = slot.data->as<char>();
+  backend::Stream& stream = prefetch ? *prefetch_stream_ : *demand_stream_;
   absl::Status status = device_->BindThread();
+  // The slot's previous copy may still run on the other copy stream.
+  if (status.ok()) status = stream.Wait(*slot.ready);
   for (const auto& use : uses) {
-    if (status.ok()) status = copy_stream_->Wait(*use);
+    if (status.ok()) status = stream.Wait(*use);
   }
   for (size_t offset = 0; offset < bytes && status.ok(); offset += chunk) {
     if (prefetch && offset > 0 && demand_waiting_ > 0) {
@@ -367,13 +371,13 @@ absl::Status SlotCache::RealCopy(std::unique_lock<std::mutex>& lock, int layer, 
     }
     lock.unlock();
     status = device_->CopyToDevice(dst + offset, src + offset, std::min(chunk, bytes - offset),
-                                   *copy_stream_);
+                                   stream);
     lock.lock();
   }
-  if (status.ok()) status = slot.ready->Record(*copy_stream_);
+  if (status.ok()) status = slot.ready->Record(stream);
   if (!status.ok()) {
     // Whatever was queued may still run: let it finish before the slot is reused.
-    const absl::Status synced = copy_stream_->Synchronize();
+    const absl::Status synced = stream.Synchronize();
     if (!synced.ok()) MOE_LOG(ERROR) << "expert copy stream: " << synced;
   }
   link_busy_ = false;

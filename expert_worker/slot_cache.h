@@ -1,13 +1,14 @@
 // The VRAM expert cache: a fixed number of expert-sized slots per layer in memory of the
 // store's device, filled from the host store on demand, with a replaceable eviction
-// policy. A load is one asynchronous copy on the cache's copy stream; on the CPU device
-// the slots are ordinary memory and a load is a memcpy.
+// policy. A load is one asynchronous copy on one of the cache's two copy streams (demand
+// and prefetch); on the CPU device the slots are ordinary memory and a load is a memcpy.
 //
 // Stream ordering (what makes it correct on CUDA): each slot has a `ready` event,
-// recorded on the copy stream behind the slot's copy, and the events its users record on
+// recorded on a copy stream behind the slot's copy, and the events its users record on
 // their compute streams behind the kernels that read it (Lease::RecordUse). A refill
-// first makes the copy stream wait on those, so nothing is overwritten while a kernel
-// still reads it; a user makes its compute stream wait on Lease::ready() before reading.
+// first makes its copy stream wait on those (and on `ready`), so nothing is overwritten
+// while a kernel still reads it; a user makes its compute stream wait on Lease::ready()
+// before reading.
 #ifndef MOE_EXPERT_WORKER_SLOT_CACHE_H_
 #define MOE_EXPERT_WORKER_SLOT_CACHE_H_
 
@@ -209,8 +210,9 @@ class SlotCache {
   const ExpertStore* store_;
   backend::Device* device_;  // the store's
   const Retention retention_;
+  // The copy streams: demand loads do not queue behind prefetches already on their way.
   // Queued on only while holding the link (link_busy_), so by one thread at a time.
-  std::unique_ptr<backend::Stream> copy_stream_;
+  std::unique_ptr<backend::Stream> demand_stream_, prefetch_stream_;
 
   mutable std::mutex mu_;
   std::condition_variable changed_;

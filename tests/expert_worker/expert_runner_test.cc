@@ -6,10 +6,14 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <map>
+#include <mutex>
+#include <set>
 #include <random>
 #include <thread>
 #include <vector>
 
+#include "common/backend/cpu/cpu_device.h"
 #include "common/backend/cpu/cpu_kernels.h"
 #include "common/backend/cpu/quant_kernels.h"
 #include "common/model_dir.h"
@@ -306,6 +310,195 @@ TEST_P(PackedExpertRunnerTest, MatchesThePrePortPathAndTheDequantisedReference) 
 
 INSTANTIATE_TEST_SUITE_P(Bits, PackedExpertRunnerTest, ::testing::Values(2, 3, 4, 16),
                          [](const auto& info) { return "bits" + std::to_string(info.param); });
+
+// A CPU device that logs the stream-ordering operations (copies, event records and
+// waits) in the order they are queued, so that the ordering a GPU relies on can be
+// checked on any machine.
+class TracingDevice : public backend::Device {
+ public:
+  struct Op {
+    enum Kind { kCopy, kRecord, kWait } kind;
+    int stream = -1;
+    int event = -1;             // kRecord, kWait
+    const void* dst = nullptr;  // kCopy
+  };
+
+  // `kind`: what it claims to be (kCuda to take the cache's GPU paths; it still computes
+  // on the CPU).
+  explicit TracingDevice(backend::DeviceKind kind = backend::DeviceKind::kCpu) : kind_(kind) {}
+  backend::DeviceKind kind() const override { return kind_; }
+  std::string name() const override { return "tracing device"; }
+  int ordinal() const override { return 0; }
+  absl::Status BindThread() const override { return absl::OkStatus(); }
+  absl::StatusOr<std::unique_ptr<backend::DeviceBuffer>> Allocate(size_t bytes) override {
+    return inner_.Allocate(bytes);
+  }
+  absl::StatusOr<std::unique_ptr<backend::DeviceBuffer>> AllocatePinnedHost(size_t bytes) override {
+    return inner_.AllocatePinnedHost(bytes);
+  }
+  absl::StatusOr<std::unique_ptr<backend::DeviceBuffer>> RegisterHost(void* data, size_t bytes,
+                                                                       bool read_only) override {
+    return inner_.RegisterHost(data, bytes, read_only);
+  }
+  absl::StatusOr<std::unique_ptr<backend::Stream>> CreateStream() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return std::make_unique<TracedStream>(this, next_stream_++);
+  }
+  absl::StatusOr<std::unique_ptr<backend::Event>> CreateEvent(bool interprocess) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return std::make_unique<TracedEvent>(this, next_event_++);
+  }
+  absl::Status CopyToDevice(void* dst, const void* src, size_t bytes,
+                            backend::Stream& stream) override {
+    Log({Op::kCopy, Id(stream), -1, dst});
+    return inner_.CopyToDevice(dst, src, bytes, stream);
+  }
+  absl::Status CopyToHost(void* dst, const void* src, size_t bytes,
+                          backend::Stream& stream) override {
+    return inner_.CopyToHost(dst, src, bytes, stream);
+  }
+  absl::Status CopyOnDevice(void* dst, const void* src, size_t bytes,
+                            backend::Stream& stream) override {
+    return inner_.CopyOnDevice(dst, src, bytes, stream);
+  }
+  absl::Status Memset(void* dst, int value, size_t bytes, backend::Stream& stream) override {
+    return inner_.Memset(dst, value, bytes, stream);
+  }
+  absl::StatusOr<backend::MemoryInfo> Memory() const override { return inner_.Memory(); }
+
+  std::vector<Op> ops() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return ops_;
+  }
+
+ private:
+  struct TracedStream : backend::Stream {
+    TracedStream(TracingDevice* d, int id) : device(d), id(id) {}
+    absl::Status Synchronize() override { return absl::OkStatus(); }
+    absl::Status Wait(const backend::Event& event) override;
+    void* native() const override { return nullptr; }
+    TracingDevice* device;
+    int id;
+  };
+  struct TracedEvent : backend::Event {
+    TracedEvent(TracingDevice* d, int id) : device(d), id(id) {}
+    absl::Status Record(backend::Stream& stream) override {
+      device->Log({Op::kRecord, Id(stream), id, nullptr});
+      return absl::OkStatus();
+    }
+    // Never complete while the test looks: every recorded use stays for a refill to wait on.
+    absl::StatusOr<bool> Query() const override { return false; }
+    absl::Status Synchronize() const override { return absl::OkStatus(); }
+    void* native() const override { return nullptr; }
+    TracingDevice* device;
+    int id;
+  };
+  static int Id(const backend::Stream& s) { return static_cast<const TracedStream&>(s).id; }
+  void Log(Op op) {
+    std::lock_guard<std::mutex> lock(mu_);
+    ops_.push_back(op);
+  }
+
+  const backend::DeviceKind kind_;
+  cpu::CpuDevice inner_;
+  mutable std::mutex mu_;
+  int next_stream_ = 0, next_event_ = 0;
+  std::vector<Op> ops_;
+};
+
+absl::Status TracingDevice::TracedStream::Wait(const backend::Event& event) {
+  device->Log({Op::kWait, id, static_cast<const TracedEvent&>(event).id, nullptr});
+  return absl::OkStatus();
+}
+
+// With one slot per layer every expert of a call refills the slot the previous one was
+// read from. On a GPU that is safe only if (1) each refill's copy stream waits for an
+// event the reading stream recorded after the previous fill, and (2) the reading stream
+// waits for the event recorded behind the copy before it records its own use.
+TEST_F(ExpertRunnerTest, RefillWaitsForTheKernelsReadingTheSlotAndReadsWaitForTheCopy) {
+  TracingDevice device;
+  auto store = ExpertStore::Load(dir_, &device);
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto cache = MakeCache(**store, 1);
+  ASSERT_TRUE(cache != nullptr);
+  ExpertRunner runner(cache.get());
+  const Batch b = RandomBatch(16, hidden(), store_->num_experts(), 2, 21);
+  const auto got = RunOrDie(runner, 0, b, hidden());
+  EXPECT_TRUE(BitIdentical(got, PrePortPath(*store_, 0, b)));
+
+  std::map<int, int> event_stream;      // event -> stream it was last recorded on
+  std::map<const void*, size_t> filled;  // slot -> index of its last copy
+  std::map<int, std::vector<std::pair<size_t, int>>> waits;  // stream -> (index, event)
+  std::map<int, size_t> recorded_at;     // event -> index of its last record
+  const std::vector<TracingDevice::Op> ops = device.ops();
+  int refills = 0, checked_reads = 0;
+  const void* slot = nullptr;
+  int copy_stream = -1, ready_event = -1;
+  size_t ready_at = 0;
+  for (size_t i = 0; i < ops.size(); ++i) {
+    const auto& op = ops[i];
+    if (op.kind == TracingDevice::Op::kWait) waits[op.stream].push_back({i, op.event});
+    if (op.kind == TracingDevice::Op::kRecord) {
+      event_stream[op.event] = op.stream;
+      recorded_at[op.event] = i;
+      if (op.stream == copy_stream) {  // behind a slot's copy: its ready event
+        ready_event = op.event;
+        ready_at = i;
+      } else if (slot != nullptr && ready_event >= 0) {  // a use of the slot
+        // (2) the reading stream waited for the ready event since it was recorded.
+        bool waited = false;
+        for (const auto& [at, e] : waits[op.stream]) waited |= (e == ready_event && at > ready_at);
+        EXPECT_TRUE(waited) << "use recorded at op " << i << " without waiting for the copy";
+        ++checked_reads;
+      }
+    }
+    if (op.kind != TracingDevice::Op::kCopy) continue;
+    // The slot's copies are the ones whose destination is not one of the runner's
+    // buffers: the runner copies index and gain arrays, the cache whole blobs. The cache
+    // is the only one that records an event on the copying stream right after.
+    const bool slot_copy = i + 1 < ops.size() && ops[i + 1].kind == TracingDevice::Op::kRecord &&
+                           ops[i + 1].stream == op.stream;
+    if (!slot_copy) continue;
+    copy_stream = op.stream;
+    slot = op.dst;
+    auto previous = filled.find(op.dst);
+    if (previous != filled.end()) {
+      // (1) since the previous fill, this copy stream waited for a use recorded on another
+      // stream after that fill.
+      bool waited = false;
+      for (const auto& [at, e] : waits[op.stream]) {
+        waited |= at > previous->second && event_stream[e] != op.stream &&
+                  recorded_at[e] > previous->second;
+      }
+      EXPECT_TRUE(waited) << "refill at op " << i << " did not wait for the slot's readers";
+      ++refills;
+    }
+    filled[op.dst] = i;
+  }
+  std::set<int32_t> experts(b.ids.begin(), b.ids.end());
+  EXPECT_EQ(refills, int(experts.size()) - 1);  // one slot: every expert after the first
+  EXPECT_EQ(checked_reads, int(experts.size()));
+}
+
+// Off the CPU the link is real: a modelled one is refused, naming the device; the cache
+// itself (one copy per blob, events) works as on the CPU.
+TEST_F(ExpertRunnerTest, ModelledLinkIsRefusedOffTheCpu) {
+  TracingDevice gpu(backend::DeviceKind::kCuda);
+  auto store = ExpertStore::Load(dir_, &gpu);
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto cache = MakeCache(**store, 2);
+  ASSERT_TRUE(cache != nullptr);
+  const absl::Status refused = cache->set_link(LinkModel{10, 5});
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.message().find("tracing device"), std::string::npos) << refused;
+  EXPECT_TRUE(cache->set_link(LinkModel{}).ok());
+  auto lease = cache->Acquire(1, 4);
+  ASSERT_TRUE(lease.ok()) << lease.status();
+  EXPECT_EQ(std::memcmp(lease->data(), (*store)->Expert(1, 4), (*store)->blob_bytes()), 0);
+  int copies = 0;
+  for (const auto& op : gpu.ops()) copies += op.kind == TracingDevice::Op::kCopy;
+  EXPECT_EQ(copies, 1);  // the whole blob at once
+}
 
 // The CUDA device, when there is one: skipped (with the reason) otherwise.
 class CudaExpertRunnerTest : public ExpertRunnerTest {
