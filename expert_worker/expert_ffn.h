@@ -1,4 +1,6 @@
-// The expert FFN: w2(silu(w1 x) * w3 x).
+// The expert FFN: w2(silu(w1 x) * w3 x), on the CPU, as the engine computed it before the
+// worker moved onto backend::Kernels; kept as the reference expert_runner_test checks the
+// runner against bit for bit.
 #ifndef MOE_EXPERT_WORKER_EXPERT_FFN_H_
 #define MOE_EXPERT_WORKER_EXPERT_FFN_H_
 

@@ -6,18 +6,114 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/logging.h"
 #include "common/status.h"
-#include "expert_worker/expert_ffn.h"
 
 namespace moe::expert_worker {
+
+using backend::DeviceBuffer;
+using backend::WeightView;
+
+struct ExpertRunner::Workspace {
+  std::unique_ptr<backend::Stream> stream;
+  // Device scratch of one expert pass: rows and result [W, H], gate and up [W, I].
+  std::unique_ptr<DeviceBuffer> rows, result, gate, up;
+  // The call's (token, gain) entries grouped by expert: device [E] each, and their
+  // pinned host staging [E int32 | E float].
+  std::unique_ptr<DeviceBuffer> index, gain, staging;
+  // x and out [n, H] on the device, when the caller's are host memory of a GPU call.
+  std::unique_ptr<DeviceBuffer> x, out;
+};
+
+namespace {
+
+// Makes `buffer` hold at least `bytes` (device memory, or pinned host memory).
+absl::Status Reserve(backend::Device& device, std::unique_ptr<DeviceBuffer>& buffer, size_t bytes,
+                     bool pinned_host) {
+  if (buffer != nullptr && buffer->size() >= bytes) return absl::OkStatus();
+  buffer.reset();  // idle: the previous call synchronised its stream
+  absl::StatusOr<std::unique_ptr<DeviceBuffer>> fresh =
+      pinned_host ? device.AllocatePinnedHost(bytes) : device.Allocate(bytes);
+  if (!fresh.ok()) {
+    return absl::Status(fresh.status().code(),
+                        absl::StrCat("expert workspace of ", bytes, " bytes on ", device.name(),
+                                     ": ", fresh.status().message()));
+  }
+  buffer = *std::move(fresh);
+  return absl::OkStatus();
+}
+
+// The expert's three matrices as the kernels take them.
+struct ExpertWeights {
+  WeightView w1, w3, w2;
+};
+
+ExpertWeights WeightsOf(const float* blob, const ExpertLayout& layout) {
+  const int64_t h = layout.hidden, i = layout.intermediate;
+  if (layout.packed) {
+    const auto* bytes = reinterpret_cast<const uint8_t*>(blob);
+    const quant::ExpertBlobLayout& p = *layout.packed;
+    return {WeightView::FromLayout(p.w1, bytes + p.w1_offset),
+            WeightView::FromLayout(p.w3, bytes + p.w3_offset),
+            WeightView::FromLayout(p.w2, bytes + p.w2_offset)};
+  }
+  return {WeightView::F32(blob + layout.w1_offset(), i, h),
+          WeightView::F32(blob + layout.w3_offset(), i, h),
+          WeightView::F32(blob + layout.w2_offset(), h, i)};
+}
+
+}  // namespace
+
+ExpertRunner::ExpertRunner(SlotCache* cache, bool load_whole_layer, int64_t workspace_tokens)
+    : cache_(cache), load_whole_layer_(load_whole_layer), workspace_tokens_(workspace_tokens) {
+  if (workspace_tokens_ <= 0) {
+    workspace_tokens_ =
+        cache->device().kind() == backend::DeviceKind::kCpu ? 0 : kDefaultWorkspaceTokens;
+  }
+  absl::StatusOr<std::unique_ptr<backend::Kernels>> kernels =
+      backend::CreateKernels(cache->device());
+  if (kernels.ok()) {
+    kernels_ = *std::move(kernels);
+  } else {
+    kernels_status_ = absl::Status(kernels.status().code(),
+                                   absl::StrCat("expert kernels on ", cache->device().name(), ": ",
+                                                kernels.status().message()));
+  }
+}
+
+ExpertRunner::~ExpertRunner() = default;
+
+uint64_t ExpertRunner::WorkspaceBytes(const ExpertLayout& layout, int64_t tokens) {
+  return uint64_t(tokens) * uint64_t(2 * layout.hidden + 2 * layout.intermediate) * sizeof(float);
+}
+
+absl::StatusOr<std::unique_ptr<ExpertRunner::Workspace>> ExpertRunner::TakeWorkspace() const {
+  {
+    std::lock_guard<std::mutex> lock(pool_mu_);
+    if (!pool_.empty()) {
+      std::unique_ptr<Workspace> ws = std::move(pool_.back());
+      pool_.pop_back();
+      return ws;
+    }
+  }
+  auto ws = std::make_unique<Workspace>();
+  MOE_ASSIGN_OR_RETURN(ws->stream, cache_->device().CreateStream());
+  return ws;
+}
+
+void ExpertRunner::ReturnWorkspace(std::unique_ptr<Workspace> workspace) const {
+  std::lock_guard<std::mutex> lock(pool_mu_);
+  pool_.push_back(std::move(workspace));
+}
 
 absl::Status ExpertRunner::Run(int layer, absl::Span<const float> x, int64_t n,
                                absl::Span<const int32_t> ids, absl::Span<const float> weights,
                                absl::Span<float> out, RunCounters* counters,
                                ActivationPlacement placement) const {
   using Clock = std::chrono::steady_clock;
+  MOE_RETURN_IF_ERROR(kernels_status_);
   const ExpertStore& store = cache_->store();
-  const int64_t h = store.layout().hidden;
+  const int64_t h = store.layout().hidden, inter = store.layout().intermediate;
   if (layer < 0 || layer >= store.num_layers()) {
     return absl::InvalidArgumentError(
         absl::StrCat("RunExperts: layer ", layer, " out of range [0, ", store.num_layers(), ")"));
@@ -35,13 +131,12 @@ absl::Status ExpertRunner::Run(int layer, absl::Span<const float> x, int64_t n,
                                                      " out of range [0, ", store.num_experts(), ")"));
     }
   }
-  RunCounters local;
-  std::fill(out.begin(), out.end(), 0.0f);
-  FfnScratch scratch;
-  std::vector<float> rows, result, gains;
-  std::vector<int64_t> tokens;
+  backend::Device& device = cache_->device();
+  MOE_RETURN_IF_ERROR(device.BindThread());
+
   // Group tokens by expert, in the order experts are first needed: each expert is
-  // leased once per call, and prefill becomes one matrix product per expert.
+  // leased once per call, and prefill becomes one matrix product per expert. Entries
+  // [begin[e], begin[e + 1]) of tokens/gains are order[e]'s, tokens ascending.
   std::vector<int32_t> order;
   for (int32_t id : ids) {
     if (std::find(order.begin(), order.end(), id) == order.end()) order.push_back(id);
@@ -51,46 +146,121 @@ absl::Status ExpertRunner::Run(int layer, absl::Span<const float> x, int64_t n,
       if (std::find(order.begin(), order.end(), e) == order.end()) order.push_back(e);
     }
   }
+  const size_t entries = ids.size();
+  std::vector<int32_t> tokens;
+  std::vector<float> gains;
+  std::vector<size_t> begin;
+  tokens.reserve(entries);
+  gains.reserve(entries);
+  int64_t widest = 0;  // most tokens of one expert
   for (int32_t expert : order) {
-    tokens.clear();
-    gains.clear();
+    begin.push_back(tokens.size());
     for (int64_t t = 0; t < n; ++t) {
       for (int64_t j = 0; j < k; ++j) {
         if (ids[t * k + j] == expert) {
-          tokens.push_back(t);
+          tokens.push_back(static_cast<int32_t>(t));
           gains.push_back(weights[t * k + j]);
         }
       }
     }
-    const int64_t m = static_cast<int64_t>(tokens.size());
-    if (m == 0) {  // loaded for the baseline's sake only
-      const auto t0 = Clock::now();
-      SlotCache::Lease lease = cache_->Acquire(layer, expert);
-      local.load_wait_s += std::chrono::duration<double>(Clock::now() - t0).count();
-      ++(lease.hit() ? local.hits : local.misses);
-      continue;
-    }
-    rows.resize(m * h);
-    result.resize(m * h);
-    for (int64_t r = 0; r < m; ++r) std::memcpy(&rows[r * h], &x[tokens[r] * h], h * sizeof(float));
+    widest = std::max<int64_t>(widest, int64_t(tokens.size() - begin.back()));
+  }
+  begin.push_back(tokens.size());
+  const int64_t pass = workspace_tokens_ > 0 ? std::min(workspace_tokens_, widest) : widest;
 
+  MOE_ASSIGN_OR_RETURN(std::unique_ptr<Workspace> ws, TakeWorkspace());
+  backend::Stream& stream = *ws->stream;
+  // On every return: nothing of this call may still run when its workspace is reused.
+  struct Finish {
+    const ExpertRunner* runner;
+    std::unique_ptr<Workspace>& ws;
+    ~Finish() {
+      const absl::Status synced = ws->stream->Synchronize();
+      if (synced.ok()) {
+        runner->ReturnWorkspace(std::move(ws));
+      } else {
+        MOE_LOG(ERROR) << "expert runner: dropping a workspace whose stream failed: " << synced;
+      }
+    }
+  } finish{this, ws};
+
+  const bool in_place =
+      device.kind() == backend::DeviceKind::kCpu || placement == ActivationPlacement::kDevice;
+  const size_t act_bytes = size_t(n * h) * sizeof(float);
+  const size_t f = sizeof(float);
+  MOE_RETURN_IF_ERROR(Reserve(device, ws->rows, size_t(pass * h) * f, false));
+  MOE_RETURN_IF_ERROR(Reserve(device, ws->result, size_t(pass * h) * f, false));
+  MOE_RETURN_IF_ERROR(Reserve(device, ws->gate, size_t(pass * inter) * f, false));
+  MOE_RETURN_IF_ERROR(Reserve(device, ws->up, size_t(pass * inter) * f, false));
+  MOE_RETURN_IF_ERROR(Reserve(device, ws->index, entries * sizeof(int32_t), false));
+  MOE_RETURN_IF_ERROR(Reserve(device, ws->gain, entries * f, false));
+  MOE_RETURN_IF_ERROR(Reserve(device, ws->staging, entries * (sizeof(int32_t) + f), true));
+  if (!in_place) {
+    MOE_RETURN_IF_ERROR(Reserve(device, ws->x, act_bytes, false));
+    MOE_RETURN_IF_ERROR(Reserve(device, ws->out, act_bytes, false));
+  }
+  const float* x_dev = in_place ? x.data() : ws->x->as<const float>();
+  float* out_dev = in_place ? out.data() : ws->out->as<float>();
+
+  // Indices and gains reach the device through pinned staging, one copy each per call
+  // (the staging is not rewritten before the call's end, so the copies may lag).
+  auto* stage_index = ws->staging->as<int32_t>();
+  auto* stage_gain = reinterpret_cast<float*>(stage_index + entries);
+  std::copy(tokens.begin(), tokens.end(), stage_index);
+  std::copy(gains.begin(), gains.end(), stage_gain);
+  MOE_RETURN_IF_ERROR(device.CopyToDevice(ws->index->data(), stage_index,
+                                          entries * sizeof(int32_t), stream));
+  MOE_RETURN_IF_ERROR(device.CopyToDevice(ws->gain->data(), stage_gain, entries * f, stream));
+  if (!in_place) MOE_RETURN_IF_ERROR(device.CopyToDevice(ws->x->data(), x.data(), act_bytes, stream));
+  MOE_RETURN_IF_ERROR(device.Memset(out_dev, 0, act_bytes, stream));
+  const auto* index = ws->index->as<const int32_t>();
+  const auto* gain = ws->gain->as<const float>();
+
+  RunCounters local;
+  for (size_t e = 0; e < order.size(); ++e) {
+    const int64_t m = int64_t(begin[e + 1] - begin[e]);
     const auto t0 = Clock::now();
-    SlotCache::Lease lease = cache_->Acquire(layer, expert);
+    MOE_ASSIGN_OR_RETURN(SlotCache::Lease lease, cache_->Acquire(layer, order[e]));
     const auto t1 = Clock::now();
-    RunExpertFfn(lease.data(), store.layout(), rows.data(), m, scratch, result.data());
-    const auto t2 = Clock::now();
     local.load_wait_s += std::chrono::duration<double>(t1 - t0).count();
-    local.compute_s += std::chrono::duration<double>(t2 - t1).count();
     ++(lease.hit() ? local.hits : local.misses);
+    if (m == 0) continue;  // loaded for the baseline's sake only
     local.prefetch_hits += lease.prefetched();
 
-    for (int64_t r = 0; r < m; ++r) {
-      float* dst = &out[tokens[r] * h];
-      const float* src = &result[r * h];
-      const float g = gains[r];
-      for (int64_t d = 0; d < h; ++d) dst[d] += g * src[d];
+    // Queues the expert's kernels; on failure the caller synchronises before the lease
+    // ends, since some of them may already read the slot.
+    auto compute = [&]() -> absl::Status {
+      MOE_RETURN_IF_ERROR(stream.Wait(lease.ready()));
+      const ExpertWeights w = WeightsOf(lease.data(), store.layout());
+      float* rows = ws->rows->as<float>();
+      float* result = ws->result->as<float>();
+      float* gate = ws->gate->as<float>();
+      float* up = ws->up->as<float>();
+      for (int64_t c0 = 0; c0 < m; c0 += pass) {
+        const int64_t c = std::min(pass, m - c0);
+        const int32_t* idx = index + begin[e] + c0;
+        MOE_RETURN_IF_ERROR(kernels_->GatherRows(x_dev, idx, c, h, rows, stream));
+        MOE_RETURN_IF_ERROR(kernels_->MatMul(w.w1, rows, gate, c, false, stream));
+        MOE_RETURN_IF_ERROR(kernels_->MatMul(w.w3, rows, up, c, false, stream));
+        MOE_RETURN_IF_ERROR(kernels_->SiluMul(gate, up, c * inter, stream));
+        MOE_RETURN_IF_ERROR(kernels_->MatMul(w.w2, gate, result, c, false, stream));
+        MOE_RETURN_IF_ERROR(
+            kernels_->ScatterAddRows(result, idx, gain + begin[e] + c0, c, h, out_dev, stream));
+      }
+      return lease.RecordUse(stream);
+    };
+    const absl::Status computed = compute();
+    if (!computed.ok()) {
+      const absl::Status synced = stream.Synchronize();
+      if (!synced.ok()) MOE_LOG(ERROR) << "expert runner: " << synced;
+      return computed;
     }
+    local.compute_s += std::chrono::duration<double>(Clock::now() - t1).count();
   }
+  const auto t_sync = Clock::now();
+  if (!in_place) MOE_RETURN_IF_ERROR(device.CopyToHost(out.data(), out_dev, act_bytes, stream));
+  MOE_RETURN_IF_ERROR(stream.Synchronize());
+  local.compute_s += std::chrono::duration<double>(Clock::now() - t_sync).count();
   if (counters != nullptr) *counters = local;
   return absl::OkStatus();
 }
@@ -100,7 +270,7 @@ absl::Status InProcessBackend::RunExperts(int layer, absl::Span<const float> x, 
                                           absl::Span<const float> weights, absl::Span<float> out,
                                           ExpertCallStats* stats) {
   RunCounters counters;
-  MOE_RETURN_IF_ERROR(runner_.Run(layer, x, n, ids, weights, out, &counters));
+  MOE_RETURN_IF_ERROR(runner_.Run(layer, x, n, ids, weights, out, &counters, placement_));
   if (stats != nullptr) {
     stats->calls += 1;
     stats->hits += counters.hits;

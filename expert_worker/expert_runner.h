@@ -1,13 +1,24 @@
-// Runs one MoE layer for a batch of tokens against the slot cache: tokens grouped by
-// expert, each expert leased, computed and released in turn. Shared by the in-process
-// backend and the worker's gRPC service.
+// Runs one MoE layer for a batch of tokens against the slot cache, through the device's
+// kernels: tokens grouped by expert, each expert leased, computed and released in turn.
+// Shared by the in-process backend and the worker's gRPC service.
+//
+// Per expert, on the call's compute stream: wait for the slot's copy (its ready event),
+// GatherRows of its tokens, MatMul w1 and w3, SiluMul, MatMul w2, ScatterAddRows with the
+// routing weights into out; then record the slot's use, so that a refill of the slot
+// waits for these kernels. The stream is synchronised once, at the end of the call. On
+// the CPU device this is the same float arithmetic, in the same order, as the engine has
+// always done (bit-identical results).
 #ifndef MOE_EXPERT_WORKER_EXPERT_RUNNER_H_
 #define MOE_EXPERT_WORKER_EXPERT_RUNNER_H_
 
 #include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
+#include "common/backend/kernels.h"
 #include "common/expert_backend.h"
 #include "expert_worker/prefetch_queue.h"
 #include "expert_worker/slot_cache.h"
@@ -19,7 +30,7 @@ struct RunCounters {
   uint32_t misses = 0;
   uint32_t prefetch_hits = 0;  // of hits, first uses of prefetched experts
   double load_wait_s = 0;  // time inside SlotCache::Acquire
-  double compute_s = 0;
+  double compute_s = 0;    // queuing the kernels and waiting for them
 };
 
 // Where a call's activations (x and out) live. On the CPU device both are host memory.
@@ -28,34 +39,62 @@ enum class ActivationPlacement {
   kDevice,  // memory of the runner's device (the in-process engine, a CUDA IPC arena)
 };
 
-// Thread-safe (the cache is; scratch is per call).
+// Thread-safe: each call takes its own workspace (stream and scratch) from a pool.
 class ExpertRunner {
  public:
-  // `cache` must outlive the runner. With `load_whole_layer`, every expert of the layer
-  // is brought into the cache for each call, used or not: what generic layer offloading
-  // does (the "naive" baseline of the benchmarks).
-  explicit ExpertRunner(SlotCache* cache, bool load_whole_layer = false)
-      : cache_(cache), load_whole_layer_(load_whole_layer) {}
+  // Workspace rows per expert pass on a GPU when none is given.
+  static constexpr int64_t kDefaultWorkspaceTokens = 256;
+
+  // `cache` must outlive the runner; the runner computes on cache->device(). With
+  // `load_whole_layer`, every expert of the layer is brought into the cache for each
+  // call, used or not: what generic layer offloading does (the "naive" baseline of the
+  // benchmarks). `workspace_tokens`: rows of scratch per expert pass, larger groups are
+  // computed in chunks of that many; 0: kDefaultWorkspaceTokens on a GPU, and on the CPU
+  // scratch as large as the call (one pass per expert, as the engine always did).
+  explicit ExpertRunner(SlotCache* cache, bool load_whole_layer = false,
+                        int64_t workspace_tokens = 0);
+  ~ExpertRunner();
 
   // out[t] = sum_j weights[t, j] * Expert(layer, ids[t, j])(x[t]); shapes as in
-  // ExpertBackend::RunExperts. Ids, layer and sizes are validated.
+  // ExpertBackend::RunExperts. Ids, layer and sizes are validated. ids and weights are
+  // host memory; x and out as `placement` says. out is complete on return.
   absl::Status Run(int layer, absl::Span<const float> x, int64_t n, absl::Span<const int32_t> ids,
                    absl::Span<const float> weights, absl::Span<float> out,
                    RunCounters* counters = nullptr,
                    ActivationPlacement placement = ActivationPlacement::kHost) const;
 
   SlotCache& cache() const { return *cache_; }
+  // Rows of scratch per expert pass (0: as many as the call needs).
+  int64_t workspace_tokens() const { return workspace_tokens_; }
+  // Device bytes the scratch of one call takes with `tokens` workspace rows (x/out
+  // staging and index arrays not included: they scale with the call).
+  static uint64_t WorkspaceBytes(const ExpertLayout& layout, int64_t tokens);
 
  private:
+  struct Workspace;  // one call's stream and scratch
+  absl::StatusOr<std::unique_ptr<Workspace>> TakeWorkspace() const;
+  void ReturnWorkspace(std::unique_ptr<Workspace> workspace) const;
+
   SlotCache* cache_;
   bool load_whole_layer_;
+  int64_t workspace_tokens_;
+  // The device's kernels; when they could not be made, every Run answers kernels_status_.
+  std::unique_ptr<backend::Kernels> kernels_;
+  absl::Status kernels_status_;
+  mutable std::mutex pool_mu_;
+  mutable std::vector<std::unique_ptr<Workspace>> pool_;  // guarded by pool_mu_
 };
 
 // The expert worker linked into the caller's process. Thread-safe.
 class InProcessBackend : public ExpertBackend {
  public:
-  explicit InProcessBackend(SlotCache* cache, bool load_whole_layer = false)
-      : runner_(cache, load_whole_layer), prefetch_(cache) {}
+  // `placement`: where the caller's x and out live (kDevice for a model computing on the
+  // cache's CUDA device).
+  explicit InProcessBackend(SlotCache* cache, bool load_whole_layer = false,
+                            ActivationPlacement placement = ActivationPlacement::kHost,
+                            int64_t workspace_tokens = 0)
+      : runner_(cache, load_whole_layer, workspace_tokens), prefetch_(cache),
+        placement_(placement) {}
   absl::Status RunExperts(int layer, absl::Span<const float> x, int64_t n,
                           absl::Span<const int32_t> ids, absl::Span<const float> weights,
                           absl::Span<float> out, ExpertCallStats* stats) override;
@@ -63,10 +102,12 @@ class InProcessBackend : public ExpertBackend {
     prefetch_.Enqueue(layer, std::vector<int>(experts.begin(), experts.end()));
   }
   PrefetchQueue& prefetch_queue() { return prefetch_; }
+  backend::Device& device() const { return runner_.cache().device(); }
 
  private:
   ExpertRunner runner_;
   PrefetchQueue prefetch_;
+  ActivationPlacement placement_;
 };
 
 }  // namespace moe::expert_worker

@@ -1,36 +1,54 @@
 #include "expert_worker/expert_store.h"
 
-#include <cstdlib>
+#include <cstdint>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "common/backend/cpu/cpu_device.h"
 #include "common/logging.h"
 #include "common/model_dir.h"
 #include "common/status.h"
 
 namespace moe::expert_worker {
 
-void ExpertStore::FreeDeleter::operator()(void* p) const { std::free(p); }
+backend::Device& DefaultCpuDevice() {
+  static cpu::CpuDevice* device = new cpu::CpuDevice();  // never destroyed: outlives all users
+  return *device;
+}
 
 ExpertStore::ExpertStore(ExpertLayout layout, int layers, int experts, size_t stride,
-                         void* memory)
+                         backend::Device* device, std::unique_ptr<backend::DeviceBuffer> memory,
+                         bool registered)
     : layout_(layout), num_layers_(layers), num_experts_(experts), stride_(stride),
-      memory_(memory) {}
+      device_(device), memory_(std::move(memory)), registered_(registered) {}
+
+absl::StatusOr<std::unique_ptr<ExpertStore>> ExpertStore::Allocate(ExpertLayout layout,
+                                                                    int layers, int experts,
+                                                                    size_t stride,
+                                                                    backend::Device* device) {
+  const size_t total = stride * layers * experts;
+  absl::StatusOr<std::unique_ptr<backend::DeviceBuffer>> memory = device->AllocatePinnedHost(total);
+  if (!memory.ok()) {
+    return absl::Status(memory.status().code(),
+                        absl::StrCat("expert store: cannot allocate ", total,
+                                     " bytes of pinned host memory on ", device->name(), ": ",
+                                     memory.status().message()));
+  }
+  return std::unique_ptr<ExpertStore>(new ExpertStore(layout, layers, experts, stride, device,
+                                                      *std::move(memory), /*registered=*/false));
+}
 
 absl::StatusOr<std::unique_ptr<ExpertStore>> ExpertStore::Load(const Checkpoint& checkpoint,
-                                                                const ModelConfig& config) {
+                                                                const ModelConfig& config,
+                                                                backend::Device* device) {
+  if (device == nullptr) device = &DefaultCpuDevice();
   ExpertLayout layout{config.hidden_size, config.intermediate_size};
   const size_t bytes = static_cast<size_t>(layout.floats()) * sizeof(float);
   const size_t stride = (bytes + kBlobAlignment - 1) / kBlobAlignment * kBlobAlignment;
   const int layers = static_cast<int>(config.num_hidden_layers);
   const int experts = static_cast<int>(config.num_local_experts);
-  const size_t total = stride * layers * experts;
-  void* memory = std::aligned_alloc(kBlobAlignment, total);
-  if (memory == nullptr) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("expert store: cannot allocate ", total, " bytes of host memory"));
-  }
-  std::unique_ptr<ExpertStore> store(new ExpertStore(layout, layers, experts, stride, memory));
+  MOE_ASSIGN_OR_RETURN(std::unique_ptr<ExpertStore> store,
+                       Allocate(layout, layers, experts, stride, device));
   const int64_t h = layout.hidden, i = layout.intermediate;
   for (int l = 0; l < layers; ++l) {
     for (int e = 0; e < experts; ++e) {
@@ -44,21 +62,59 @@ absl::StatusOr<std::unique_ptr<ExpertStore>> ExpertStore::Load(const Checkpoint&
   return store;
 }
 
-absl::StatusOr<std::unique_ptr<ExpertStore>> ExpertStore::Load(const ModelDir& dir) {
-  if (dir.offload == nullptr) return Load(*dir.checkpoint, dir.config);
+namespace {
+
+// Whether the mapped file's blobs sit where the store would put them: the first on a
+// page boundary, every other `stride` bytes further, in (layer, expert) order.
+bool EvenlyStrided(const quant::OffloadModel& offload, int layers, int experts, size_t stride) {
+  const uint8_t* base = offload.ExpertBlob(0, 0);
+  if (reinterpret_cast<uintptr_t>(base) % ExpertStore::kBlobAlignment != 0) return false;
+  for (int l = 0; l < layers; ++l) {
+    for (int e = 0; e < experts; ++e) {
+      if (offload.ExpertBlob(l, e) != base + stride * (size_t(l) * experts + e)) return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ExpertStore>> ExpertStore::Load(const ModelDir& dir,
+                                                                backend::Device* device,
+                                                                MappedBlobs mapped) {
+  if (dir.offload == nullptr) return Load(*dir.checkpoint, dir.config, device);
+  if (device == nullptr) device = &DefaultCpuDevice();
   const quant::OffloadManifest& m = dir.offload->manifest();
   ExpertLayout layout{m.config.hidden_size, m.config.intermediate_size};
   layout.packed = m.expert;
   const size_t stride = m.expert.blob_stride;
   const int layers = static_cast<int>(m.config.num_hidden_layers);
   const int experts = static_cast<int>(m.config.num_local_experts);
-  const size_t total = stride * layers * experts;
-  void* memory = std::aligned_alloc(kBlobAlignment, total);
-  if (memory == nullptr) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("expert store: cannot allocate ", total, " bytes of host memory"));
+  if (stride % kBlobAlignment != 0 || stride < size_t(m.expert.blob_bytes)) {
+    return absl::InvalidArgumentError(absl::StrCat("expert store: blob stride ", stride,
+                                                   " is not a multiple of ", kBlobAlignment,
+                                                   " holding a ", m.expert.blob_bytes, "-byte blob"));
   }
-  std::unique_ptr<ExpertStore> store(new ExpertStore(layout, layers, experts, stride, memory));
+  const bool want_register =
+      mapped == MappedBlobs::kRegister ||
+      (mapped == MappedBlobs::kAuto && device->kind() != backend::DeviceKind::kCpu);
+  if (want_register && EvenlyStrided(*dir.offload, layers, experts, stride)) {
+    // Up to the last blob's end, rounded to its page (still inside the file's mapping).
+    const size_t span = stride * (size_t(layers) * experts - 1) + size_t(m.expert.blob_bytes);
+    const size_t bytes = (span + kBlobAlignment - 1) / kBlobAlignment * kBlobAlignment;
+    void* base = const_cast<uint8_t*>(dir.offload->ExpertBlob(0, 0));
+    absl::StatusOr<std::unique_ptr<backend::DeviceBuffer>> registered =
+        device->RegisterHost(base, bytes, /*read_only=*/true);
+    if (registered.ok()) {
+      return std::unique_ptr<ExpertStore>(new ExpertStore(layout, layers, experts, stride, device,
+                                                          *std::move(registered),
+                                                          /*registered=*/true));
+    }
+    MOE_LOG(WARNING) << "expert store: cannot register the mapped expert file in place ("
+                     << registered.status() << "); copying it into pinned memory";
+  }
+  MOE_ASSIGN_OR_RETURN(std::unique_ptr<ExpertStore> store,
+                       Allocate(layout, layers, experts, stride, device));
   for (int l = 0; l < layers; ++l) {
     for (int e = 0; e < experts; ++e) {
       std::memcpy(const_cast<float*>(store->Expert(l, e)), dir.offload->ExpertBlob(l, e),
@@ -71,7 +127,7 @@ absl::StatusOr<std::unique_ptr<ExpertStore>> ExpertStore::Load(const ModelDir& d
 const float* ExpertStore::Expert(int layer, int expert) const {
   MOE_CHECK(layer >= 0 && layer < num_layers_ && expert >= 0 && expert < num_experts_)
       << "expert (" << layer << ", " << expert << ") out of range";
-  const auto* base = static_cast<const char*>(memory_.get());
+  const auto* base = static_cast<const char*>(memory_->data());
   return reinterpret_cast<const float*>(base + stride_ * (size_t(layer) * num_experts_ + expert));
 }
 

@@ -2,6 +2,8 @@
 // blob [w1 | w3 | w2], so that moving an expert is one copy of one range. From a Hugging
 // Face checkpoint the blob is fp32; from a converted model it is the converted blob as
 // stored (quantized or 16-bit, quant::ExpertBlobLayout), so a copy moves only its bytes.
+// The store is host memory the store's device copies from at full link speed: pinned
+// (AllocatePinnedHost), or a converted model's mapped expert file registered in place.
 #ifndef MOE_EXPERT_WORKER_EXPERT_STORE_H_
 #define MOE_EXPERT_WORKER_EXPERT_STORE_H_
 
@@ -11,6 +13,7 @@
 #include <optional>
 
 #include "absl/status/statusor.h"
+#include "common/backend/device.h"
 #include "common/model_config.h"
 #include "common/model_dir.h"
 #include "common/quant/offload_model.h"
@@ -34,6 +37,17 @@ struct ExpertLayout {
   }
 };
 
+// How a converted model's expert file becomes the store.
+enum class MappedBlobs {
+  kAuto,      // register in place on CUDA, copy on the CPU (today's memory use there)
+  kRegister,  // register the mapping in place when its blobs are page-aligned and evenly
+              // strided, else copy
+  kCopy,      // always copy into pinned memory
+};
+
+// The process-wide CPU device: what the store, cache and runner use when given none.
+backend::Device& DefaultCpuDevice();
+
 // Immutable after Load; safe to read from any thread.
 class ExpertStore {
  public:
@@ -41,10 +55,17 @@ class ExpertStore {
   // on its own.
   static constexpr size_t kBlobAlignment = 4096;
 
+  // `device` (null: DefaultCpuDevice()) must outlive the store: its pinned memory holds
+  // the blobs, and the cache built on the store copies them to that device.
   static absl::StatusOr<std::unique_ptr<ExpertStore>> Load(const Checkpoint& checkpoint,
-                                                           const ModelConfig& config);
-  // Either layout; a converted model's blobs are copied as they are stored.
-  static absl::StatusOr<std::unique_ptr<ExpertStore>> Load(const ModelDir& dir);
+                                                           const ModelConfig& config,
+                                                           backend::Device* device = nullptr);
+  // Either layout. A converted model's blobs are copied as they are stored, or (see
+  // MappedBlobs) read in place from the mapped file, in which case `dir` must outlive the
+  // store.
+  static absl::StatusOr<std::unique_ptr<ExpertStore>> Load(const ModelDir& dir,
+                                                           backend::Device* device = nullptr,
+                                                           MappedBlobs mapped = MappedBlobs::kAuto);
 
   const ExpertLayout& layout() const { return layout_; }
   int num_layers() const { return num_layers_; }
@@ -52,20 +73,28 @@ class ExpertStore {
   size_t blob_bytes() const { return layout_.bytes(); }
   size_t blob_stride() const { return stride_; }
   size_t total_bytes() const { return stride_ * num_layers_ * num_experts_; }
-  // The blob of (layer, expert); both must be in range.
+  // The blob of (layer, expert), in host memory; both must be in range.
   const float* Expert(int layer, int expert) const;
+  backend::Device& device() const { return *device_; }
+  // True when the blobs are the mapped expert file, registered in place (no copy).
+  bool registered() const { return registered_; }
 
  private:
-  struct FreeDeleter {
-    void operator()(void* p) const;
-  };
-  ExpertStore(ExpertLayout layout, int layers, int experts, size_t stride, void* memory);
+  ExpertStore(ExpertLayout layout, int layers, int experts, size_t stride,
+              backend::Device* device, std::unique_ptr<backend::DeviceBuffer> memory,
+              bool registered);
+  // Pinned memory for `layers` x `experts` blobs of `stride` bytes.
+  static absl::StatusOr<std::unique_ptr<ExpertStore>> Allocate(ExpertLayout layout, int layers,
+                                                               int experts, size_t stride,
+                                                               backend::Device* device);
 
   ExpertLayout layout_;
   int num_layers_;
   int num_experts_;
   size_t stride_;
-  std::unique_ptr<void, FreeDeleter> memory_;
+  backend::Device* device_;
+  std::unique_ptr<backend::DeviceBuffer> memory_;  // pinned, or the registered mapping
+  bool registered_;
 };
 
 }  // namespace moe::expert_worker

@@ -1,5 +1,7 @@
 #include "expert_worker/prefetch_queue.h"
 
+#include "common/logging.h"
+
 namespace moe::expert_worker {
 
 PrefetchQueue::PrefetchQueue(SlotCache* cache, size_t capacity)
@@ -61,6 +63,9 @@ uint64_t PrefetchQueue::dropped() const {
 }
 
 void PrefetchQueue::Loop() {
+  // This thread queues the cache's copies: they go to the cache's device.
+  const absl::Status bound = cache_->device().BindThread();
+  if (!bound.ok()) MOE_LOG(ERROR) << "prefetch thread: " << bound;
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
     changed_.wait(lock, [&] { return stopping_ || !pending_.empty(); });

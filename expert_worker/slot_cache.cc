@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
+#include "common/status.h"
 
 namespace moe::expert_worker {
 
@@ -34,15 +35,20 @@ absl::StatusOr<std::unique_ptr<SlotCache>> SlotCache::Create(const ExpertStore* 
   }
   auto cache = std::unique_ptr<SlotCache>(
       new SlotCache(store, slots_per_layer, std::move(policy), retention));
+  MOE_RETURN_IF_ERROR(cache->device_->BindThread());
+  MOE_ASSIGN_OR_RETURN(cache->demand_stream_, cache->device_->CreateStream());
+  MOE_ASSIGN_OR_RETURN(cache->prefetch_stream_, cache->device_->CreateStream());
   for (auto& layer : cache->slots_) {
     for (int s = 0; s < slots_per_layer; ++s) {
-      std::unique_ptr<Slot> slot = cache->NewSlot();
-      if (slot == nullptr) {
-        return absl::ResourceExhaustedError(absl::StrCat(
-            "cannot allocate an expert cache of ", slots_per_layer, " x ", store->num_layers(),
-            " slots of ", store->blob_stride(), " bytes"));
+      absl::StatusOr<std::unique_ptr<Slot>> slot = cache->NewSlot();
+      if (!slot.ok()) {
+        return absl::Status(slot.status().code(),
+                            absl::StrCat("cannot allocate an expert cache of ", slots_per_layer,
+                                         " x ", store->num_layers(), " slots of ",
+                                         store->blob_stride(), " bytes on ",
+                                         cache->device_->name(), ": ", slot.status().message()));
       }
-      layer.push_back(std::move(slot));
+      layer.push_back(*std::move(slot));
     }
   }
   return cache;
@@ -61,22 +67,56 @@ absl::StatusOr<int> SlotCache::SlotsForBytes(const ExpertStore& store, uint64_t 
 SlotCache::SlotCache(const ExpertStore* store, int slots_per_layer,
                      std::unique_ptr<CachePolicy> policy, Retention retention)
     : store_(store),
+      device_(&store->device()),
       retention_(retention),
       policy_(std::move(policy)),
       slots_per_layer_(slots_per_layer),
       slots_(store->num_layers()),
       layer_counters_(store->num_layers()) {}
 
-SlotCache::~SlotCache() = default;
+SlotCache::~SlotCache() {
+  // No copy may still write into a slot that is about to be freed.
+  for (auto& layer : slots_) {
+    for (auto& slot : layer) {
+      const absl::Status quiet = Quiesce(*slot);
+      if (!quiet.ok()) MOE_LOG(ERROR) << "expert cache teardown: " << quiet;
+    }
+  }
+}
 
-void SlotCache::SlotBlock::operator()(void* p) const { std::free(p); }
-
-std::unique_ptr<SlotCache::Slot> SlotCache::NewSlot() const {
-  void* data = std::aligned_alloc(ExpertStore::kBlobAlignment, store_->blob_stride());
-  if (data == nullptr) return nullptr;
+absl::StatusOr<std::unique_ptr<SlotCache::Slot>> SlotCache::NewSlot() const {
   auto slot = std::make_unique<Slot>();
-  slot->data.reset(data);
+  MOE_ASSIGN_OR_RETURN(slot->data, device_->Allocate(store_->blob_stride()));
+  MOE_ASSIGN_OR_RETURN(slot->ready, device_->CreateEvent());
   return slot;
+}
+
+absl::Status SlotCache::Quiesce(Slot& slot) {
+  MOE_RETURN_IF_ERROR(slot.ready->Synchronize());
+  for (const auto& use : slot.uses) MOE_RETURN_IF_ERROR(use->Synchronize());
+  slot.uses.clear();
+  return absl::OkStatus();
+}
+
+const backend::Event& SlotCache::Lease::ready() const { return *slot_->ready; }
+
+absl::Status SlotCache::Lease::RecordUse(backend::Stream& stream) {
+  MOE_CHECK(cache_ != nullptr) << "RecordUse on a moved-from lease";
+  MOE_ASSIGN_OR_RETURN(std::unique_ptr<backend::Event> use, cache_->device_->CreateEvent());
+  MOE_RETURN_IF_ERROR(use->Record(stream));
+  cache_->RecordUse(slot_, std::move(use));
+  return absl::OkStatus();
+}
+
+void SlotCache::RecordUse(Slot* slot, std::unique_ptr<backend::Event> use) {
+  std::lock_guard<std::mutex> lock(mu_);
+  // Reads already done need no waiting (on the CPU: all of them), so the list stays short.
+  std::erase_if(slot->uses, [](const std::unique_ptr<backend::Event>& e) {
+    const absl::StatusOr<bool> done = e->Query();
+    return done.ok() && *done;
+  });
+  const absl::StatusOr<bool> done = use->Query();
+  if (!(done.ok() && *done)) slot->uses.push_back(std::move(use));
 }
 
 int SlotCache::slots_per_layer() const {
@@ -147,10 +187,13 @@ void WaitUntil(std::chrono::steady_clock::time_point end) {
 
 }  // namespace
 
-SlotCache::Lease SlotCache::Acquire(int layer, int expert) {
+absl::StatusOr<SlotCache::Lease> SlotCache::Acquire(int layer, int expert, CopyWait wait) {
   const auto t0 = std::chrono::steady_clock::now();
-  std::optional<Lease> lease = Load(layer, expert, /*prefetch=*/false, nullptr);
+  MOE_ASSIGN_OR_RETURN(std::optional<Lease> lease,
+                       Load(layer, expert, /*prefetch=*/false, nullptr));
   MOE_CHECK(lease.has_value());
+  // Its own copy or a prefetch's may still be moving (never on the CPU device).
+  if (wait == CopyWait::kHost) MOE_RETURN_IF_ERROR(lease->ready().Synchronize());
   const double waited =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::lock_guard<std::mutex> lock(mu_);
@@ -162,7 +205,13 @@ SlotCache::Lease SlotCache::Acquire(int layer, int expert) {
 bool SlotCache::Prefetch(int layer, int expert) {
   if (retention_ == Retention::kDrop) return false;  // nothing would stay to be used
   bool loaded = false;
-  Load(layer, expert, /*prefetch=*/true, &loaded);
+  const absl::StatusOr<std::optional<Lease>> done =
+      Load(layer, expert, /*prefetch=*/true, &loaded);
+  if (!done.ok()) {
+    MOE_LOG(WARNING) << "prefetch of expert (" << layer << ", " << expert
+                     << ") failed: " << done.status();
+    return false;
+  }
   return loaded;
 }
 
@@ -173,8 +222,8 @@ void SlotCache::ClearProtection(int layer, absl::Span<const int> keep) {
   }
 }
 
-std::optional<SlotCache::Lease> SlotCache::Load(int layer, int expert, bool prefetch,
-                                                bool* loaded) {
+absl::StatusOr<std::optional<SlotCache::Lease>> SlotCache::Load(int layer, int expert,
+                                                                bool prefetch, bool* loaded) {
   using Clock = std::chrono::steady_clock;
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
@@ -264,10 +313,16 @@ std::optional<SlotCache::Lease> SlotCache::Load(int layer, int expert, bool pref
     }
     slot.leases = 1;
     slot.loading = true;
-    auto* dst = static_cast<char*>(slot.data.get());
-    RealCopy(lock, layer, expert, dst, prefetch);
+    const absl::Status copied = RealCopy(lock, layer, expert, slot, prefetch);
     slot.loading = false;
-    slot.view = reinterpret_cast<const float*>(dst);
+    if (!copied.ok()) {  // the slot holds nothing usable: empty it, and let waiters retry
+      slot.leases = 0;
+      EvictLocked(layer, slot);
+      lock.unlock();
+      changed_.notify_all();
+      return copied;
+    }
+    slot.view = slot.data->as<const float>();
     lock.unlock();
     changed_.notify_all();
     // A prefetch's lease ends here (Release keeps the expert: it is protected).
@@ -275,11 +330,13 @@ std::optional<SlotCache::Lease> SlotCache::Load(int layer, int expert, bool pref
   }
 }
 
-// A memcpy, one copy at a time, in chunks; demand loads go before waiting prefetches,
-// and between chunks a prefetch yields to any waiting demand load. Called and returns
-// with `lock` held (released while copying).
-void SlotCache::RealCopy(std::unique_lock<std::mutex>& lock, int layer, int expert, char* dst,
-                         bool prefetch) {
+// One copy at a time on a copy stream, in chunks on the CPU; demand loads go before
+// waiting prefetches, and between chunks a prefetch yields to any waiting demand load.
+// The copy first waits for every recorded read of the slot's previous expert, and ends by
+// recording the slot's `ready` event. Called and returns with `lock` held (released while
+// copying).
+absl::Status SlotCache::RealCopy(std::unique_lock<std::mutex>& lock, int layer, int expert,
+                                 Slot& slot, bool prefetch) {
   auto take_link = [&] {
     if (prefetch) {
       changed_.wait(lock, [&] { return !link_busy_ && demand_waiting_ == 0; });
@@ -291,19 +348,40 @@ void SlotCache::RealCopy(std::unique_lock<std::mutex>& lock, int layer, int expe
     link_busy_ = true;
   };
   take_link();
+  // Leased by this load and not yet usable, so no one else records uses meanwhile.
+  std::vector<std::unique_ptr<backend::Event>> uses = std::move(slot.uses);
+  slot.uses.clear();
   const size_t bytes = store_->blob_bytes();
+  const size_t chunk =
+      device_->kind() == backend::DeviceKind::kCpu ? kCopyChunkBytes : bytes;
   const auto* src = reinterpret_cast<const char*>(store_->Expert(layer, expert));
-  for (size_t offset = 0; offset < bytes; offset += kCopyChunkBytes) {
+  auto* dst = slot.data->as<char>();
+  backend::Stream& stream = prefetch ? *prefetch_stream_ : *demand_stream_;
+  absl::Status status = device_->BindThread();
+  // The slot's previous copy may still run on the other copy stream.
+  if (status.ok()) status = stream.Wait(*slot.ready);
+  for (const auto& use : uses) {
+    if (status.ok()) status = stream.Wait(*use);
+  }
+  for (size_t offset = 0; offset < bytes && status.ok(); offset += chunk) {
     if (prefetch && offset > 0 && demand_waiting_ > 0) {
       link_busy_ = false;
       changed_.notify_all();
       take_link();
     }
     lock.unlock();
-    std::memcpy(dst + offset, src + offset, std::min(kCopyChunkBytes, bytes - offset));
+    status = device_->CopyToDevice(dst + offset, src + offset, std::min(chunk, bytes - offset),
+                                   stream);
     lock.lock();
   }
+  if (status.ok()) status = slot.ready->Record(stream);
+  if (!status.ok()) {
+    // Whatever was queued may still run: let it finish before the slot is reused.
+    const absl::Status synced = stream.Synchronize();
+    if (!synced.ok()) MOE_LOG(ERROR) << "expert copy stream: " << synced;
+  }
   link_busy_ = false;
+  return status;
 }
 
 // The link as a schedule, without moving bytes: a copy takes latency + bytes / bandwidth.
@@ -355,9 +433,15 @@ LinkModel SlotCache::link() const {
   return link_;
 }
 
-void SlotCache::set_link(const LinkModel& link) {
+absl::Status SlotCache::set_link(const LinkModel& link) {
+  if (link.modelled() && device_->kind() != backend::DeviceKind::kCpu) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a modelled link (", link.gbps, " GB/s, ", link.latency_us,
+        " us) is for the CPU device only; ", device_->name(), " copies over its real link"));
+  }
   std::lock_guard<std::mutex> lock(mu_);
   link_ = link;
+  return absl::OkStatus();
 }
 
 void SlotCache::SetPolicy(std::unique_ptr<CachePolicy> policy) {
@@ -383,11 +467,13 @@ absl::Status SlotCache::Resize(int slots_per_layer) {
   std::vector<std::unique_ptr<Slot>> fresh;
   for (size_t l = 0; l < slots_.size(); ++l) {
     for (int s = slots_per_layer_; s < slots_per_layer; ++s) {
-      fresh.push_back(NewSlot());
-      if (fresh.back() == nullptr) {
-        return absl::ResourceExhaustedError(absl::StrCat(
-            "cannot grow the expert cache to ", slots_per_layer, " slots per layer"));
+      absl::StatusOr<std::unique_ptr<Slot>> slot = NewSlot();
+      if (!slot.ok()) {
+        return absl::Status(slot.status().code(),
+                            absl::StrCat("cannot grow the expert cache to ", slots_per_layer,
+                                         " slots per layer: ", slot.status().message()));
       }
+      fresh.push_back(*std::move(slot));
     }
   }
   for (auto& layer : slots_) {
@@ -408,6 +494,7 @@ absl::Status SlotCache::Resize(int slots_per_layer) {
         return idle(s) && s->expert < 0;
       });
       if (empty != slots.end()) {
+        MOE_RETURN_IF_ERROR(Quiesce(**empty));
         std::erase(scheduled_, empty->get());
         slots.erase(empty);
         continue;
@@ -426,6 +513,7 @@ absl::Status SlotCache::Resize(int slots_per_layer) {
                              [&](const std::unique_ptr<Slot>& s) { return s->expert == victim; });
       MOE_CHECK(it != slots.end()) << "policy chose expert " << victim << ", which is not resident";
       EvictLocked(layer, **it);
+      MOE_RETURN_IF_ERROR(Quiesce(**it));
       std::erase(scheduled_, it->get());
       slots.erase(it);
     }

@@ -1,7 +1,14 @@
-// The "VRAM" expert cache: a fixed number of expert-sized slots per layer in one slab,
-// filled from the host store on demand, with a replaceable eviction policy. On the CPU
-// backend the slab is ordinary memory and a load is a memcpy; the shape (one blob, one
-// copy, fixed slots) is the one the CUDA backend uses.
+// The VRAM expert cache: a fixed number of expert-sized slots per layer in memory of the
+// store's device, filled from the host store on demand, with a replaceable eviction
+// policy. A load is one asynchronous copy on one of the cache's two copy streams (demand
+// and prefetch); on the CPU device the slots are ordinary memory and a load is a memcpy.
+//
+// Stream ordering (what makes it correct on CUDA): each slot has a `ready` event,
+// recorded on a copy stream behind the slot's copy, and the events its users record on
+// their compute streams behind the kernels that read it (Lease::RecordUse). A refill
+// first makes its copy stream wait on those (and on `ready`), so nothing is overwritten
+// while a kernel still reads it; a user makes its compute stream wait on Lease::ready()
+// before reading.
 #ifndef MOE_EXPERT_WORKER_SLOT_CACHE_H_
 #define MOE_EXPERT_WORKER_SLOT_CACHE_H_
 
@@ -14,6 +21,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/backend/device.h"
 #include "expert_worker/cache_policy.h"
 #include "expert_worker/expert_store.h"
 
@@ -46,8 +54,8 @@ enum class Retention {
 
 // Makes host-to-"VRAM" copies on the CPU backend cost what they would over a link such as
 // PCIe: each copy takes latency + bytes / bandwidth, and copies share one link (they run
-// one at a time), so cache and prefetch effects are measurable without a GPU. With a
-// link model the copy is a copy engine's: the copying thread sleeps for the link time and
+// one at a time), so cache and prefetch effects are measurable without a GPU (CPU device
+// only). With a link model the copy is a copy engine's: the copying thread sleeps for the link time and
 // the expert is then read in place from the host store, so a prefetch costs no CPU time
 // (a DMA engine takes none from the SMs; a memcpy here would take a core from compute).
 struct LinkModel {
@@ -69,15 +77,23 @@ struct CacheStats {
   std::vector<CacheCounters> layers;
 };
 
+// How Acquire treats a copy that is still moving the expert into its slot.
+enum class CopyWait {
+  kHost,    // block the caller until it is done (counted in stall_s)
+  kStream,  // return at once: the caller makes its stream Wait(lease.ready())
+};
+
 // Thread-safe. A slot is evicted only when no lease holds it; Acquire waits while every
 // slot of the layer is leased, so each caller must hold at most one lease per layer at
-// a time (RunExperts holds one at a time). Each slot is its own page-aligned block, so
-// the cache can grow or shrink while leases are held.
+// a time (RunExperts holds one at a time). Each slot is its own device allocation, so
+// the cache can grow or shrink while leases are held. Users must have synchronised the
+// streams they recorded uses on before destroying the cache.
 class SlotCache {
   struct Slot;  // one expert-sized block of "VRAM" and its state
 
  public:
-  // `store` must outlive the cache; slots_per_layer in [1, experts per layer].
+  // `store` must outlive the cache; the slots live on store->device();
+  // slots_per_layer in [1, experts per layer].
   static absl::StatusOr<std::unique_ptr<SlotCache>> Create(
       const ExpertStore* store, int slots_per_layer, std::unique_ptr<CachePolicy> policy,
       Retention retention = Retention::kKeep);
@@ -91,7 +107,13 @@ class SlotCache {
     Lease(Lease&& other) noexcept;
     Lease& operator=(Lease&&) = delete;
     ~Lease();
+    // The expert in device memory (host memory on the CPU device).
     const float* data() const { return data_; }
+    // Completes when the copy that filled the slot has (already the case on the CPU).
+    const backend::Event& ready() const;
+    // Marks the slot as read by the work queued on `stream` so far: a later refill waits
+    // for it. Call after queuing the kernels that read data(), before the lease ends.
+    [[nodiscard]] absl::Status RecordUse(backend::Stream& stream);
     bool hit() const { return hit_; }
     // A hit on an expert a prefetch loaded, used for the first time.
     bool prefetched() const { return prefetched_; }
@@ -111,8 +133,9 @@ class SlotCache {
   };
 
   // The expert, resident in a slot: a hit, or loaded now (evicting per the policy).
-  // Demand loads go on the link before any waiting prefetch.
-  Lease Acquire(int layer, int expert);
+  // Demand loads go on the link before any waiting prefetch. Errors are the device's
+  // (a failed copy); the slot is then left empty.
+  absl::StatusOr<Lease> Acquire(int layer, int expert, CopyWait wait = CopyWait::kHost);
 
   // Loads a hinted expert unless it is resident or loading, and protects it from
   // eviction until it is used or the layer's protection is cleared. Never evicts a leased
@@ -122,8 +145,9 @@ class SlotCache {
   // newer guess supersedes the old one).
   void ClearProtection(int layer, absl::Span<const int> keep = {});
 
-  // Sets the link model for later copies (thread-safe).
-  void set_link(const LinkModel& link);
+  // Sets the link model for later copies (thread-safe). INVALID_ARGUMENT for a modelled
+  // link on a device other than the CPU (a real link needs no model).
+  absl::Status set_link(const LinkModel& link);
   LinkModel link() const;
 
   // Replaces the policy, keeping what is resident (the new policy learns the residents
@@ -137,14 +161,16 @@ class SlotCache {
   int slots_per_layer() const;
   Retention retention() const { return retention_; }
   const ExpertStore& store() const { return *store_; }
+  backend::Device& device() const { return *device_; }
+  // Bytes of device memory one slot takes.
+  size_t slot_bytes() const { return store_->blob_stride(); }
 
  private:
-  struct SlotBlock {
-    void operator()(void* p) const;
-  };
   // Shared path of Acquire and Prefetch; a prefetch returns no lease (it releases at once).
   // `loaded` (prefetch only): set when the expert was put on the link.
-  std::optional<Lease> Load(int layer, int expert, bool prefetch, bool* loaded);
+  absl::StatusOr<std::optional<Lease>> Load(int layer, int expert, bool prefetch, bool* loaded);
+  // A real copy on the CPU moves in chunks so that a demand load can overtake a prefetch;
+  // on CUDA a blob is one asynchronous copy.
   static constexpr size_t kCopyChunkBytes = 256 << 10;
   SlotCache(const ExpertStore* store, int slots_per_layer, std::unique_ptr<CachePolicy> policy,
             Retention retention);
@@ -153,7 +179,10 @@ class SlotCache {
     int leases = 0;
     bool loading = false;
     bool is_protected = false;  // prefetched and not used yet
-    std::unique_ptr<void, SlotBlock> data;  // store_->blob_stride() bytes, page-aligned
+    std::unique_ptr<backend::DeviceBuffer> data;  // store_->blob_stride() bytes
+    std::unique_ptr<backend::Event> ready;        // behind the last copy into `data`
+    // Recorded by users behind their reads of `data` and not yet waited on by a refill.
+    std::vector<std::unique_ptr<backend::Event>> uses;
     // Where the resident expert is read: `data` after a real copy, or the host store's
     // blob when the copy was modelled by the link.
     const float* view = nullptr;
@@ -163,10 +192,14 @@ class SlotCache {
   };
   // Loading, or its modelled copy not done at `now`: neither usable nor evictable.
   static bool Busy(const Slot& slot, std::chrono::steady_clock::time_point now);
-  std::unique_ptr<Slot> NewSlot() const;
+  absl::StatusOr<std::unique_ptr<Slot>> NewSlot() const;
+  // Blocks until every copy into `slot` and every recorded read of it has run (before
+  // its memory is freed).
+  static absl::Status Quiesce(Slot& slot);
+  void RecordUse(Slot* slot, std::unique_ptr<backend::Event> use);
   // The two ways a load occupies the link; called and return with `lock` held.
-  void RealCopy(std::unique_lock<std::mutex>& lock, int layer, int expert, char* dst,
-                bool prefetch);
+  absl::Status RealCopy(std::unique_lock<std::mutex>& lock, int layer, int expert, Slot& slot,
+                        bool prefetch);
   // Puts a modelled copy for `slot` on the link's schedule; returns when it is done.
   std::chrono::steady_clock::time_point ScheduleCopy(bool prefetch, const LinkModel& link,
                                                      Slot& slot);
@@ -175,7 +208,11 @@ class SlotCache {
   void Release(int layer, Slot* slot);
 
   const ExpertStore* store_;
+  backend::Device* device_;  // the store's
   const Retention retention_;
+  // The copy streams: demand loads do not queue behind prefetches already on their way.
+  // Queued on only while holding the link (link_busy_), so by one thread at a time.
+  std::unique_ptr<backend::Stream> demand_stream_, prefetch_stream_;
 
   mutable std::mutex mu_;
   std::condition_variable changed_;

@@ -2,18 +2,22 @@
 // moe.v1.ExpertWorker to a coordinator.
 //
 //   moe-expert-worker --model DIR --listen unix:/tmp/moe-worker.sock
-//                     [--cache-per-layer K | --cache-bytes N] [--policy lru]
+//                     [--cache-per-layer K | --cache-bytes N | --vram-budget-gib G]
+//                     [--device cpu|cuda|cuda:N] [--workspace-tokens N] [--policy lru]
 #include <cstdio>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "common/backend/device.h"
 #include "common/command_line.h"
 #include "common/grpc_server.h"
 #include "common/logging.h"
 #include "common/metrics_http_server.h"
 #include "common/model_dir.h"
 #include "common/status.h"
+#include "expert_worker/expert_runner.h"
 #include "expert_worker/slot_cache.h"
 #include "expert_worker/worker_service.h"
 
@@ -22,6 +26,12 @@ ABSL_FLAG(std::string, listen, "unix:/tmp/moe-worker.sock", "unix:PATH or HOST:P
 ABSL_FLAG(int, cache_per_layer, 0, "Experts kept resident per layer (0: all, or --cache-bytes)");
 ABSL_FLAG(int64_t, cache_bytes, 0, "Expert cache budget in bytes (alternative to --cache-per-layer)");
 ABSL_FLAG(std::string, policy, "lru", "Cache eviction policy");
+ABSL_FLAG(std::string, device, "cpu", "Where the expert cache lives and experts compute: cpu, cuda or cuda:N");
+ABSL_FLAG(double, vram_budget_gib, 0,
+          "Device memory for the expert cache and workspace, in GiB (0: use --cache-per-layer "
+          "or --cache-bytes); slots per layer are what fits after the workspace");
+ABSL_FLAG(int64_t, workspace_tokens, moe::expert_worker::ExpertRunner::kDefaultWorkspaceTokens,
+          "Tokens per expert pass of the compute scratch (larger calls run in chunks)");
 ABSL_FLAG(int, max_message_bytes, 64 << 20, "Largest gRPC message accepted");
 ABSL_FLAG(double, link_gbps, 0, "Link model: host-to-cache copy bandwidth in GB/s (0: memcpy speed)");
 ABSL_FLAG(double, link_latency_us, 0, "Link model: fixed cost per copy in microseconds");
@@ -35,22 +45,58 @@ namespace {
 absl::Status Run() {
   const std::string model = absl::GetFlag(FLAGS_model);
   if (model.empty()) return absl::InvalidArgumentError("--model is required");
-  if (absl::GetFlag(FLAGS_cache_per_layer) != 0 && absl::GetFlag(FLAGS_cache_bytes) != 0) {
-    return absl::InvalidArgumentError("give --cache-per-layer or --cache-bytes, not both");
+  const double budget_gib = absl::GetFlag(FLAGS_vram_budget_gib);
+  if ((absl::GetFlag(FLAGS_cache_per_layer) != 0) + (absl::GetFlag(FLAGS_cache_bytes) != 0) +
+          (budget_gib != 0) > 1) {
+    return absl::InvalidArgumentError(
+        "give one of --cache-per-layer, --cache-bytes and --vram-budget-gib");
   }
+  if (!(budget_gib >= 0)) return absl::InvalidArgumentError("--vram-budget-gib must be >= 0");
+  const int64_t workspace_tokens = absl::GetFlag(FLAGS_workspace_tokens);
+  if (workspace_tokens < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--workspace-tokens must be >= 1 (got ", workspace_tokens, ")"));
+  }
+  if (absl::GetFlag(FLAGS_link_gbps) < 0 || absl::GetFlag(FLAGS_link_latency_us) < 0) {
+    return absl::InvalidArgumentError("--link-gbps and --link-latency-us must be >= 0");
+  }
+  absl::StatusOr<std::unique_ptr<backend::Device>> opened =
+      backend::OpenDevice(absl::GetFlag(FLAGS_device));
+  if (!opened.ok()) {
+    return absl::Status(opened.status().code(),
+                        absl::StrCat("--device: ", opened.status().message()));
+  }
+  std::unique_ptr<backend::Device> device = *std::move(opened);
+  MOE_RETURN_IF_ERROR(device->BindThread());
   MOE_ASSIGN_OR_RETURN(ModelDir dir, ModelDir::Open(model));
-  MOE_ASSIGN_OR_RETURN(auto store, ExpertStore::Load(dir));
+  MOE_ASSIGN_OR_RETURN(auto store, ExpertStore::Load(dir, device.get()));
   int slots = absl::GetFlag(FLAGS_cache_per_layer);
   if (absl::GetFlag(FLAGS_cache_bytes) > 0) {
     MOE_ASSIGN_OR_RETURN(slots, SlotCache::SlotsForBytes(*store, absl::GetFlag(FLAGS_cache_bytes)));
   }
+  const uint64_t workspace_bytes = ExpertRunner::WorkspaceBytes(store->layout(), workspace_tokens);
+  if (budget_gib > 0) {
+    const auto budget = static_cast<uint64_t>(budget_gib * double(1ull << 30));
+    const uint64_t one_slot_row = uint64_t(store->blob_stride()) * store->num_layers();
+    if (budget < workspace_bytes + one_slot_row) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--vram-budget-gib ", budget_gib, " (", budget, " bytes) cannot hold the workspace (",
+          workspace_bytes, " bytes for ", workspace_tokens, " tokens) and one expert slot per layer (",
+          one_slot_row, " bytes): needs at least ", workspace_bytes + one_slot_row, " bytes"));
+    }
+    MOE_ASSIGN_OR_RETURN(slots, SlotCache::SlotsForBytes(*store, budget - workspace_bytes));
+  }
   if (slots == 0) slots = store->num_experts();
   MOE_ASSIGN_OR_RETURN(auto policy, MakeCachePolicy(absl::GetFlag(FLAGS_policy)));
   MOE_ASSIGN_OR_RETURN(auto cache, SlotCache::Create(store.get(), slots, std::move(policy)));
-  if (absl::GetFlag(FLAGS_link_gbps) < 0 || absl::GetFlag(FLAGS_link_latency_us) < 0) {
-    return absl::InvalidArgumentError("--link-gbps and --link-latency-us must be >= 0");
-  }
-  cache->set_link({absl::GetFlag(FLAGS_link_gbps), absl::GetFlag(FLAGS_link_latency_us)});
+  MOE_RETURN_IF_ERROR(
+      cache->set_link({absl::GetFlag(FLAGS_link_gbps), absl::GetFlag(FLAGS_link_latency_us)}));
+  MOE_LOG(INFO) << "expert cache on " << device->name() << ": " << slots << " slots per layer x "
+                << store->num_layers() << " layers of " << cache->slot_bytes() << " bytes ("
+                << uint64_t(slots) * store->num_layers() * cache->slot_bytes()
+                << " bytes), workspace " << workspace_bytes << " bytes per call ("
+                << workspace_tokens << " tokens); host store " << store->total_bytes()
+                << " bytes " << (store->registered() ? "registered in place" : "pinned");
   WorkerService service(cache.get());
   std::unique_ptr<MetricsHttpServer> metrics;
   if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {

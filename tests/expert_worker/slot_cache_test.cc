@@ -45,11 +45,11 @@ TEST_F(SlotCacheTest, ExpertStoreBlobsArePageAlignedAndHoldTheWeights) {
 TEST_F(SlotCacheTest, HitsAfterFirstLoadAndCopiesTheBlob) {
   auto cache = MakeCache(2);
   {
-    auto lease = cache->Acquire(0, 5);
+    auto lease = *cache->Acquire(0, 5);
     EXPECT_FALSE(lease.hit());
     EXPECT_EQ(0, std::memcmp(lease.data(), store_->Expert(0, 5), store_->blob_bytes()));
   }
-  EXPECT_TRUE(cache->Acquire(0, 5).hit());
+  EXPECT_TRUE(cache->Acquire(0, 5)->hit());
   const CacheStats stats = cache->Stats();
   EXPECT_EQ(stats.total.hits, 1u);
   EXPECT_EQ(stats.total.misses, 1u);
@@ -65,25 +65,25 @@ TEST_F(SlotCacheTest, LruEvictsTheLeastRecentlyUsed) {
   cache->Acquire(0, 2);
   cache->Acquire(0, 1);                   // 2 is now least recent
   cache->Acquire(0, 3);                   // evicts 2
-  EXPECT_TRUE(cache->Acquire(0, 1).hit());
-  EXPECT_TRUE(cache->Acquire(0, 3).hit());
-  EXPECT_FALSE(cache->Acquire(0, 2).hit());
+  EXPECT_TRUE(cache->Acquire(0, 1)->hit());
+  EXPECT_TRUE(cache->Acquire(0, 3)->hit());
+  EXPECT_FALSE(cache->Acquire(0, 2)->hit());
 }
 
 TEST_F(SlotCacheTest, LayersHaveTheirOwnSlots) {
   auto cache = MakeCache(1);
   cache->Acquire(0, 4);
   cache->Acquire(1, 6);
-  EXPECT_TRUE(cache->Acquire(0, 4).hit());
-  EXPECT_TRUE(cache->Acquire(1, 6).hit());
+  EXPECT_TRUE(cache->Acquire(0, 4)->hit());
+  EXPECT_TRUE(cache->Acquire(1, 6)->hit());
 }
 
 TEST_F(SlotCacheTest, LeasedSlotIsNeverEvicted) {
   auto cache = MakeCache(1);
   std::atomic<bool> second_done{false};
-  auto held = std::make_unique<SlotCache::Lease>(cache->Acquire(0, 1));
+  auto held = std::make_unique<SlotCache::Lease>(*cache->Acquire(0, 1));
   std::thread other([&] {
-    auto lease = cache->Acquire(0, 2);  // must wait: the only slot is leased
+    auto lease = *cache->Acquire(0, 2);  // must wait: the only slot is leased
     second_done = true;
     EXPECT_EQ(0, std::memcmp(lease.data(), store_->Expert(0, 2), store_->blob_bytes()));
   });
@@ -103,7 +103,7 @@ TEST_F(SlotCacheTest, ConcurrentCallersAlwaysSeeTheExpertTheyAskedFor) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < 200; ++i) {
         const int layer = i % 2, expert = (i * 7 + t * 3) % 8;
-        auto lease = cache->Acquire(layer, expert);
+        auto lease = *cache->Acquire(layer, expert);
         if (std::memcmp(lease.data(), store_->Expert(layer, expert), store_->blob_bytes()) != 0) ++wrong;
       }
     });
@@ -119,8 +119,8 @@ TEST_F(SlotCacheTest, SetPolicyKeepsResidents) {
   cache->Acquire(0, 1);
   cache->Acquire(0, 2);
   cache->SetPolicy(std::make_unique<LruPolicy>());
-  EXPECT_TRUE(cache->Acquire(0, 1).hit());
-  EXPECT_TRUE(cache->Acquire(0, 2).hit());
+  EXPECT_TRUE(cache->Acquire(0, 1)->hit());
+  EXPECT_TRUE(cache->Acquire(0, 2)->hit());
 }
 
 TEST_F(SlotCacheTest, RejectsSizesOutsideOneToAllExperts) {
@@ -145,7 +145,7 @@ TEST_F(SlotCacheTest, PrefetchLoadsInTheBackgroundSoTheNextUseHits) {
   prefetch.Enqueue(1, {6});  // already resident: no second load
   prefetch.Drain();
   EXPECT_EQ(prefetch.loaded(), 1u);
-  EXPECT_TRUE(cache->Acquire(1, 6).hit());
+  EXPECT_TRUE(cache->Acquire(1, 6)->hit());
   const CacheStats stats = cache->Stats();
   EXPECT_EQ(stats.total.prefetch_loads, 1u);
   EXPECT_EQ(stats.total.prefetch_hits, 1u);
@@ -159,35 +159,35 @@ TEST_F(SlotCacheTest, PrefetchedExpertsAreProtectedUntilUsed) {
   EXPECT_FALSE(cache->Prefetch(0, 3));  // both slots protected: the hint is dropped
   cache->Acquire(0, 1);                 // uses 1: no longer protected
   EXPECT_TRUE(cache->Prefetch(0, 3));   // evicts 1, not the unused 2
-  EXPECT_TRUE(cache->Acquire(0, 2).hit());
-  EXPECT_TRUE(cache->Acquire(0, 3).hit());
+  EXPECT_TRUE(cache->Acquire(0, 2)->hit());
+  EXPECT_TRUE(cache->Acquire(0, 3)->hit());
 }
 
 TEST_F(SlotCacheTest, DemandLoadEvictsProtectedOnlyAsLastResort) {
   auto cache = MakeCache(1);
   ASSERT_TRUE(cache->Prefetch(0, 1));
-  EXPECT_FALSE(cache->Acquire(0, 4).hit());  // must make progress: evicts the guess
+  EXPECT_FALSE(cache->Acquire(0, 4)->hit());  // must make progress: evicts the guess
   cache->ClearProtection(0);
-  EXPECT_TRUE(cache->Acquire(0, 4).hit());
+  EXPECT_TRUE(cache->Acquire(0, 4)->hit());
 }
 
 TEST_F(SlotCacheTest, NewerRoundEndsTheProtectionOfTheOlderOne) {
   auto cache = MakeCache(2);
-  cache->set_link(LinkModel{1000, 0});  // modelled: rounds are scheduled inline
+  ASSERT_TRUE(cache->set_link(LinkModel{1000, 0}).ok());  // modelled: rounds are scheduled inline
   PrefetchQueue prefetch(cache.get());
   prefetch.Enqueue(1, {2});
   prefetch.Enqueue(1, {3});  // supersedes {2}: 2 may go now
   prefetch.Enqueue(1, {4});  // supersedes {3}; evicts the unprotected 2, not 3
   prefetch.Drain();
   EXPECT_EQ(prefetch.loaded(), 3u);
-  EXPECT_TRUE(cache->Acquire(1, 3).hit());
-  EXPECT_TRUE(cache->Acquire(1, 4).hit());
-  EXPECT_FALSE(cache->Acquire(1, 2).hit());
+  EXPECT_TRUE(cache->Acquire(1, 3)->hit());
+  EXPECT_TRUE(cache->Acquire(1, 4)->hit());
+  EXPECT_FALSE(cache->Acquire(1, 2)->hit());
 }
 
 TEST_F(SlotCacheTest, ModelledPrefetchIsScheduledAtOnceAndADemandCopyOvertakesIt) {
   auto cache = MakeCache(2);
-  cache->set_link(LinkModel{0.1, 0});  // one blob: blob_bytes / 1e8 seconds
+  ASSERT_TRUE(cache->set_link(LinkModel{0.1, 0}).ok());  // one blob: blob_bytes / 1e8 seconds
   const double one = store_->blob_bytes() / 1e8;
   const auto t0 = std::chrono::steady_clock::now();
   ASSERT_TRUE(cache->Prefetch(0, 1));  // returns at once
@@ -195,7 +195,7 @@ TEST_F(SlotCacheTest, ModelledPrefetchIsScheduledAtOnceAndADemandCopyOvertakesIt
   cache->Acquire(1, 5);                // a demand copy goes first...
   const double demand = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_LT(demand, 1.5 * one + 0.01);  // ...after at most one chunk of the prefetch
-  auto lease = cache->Acquire(0, 1);   // the prefetch ends one copy later than alone
+  auto lease = *cache->Acquire(0, 1);   // the prefetch ends one copy later than alone
   const double both = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_TRUE(lease.hit());
   EXPECT_TRUE(lease.prefetched());
@@ -212,7 +212,7 @@ namespace {
 TEST_F(SlotCacheTest, LinkModelMakesACopyTakeBytesOverBandwidth) {
   auto cache = MakeCache(1);
   // 0.1 GB/s: a blob of store_->blob_bytes() takes blob_bytes / 1e8 seconds plus 100 us.
-  cache->set_link(LinkModel{0.1, 100});
+  ASSERT_TRUE(cache->set_link(LinkModel{0.1, 100}).ok());
   const double expected = store_->blob_bytes() / 1e8 + 100e-6;
   const auto t0 = std::chrono::steady_clock::now();
   cache->Acquire(0, 1);
@@ -221,13 +221,13 @@ TEST_F(SlotCacheTest, LinkModelMakesACopyTakeBytesOverBandwidth) {
   EXPECT_LT(took, expected + 0.05);
   // A hit costs no link time.
   const auto t1 = std::chrono::steady_clock::now();
-  EXPECT_TRUE(cache->Acquire(0, 1).hit());
+  EXPECT_TRUE(cache->Acquire(0, 1)->hit());
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count(), expected);
 }
 
 TEST_F(SlotCacheTest, CopiesShareTheLinkOneAtATime) {
   auto cache = MakeCache(2);
-  cache->set_link(LinkModel{0.1, 0});
+  ASSERT_TRUE(cache->set_link(LinkModel{0.1, 0}).ok());
   const double one = store_->blob_bytes() / 1e8;
   const auto t0 = std::chrono::steady_clock::now();
   std::thread a([&] { cache->Acquire(0, 1); });
@@ -248,11 +248,11 @@ TEST_F(SlotCacheTest, GrowingKeepsResidentsAndAddsRoom) {
   cache->Acquire(0, 1);
   ASSERT_TRUE(cache->Resize(3).ok());
   EXPECT_EQ(cache->slots_per_layer(), 3);
-  EXPECT_TRUE(cache->Acquire(0, 1).hit());
+  EXPECT_TRUE(cache->Acquire(0, 1)->hit());
   cache->Acquire(0, 2);
   cache->Acquire(0, 3);
-  EXPECT_TRUE(cache->Acquire(0, 1).hit());  // three fit now
-  EXPECT_TRUE(cache->Acquire(0, 2).hit());
+  EXPECT_TRUE(cache->Acquire(0, 1)->hit());  // three fit now
+  EXPECT_TRUE(cache->Acquire(0, 2)->hit());
   EXPECT_EQ(cache->Stats().resizes, 1u);
 }
 
@@ -264,14 +264,14 @@ TEST_F(SlotCacheTest, ShrinkingEvictsPerThePolicy) {
   cache->Acquire(0, 1);  // LRU order now 2, 3, 1
   ASSERT_TRUE(cache->Resize(1).ok());
   EXPECT_EQ(cache->Stats().slots_per_layer, 1);
-  EXPECT_TRUE(cache->Acquire(0, 1).hit());  // the most recent stayed
-  EXPECT_FALSE(cache->Acquire(0, 2).hit());
-  EXPECT_FALSE(cache->Acquire(0, 1).hit());  // one slot: 2 took it
+  EXPECT_TRUE(cache->Acquire(0, 1)->hit());  // the most recent stayed
+  EXPECT_FALSE(cache->Acquire(0, 2)->hit());
+  EXPECT_FALSE(cache->Acquire(0, 1)->hit());  // one slot: 2 took it
 }
 
 TEST_F(SlotCacheTest, ShrinkingWaitsForLeasesAndNeverTakesALeasedSlot) {
   auto cache = MakeCache(2);
-  auto held = std::make_unique<SlotCache::Lease>(cache->Acquire(0, 4));
+  auto held = std::make_unique<SlotCache::Lease>(*cache->Acquire(0, 4));
   cache->Acquire(0, 5);
   std::atomic<bool> done{false};
   std::thread shrink([&] {
@@ -283,14 +283,14 @@ TEST_F(SlotCacheTest, ShrinkingWaitsForLeasesAndNeverTakesALeasedSlot) {
   EXPECT_TRUE(done.load());
   EXPECT_EQ(0, std::memcmp(held->data(), store_->Expert(0, 4), store_->blob_bytes()));
   held.reset();
-  EXPECT_TRUE(cache->Acquire(0, 4).hit());
+  EXPECT_TRUE(cache->Acquire(0, 4)->hit());
 }
 
 TEST_F(SlotCacheTest, ShrinkBelowLeasedSlotsWaitsForTheirRelease) {
   auto cache = MakeCache(2);
-  auto a = std::make_unique<SlotCache::Lease>(cache->Acquire(0, 1));
-  auto b = std::make_unique<SlotCache::Lease>(cache->Acquire(1, 2));  // other layer
-  auto c = std::make_unique<SlotCache::Lease>(cache->Acquire(0, 3));
+  auto a = std::make_unique<SlotCache::Lease>(*cache->Acquire(0, 1));
+  auto b = std::make_unique<SlotCache::Lease>(*cache->Acquire(1, 2));  // other layer
+  auto c = std::make_unique<SlotCache::Lease>(*cache->Acquire(0, 3));
   std::atomic<bool> done{false};
   std::thread shrink([&] {
     EXPECT_TRUE(cache->Resize(1).ok());
@@ -320,7 +320,7 @@ TEST_F(SlotCacheTest, ResizeWhileCallersRunKeepsEveryLeaseCorrect) {
     threads.emplace_back([&, t] {
       for (int i = 0; !stop.load(); ++i) {
         const int layer = i % 2, expert = (i * 5 + t) % 8;
-        auto lease = cache->Acquire(layer, expert);
+        auto lease = *cache->Acquire(layer, expert);
         if (std::memcmp(lease.data(), store_->Expert(layer, expert), store_->blob_bytes()) != 0) ++wrong;
       }
     });
@@ -338,8 +338,8 @@ TEST_F(SlotCacheTest, ResizeWhileCallersRunKeepsEveryLeaseCorrect) {
 TEST_F(SlotCacheTest, DropRetentionLoadsEveryUse) {
   auto cache = SlotCache::Create(store_.get(), 2, std::make_unique<LruPolicy>(), Retention::kDrop);
   ASSERT_TRUE(cache.ok());
-  EXPECT_FALSE((*cache)->Acquire(0, 1).hit());
-  EXPECT_FALSE((*cache)->Acquire(0, 1).hit());
+  EXPECT_FALSE((*cache)->Acquire(0, 1)->hit());
+  EXPECT_FALSE((*cache)->Acquire(0, 1)->hit());
   EXPECT_FALSE((*cache)->Prefetch(0, 2));  // nothing would stay: hints are ignored
   EXPECT_EQ((*cache)->Stats().total.misses, 2u);
   EXPECT_EQ((*cache)->Stats().total.hits, 0u);
@@ -347,12 +347,12 @@ TEST_F(SlotCacheTest, DropRetentionLoadsEveryUse) {
 
 TEST_F(SlotCacheTest, CountsStallTimeAndPrefetchFirstUses) {
   auto cache = MakeCache(2);
-  cache->set_link(LinkModel{0.5, 0});
+  ASSERT_TRUE(cache->set_link(LinkModel{0.5, 0}).ok());
   ASSERT_TRUE(cache->Prefetch(0, 3));
-  auto first = cache->Acquire(0, 3);
+  auto first = *cache->Acquire(0, 3);
   EXPECT_TRUE(first.hit());
   EXPECT_TRUE(first.prefetched());
-  EXPECT_FALSE(cache->Acquire(0, 3).prefetched());  // only the first use counts
+  EXPECT_FALSE(cache->Acquire(0, 3)->prefetched());  // only the first use counts
   cache->Acquire(0, 6);                              // a demand copy: stalls
   const CacheStats stats = cache->Stats();
   EXPECT_GE(stats.total.stall_s, store_->blob_bytes() / 0.5e9);
