@@ -17,6 +17,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "common/backend/cpu/cpu_kernels.h"
 #include "common/command_line.h"
 #include "common/status.h"
 #include "coordinator/kv_cache.h"

@@ -12,6 +12,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
+#include "common/backend/cpu/cpu_kernels.h"
 #include "common/command_line.h"
 #include "common/status.h"
 #include "tools/cli/local_engine.h"

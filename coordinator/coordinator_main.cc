@@ -18,7 +18,10 @@
 #include "common/prometheus_text.h"
 #include "common/model_dir.h"
 #include "common/status.h"
+#include "common/backend/device.h"
 #include "coordinator/dense_weights.h"
+#include "coordinator/device_budget.h"
+#include "coordinator/device_weights.h"
 #include "coordinator/generation_service.h"
 #include "coordinator/worker_client.h"
 
@@ -35,6 +38,15 @@ ABSL_FLAG(std::string, metrics_listen, "",
 ABSL_FLAG(double, worker_grace_s, 30,
           "Seconds a generation that lost its expert worker waits for one to answer again "
           "(then redoes the layer step) before it fails with UNAVAILABLE");
+ABSL_FLAG(std::string, device, "cpu",
+          "Where attention, routers and the KV caches compute: cpu, cuda or cuda:N");
+ABSL_FLAG(double, vram_budget_gib, 0,
+          "Device memory the coordinator may use (dense weights + KV caches of "
+          "--max-requests streams x --max-context-tokens + scratch), checked at start; "
+          "0: the device's free memory on a GPU, no limit on the CPU");
+ABSL_FLAG(int64_t, max_context_tokens, 0,
+          "KV positions reserved per stream: prompt + max_new_tokens of a request "
+          "(0: the model's max_position_embeddings)");
 ABSL_FLAG(double, shutdown_grace_s, 10,
           "On SIGTERM/SIGINT: seconds in-flight generations may run on before they end with "
           "UNAVAILABLE; new ones are refused at once");
@@ -53,7 +65,29 @@ absl::Status Run() {
   MOE_RETURN_IF_ERROR(ValidateAddress(absl::GetFlag(FLAGS_worker)));
   MOE_ASSIGN_OR_RETURN(ModelDir dir, ModelDir::Open(model_path));
   MOE_ASSIGN_OR_RETURN(auto tokenizer, dir.LoadTokenizer());
+  const int64_t max_context =
+      absl::GetFlag(FLAGS_max_context_tokens) == 0 ? dir.config.max_position_embeddings
+                                                   : absl::GetFlag(FLAGS_max_context_tokens);
+  if (max_context < 1 || max_context > dir.config.max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max-context-tokens ", max_context, " must be in [1, ",
+        dir.config.max_position_embeddings, "] (the model's context)"));
+  }
+  MOE_ASSIGN_OR_RETURN(std::unique_ptr<backend::Device> device,
+                       backend::OpenDevice(absl::GetFlag(FLAGS_device)));
   MOE_ASSIGN_OR_RETURN(auto dense, DenseWeights::Load(dir));
+  MOE_ASSIGN_OR_RETURN(const int64_t budget_bytes,
+                       ResolveBudgetBytes(*device, absl::GetFlag(FLAGS_vram_budget_gib)));
+  absl::StatusOr<DeviceBudget> budget = CheckDeviceBudget(
+      dir.config, DeviceWeights::Bytes(dense), absl::GetFlag(FLAGS_max_requests), max_context,
+      absl::GetFlag(FLAGS_lookahead), budget_bytes);
+  if (!budget.ok()) {
+    return absl::Status(budget.status().code(),
+                        absl::StrCat(device->name(), ": ", budget.status().message(),
+                                     " (lower --max-requests or --max-context-tokens, or raise "
+                                     "--vram-budget-gib)"));
+  }
+  MOE_LOG(INFO) << "device " << device->name() << ": " << budget->ToString();
   WorkerClientOptions client_options;
   client_options.address = absl::GetFlag(FLAGS_worker);
   client_options.arena_slots = 2;  // generations step one at a time; 2 covers overlap
@@ -65,7 +99,9 @@ absl::Status Run() {
   }
   client_options.worker_grace = absl::Seconds(worker_grace_s);
   MOE_ASSIGN_OR_RETURN(auto worker, WorkerClient::Create(client_options, dir.config));
-  MOE_ASSIGN_OR_RETURN(auto model, MixtralModel::Create(dir.config, std::move(dense), worker.get()));
+  MOE_ASSIGN_OR_RETURN(auto model,
+                       MixtralModel::Create(dir.config, std::move(dense), worker.get(), *device));
+  model->set_max_context_tokens(max_context);
   model->set_speculation({absl::GetFlag(FLAGS_lookahead), absl::GetFlag(FLAGS_prefetch_experts)});
 
   // Health follows the worker: NOT_SERVING for generation while none answers.

@@ -101,7 +101,7 @@ absl::Status GenerationService::DoGenerate(grpc::ServerContext* context,
   const auto received = Clock::now();
   MOE_ASSIGN_OR_RETURN(std::vector<int> prompt, PromptIds(request));
   // uint32 on the wire: bound it before it becomes an int.
-  const int64_t context_length = model_->config().max_position_embeddings;
+  const int64_t context_length = model_->max_context_tokens();
   if (request.max_new_tokens() >= context_length) {
     return absl::InvalidArgumentError(absl::StrCat("max_new_tokens ", request.max_new_tokens(),
                                                    " is not below the context of ", context_length,
@@ -279,7 +279,7 @@ grpc::Status GenerationService::GetModelInfo(grpc::ServerContext*, const v1::Get
   response->set_head_dim(c.head_dim);
   response->set_num_experts(c.num_local_experts);
   response->set_experts_per_token(c.num_experts_per_tok);
-  response->set_context_length(c.max_position_embeddings);
+  response->set_context_length(model_->max_context_tokens());
   response->set_parameters(c.TotalParams());
   return grpc::Status::OK;
 }

@@ -26,7 +26,15 @@ absl::StatusOr<GenerationResult> Generate(const MixtralModel& model,
   using Clock = std::chrono::steady_clock;
   GenerationResult result;
   result.prompt_tokens = static_cast<int>(prompt.size());
-  KvCache cache(c, static_cast<int64_t>(prompt.size()) + options.max_new_tokens);
+  const int64_t capacity = static_cast<int64_t>(prompt.size()) + options.max_new_tokens;
+  if (capacity > model.max_context_tokens()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prompt of ", prompt.size(), " tokens + max_new_tokens ", options.max_new_tokens,
+        " exceed the context limit of ", model.max_context_tokens(), " tokens"));
+  }
+  // On the model's device; freed when the generation ends, whatever the reason.
+  MOE_ASSIGN_OR_RETURN(std::unique_ptr<KvCache> owned_cache, model.NewCache(capacity));
+  KvCache& cache = *owned_cache;
   Sampler sampler(options.sampling);
   std::vector<float> logits;
 

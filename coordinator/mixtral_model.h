@@ -1,6 +1,7 @@
 // The coordinator's half of a Mixtral forward pass: embeddings, attention with its KV
-// cache, norms, routers and the LM head. Each MoE layer's expert FFN is delegated to an
-// ExpertBackend, which owns the experts.
+// cache, norms, routers and the LM head, computed through backend::Kernels on one
+// backend::Device (the CPU, bit-identical to the CPU engine's functions, or CUDA). Each
+// MoE layer's expert FFN is delegated to an ExpertBackend, which owns the experts.
 #ifndef MOE_COORDINATOR_MIXTRAL_MODEL_H_
 #define MOE_COORDINATOR_MIXTRAL_MODEL_H_
 
@@ -13,10 +14,13 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "common/backend/cpu/cpu_kernels.h"
+#include "common/backend/device.h"
+#include "common/backend/kernels.h"
 #include "common/expert_backend.h"
 #include "common/model_config.h"
 #include "coordinator/dense_weights.h"
+#include "coordinator/device_scratch.h"
+#include "coordinator/device_weights.h"
 #include "coordinator/kv_cache.h"
 
 namespace moe::coordinator {
@@ -66,6 +70,14 @@ struct SpeculationStats {
   SpeculationStats& operator+=(const SpeculationStats& o);
 };
 
+// Replaces the router's choice of one layer (e.g. to replay a recorded routing trace):
+// called with the router's ids and weights, [n, experts_per_tok] host memory each, which
+// it may overwrite. A non-OK status ends the pass with it. Ids must stay in
+// [0, num_local_experts) (checked; INVALID_ARGUMENT otherwise).
+using RoutingOverride = std::function<absl::Status(int layer, int64_t start, int64_t n,
+                                                   absl::Span<int32_t> ids,
+                                                   absl::Span<float> weights)>;
+
 // Figures of one or more forward passes (the caller zeroes it; Forward adds).
 struct ForwardStats {
   ExpertCallStats experts;
@@ -77,21 +89,38 @@ struct ForwardStats {
   }
 };
 
-// Immutable after Create but for the speculation settings and totals (set_speculation
-// between passes; totals under a lock). Forward may run concurrently on different
-// caches (both ExpertBackends are thread-safe).
+// Immutable after Create but for the hooks, the speculation settings and the context
+// limit (set between passes) and the totals (under a lock). Forward may run
+// concurrently on different caches (both ExpertBackends are thread-safe): each pass
+// computes on a stream and scratch of its own.
 class MixtralModel {
  public:
-  // `experts` must outlive the model.
+  // On the CPU device. `experts` must outlive the model.
   static absl::StatusOr<std::unique_ptr<MixtralModel>> Create(const ModelConfig& config,
                                                               DenseWeights weights,
                                                               ExpertBackend* experts);
+  // On `device` (which, like `experts`, must outlive the model): the dense weights are
+  // uploaded to it. `experts` receives x/out as memory of `device` (expert_backend.h).
+  static absl::StatusOr<std::unique_ptr<MixtralModel>> Create(const ModelConfig& config,
+                                                              DenseWeights weights,
+                                                              ExpertBackend* experts,
+                                                              backend::Device& device);
+
+  // Device scratch one pass of `n` tokens needs, `logits_rows` of them with logits, at
+  // `lookahead` layers of speculation (for budgeting the device's memory).
+  static int64_t ScratchBytes(const ModelConfig& config, int64_t n, int64_t logits_rows,
+                              int lookahead);
+
+  // A KV cache of `capacity` positions on the model's device. INVALID_ARGUMENT when
+  // capacity exceeds max_context_tokens(); RESOURCE_EXHAUSTED when it does not fit.
+  absl::StatusOr<std::unique_ptr<KvCache>> NewCache(int64_t capacity) const;
 
   enum class Logits { kLast, kAll };
 
   // Runs `tokens` at positions cache.length() .. cache.length() + n - 1, appends their
   // keys and values to `cache` and writes logits: [1, V] for the last token or [n, V].
-  // Token ids must lie in the vocabulary and the cache must have room. `cancelled`, if
+  // Token ids must lie in the vocabulary and the cache must have room and live on the
+  // model's device (a host KvCache serves a model on the CPU). `cancelled`, if
   // set, is asked before every layer; when it says true the pass stops with CANCELLED
   // (the cache keeps its previous length). When the expert backend answers UNAVAILABLE,
   // the pass waits in ExpertBackend::AwaitRecovery and redoes the layer's experts. `stats`, if set, has the pass's figures added.
@@ -106,6 +135,17 @@ class MixtralModel {
     observer_ = std::move(observer);
   }
 
+  // Replaces the router's choice per layer (see RoutingOverride); empty: the router's.
+  // The observer, the speculation scores and the experts all see the replaced choice.
+  void set_routing_override(RoutingOverride routing_override) {
+    routing_override_ = std::move(routing_override);
+  }
+
+  // The longest sequence a cache may be made for (the KV reservation per stream);
+  // 0 restores the config's max_position_embeddings. Checked: >= 0.
+  void set_max_context_tokens(int64_t tokens);
+  int64_t max_context_tokens() const { return max_context_tokens_; }
+
   // Checked: lookahead in [0, kMaxLookahead], experts >= 1.
   void set_speculation(const SpeculationOptions& options);
   SpeculationOptions speculation() const { return speculation_; }
@@ -114,15 +154,23 @@ class MixtralModel {
   SpeculationStats speculation_stats() const { return totals().speculation; }
 
   const ModelConfig& config() const { return config_; }
+  backend::Device& device() const { return *device_; }
+  const DeviceWeights& weights() const { return *weights_; }
 
  private:
-  MixtralModel(const ModelConfig& config, DenseWeights weights, ExpertBackend* experts);
+  MixtralModel(const ModelConfig& config, ExpertBackend* experts,
+               std::unique_ptr<backend::Device> owned_device, backend::Device& device);
 
   ModelConfig config_;
-  DenseWeights weights_;
   ExpertBackend* experts_;
-  cpu::RopeTable rope_;
+  std::unique_ptr<backend::Device> owned_device_;  // the CPU device of the first Create
+  backend::Device* device_;
+  std::unique_ptr<backend::Kernels> kernels_;
+  std::unique_ptr<DeviceWeights> weights_;
+  mutable ScratchPool scratch_;
+  int64_t max_context_tokens_;
   std::function<void(const LayerRouting&)> observer_;
+  RoutingOverride routing_override_;
   SpeculationOptions speculation_;
   mutable std::mutex totals_mu_;
   mutable ForwardStats totals_;  // guarded by totals_mu_

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "common/backend/cpu/cpu_kernels.h"
 #include "common/npy.h"
 #include "coordinator/generator.h"
 #include "gtest/gtest.h"

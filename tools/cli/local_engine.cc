@@ -4,15 +4,32 @@
 #include <omp.h>
 
 #include "common/status.h"
+#include "absl/strings/str_cat.h"
 #include "coordinator/dense_weights.h"
+#include "coordinator/device_budget.h"
+#include "coordinator/device_weights.h"
 
 namespace moe {
 
 absl::StatusOr<std::unique_ptr<LocalEngine>> LocalEngine::Open(const std::string& model_dir,
                                                                const EngineOptions& options) {
   std::unique_ptr<LocalEngine> engine(new LocalEngine());
+  MOE_ASSIGN_OR_RETURN(engine->device_, backend::OpenDevice(options.device));
   MOE_ASSIGN_OR_RETURN(engine->dir_, ModelDir::Open(model_dir));
   MOE_ASSIGN_OR_RETURN(auto dense, coordinator::DenseWeights::Load(engine->dir_));
+  const ModelConfig& c = engine->config();
+  const int64_t context =
+      options.context_tokens > 0 ? options.context_tokens : c.max_position_embeddings;
+  MOE_ASSIGN_OR_RETURN(const int64_t budget_bytes,
+                       coordinator::ResolveBudgetBytes(*engine->device_, options.vram_budget_gib));
+  absl::StatusOr<coordinator::DeviceBudget> budget = coordinator::CheckDeviceBudget(
+      c, coordinator::DeviceWeights::Bytes(dense), /*streams=*/1, context,
+      coordinator::kMaxLookahead, budget_bytes);
+  if (!budget.ok()) {
+    return absl::Status(budget.status().code(),
+                        absl::StrCat(engine->device_->name(), ": ", budget.status().message(),
+                                     " (raise --vram-budget-gib)"));
+  }
   ExpertBackend* backend = nullptr;
   if (!options.worker_address.empty()) {
     coordinator::WorkerClientOptions client_options;
@@ -33,9 +50,17 @@ absl::StatusOr<std::unique_ptr<LocalEngine>> LocalEngine::Open(const std::string
     engine->backend_ = std::make_unique<expert_worker::InProcessBackend>(engine->cache_.get(),
                                                                         options.load_whole_layer);
     backend = engine->backend_.get();
+    if (engine->device_->kind() != backend::DeviceKind::kCpu) {
+      // TODO(lead): once InProcessBackend takes a device (worker engineer), create it on
+      // engine->device_ and drop this staging through host memory.
+      engine->staged_ =
+          std::make_unique<coordinator::HostStagedExperts>(backend, *engine->device_);
+      backend = engine->staged_.get();
+    }
   }
-  MOE_ASSIGN_OR_RETURN(engine->model_, coordinator::MixtralModel::Create(
-                                           engine->config(), std::move(dense), backend));
+  MOE_ASSIGN_OR_RETURN(engine->model_,
+                       coordinator::MixtralModel::Create(c, std::move(dense), backend,
+                                                         *engine->device_));
   return engine;
 }
 

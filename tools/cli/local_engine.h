@@ -9,6 +9,8 @@
 #include "absl/status/statusor.h"
 #include "common/model_dir.h"
 #include "common/tokenizer.h"
+#include "common/backend/device.h"
+#include "coordinator/device_staged_experts.h"
 #include "coordinator/mixtral_model.h"
 #include "coordinator/worker_client.h"
 #include "expert_worker/expert_store.h"
@@ -18,6 +20,12 @@
 namespace moe {
 
 struct EngineOptions {
+  std::string device = "cpu";  // where the coordinator half computes: cpu, cuda, cuda:N
+  // Device memory the coordinator half may use (dense weights + one stream's KV cache of
+  // context_tokens + scratch), checked at Open; 0: the free memory on a GPU, no limit on
+  // the CPU.
+  double vram_budget_gib = 0;
+  int64_t context_tokens = 0;  // for that budget; 0: the model's max_position_embeddings
   int cache_per_layer = 0;     // in-process worker: experts cached per layer (0: all)
   std::string worker_address;  // set: experts run in that worker process instead
   bool force_inline = false;   // with a worker: tensors inside RPCs even on a unix socket
@@ -44,6 +52,7 @@ class LocalEngine {
 
   const ModelDir& dir() const { return dir_; }
   const ModelConfig& config() const { return dir_.config; }
+  backend::Device& device() { return *device_; }
   coordinator::MixtralModel& model() { return *model_; }
   // In-process mode only (null with a remote worker).
   expert_worker::SlotCache* cache() { return cache_.get(); }
@@ -54,11 +63,14 @@ class LocalEngine {
  private:
   LocalEngine() = default;
 
+  std::unique_ptr<backend::Device> device_;  // first: everything below computes on it
   ModelDir dir_;
   std::unique_ptr<expert_worker::ExpertStore> store_;
   std::unique_ptr<expert_worker::SlotCache> cache_;
   std::unique_ptr<expert_worker::InProcessBackend> backend_;
   std::unique_ptr<coordinator::WorkerClient> worker_;
+  // In-process on a device other than the CPU: the host-only worker behind copies.
+  std::unique_ptr<coordinator::HostStagedExperts> staged_;
   std::unique_ptr<coordinator::MixtralModel> model_;
 };
 

@@ -54,6 +54,12 @@ ABSL_FLAG(uint64_t, seed, 0, "generate: random seed (same seed, same text)");
 ABSL_FLAG(bool, stats, true, "generate: print tokens/s to stderr at the end");
 ABSL_FLAG(std::string, tokens, "", "logits: comma-separated token ids");
 ABSL_FLAG(std::string, out, "", "logits: output .npy file");
+ABSL_FLAG(std::string, device, "cpu",
+          "generate/logits/bench/perplexity: where attention, routers and the KV cache compute "
+          "(cpu, cuda or cuda:N)");
+ABSL_FLAG(double, vram_budget_gib, 0,
+          "generate/logits/bench/perplexity: device memory for dense weights + KV cache + "
+          "scratch, checked at start (0: the free memory on a GPU, no limit on the CPU)");
 ABSL_FLAG(int, threads, 0, "compute threads (0: all cores)");
 ABSL_FLAG(std::string, server, "", "generate: a moe-coordinator's address; the model runs there");
 ABSL_FLAG(std::string, worker, "", "generate/logits: run experts in this moe-expert-worker");
@@ -85,6 +91,8 @@ absl::StatusOr<std::string> RequiredFlag(const absl::Flag<std::string>& flag, co
 
 EngineOptions EngineFlags() {
   EngineOptions options;
+  options.device = absl::GetFlag(FLAGS_device);
+  options.vram_budget_gib = absl::GetFlag(FLAGS_vram_budget_gib);
   options.cache_per_layer = absl::GetFlag(FLAGS_cache_per_layer);
   options.worker_address = absl::GetFlag(FLAGS_worker);
   options.link = {std::max(0.0, absl::GetFlag(FLAGS_link_gbps)),
@@ -222,9 +230,10 @@ absl::Status RunLogits() {
                                                    " tokens exceed the context of ",
                                                    engine->config().max_position_embeddings));
   }
-  coordinator::KvCache cache(engine->config(), static_cast<int64_t>(ids.size()));
+  MOE_ASSIGN_OR_RETURN(std::unique_ptr<coordinator::KvCache> cache,
+                       engine->model().NewCache(static_cast<int64_t>(ids.size())));
   std::vector<float> logits;
-  MOE_RETURN_IF_ERROR(engine->model().Forward(ids, cache, coordinator::MixtralModel::Logits::kAll,
+  MOE_RETURN_IF_ERROR(engine->model().Forward(ids, *cache, coordinator::MixtralModel::Logits::kAll,
                                               &logits));
   return WriteNpyF32(out, {int64_t(ids.size()), v}, logits);
 }
@@ -311,6 +320,8 @@ absl::Status RunBenchCommand() {
   options.lookahead = absl::GetFlag(FLAGS_lookahead) > 0 ? absl::GetFlag(FLAGS_lookahead) : 1;
   options.prefetch_experts = absl::GetFlag(FLAGS_prefetch_experts);
   options.worker = absl::GetFlag(FLAGS_worker);
+  options.device = absl::GetFlag(FLAGS_device);
+  options.vram_budget_gib = absl::GetFlag(FLAGS_vram_budget_gib);
   std::vector<BenchVariant> variants;
   const std::string list = absl::GetFlag(FLAGS_variant) == "all" ? "full,no-prefetch,no-cache,naive"
                                                                  : absl::GetFlag(FLAGS_variant);
@@ -407,7 +418,9 @@ int main(int argc, char** argv) {
       "  health   --server ADDR [--service moe.v1.Generation]\n"
       "  convert  --in HF_DIR --out DIR --attn-bits 4|8|16 --expert-bits 2|3|4|16 [--group-size 64] [--method hqq|rtn]\n"
       "  perplexity --model DIR --text-file F [--max-tokens N] [--window 128]\n"
-      "  sizes    --config config.json [--group-size 64]");
+      "  sizes    --config config.json [--group-size 64]\n"
+      "generate, logits, bench and perplexity also take --device cpu|cuda|cuda:N and\n"
+      "--vram-budget-gib X (the coordinator half's device memory, checked at start)");
   std::vector<char*> positional = moe::ParseFlags(argc, argv);
   if (positional.size() != 2) {
     std::fprintf(stderr, "moe: expected one command (generate, logits, info, bench, worker-stats, set-policy, health, convert, perplexity or sizes); see --help\n");

@@ -84,6 +84,8 @@ absl::StatusOr<nlohmann::json> RunOffloadBench(const BenchOptions& options, Benc
   }
   EngineOptions engine_options;
   engine_options.worker_address = options.worker;
+  engine_options.device = options.device;
+  engine_options.vram_budget_gib = options.vram_budget_gib;
   engine_options.link = options.link;
   engine_options.policy = options.policy;
   engine_options.retention = variant == BenchVariant::kNoCache || variant == BenchVariant::kNaive
@@ -118,7 +120,9 @@ absl::StatusOr<nlohmann::json> RunOffloadBench(const BenchOptions& options, Benc
 
   // Teacher-forced decoding: one token per forward pass, the text's own next token fed
   // in, so every variant sees the same routing and the same work.
-  coordinator::KvCache cache(engine->config(), 1 + warmup + steps);
+  MOE_ASSIGN_OR_RETURN(std::unique_ptr<coordinator::KvCache> owned_cache,
+                       engine->model().NewCache(1 + warmup + steps));
+  coordinator::KvCache& cache = *owned_cache;
   std::vector<float> logits;
   auto decode = [&](int64_t from, int64_t count, coordinator::ForwardStats* stats) -> absl::Status {
     for (int64_t t = from; t < from + count; ++t) {

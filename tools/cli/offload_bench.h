@@ -33,6 +33,8 @@ struct BenchOptions {
   int prefetch_experts = 2;     // full only
   std::string worker;           // set: a running moe-expert-worker (full / no-prefetch only)
   int warmup_tokens = 16;       // decoded first and not counted
+  std::string device = "cpu";   // EngineOptions::device, vram_budget_gib
+  double vram_budget_gib = 0;
 };
 
 // One run of `variant`: a JSON object with decode_tokens_per_s, hit_ratio,

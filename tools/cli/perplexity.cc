@@ -26,8 +26,9 @@ absl::StatusOr<PerplexityResult> ComputePerplexity(const coordinator::MixtralMod
     const size_t n = std::min<size_t>(window, stream.size() - s);
     input.assign(1, static_cast<int>(c.bos_token_id));
     input.insert(input.end(), stream.begin() + s, stream.begin() + s + n - 1);
-    coordinator::KvCache cache(c, static_cast<int64_t>(n));
-    MOE_RETURN_IF_ERROR(model.Forward(input, cache, coordinator::MixtralModel::Logits::kAll, &logits));
+    MOE_ASSIGN_OR_RETURN(std::unique_ptr<coordinator::KvCache> cache,
+                         model.NewCache(static_cast<int64_t>(n)));
+    MOE_RETURN_IF_ERROR(model.Forward(input, *cache, coordinator::MixtralModel::Logits::kAll, &logits));
     for (size_t t = 0; t < n; ++t) {
       const float* row = logits.data() + t * v;
       double max = row[0];

@@ -26,6 +26,8 @@ ABSL_FLAG(bool, progress, true, "convert: progress bar with ETA on stderr");
 // Shared with `moe bench` (defined in moe_main.cc).
 ABSL_DECLARE_FLAG(std::string, text_file);
 ABSL_DECLARE_FLAG(int64_t, max_tokens);
+ABSL_DECLARE_FLAG(std::string, device);
+ABSL_DECLARE_FLAG(double, vram_budget_gib);
 ABSL_FLAG(int64_t, window, 128, "perplexity: tokens per teacher-forced window");
 ABSL_FLAG(std::string, config, "", "sizes: a config.json (Hugging Face Mixtral)");
 
@@ -65,7 +67,10 @@ absl::Status RunPerplexityCommand() {
   if (!in) return absl::NotFoundError(absl::StrCat(text_file, ": cannot open"));
   std::stringstream text;
   text << in.rdbuf();
-  MOE_ASSIGN_OR_RETURN(auto engine, LocalEngine::Open(dir));
+  EngineOptions engine_options;
+  engine_options.device = absl::GetFlag(FLAGS_device);
+  engine_options.vram_budget_gib = absl::GetFlag(FLAGS_vram_budget_gib);
+  MOE_ASSIGN_OR_RETURN(auto engine, LocalEngine::Open(dir, engine_options));
   MOE_ASSIGN_OR_RETURN(auto tokenizer, engine->dir().LoadTokenizer());
   MOE_ASSIGN_OR_RETURN(std::vector<int> stream, tokenizer->Encode(text.str(), /*add_bos=*/false));
   const int64_t max_tokens = absl::GetFlag(FLAGS_max_tokens);

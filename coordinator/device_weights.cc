@@ -1,0 +1,139 @@
+#include "coordinator/device_weights.h"
+
+#include <functional>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+
+namespace moe::coordinator {
+namespace {
+
+constexpr int64_t kAlignment = 256;  // what Device::Allocate guarantees; kernels rely on it
+
+int64_t AlignUp(int64_t bytes) { return (bytes + kAlignment - 1) / kAlignment * kAlignment; }
+
+// Visits every tensor of `w` as (host bytes, size, where its device pointer goes), in one
+// fixed order, so that sizing and uploading agree.
+using TensorVisitor = std::function<void(const void* host, int64_t bytes, const void** where)>;
+
+struct Slots {
+  const void* embedding = nullptr;
+  const void* final_norm = nullptr;
+  const void* lm_head = nullptr;
+  struct Layer {
+    const void *input_norm = nullptr, *post_norm = nullptr, *gate = nullptr;
+    const void *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr;
+  };
+  std::vector<Layer> layers;
+};
+
+void VisitTensors(const DenseWeights& w, Slots& slots, const TensorVisitor& visit) {
+  auto f32 = [&](const std::vector<float>& t, const void** where) {
+    visit(t.data(), int64_t(t.size() * sizeof(float)), where);
+  };
+  auto matrix = [&](const std::vector<float>& t, const PackedMatrix& packed, const void** where) {
+    if (packed.empty()) {
+      f32(t, where);
+    } else {
+      visit(packed.bytes.data(), int64_t(packed.bytes.size()), where);
+    }
+  };
+  f32(w.embedding, &slots.embedding);
+  f32(w.final_norm, &slots.final_norm);
+  if (!w.lm_head.empty()) f32(w.lm_head, &slots.lm_head);
+  slots.layers.resize(w.layers.size());
+  for (size_t l = 0; l < w.layers.size(); ++l) {
+    const LayerWeights& lw = w.layers[l];
+    Slots::Layer& s = slots.layers[l];
+    f32(lw.input_norm, &s.input_norm);
+    f32(lw.post_norm, &s.post_norm);
+    f32(lw.gate, &s.gate);
+    matrix(lw.q, lw.q_packed, &s.q);
+    matrix(lw.k, lw.k_packed, &s.k);
+    matrix(lw.v, lw.v_packed, &s.v);
+    matrix(lw.o, lw.o_packed, &s.o);
+  }
+}
+
+backend::WeightView Matrix(const void* data, const PackedMatrix& packed, int64_t rows,
+                           int64_t cols) {
+  if (!packed.empty()) return backend::WeightView::FromLayout(packed.layout, data);
+  return backend::WeightView::F32(static_cast<const float*>(data), rows, cols);
+}
+
+}  // namespace
+
+int64_t DeviceWeights::Bytes(const DenseWeights& w) {
+  int64_t bytes = 0;
+  Slots slots;
+  VisitTensors(w, slots, [&](const void*, int64_t n, const void**) { bytes += n; });
+  return bytes;
+}
+
+absl::StatusOr<std::unique_ptr<DeviceWeights>> DeviceWeights::Create(DenseWeights host,
+                                                                     backend::Device& device) {
+  const int64_t h = host.final_norm.size();
+  const int64_t vocab = h > 0 ? int64_t(host.embedding.size()) / h : 0;
+  if (h == 0 || vocab * h != int64_t(host.embedding.size()) ||
+      (!host.lm_head.empty() && host.lm_head.size() != host.embedding.size())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "DeviceWeights: embedding of ", host.embedding.size(), " floats, LM head of ",
+        host.lm_head.size(), ", final norm of ", h, " do not form [V, H] tables"));
+  }
+  std::unique_ptr<DeviceWeights> out(new DeviceWeights());
+  out->host_ = std::move(host);
+  const DenseWeights& w = out->host_;
+  Slots slots;
+  if (device.kind() == backend::DeviceKind::kCpu) {
+    // The host vectors are the CPU's device memory: point at them.
+    VisitTensors(w, slots, [](const void* src, int64_t, const void** where) { *where = src; });
+  } else {
+    int64_t total = 0;
+    VisitTensors(w, slots, [&](const void*, int64_t n, const void**) { total += AlignUp(n); });
+    absl::StatusOr<std::unique_ptr<backend::DeviceBuffer>> arena = device.Allocate(size_t(total));
+    if (!arena.ok()) {
+      return absl::Status(arena.status().code(),
+                          absl::StrCat("dense weights (", total, " bytes) on ", device.name(),
+                                       ": ", arena.status().message()));
+    }
+    out->arena_ = *std::move(arena);
+    MOE_ASSIGN_OR_RETURN(std::unique_ptr<backend::Stream> stream, device.CreateStream());
+    char* base = out->arena_->as<char>();
+    int64_t offset = 0;
+    absl::Status copied;
+    VisitTensors(w, slots, [&](const void* src, int64_t n, const void** where) {
+      *where = base + offset;
+      if (copied.ok() && n > 0) copied = device.CopyToDevice(base + offset, src, size_t(n), *stream);
+      offset += AlignUp(n);
+    });
+    MOE_RETURN_IF_ERROR(copied);
+    MOE_RETURN_IF_ERROR(stream->Synchronize());
+  }
+
+  out->embedding_ = static_cast<const float*>(slots.embedding);
+  out->final_norm_ = static_cast<const float*>(slots.final_norm);
+  out->lm_head_ = backend::WeightView::F32(
+      static_cast<const float*>(slots.lm_head != nullptr ? slots.lm_head : slots.embedding),
+      vocab, h);
+  out->layers_.resize(w.layers.size());
+  for (size_t l = 0; l < w.layers.size(); ++l) {
+    const LayerWeights& lw = w.layers[l];
+    const Slots::Layer& s = slots.layers[l];
+    const int64_t qd = lw.q_packed.empty() ? int64_t(lw.q.size()) / h : lw.q_packed.layout.rows;
+    const int64_t kvd = lw.k_packed.empty() ? int64_t(lw.k.size()) / h : lw.k_packed.layout.rows;
+    DeviceLayerWeights& d = out->layers_[l];
+    d.input_norm = static_cast<const float*>(s.input_norm);
+    d.post_norm = static_cast<const float*>(s.post_norm);
+    d.gate = backend::WeightView::F32(static_cast<const float*>(s.gate),
+                                      int64_t(lw.gate.size()) / h, h);
+    d.q = Matrix(s.q, lw.q_packed, qd, h);
+    d.k = Matrix(s.k, lw.k_packed, kvd, h);
+    d.v = Matrix(s.v, lw.v_packed, kvd, h);
+    d.o = Matrix(s.o, lw.o_packed, h, qd);
+  }
+  // Uploaded: the host copy is no longer read.
+  if (device.kind() != backend::DeviceKind::kCpu) out->host_ = DenseWeights();
+  return out;
+}
+
+}  // namespace moe::coordinator

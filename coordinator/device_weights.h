@@ -1,0 +1,59 @@
+// The dense weights where the model computes: on a CUDA device, one upload of every
+// tensor into one device allocation (packed attention stays packed); on the CPU device,
+// views of the host vectors themselves (no copy, no extra memory).
+#ifndef MOE_COORDINATOR_DEVICE_WEIGHTS_H_
+#define MOE_COORDINATOR_DEVICE_WEIGHTS_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/backend/device.h"
+#include "common/backend/kernels.h"
+#include "coordinator/dense_weights.h"
+
+namespace moe::coordinator {
+
+// One layer's dense weights as device memory. Shapes as in LayerWeights.
+struct DeviceLayerWeights {
+  const float* input_norm = nullptr;  // [H]
+  const float* post_norm = nullptr;   // [H]
+  backend::WeightView q, k, v, o;     // fp32 or packed in the offload format
+  backend::WeightView gate;           // [E, H] fp32, the router
+};
+
+// Immutable after Create; thread-safe to read.
+class DeviceWeights {
+ public:
+  // Takes the host weights; `device` must outlive the result. On a device other than the
+  // CPU the host copy is freed once uploaded.
+  static absl::StatusOr<std::unique_ptr<DeviceWeights>> Create(DenseWeights host,
+                                                               backend::Device& device);
+  // Bytes `weights` occupy (what a device other than the CPU allocates for them, but for
+  // alignment padding).
+  static int64_t Bytes(const DenseWeights& weights);
+
+  const float* embedding() const { return embedding_; }  // [V, H]
+  const float* final_norm() const { return final_norm_; }  // [H]
+  // [V, H]: the embedding itself when the model ties them.
+  const backend::WeightView& lm_head() const { return lm_head_; }
+  const DeviceLayerWeights& layer(int l) const { return layers_[size_t(l)]; }
+  int num_layers() const { return int(layers_.size()); }
+  // Device memory this object allocated (0 on the CPU, which aliases the host vectors).
+  int64_t device_bytes() const { return arena_ ? int64_t(arena_->size()) : 0; }
+
+ private:
+  DeviceWeights() = default;
+
+  DenseWeights host_;  // the CPU's storage; emptied on other devices after upload
+  std::unique_ptr<backend::DeviceBuffer> arena_;  // every tensor; null on the CPU
+  const float* embedding_ = nullptr;
+  const float* final_norm_ = nullptr;
+  backend::WeightView lm_head_;
+  std::vector<DeviceLayerWeights> layers_;
+};
+
+}  // namespace moe::coordinator
+
+#endif  // MOE_COORDINATOR_DEVICE_WEIGHTS_H_
