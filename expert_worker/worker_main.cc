@@ -51,7 +51,7 @@ absl::Status Run() {
     return absl::InvalidArgumentError("--link-gbps and --link-latency-us must be >= 0");
   }
   cache->set_link({absl::GetFlag(FLAGS_link_gbps), absl::GetFlag(FLAGS_link_latency_us)});
-  WorkerService service(cache.get());
+  WorkerService service(cache.get(), /*device=*/nullptr);  // the CPU until --device lands
   std::unique_ptr<MetricsHttpServer> metrics;
   if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
     MOE_ASSIGN_OR_RETURN(metrics, MetricsHttpServer::Start(absl::GetFlag(FLAGS_metrics_listen),

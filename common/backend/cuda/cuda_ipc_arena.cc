@@ -42,6 +42,13 @@ absl::StatusOr<std::unique_ptr<CudaIpcArena>> CudaIpcArena::Open(int device,
   return std::unique_ptr<CudaIpcArena>(new CudaIpcArena(device, ptr, bytes, handle, /*owner=*/false));
 }
 
+absl::StatusOr<std::string> CudaIpcArena::PciBusId(int device) {
+  char id[64] = {};  // "dddd:bb:dd.f" needs 13; the API's limit is the buffer's size
+  MOE_CUDA_RETURN_IF_ERROR(cudaDeviceGetPCIBusId(id, sizeof(id) - 1, device),
+                           "naming the device's PCI bus");
+  return std::string(id);
+}
+
 CudaIpcArena::~CudaIpcArena() {
   const cudaError_t error = owner_ ? cudaFree(ptr_) : cudaIpcCloseMemHandle(ptr_);
   if (error != cudaSuccess) {
