@@ -23,7 +23,8 @@ note() { echo "$*" | tee -a "$summary"; }
 # bundle's RUNPATH. libcuda.so.1 is dlopen'ed by the CUDA runtime, so it must be findable.
 driver_dir=""
 if ! /sbin/ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
-  for d in ${LD_LIBRARY_PATH//:/ } /usr/local/nvidia/lib64 /usr/local/nvidia/lib \
+  ldpath=${LD_LIBRARY_PATH:-}
+  for d in ${ldpath//:/ } /usr/local/nvidia/lib64 /usr/local/nvidia/lib \
            /usr/lib/x86_64-linux-gnu /usr/local/cuda/compat; do
     if [[ -e "$d/libcuda.so.1" ]]; then driver_dir=$d; break; fi
   done
@@ -48,15 +49,18 @@ fi
   echo "== libraries not resolved inside the bundle"
   for f in "$here"/bin/* "$here"/tests/*; do
     [[ "$f" == *.py ]] && continue
-    ldd "$f" | grep -v "$here/lib/" | grep '=>' | sed "s|^|$(basename "$f"): |"
+    ldd "$f" | grep '=>' | grep -v -e "$here/lib/" -e "$here/bin/../lib/" -e "$here/tests/../lib/" |
+      sed "s|^|$(basename "$f"): |"
   done
 } >> "$logs/env.log" 2>&1
 
 : > "$logs/tests.log"
+ran=0
 for t in "$here"/tests/*; do
   name=$(basename "$t")
   [[ "$t" == *.py || ! -x "$t" ]] && continue
   [[ "$name" =~ $filter ]] || continue
+  ran=$((ran + 1))
   echo "===== $name" >> "$logs/tests.log"
   timeout 900 "$t" --gtest_color=no > "$logs/.one.log" 2>&1
   rc=$?
@@ -71,6 +75,7 @@ for t in "$here"/tests/*; do
   fi
 done
 rm -f "$logs/.one.log"
+((ran > 0)) || note "NOTE  no GPU test binaries in this bundle (none were built)"
 
 if [[ "cuda_two_process_test" =~ $filter ]]; then
   python3 "$here/tests/cuda_two_process_test.py" --model "$here/models/kjv-moe" \
