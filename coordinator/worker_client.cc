@@ -53,7 +53,9 @@ absl::StatusOr<std::unique_ptr<WorkerClient>> WorkerClient::Create(
     MOE_ASSIGN_OR_RETURN(arena, SharedArena::Create(slot_bytes * options.arena_slots));
     if (OnCudaDevice(options)) {
       // Created once and kept for the client's life: a worker may hold it mapped.
-      auto made = backend::DeviceIpcArena::Create(*options.device, arena->size(), arena->id());
+      // Its own id: a call staged for one arena can never be served from the other.
+      auto made = backend::DeviceIpcArena::Create(*options.device, arena->size(),
+                                                  arena->id() + "-cuda");
       if (made.ok()) {
         device_arena = *std::move(made);
       } else {

@@ -119,7 +119,7 @@ class WorkerClient : public ExpertBackend {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::ExpertWorker::Stub> stub_;
   std::unique_ptr<SharedArena> arena_;  // null in inline mode
-  // Same layout and id as arena_; null unless the caller computes on a CUDA device.
+  // Same layout as arena_, another id; null unless the caller computes on a CUDA device.
   std::unique_ptr<backend::DeviceIpcArena> device_arena_;
   // One per arena slot when the caller's activations are device memory, else empty.
   std::vector<std::unique_ptr<backend::Stream>> streams_;

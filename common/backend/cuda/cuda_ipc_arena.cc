@@ -50,7 +50,10 @@ absl::StatusOr<std::string> CudaIpcArena::PciBusId(int device) {
 }
 
 CudaIpcArena::~CudaIpcArena() {
-  const cudaError_t error = owner_ ? cudaFree(ptr_) : cudaIpcCloseMemHandle(ptr_);
+  // The last owner may be any thread (a worker's owner watch): select the arena's device,
+  // whose context the mapping or allocation belongs to.
+  cudaError_t error = cudaSetDevice(device_);
+  if (error == cudaSuccess) error = owner_ ? cudaFree(ptr_) : cudaIpcCloseMemHandle(ptr_);
   if (error != cudaSuccess) {
     MOE_LOG(ERROR) << "releasing the CUDA arena: " << cudaGetErrorString(error);
   }
