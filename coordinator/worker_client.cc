@@ -16,6 +16,23 @@
 
 namespace moe::coordinator {
 
+namespace {
+
+bool OnCudaDevice(const WorkerClientOptions& options) {
+  return options.device != nullptr && options.device->kind() == backend::DeviceKind::kCuda;
+}
+
+const char* PathName(ActivationPath path) {
+  switch (path) {
+    case ActivationPath::kInline: return "inline in the RPCs";
+    case ActivationPath::kHostArena: return "through the shared host arena";
+    case ActivationPath::kDeviceArena: return "through the device arena (CUDA IPC)";
+  }
+  return "?";
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<WorkerClient>> WorkerClient::Create(
     const WorkerClientOptions& options, const ModelConfig& config) {
   if (options.arena_slots < 1 || options.max_tokens_per_call < 1) {
@@ -30,36 +47,68 @@ absl::StatusOr<std::unique_ptr<WorkerClient>> WorkerClient::Create(
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   auto channel = grpc::CreateCustomChannel(options.address, grpc::InsecureChannelCredentials(), args);
   std::unique_ptr<SharedArena> arena;
+  std::unique_ptr<backend::DeviceIpcArena> device_arena;
   if (absl::StartsWith(options.address, "unix:") && !options.force_inline) {
     const uint64_t slot_bytes = 2 * options.max_tokens_per_call * config.hidden_size * sizeof(float);
     MOE_ASSIGN_OR_RETURN(arena, SharedArena::Create(slot_bytes * options.arena_slots));
+    if (OnCudaDevice(options)) {
+      // Created once and kept for the client's life: a worker may hold it mapped.
+      // Its own id: a call staged for one arena can never be served from the other.
+      auto made = backend::DeviceIpcArena::Create(*options.device, arena->size(),
+                                                  arena->id() + "-cuda");
+      if (made.ok()) {
+        device_arena = *std::move(made);
+      } else {
+        MOE_LOG(WARNING) << "no device activation arena on " << options.device->name() << " ("
+                         << made.status() << "); staging through shared host memory";
+      }
+    }
   }
-  return std::unique_ptr<WorkerClient>(
-      new WorkerClient(options, config, std::move(channel), std::move(arena)));
+  std::vector<std::unique_ptr<backend::Stream>> streams;
+  if (OnCudaDevice(options)) {
+    MOE_RETURN_IF_ERROR(options.device->BindThread());
+    for (int s = 0; s < options.arena_slots; ++s) {
+      MOE_ASSIGN_OR_RETURN(std::unique_ptr<backend::Stream> stream, options.device->CreateStream());
+      streams.push_back(std::move(stream));
+    }
+  }
+  return std::unique_ptr<WorkerClient>(new WorkerClient(options, config, std::move(channel),
+                                                        std::move(arena), std::move(device_arena),
+                                                        std::move(streams)));
 }
 
 WorkerClient::WorkerClient(const WorkerClientOptions& options, const ModelConfig& config,
-                           std::shared_ptr<grpc::Channel> channel, std::unique_ptr<SharedArena> arena)
+                           std::shared_ptr<grpc::Channel> channel, std::unique_ptr<SharedArena> arena,
+                           std::unique_ptr<backend::DeviceIpcArena> device_arena,
+                           std::vector<std::unique_ptr<backend::Stream>> streams)
     : options_(options),
       config_(config),
       channel_(std::move(channel)),
       stub_(v1::ExpertWorker::NewStub(channel_)),
       arena_(std::move(arena)),
+      device_arena_(std::move(device_arena)),
+      streams_(std::move(streams)),
       slot_bytes_(2 * options.max_tokens_per_call * config.hidden_size * sizeof(float)) {
+  use_device_arena_ = device_arena_ != nullptr;
   for (int s = 0; s < options.arena_slots; ++s) free_slots_.push_back(s);
 }
 
-absl::Status WorkerClient::Attach() {
-  v1::AttachArenaRequest request;
-  request.mutable_shared_memory()->set_pid(static_cast<uint32_t>(::getpid()));
-  request.mutable_shared_memory()->set_fd(arena_->fd());
-  request.set_size_bytes(arena_->size());
-  request.set_arena_id(arena_->id());
+ActivationPath WorkerClient::path() const {
+  if (arena_ == nullptr) return ActivationPath::kInline;
+  return use_device_arena_ ? ActivationPath::kDeviceArena : ActivationPath::kHostArena;
+}
+
+absl::StatusOr<v1::AttachArenaResponse> WorkerClient::AttachRpc(
+    const v1::AttachArenaRequest& request) {
   v1::AttachArenaResponse response;
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   MOE_RETURN_IF_ERROR(Annotate(FromGrpcStatus(stub_->AttachArena(&context, request, &response)),
                                absl::StrCat("expert worker at ", options_.address)));
+  return response;
+}
+
+absl::Status WorkerClient::CheckWorkerModel(const v1::AttachArenaResponse& response) const {
   if (response.num_layers() != config_.num_hidden_layers ||
       response.num_experts() != config_.num_local_experts ||
       response.hidden_size() != config_.hidden_size) {
@@ -68,6 +117,45 @@ absl::Status WorkerClient::Attach() {
         response.num_experts(), " experts of width ", response.hidden_size(),
         ", not this model's ", config_.num_hidden_layers, " x ", config_.num_local_experts, " x ",
         config_.hidden_size));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WorkerClient::Attach() {
+  if (use_device_arena_) {
+    const backend::DeviceIpcHandle& handle = device_arena_->handle();
+    v1::AttachArenaRequest request;
+    v1::CudaIpcHandle* cuda = request.mutable_cuda_ipc();
+    cuda->set_ipc_mem_handle(handle.ipc_mem_handle);
+    cuda->set_device(handle.device);
+    cuda->set_pci_bus_id(handle.pci_bus_id);
+    cuda->set_exporter_pid(handle.exporter_pid);
+    request.set_size_bytes(handle.size_bytes);
+    request.set_arena_id(device_arena_->id());
+    const absl::StatusOr<v1::AttachArenaResponse> attached = AttachRpc(request);
+    if (attached.ok()) {
+      MOE_RETURN_IF_ERROR(CheckWorkerModel(*attached));
+      if (!path_logged_.exchange(true)) {
+        MOE_LOG(INFO) << "activations cross to the expert worker " << PathName(path());
+      }
+      return absl::OkStatus();
+    }
+    // A worker on another GPU or on the CPU says so; anything else is an error.
+    if (!absl::IsFailedPrecondition(attached.status())) return attached.status();
+    MOE_LOG(WARNING) << "the expert worker refused the device arena (" << attached.status().message()
+                     << "); activations go through shared host memory from now on";
+    use_device_arena_ = false;
+    path_logged_ = false;
+  }
+  v1::AttachArenaRequest request;
+  request.mutable_shared_memory()->set_pid(static_cast<uint32_t>(::getpid()));
+  request.mutable_shared_memory()->set_fd(arena_->fd());
+  request.set_size_bytes(arena_->size());
+  request.set_arena_id(arena_->id());
+  MOE_ASSIGN_OR_RETURN(const v1::AttachArenaResponse response, AttachRpc(request));
+  MOE_RETURN_IF_ERROR(CheckWorkerModel(response));
+  if (!path_logged_.exchange(true)) {
+    MOE_LOG(INFO) << "activations cross to the expert worker " << PathName(path());
   }
   return absl::OkStatus();
 }
@@ -102,6 +190,7 @@ absl::Status WorkerClient::RunExperts(int layer, absl::Span<const float> x, int6
                                       absl::Span<float> out, ExpertCallStats* stats) {
   const int64_t h = config_.hidden_size;
   const int64_t k = n > 0 ? static_cast<int64_t>(ids.size()) / n : 0;
+  if (!streams_.empty()) MOE_RETURN_IF_ERROR(options_.device->BindThread());
   const int slot = AcquireSlot();
   absl::Status status;
   for (int64_t start = 0; start < n && status.ok(); start += options_.max_tokens_per_call) {
@@ -113,31 +202,99 @@ absl::Status WorkerClient::RunExperts(int layer, absl::Span<const float> x, int6
   return status;
 }
 
+absl::Status WorkerClient::CopyFromCaller(int slot, void* host, const void* caller, size_t bytes) {
+  if (streams_.empty()) {
+    std::memcpy(host, caller, bytes);
+    return absl::OkStatus();
+  }
+  backend::Stream& stream = *streams_[slot];
+  MOE_RETURN_IF_ERROR(options_.device->CopyToHost(host, caller, bytes, stream));
+  return stream.Synchronize();
+}
+
+absl::Status WorkerClient::CopyToCaller(int slot, void* caller, const void* host, size_t bytes) {
+  if (streams_.empty()) {
+    std::memcpy(caller, host, bytes);
+    return absl::OkStatus();
+  }
+  backend::Stream& stream = *streams_[slot];
+  MOE_RETURN_IF_ERROR(options_.device->CopyToDevice(caller, host, bytes, stream));
+  return stream.Synchronize();
+}
+
+absl::Status WorkerClient::StageInput(int slot, ActivationPath path, absl::Span<const float> x,
+                                      v1::RunExpertsRequest* request) {
+  const uint64_t bytes = x.size() * sizeof(float);
+  const uint64_t in_offset = slot * slot_bytes_;
+  const uint64_t out_offset = in_offset + slot_bytes_ / 2;
+  switch (path) {
+    case ActivationPath::kInline:
+      if (streams_.empty()) {
+        request->set_input_inline(x.data(), bytes);
+      } else {
+        std::string* staged = request->mutable_input_inline();
+        staged->resize(bytes);
+        MOE_RETURN_IF_ERROR(CopyFromCaller(slot, staged->data(), x.data(), bytes));
+      }
+      return absl::OkStatus();
+    case ActivationPath::kHostArena: {
+      MOE_ASSIGN_OR_RETURN(absl::Span<float> arena_in, arena_->Floats(in_offset, x.size()));
+      MOE_RETURN_IF_ERROR(CopyFromCaller(slot, arena_in.data(), x.data(), bytes));
+      request->set_arena_id(arena_->id());
+      break;
+    }
+    case ActivationPath::kDeviceArena: {
+      MOE_ASSIGN_OR_RETURN(void* arena_in, device_arena_->At(in_offset, bytes));
+      backend::Stream& stream = *streams_[slot];
+      MOE_RETURN_IF_ERROR(options_.device->CopyOnDevice(arena_in, x.data(), bytes, stream));
+      // The worker reads it once the request arrives: the copy must be done before.
+      MOE_RETURN_IF_ERROR(stream.Synchronize());
+      request->set_arena_id(device_arena_->id());
+      break;
+    }
+  }
+  request->mutable_input_slice()->set_offset(in_offset);
+  request->mutable_input_slice()->set_size_bytes(bytes);
+  request->mutable_output_slice()->set_offset(out_offset);
+  request->mutable_output_slice()->set_size_bytes(bytes);
+  return absl::OkStatus();
+}
+
+absl::Status WorkerClient::ReadOutput(int slot, ActivationPath path,
+                                      const v1::RunExpertsResponse& response, absl::Span<float> out) {
+  const uint64_t bytes = out.size() * sizeof(float);
+  const uint64_t out_offset = slot * slot_bytes_ + slot_bytes_ / 2;
+  switch (path) {
+    case ActivationPath::kInline:
+      if (response.output_inline().size() != bytes) {
+        return absl::InternalError(absl::StrCat("expert worker returned ",
+                                                response.output_inline().size(),
+                                                " bytes, expected ", bytes));
+      }
+      return CopyToCaller(slot, out.data(), response.output_inline().data(), bytes);
+    case ActivationPath::kHostArena: {
+      MOE_ASSIGN_OR_RETURN(absl::Span<float> arena_out, arena_->Floats(out_offset, out.size()));
+      return CopyToCaller(slot, out.data(), arena_out.data(), bytes);
+    }
+    case ActivationPath::kDeviceArena: {
+      MOE_ASSIGN_OR_RETURN(void* arena_out, device_arena_->At(out_offset, bytes));
+      backend::Stream& stream = *streams_[slot];
+      MOE_RETURN_IF_ERROR(options_.device->CopyOnDevice(out.data(), arena_out, bytes, stream));
+      return stream.Synchronize();
+    }
+  }
+  return absl::InternalError("unknown activation path");
+}
+
 absl::Status WorkerClient::RunChunk(int slot, int layer, absl::Span<const float> x, int64_t n,
                                     absl::Span<const int32_t> ids, absl::Span<const float> weights,
                                     absl::Span<float> out, ExpertCallStats* stats) {
-  const uint64_t bytes = x.size() * sizeof(float);
   v1::RunExpertsRequest request;
   request.set_layer(layer);
   request.set_num_tokens(static_cast<uint32_t>(n));
   request.set_experts_per_token(static_cast<uint32_t>(n > 0 ? ids.size() / n : 0));
   for (int32_t id : ids) request.add_expert_ids(static_cast<uint32_t>(id));
   for (float w : weights) request.add_weights(w);
-  absl::Span<float> arena_out;
-  if (arena_ != nullptr) {
-    const uint64_t in_offset = slot * slot_bytes_;
-    const uint64_t out_offset = in_offset + slot_bytes_ / 2;
-    MOE_ASSIGN_OR_RETURN(absl::Span<float> arena_in, arena_->Floats(in_offset, x.size()));
-    MOE_ASSIGN_OR_RETURN(arena_out, arena_->Floats(out_offset, out.size()));
-    std::memcpy(arena_in.data(), x.data(), bytes);
-    request.mutable_input_slice()->set_offset(in_offset);
-    request.mutable_input_slice()->set_size_bytes(bytes);
-    request.mutable_output_slice()->set_offset(out_offset);
-    request.mutable_output_slice()->set_size_bytes(bytes);
-    request.set_arena_id(arena_->id());
-  } else {
-    request.set_input_inline(x.data(), bytes);
-  }
 
   // A restarted worker has lost the arena: attach again and retry, once.
   for (int attempt = 0;; ++attempt) {
@@ -145,6 +302,9 @@ absl::Status WorkerClient::RunChunk(int slot, int layer, absl::Span<const float>
       if (absl::IsUnavailable(attached)) NoteWorker(false);
       return attached;
     }
+    // Staged after attaching: a worker may just have refused the device arena.
+    const ActivationPath path = this->path();
+    MOE_RETURN_IF_ERROR(StageInput(slot, path, x, &request));
     v1::RunExpertsResponse response;
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() +
@@ -165,15 +325,7 @@ absl::Status WorkerClient::RunChunk(int slot, int layer, absl::Span<const float>
       NoteWorker(false);
     }
     MOE_RETURN_IF_ERROR(Annotate(FromGrpcStatus(rpc), absl::StrCat("expert worker at ", options_.address)));
-    if (arena_ != nullptr) {
-      std::memcpy(out.data(), arena_out.data(), bytes);
-    } else {
-      if (response.output_inline().size() != bytes) {
-        return absl::InternalError(absl::StrCat("expert worker returned ", response.output_inline().size(),
-                                                " bytes, expected ", bytes));
-      }
-      std::memcpy(out.data(), response.output_inline().data(), bytes);
-    }
+    MOE_RETURN_IF_ERROR(ReadOutput(slot, path, response, out));
     if (stats != nullptr) {
       stats->calls += 1;
       stats->hits += response.cache_hits();

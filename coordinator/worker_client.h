@@ -1,7 +1,9 @@
 // The coordinator's ExpertBackend over gRPC: each MoE layer is one RunExperts call to an
-// expert worker. On a unix socket the hidden states go through a shared activation
-// arena, attached once, and calls carry only offsets, ids and weights; on TCP they
-// travel inline.
+// expert worker. On a unix socket the hidden states go through an activation arena,
+// attached once, and calls carry only offsets, ids and weights; on TCP they travel
+// inline. With a CUDA device the arena is device memory exported by CUDA IPC, offered
+// first; a worker that cannot map it (another GPU, a CPU worker) refuses it and the
+// client stages through the shared host arena instead.
 #ifndef MOE_COORDINATOR_WORKER_CLIENT_H_
 #define MOE_COORDINATOR_WORKER_CLIENT_H_
 
@@ -15,6 +17,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/backend/device.h"
+#include "common/backend/device_ipc_arena.h"
 #include "common/expert_backend.h"
 #include "common/model_config.h"
 #include "common/shared_arena.h"
@@ -31,6 +35,16 @@ struct WorkerClientOptions {
   // How long a layer step that lost its worker waits for one to answer again (counted
   // from when the loss was first seen) before it fails with UNAVAILABLE.
   absl::Duration worker_grace = absl::Seconds(30);
+  // The device the coordinator computes on, where RunExperts' x and out live; it must
+  // outlive the client. nullptr or a CPU device: host memory, as before.
+  backend::Device* device = nullptr;
+};
+
+// How a call's activations reach the worker.
+enum class ActivationPath {
+  kInline,       // inside the RPC bytes (TCP, or force_inline)
+  kHostArena,    // a shared host (memfd) arena; device activations are staged through it
+  kDeviceArena,  // the coordinator's device arena, mapped by the worker (CUDA IPC)
 };
 
 struct WorkerClientStats {
@@ -42,7 +56,11 @@ struct WorkerClientStats {
   uint64_t recoveries = 0;  // times a lost worker answered again within the grace
 };
 
-// Thread-safe: concurrent RunExperts calls each use their own arena slot.
+// Thread-safe: concurrent RunExperts calls each use their own arena slot (and, on a CUDA
+// device, their own stream). On a device, x must be complete when RunExperts is called
+// (the caller has synchronised the stream that wrote it); out is complete on return.
+// Ordering with the worker is the RPC boundary: the input copy is waited for before the
+// request goes out, and the worker replies only once out is written.
 class WorkerClient : public ExpertBackend {
  public:
   // Connects lazily: the worker need not be up yet.
@@ -65,14 +83,30 @@ class WorkerClient : public ExpertBackend {
   // counts the grace from: the first failed answer (or call) after a good one.
   bool WorkerServing(absl::Duration timeout = absl::Milliseconds(500));
   bool zero_copy() const { return arena_ != nullptr; }
+  // The path calls take now (the device arena until a worker refuses it).
+  ActivationPath path() const;
   WorkerClientStats Stats() const;
   v1::ExpertWorker::Stub& stub() { return *stub_; }
 
  private:
   WorkerClient(const WorkerClientOptions& options, const ModelConfig& config,
-               std::shared_ptr<grpc::Channel> channel, std::unique_ptr<SharedArena> arena);
+               std::shared_ptr<grpc::Channel> channel, std::unique_ptr<SharedArena> arena,
+               std::unique_ptr<backend::DeviceIpcArena> device_arena,
+               std::vector<std::unique_ptr<backend::Stream>> streams);
   absl::Status EnsureAttached();
   absl::Status Attach();
+  // The AttachArena call; then whether the worker serves this model.
+  absl::StatusOr<v1::AttachArenaResponse> AttachRpc(const v1::AttachArenaRequest& request);
+  absl::Status CheckWorkerModel(const v1::AttachArenaResponse& response) const;
+  // Puts x where `path` says and points the request at it; waits for any device copy.
+  absl::Status StageInput(int slot, ActivationPath path, absl::Span<const float> x,
+                          v1::RunExpertsRequest* request);
+  // Moves the worker's result into out; waits for any device copy.
+  absl::Status ReadOutput(int slot, ActivationPath path, const v1::RunExpertsResponse& response,
+                          absl::Span<float> out);
+  // Host <-> caller memory: a memcpy, or a copy on the slot's stream, waited for.
+  absl::Status CopyFromCaller(int slot, void* host, const void* caller, size_t bytes);
+  absl::Status CopyToCaller(int slot, void* caller, const void* host, size_t bytes);
   absl::Status RunChunk(int slot, int layer, absl::Span<const float> x, int64_t n,
                         absl::Span<const int32_t> ids, absl::Span<const float> weights,
                         absl::Span<float> out, ExpertCallStats* stats);
@@ -85,10 +119,17 @@ class WorkerClient : public ExpertBackend {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::ExpertWorker::Stub> stub_;
   std::unique_ptr<SharedArena> arena_;  // null in inline mode
+  // Same layout as arena_, another id; null unless the caller computes on a CUDA device.
+  std::unique_ptr<backend::DeviceIpcArena> device_arena_;
+  // One per arena slot when the caller's activations are device memory, else empty.
+  std::vector<std::unique_ptr<backend::Stream>> streams_;
   uint64_t slot_bytes_ = 0;             // per slot: input then output, each [max_tokens, H]
 
   std::mutex attach_mu_;
   bool attached_ = false;  // guarded by attach_mu_
+  // False once a worker refused the device arena: from then on the host arena.
+  std::atomic<bool> use_device_arena_{false};
+  std::atomic<bool> path_logged_{false};
 
   std::mutex slot_mu_;
   std::condition_variable slot_free_;

@@ -15,11 +15,14 @@ absl::Status CheckSlice(absl::string_view what, const v1::ArenaSlice& slice, uin
                                                    slice.size_bytes(), " bytes, the tokens need ",
                                                    bytes));
   }
-  if (slice.offset() % sizeof(float) != 0 || bytes > arena_bytes ||
-      slice.offset() > arena_bytes - bytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
+  if (slice.offset() % sizeof(float) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("RunExperts: ", what, " slice offset ",
+                                                   slice.offset(), " is not 4-byte aligned"));
+  }
+  if (bytes > arena_bytes || slice.offset() > arena_bytes - bytes) {
+    return absl::OutOfRangeError(absl::StrCat(
         "RunExperts: ", what, " slice [", slice.offset(), ", +", bytes,
-        ") is unaligned or outside the ", arena_bytes, "-byte arena"));
+        ") is outside the ", arena_bytes, "-byte arena"));
   }
   return absl::OkStatus();
 }

@@ -29,8 +29,9 @@ struct RunExpertsShape {
   uint64_t tensor_bytes = 0;      // n * hidden * 4, of x and of out alike
 };
 
-// INVALID_ARGUMENT naming the problem for a malformed request; FAILED_PRECONDITION when
-// it refers to an arena that is not the attached one (the caller attaches again). When it
+// INVALID_ARGUMENT naming the problem for a malformed request; OUT_OF_RANGE for a slice
+// that does not lie inside the arena; FAILED_PRECONDITION when it refers to an arena that
+// is not the attached one (the caller attaches again). When it
 // returns a shape, every id is < num_experts, every weight is finite, and each slice lies
 // inside the arena, 4-byte aligned, `tensor_bytes` long, input and output not overlapping.
 absl::StatusOr<RunExpertsShape> CheckRunExpertsRequest(const v1::RunExpertsRequest& request,

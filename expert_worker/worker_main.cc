@@ -97,7 +97,7 @@ absl::Status Run() {
                 << " bytes), workspace " << workspace_bytes << " bytes per call ("
                 << workspace_tokens << " tokens); host store " << store->total_bytes()
                 << " bytes " << (store->registered() ? "registered in place" : "pinned");
-  WorkerService service(cache.get());
+  WorkerService service(cache.get(), device.get());
   std::unique_ptr<MetricsHttpServer> metrics;
   if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
     MOE_ASSIGN_OR_RETURN(metrics, MetricsHttpServer::Start(absl::GetFlag(FLAGS_metrics_listen),

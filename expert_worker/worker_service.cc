@@ -12,8 +12,13 @@
 
 namespace moe::expert_worker {
 
-WorkerService::WorkerService(SlotCache* cache, absl::Duration owner_check_interval)
-    : cache_(cache), runner_(cache), prefetch_(cache), owner_check_interval_(owner_check_interval) {
+WorkerService::WorkerService(SlotCache* cache, backend::Device* device,
+                             absl::Duration owner_check_interval)
+    : cache_(cache),
+      device_(device),
+      runner_(cache),
+      prefetch_(cache),
+      owner_check_interval_(owner_check_interval) {
   owner_watch_ = std::thread([this] { WatchArenaOwner(); });
 }
 
@@ -37,27 +42,79 @@ void WorkerService::WatchArenaOwner() {
       arena_.reset();  // calls in flight hold their own reference
       ++arenas_released_;
     }
+    if (device_arena_ != nullptr && !device_arena_->OwnerAlive()) {
+      // Our IPC mapping would keep the dead coordinator's device memory allocated.
+      MOE_LOG(WARNING) << "coordinator pid " << device_arena_->handle().exporter_pid
+                       << " exited; closed its device arena " << device_arena_->id() << " ("
+                       << device_arena_->size() << " bytes)";
+      device_arena_.reset();
+      ++arenas_released_;
+    }
   }
+}
+
+absl::Status WorkerService::AttachDeviceArena(const v1::AttachArenaRequest& request) {
+  if (device_ == nullptr || device_->kind() != backend::DeviceKind::kCuda) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "this worker computes on ", device_ == nullptr ? "cpu" : device_->name(),
+        ", not on a GPU, and cannot map a CUDA IPC arena (use shared host memory)"));
+  }
+  const auto& cuda = request.cuda_ipc();
+  backend::DeviceIpcHandle handle;
+  handle.ipc_mem_handle = cuda.ipc_mem_handle();
+  handle.device = cuda.device();
+  handle.pci_bus_id = cuda.pci_bus_id();
+  handle.exporter_pid = cuda.exporter_pid();
+  handle.size_bytes = request.size_bytes();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (device_arena_ != nullptr && device_arena_->id() == request.arena_id() &&
+        device_arena_->handle().ipc_mem_handle == handle.ipc_mem_handle &&
+        device_arena_->size() == handle.size_bytes) {
+      arena_.reset();
+      return absl::OkStatus();  // already mapped: a handle opens once per process
+    }
+    // Close our previous mapping before opening another (in-flight calls keep theirs).
+    device_arena_.reset();
+  }
+  MOE_ASSIGN_OR_RETURN(std::unique_ptr<backend::DeviceIpcArena> arena,
+                       backend::DeviceIpcArena::Open(*device_, handle, request.arena_id()));
+  std::lock_guard<std::mutex> lock(mu_);
+  device_arena_ = std::move(arena);
+  arena_.reset();
+  return absl::OkStatus();
+}
+
+absl::Status WorkerService::DoAttachArena(const v1::AttachArenaRequest& request) {
+  if (request.handle_case() == v1::AttachArenaRequest::kCudaIpc) {
+    MOE_RETURN_IF_ERROR(AttachDeviceArena(request));
+    MOE_LOG(INFO) << "attached device arena " << request.arena_id() << " of pid "
+                  << request.cuda_ipc().exporter_pid() << " (" << request.size_bytes()
+                  << " bytes on " << device_->name() << ", CUDA IPC)";
+    return absl::OkStatus();
+  }
+  if (request.handle_case() != v1::AttachArenaRequest::kSharedMemory) {
+    return absl::InvalidArgumentError("AttachArena: no arena handle");
+  }
+  const auto& shm = request.shared_memory();
+  MOE_ASSIGN_OR_RETURN(std::unique_ptr<SharedArena> arena,
+                       SharedArena::Attach(shm.pid(), shm.fd(), request.size_bytes(),
+                                           request.arena_id()));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    arena_ = std::move(arena);
+    device_arena_.reset();
+  }
+  MOE_LOG(INFO) << "attached arena " << request.arena_id() << " of pid " << shm.pid() << " ("
+                << request.size_bytes() << " bytes)";
+  return absl::OkStatus();
 }
 
 grpc::Status WorkerService::AttachArena(grpc::ServerContext*, const v1::AttachArenaRequest* request,
                                         v1::AttachArenaResponse* response) {
-  if (request->handle_case() == v1::AttachArenaRequest::kCudaIpc) {
-    return ToGrpcStatus(absl::FailedPreconditionError(
-        "this worker runs the CPU backend and cannot map a CUDA IPC arena"));
+  if (absl::Status attached = DoAttachArena(*request); !attached.ok()) {
+    return ToGrpcStatus(attached);
   }
-  if (request->handle_case() != v1::AttachArenaRequest::kSharedMemory) {
-    return ToGrpcStatus(absl::InvalidArgumentError("AttachArena: no arena handle"));
-  }
-  const auto& shm = request->shared_memory();
-  auto arena = SharedArena::Attach(shm.pid(), shm.fd(), request->size_bytes(), request->arena_id());
-  if (!arena.ok()) return ToGrpcStatus(arena.status());
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    arena_ = std::shared_ptr<SharedArena>(std::move(*arena));
-  }
-  MOE_LOG(INFO) << "attached arena " << request->arena_id() << " of pid " << shm.pid() << " ("
-                << request->size_bytes() << " bytes)";
   const ExpertStore& store = cache_->store();
   response->set_num_layers(store.num_layers());
   response->set_num_experts(store.num_experts());
@@ -69,9 +126,11 @@ absl::Status WorkerService::DoRunExperts(const v1::RunExpertsRequest& request,
                                          v1::RunExpertsResponse* response) {
   const ExpertStore& store = cache_->store();
   std::shared_ptr<SharedArena> arena;
+  std::shared_ptr<backend::DeviceIpcArena> device_arena;
   {
     std::lock_guard<std::mutex> lock(mu_);
     arena = arena_;  // in-flight calls keep the mapping alive through a re-attach
+    device_arena = device_arena_;
   }
   RunExpertsLimits limits;
   limits.num_layers = store.num_layers();
@@ -80,10 +139,35 @@ absl::Status WorkerService::DoRunExperts(const v1::RunExpertsRequest& request,
   if (arena != nullptr) {
     limits.arena_bytes = arena->size();
     limits.arena_id = arena->id();
+  } else if (device_arena != nullptr) {
+    limits.arena_bytes = device_arena->size();
+    limits.arena_id = device_arena->id();
   }
   MOE_ASSIGN_OR_RETURN(const RunExpertsShape shape, CheckRunExpertsRequest(request, limits));
   const int64_t n = shape.tokens;
   const uint64_t floats = shape.tensor_bytes / sizeof(float);
+  const std::vector<int32_t> ids(request.expert_ids().begin(), request.expert_ids().end());
+  const std::vector<float> weights(request.weights().begin(), request.weights().end());
+  RunCounters counters;
+  const auto t0 = std::chrono::steady_clock::now();
+  if (device_arena != nullptr && (request.has_input_slice() || request.has_output_slice())) {
+    // x and out stay in the coordinator's device memory; nothing crosses to the host.
+    if (!request.has_input_slice() || !request.has_output_slice()) {
+      return absl::InvalidArgumentError(
+          "RunExperts: on a device arena both input and output must be slices");
+    }
+    MOE_ASSIGN_OR_RETURN(void* in, device_arena->At(request.input_slice().offset(), shape.tensor_bytes));
+    MOE_ASSIGN_OR_RETURN(void* outp, device_arena->At(request.output_slice().offset(), shape.tensor_bytes));
+    MOE_RETURN_IF_ERROR(device_->BindThread());
+    // Run returns once out is written (on the device too), so the reply orders the
+    // coordinator's read after our writes.
+    MOE_RETURN_IF_ERROR(runner_.Run(static_cast<int>(request.layer()),
+                                    absl::Span<const float>(static_cast<const float*>(in), floats),
+                                    n, ids, weights,
+                                    absl::Span<float>(static_cast<float*>(outp), floats), &counters,
+                                    ActivationPlacement::kDevice));
+    return FinishRunExperts(t0, counters, response);
+  }
   absl::Span<const float> x;
   std::vector<float> inline_x;
   if (request.has_input_slice()) {
@@ -101,17 +185,20 @@ absl::Status WorkerService::DoRunExperts(const v1::RunExpertsRequest& request,
     inline_out.resize(floats);
     out = absl::MakeSpan(inline_out);
   }
-  const std::vector<int32_t> ids(request.expert_ids().begin(), request.expert_ids().end());
-  const std::vector<float> weights(request.weights().begin(), request.weights().end());
-  RunCounters counters;
-  const auto t0 = std::chrono::steady_clock::now();
   MOE_RETURN_IF_ERROR(runner_.Run(static_cast<int>(request.layer()), x, n, ids, weights, out, &counters));
-  run_experts_ns_.fetch_add(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count(),
-      std::memory_order_relaxed);
   if (!request.has_output_slice()) {
     response->set_output_inline(inline_out.data(), inline_out.size() * sizeof(float));
   }
+  return FinishRunExperts(t0, counters, response);
+}
+
+absl::Status WorkerService::FinishRunExperts(std::chrono::steady_clock::time_point start,
+                                             const RunCounters& counters,
+                                             v1::RunExpertsResponse* response) {
+  run_experts_ns_.fetch_add(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)
+          .count(),
+      std::memory_order_relaxed);
   response->set_cache_hits(counters.hits);
   response->set_cache_misses(counters.misses);
   response->set_load_wait_s(counters.load_wait_s);
@@ -213,6 +300,10 @@ v1::WorkerStats WorkerService::Stats() const {
     if (arena_ != nullptr) {
       response.set_arena_owner_pid(arena_->owner_pid());
       response.set_arena_bytes(arena_->size());
+    } else if (device_arena_ != nullptr) {
+      response.set_arena_owner_pid(device_arena_->handle().exporter_pid);
+      response.set_arena_bytes(device_arena_->size());
+      response.set_arena_on_device(true);
     }
     response.set_arenas_released(arenas_released_);
   }

@@ -13,6 +13,8 @@
 #include <thread>
 
 #include "absl/time/time.h"
+#include "common/backend/device.h"
+#include "common/backend/device_ipc_arena.h"
 #include "common/shared_arena.h"
 #include "expert_worker/expert_runner.h"
 #include "expert_worker/prefetch_queue.h"
@@ -21,12 +23,20 @@
 
 namespace moe::expert_worker {
 
-// Thread-safe. `cache` must outlive the service. A background thread checks every
+// Thread-safe. `cache` must outlive the service, and so must `device` (the device the
+// experts compute on; nullptr: the CPU). A background thread checks every
 // `owner_check_interval` whether the coordinator that owns the attached arena still
 // runs, and drops the arena (unmapping it) when it does not.
+//
+// The arena is shared host memory, or, when the coordinator offers a CUDA IPC handle and
+// `device` is that very GPU, the coordinator's device memory: RunExperts then computes
+// on it in place (ActivationPlacement::kDevice) and replies only once ExpertRunner::Run
+// has returned, i.e. once out is written; that reply is the coordinator's signal to read
+// it. Any other worker refuses the CUDA handle with FAILED_PRECONDITION naming why, so
+// the coordinator falls back to shared host memory.
 class WorkerService final : public moe::v1::ExpertWorker::Service {
  public:
-  explicit WorkerService(SlotCache* cache,
+  explicit WorkerService(SlotCache* cache, backend::Device* device = nullptr,
                          absl::Duration owner_check_interval = absl::Milliseconds(250));
   ~WorkerService() override;
 
@@ -48,10 +58,16 @@ class WorkerService final : public moe::v1::ExpertWorker::Service {
   std::string RenderMetrics() const;
 
  private:
+  absl::Status DoAttachArena(const v1::AttachArenaRequest& request);
+  absl::Status AttachDeviceArena(const v1::AttachArenaRequest& request);
   absl::Status DoRunExperts(const v1::RunExpertsRequest& request, v1::RunExpertsResponse* response);
+  // Counts the call and fills the response's figures.
+  absl::Status FinishRunExperts(std::chrono::steady_clock::time_point start,
+                                const RunCounters& counters, v1::RunExpertsResponse* response);
   void WatchArenaOwner();
 
   SlotCache* cache_;
+  backend::Device* const device_;  // nullptr: the CPU
   ExpertRunner runner_;
   PrefetchQueue prefetch_;
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
@@ -60,7 +76,9 @@ class WorkerService final : public moe::v1::ExpertWorker::Service {
   std::atomic<uint64_t> run_experts_ns_{0};
   mutable std::mutex mu_;
   // In-flight calls hold their own reference, so a re-attach never unmaps under them.
-  std::shared_ptr<SharedArena> arena_;  // guarded by mu_
+  // At most one of the two is attached.
+  std::shared_ptr<SharedArena> arena_;                   // guarded by mu_
+  std::shared_ptr<backend::DeviceIpcArena> device_arena_;  // guarded by mu_
   uint64_t arenas_released_ = 0;       // guarded by mu_
   bool stopping_ = false;              // guarded by mu_
   std::condition_variable stop_;

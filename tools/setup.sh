@@ -7,6 +7,8 @@ set -euo pipefail
 packages=(
   # build
   build-essential cmake ninja-build pkg-config git
+  # the GPU bundle (tools/make_bundle.sh): RUNPATHs of the copied binaries
+  patchelf xz-utils
   # libraries
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libabsl-dev libsentencepiece-dev nlohmann-json3-dev libopenblas-dev libopenblas0-openmp

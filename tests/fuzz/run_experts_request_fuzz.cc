@@ -43,6 +43,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!shape.ok()) {
     const auto code = shape.status().code();
     FUZZ_CHECK(code == absl::StatusCode::kInvalidArgument ||
+               code == absl::StatusCode::kOutOfRange ||
                code == absl::StatusCode::kFailedPrecondition);
     FUZZ_CHECK(!shape.status().message().empty());
     return 0;

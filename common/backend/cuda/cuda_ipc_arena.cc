@@ -42,8 +42,18 @@ absl::StatusOr<std::unique_ptr<CudaIpcArena>> CudaIpcArena::Open(int device,
   return std::unique_ptr<CudaIpcArena>(new CudaIpcArena(device, ptr, bytes, handle, /*owner=*/false));
 }
 
+absl::StatusOr<std::string> CudaIpcArena::PciBusId(int device) {
+  char id[64] = {};  // "dddd:bb:dd.f" needs 13; the API's limit is the buffer's size
+  MOE_CUDA_RETURN_IF_ERROR(cudaDeviceGetPCIBusId(id, sizeof(id) - 1, device),
+                           "naming the device's PCI bus");
+  return std::string(id);
+}
+
 CudaIpcArena::~CudaIpcArena() {
-  const cudaError_t error = owner_ ? cudaFree(ptr_) : cudaIpcCloseMemHandle(ptr_);
+  // The last owner may be any thread (a worker's owner watch): select the arena's device,
+  // whose context the mapping or allocation belongs to.
+  cudaError_t error = cudaSetDevice(device_);
+  if (error == cudaSuccess) error = owner_ ? cudaFree(ptr_) : cudaIpcCloseMemHandle(ptr_);
   if (error != cudaSuccess) {
     MOE_LOG(ERROR) << "releasing the CUDA arena: " << cudaGetErrorString(error);
   }

@@ -22,6 +22,9 @@ class CudaIpcArena {
   // Opens an exported arena from its 64-byte handle (another process's).
   static absl::StatusOr<std::unique_ptr<CudaIpcArena>> Open(int device, const std::string& handle,
                                                             size_t bytes);
+  // cudaDeviceGetPCIBusId of `device` ("0000:65:00.0"): names one GPU the same way in
+  // every process, whatever CUDA_VISIBLE_DEVICES numbers it.
+  static absl::StatusOr<std::string> PciBusId(int device);
   ~CudaIpcArena();
   CudaIpcArena(const CudaIpcArena&) = delete;
   CudaIpcArena& operator=(const CudaIpcArena&) = delete;
