@@ -38,6 +38,26 @@ absl::StatusOr<std::unique_ptr<ExpertStore>> ExpertStore::Allocate(ExpertLayout 
                                                       *std::move(memory), /*registered=*/false));
 }
 
+absl::StatusOr<std::unique_ptr<ExpertStore>> ExpertStore::Generate(
+    ExpertLayout layout, int layers, int experts, backend::Device* device,
+    const std::function<void(int, int, uint8_t*)>& fill) {
+  if (device == nullptr) device = &DefaultCpuDevice();
+  if (layers < 1 || experts < 1 || layout.bytes() == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("expert store: cannot generate ", layers,
+                                                   " layers x ", experts, " experts of ",
+                                                   layout.bytes(), " bytes"));
+  }
+  const size_t stride = (layout.bytes() + kBlobAlignment - 1) / kBlobAlignment * kBlobAlignment;
+  MOE_ASSIGN_OR_RETURN(std::unique_ptr<ExpertStore> store,
+                       Allocate(layout, layers, experts, stride, device));
+  for (int l = 0; l < layers; ++l) {
+    for (int e = 0; e < experts; ++e) {
+      fill(l, e, reinterpret_cast<uint8_t*>(const_cast<float*>(store->Expert(l, e))));
+    }
+  }
+  return store;
+}
+
 absl::StatusOr<std::unique_ptr<ExpertStore>> ExpertStore::Load(const Checkpoint& checkpoint,
                                                                 const ModelConfig& config,
                                                                 backend::Device* device) {

@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 
@@ -66,6 +67,13 @@ class ExpertStore {
   static absl::StatusOr<std::unique_ptr<ExpertStore>> Load(const ModelDir& dir,
                                                            backend::Device* device = nullptr,
                                                            MappedBlobs mapped = MappedBlobs::kAuto);
+
+  // `layers` x `experts` blobs of `layout` in pinned memory, each filled by
+  // fill(layer, expert, blob) with layout.bytes() bytes: synthetic experts for benchmarks
+  // at scales no checkpoint is downloaded for.
+  static absl::StatusOr<std::unique_ptr<ExpertStore>> Generate(
+      ExpertLayout layout, int layers, int experts, backend::Device* device,
+      const std::function<void(int layer, int expert, uint8_t* blob)>& fill);
 
   const ExpertLayout& layout() const { return layout_; }
   int num_layers() const { return num_layers_; }
