@@ -84,11 +84,9 @@ void Carve(const ModelConfig& c, int64_t n, int64_t rows, int lookahead, int64_t
 }  // namespace
 
 MixtralModel::MixtralModel(const ModelConfig& config, ExpertBackend* experts,
-                           std::unique_ptr<backend::Device> owned_device,
                            backend::Device& device)
     : config_(config),
       experts_(experts),
-      owned_device_(std::move(owned_device)),
       device_(&device),
       scratch_(device),
       max_context_tokens_(config.max_position_embeddings) {}
@@ -97,14 +95,9 @@ absl::StatusOr<std::unique_ptr<MixtralModel>> MixtralModel::Create(const ModelCo
                                                                    DenseWeights weights,
                                                                    ExpertBackend* experts) {
   auto device = std::make_unique<cpu::CpuDevice>();
-  backend::Device& ref = *device;
-  if (experts == nullptr) return absl::InvalidArgumentError("MixtralModel: no expert backend");
-  if (weights.layers.size() != size_t(config.num_hidden_layers)) {
-    return absl::InvalidArgumentError("MixtralModel: weights do not match the config's layers");
-  }
-  std::unique_ptr<MixtralModel> model(new MixtralModel(config, experts, std::move(device), ref));
-  MOE_ASSIGN_OR_RETURN(model->kernels_, backend::CreateKernels(ref));
-  MOE_ASSIGN_OR_RETURN(model->weights_, DeviceWeights::Create(std::move(weights), ref));
+  MOE_ASSIGN_OR_RETURN(std::unique_ptr<MixtralModel> model,
+                       Create(config, std::move(weights), experts, *device));
+  model->owned_device_ = std::move(device);  // the same object: references stay valid
   return model;
 }
 
@@ -116,7 +109,7 @@ absl::StatusOr<std::unique_ptr<MixtralModel>> MixtralModel::Create(const ModelCo
   if (weights.layers.size() != size_t(config.num_hidden_layers)) {
     return absl::InvalidArgumentError("MixtralModel: weights do not match the config's layers");
   }
-  std::unique_ptr<MixtralModel> model(new MixtralModel(config, experts, nullptr, device));
+  std::unique_ptr<MixtralModel> model(new MixtralModel(config, experts, device));
   MOE_RETURN_IF_ERROR(device.BindThread());
   MOE_ASSIGN_OR_RETURN(model->kernels_, backend::CreateKernels(device));
   MOE_ASSIGN_OR_RETURN(model->weights_, DeviceWeights::Create(std::move(weights), device));
@@ -143,7 +136,8 @@ absl::StatusOr<std::unique_ptr<KvCache>> MixtralModel::NewCache(int64_t capacity
 }
 
 void MixtralModel::set_max_context_tokens(int64_t tokens) {
-  MOE_CHECK(tokens >= 0) << "max context tokens " << tokens;
+  MOE_CHECK(tokens >= 0 && tokens <= config_.max_position_embeddings)
+      << "max context tokens " << tokens << " of " << config_.max_position_embeddings;
   max_context_tokens_ = tokens == 0 ? config_.max_position_embeddings : tokens;
 }
 

@@ -142,7 +142,7 @@ class MixtralModel {
   }
 
   // The longest sequence a cache may be made for (the KV reservation per stream);
-  // 0 restores the config's max_position_embeddings. Checked: >= 0.
+  // 0 restores the config's max_position_embeddings. Checked: in [0, that].
   void set_max_context_tokens(int64_t tokens);
   int64_t max_context_tokens() const { return max_context_tokens_; }
 
@@ -158,12 +158,12 @@ class MixtralModel {
   const DeviceWeights& weights() const { return *weights_; }
 
  private:
-  MixtralModel(const ModelConfig& config, ExpertBackend* experts,
-               std::unique_ptr<backend::Device> owned_device, backend::Device& device);
+  MixtralModel(const ModelConfig& config, ExpertBackend* experts, backend::Device& device);
 
   ModelConfig config_;
   ExpertBackend* experts_;
-  std::unique_ptr<backend::Device> owned_device_;  // the CPU device of the first Create
+  // The CPU device of the first Create; declared first so that it is destroyed last.
+  std::unique_ptr<backend::Device> owned_device_;
   backend::Device* device_;
   std::unique_ptr<backend::Kernels> kernels_;
   std::unique_ptr<DeviceWeights> weights_;
