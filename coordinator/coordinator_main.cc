@@ -92,6 +92,7 @@ absl::Status Run() {
   client_options.address = absl::GetFlag(FLAGS_worker);
   client_options.arena_slots = 2;  // generations step one at a time; 2 covers overlap
   client_options.force_inline = absl::GetFlag(FLAGS_inline_tensors);
+  client_options.device = device.get();  // x/out of RunExperts live there
   const double worker_grace_s = absl::GetFlag(FLAGS_worker_grace_s);
   const double shutdown_grace_s = absl::GetFlag(FLAGS_shutdown_grace_s);
   if (!(worker_grace_s >= 0) || !(shutdown_grace_s >= 0)) {

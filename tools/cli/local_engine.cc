@@ -35,28 +35,28 @@ absl::StatusOr<std::unique_ptr<LocalEngine>> LocalEngine::Open(const std::string
     coordinator::WorkerClientOptions client_options;
     client_options.address = options.worker_address;
     client_options.force_inline = options.force_inline;
+    client_options.device = engine->device_.get();
     MOE_ASSIGN_OR_RETURN(engine->worker_,
                          coordinator::WorkerClient::Create(client_options, engine->config()));
     backend = engine->worker_.get();
   } else {
-    MOE_ASSIGN_OR_RETURN(engine->store_, expert_worker::ExpertStore::Load(engine->dir_));
+    // The worker linked in computes on the engine's device: the model hands it x/out in
+    // that device's memory.
+    MOE_ASSIGN_OR_RETURN(engine->store_,
+                         expert_worker::ExpertStore::Load(engine->dir_, engine->device_.get()));
     const int slots = options.cache_per_layer == 0 ? engine->store_->num_experts()
                                                    : options.cache_per_layer;
     MOE_ASSIGN_OR_RETURN(auto policy, expert_worker::MakeCachePolicy(options.policy));
     MOE_ASSIGN_OR_RETURN(engine->cache_,
                          expert_worker::SlotCache::Create(engine->store_.get(), slots,
                                                           std::move(policy), options.retention));
-    engine->cache_->set_link(options.link);
-    engine->backend_ = std::make_unique<expert_worker::InProcessBackend>(engine->cache_.get(),
-                                                                        options.load_whole_layer);
+    MOE_RETURN_IF_ERROR(Annotate(engine->cache_->set_link(options.link), "--link-gbps"));
+    const bool on_cpu = engine->device_->kind() == backend::DeviceKind::kCpu;
+    engine->backend_ = std::make_unique<expert_worker::InProcessBackend>(
+        engine->cache_.get(), options.load_whole_layer,
+        on_cpu ? expert_worker::ActivationPlacement::kHost
+               : expert_worker::ActivationPlacement::kDevice);
     backend = engine->backend_.get();
-    if (engine->device_->kind() != backend::DeviceKind::kCpu) {
-      // TODO(lead): once InProcessBackend takes a device (worker engineer), create it on
-      // engine->device_ and drop this staging through host memory.
-      engine->staged_ =
-          std::make_unique<coordinator::HostStagedExperts>(backend, *engine->device_);
-      backend = engine->staged_.get();
-    }
   }
   MOE_ASSIGN_OR_RETURN(engine->model_,
                        coordinator::MixtralModel::Create(c, std::move(dense), backend,

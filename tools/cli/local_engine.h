@@ -10,7 +10,6 @@
 #include "common/model_dir.h"
 #include "common/tokenizer.h"
 #include "common/backend/device.h"
-#include "coordinator/device_staged_experts.h"
 #include "coordinator/mixtral_model.h"
 #include "coordinator/worker_client.h"
 #include "expert_worker/expert_store.h"
@@ -69,8 +68,6 @@ class LocalEngine {
   std::unique_ptr<expert_worker::SlotCache> cache_;
   std::unique_ptr<expert_worker::InProcessBackend> backend_;
   std::unique_ptr<coordinator::WorkerClient> worker_;
-  // In-process on a device other than the CPU: the host-only worker behind copies.
-  std::unique_ptr<coordinator::HostStagedExperts> staged_;
   std::unique_ptr<coordinator::MixtralModel> model_;
 };
 
