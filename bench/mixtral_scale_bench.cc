@@ -258,7 +258,7 @@ absl::Status Main() {
           }));
   common["generate_s"] = std::chrono::duration<double>(Clock::now() - g0).count();
 
-  std::mt19937 rng(uint32_t(seed));
+  std::mt19937 rng{uint32_t(seed)};
   std::vector<int> feed(context);
   for (int& t : feed) t = int(rng() % uint32_t(config.vocab_size));
 
