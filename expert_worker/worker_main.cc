@@ -97,7 +97,10 @@ absl::Status Run() {
                 << " bytes), workspace " << workspace_bytes << " bytes per call ("
                 << workspace_tokens << " tokens); host store " << store->total_bytes()
                 << " bytes " << (store->registered() ? "registered in place" : "pinned");
-  WorkerService service(cache.get(), device.get());
+  // On the CPU the runner's scratch grows with the call (one BLAS product per expert,
+  // as the in-process engine computes: the same bits); a GPU gets the budgeted rows.
+  WorkerService service(cache.get(), device.get(), WorkerService::kOwnerCheckInterval,
+                        device->kind() == backend::DeviceKind::kCpu ? 0 : workspace_tokens);
   std::unique_ptr<MetricsHttpServer> metrics;
   if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
     MOE_ASSIGN_OR_RETURN(metrics, MetricsHttpServer::Start(absl::GetFlag(FLAGS_metrics_listen),

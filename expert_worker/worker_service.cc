@@ -13,10 +13,10 @@
 namespace moe::expert_worker {
 
 WorkerService::WorkerService(SlotCache* cache, backend::Device* device,
-                             absl::Duration owner_check_interval)
+                             absl::Duration owner_check_interval, int64_t workspace_tokens)
     : cache_(cache),
       device_(device),
-      runner_(cache),
+      runner_(cache, /*load_whole_layer=*/false, workspace_tokens),
       prefetch_(cache),
       owner_check_interval_(owner_check_interval) {
   owner_watch_ = std::thread([this] { WatchArenaOwner(); });

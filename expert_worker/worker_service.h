@@ -36,8 +36,12 @@ namespace moe::expert_worker {
 // the coordinator falls back to shared host memory.
 class WorkerService final : public moe::v1::ExpertWorker::Service {
  public:
+  static constexpr absl::Duration kOwnerCheckInterval = absl::Milliseconds(250);
+  // `workspace_tokens`: the runner's scratch rows per expert pass (ExpertRunner; 0: its
+  // default, which on the CPU is as large as the call).
   explicit WorkerService(SlotCache* cache, backend::Device* device = nullptr,
-                         absl::Duration owner_check_interval = absl::Milliseconds(250));
+                         absl::Duration owner_check_interval = kOwnerCheckInterval,
+                         int64_t workspace_tokens = 0);
   ~WorkerService() override;
 
   grpc::Status AttachArena(grpc::ServerContext* context, const v1::AttachArenaRequest* request,
