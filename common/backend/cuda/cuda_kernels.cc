@@ -94,7 +94,8 @@ absl::Status CheckWeight(const WeightView& w) {
         w.layout.rows, ", ", w.layout.cols, "]"));
   }
   const bool packed = w.format == WeightFormat::kPacked;
-  if (packed != w.layout.spec.quantized()) {
+  if (packed != w.layout.spec.quantized() ||
+      (!packed && (w.format == WeightFormat::kF16) != (w.layout.spec.dtype16 == DType::kF16))) {
     return absl::InvalidArgumentError(absl::StrCat("MatMul: format and layout (",
                                                    w.layout.spec.ToString(), ") disagree"));
   }
@@ -116,7 +117,7 @@ class CudaKernels : public backend::Kernels {
   explicit CudaKernels(backend::Device& device) : device_(device) {}
   ~CudaKernels() override {
     if (device_.BindThread().ok()) {
-      for (auto& [thread, handle] : handles_) {
+      for (auto& [key, handle] : handles_) {
         const cublasStatus_t status = cublasDestroy(handle);
         if (status != CUBLAS_STATUS_SUCCESS) {
           MOE_LOG(ERROR) << "cublasDestroy: " << cublasGetStatusName(status);
@@ -283,12 +284,15 @@ class CudaKernels : public backend::Kernels {
   }
 
  private:
-  // This thread's cuBLAS handle (cuBLAS handles are not to be shared between threads that
-  // use them at once), made on first use. Pointer mode host; CUBLAS_DEFAULT_MATH keeps
+  // This thread's cuBLAS handle for stream `s`, made on first use. Not shared between
+  // threads (handles are not thread-safe) nor between streams: cublasSetStream resets a
+  // handle to its default workspace, so one handle used on two streams back to back could
+  // let two GEMMs in flight share scratch. Pointer mode host; CUBLAS_DEFAULT_MATH keeps
   // Sgemm in full FP32 (no TF32), so results stay close to the CPU's.
-  absl::StatusOr<cublasHandle_t> Handle() {
+  absl::StatusOr<cublasHandle_t> Handle(cudaStream_t s) {
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = handles_.find(std::this_thread::get_id());
+    const auto key = std::make_pair(std::this_thread::get_id(), s);
+    auto it = handles_.find(key);
     if (it != handles_.end()) return it->second;
     cublasHandle_t handle = nullptr;
     MOE_CUBLAS_RETURN_IF_ERROR(cublasCreate(&handle), "creating a cuBLAS handle");
@@ -297,7 +301,7 @@ class CudaKernels : public backend::Kernels {
       cublasDestroy(handle);
       return CublasStatus(mode, "cublasSetMathMode", "creating a cuBLAS handle");
     }
-    handles_.emplace(std::this_thread::get_id(), handle);
+    handles_.emplace(key, handle);
     return handle;
   }
 
@@ -310,7 +314,7 @@ class CudaKernels : public backend::Kernels {
     if (rows > INT32_MAX || cols > INT32_MAX || n > INT32_MAX || ldy > INT32_MAX) {
       return absl::InvalidArgumentError("MatMul: a dimension exceeds cuBLAS's int range");
     }
-    MOE_ASSIGN_OR_RETURN(cublasHandle_t handle, Handle());
+    MOE_ASSIGN_OR_RETURN(cublasHandle_t handle, Handle(s));
     MOE_CUBLAS_RETURN_IF_ERROR(cublasSetStream(handle, s), "MatMul (cuBLAS)");
     const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
     MOE_CUBLAS_RETURN_IF_ERROR(
@@ -346,7 +350,7 @@ class CudaKernels : public backend::Kernels {
 
   backend::Device& device_;
   std::mutex mu_;
-  std::map<std::thread::id, cublasHandle_t> handles_;
+  std::map<std::pair<std::thread::id, cudaStream_t>, cublasHandle_t> handles_;
 };
 
 }  // namespace

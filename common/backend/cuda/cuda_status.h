@@ -12,6 +12,9 @@ namespace moe::cuda {
 
 inline absl::Status CudaStatus(cudaError_t error, const char* call, const char* what) {
   if (error == cudaSuccess) return absl::OkStatus();
+  // Clear the thread's last error (a no-op for sticky ones), or cudaGetLastError after
+  // the next, successful launch would report this one again.
+  (void)cudaGetLastError();
   const auto code = error == cudaErrorMemoryAllocation ? absl::StatusCode::kResourceExhausted
                     : error == cudaErrorNoDevice || error == cudaErrorInsufficientDriver
                         ? absl::StatusCode::kUnavailable
