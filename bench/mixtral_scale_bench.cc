@@ -97,7 +97,7 @@ absl::StatusOr<std::vector<BenchVariant>> ParseVariants(const std::string& text)
 
 absl::StatusOr<ExpertLayout> MakeExpertLayout(const ModelConfig& config, int bits,
                                               int64_t group_size) {
-  ExpertLayout layout{config.hidden_size, config.intermediate_size};
+  ExpertLayout layout{config.hidden_size, config.intermediate_size, std::nullopt};
   if (bits == 32) return layout;
   quant::MatrixSpec spec;
   spec.bits = bits;

@@ -121,6 +121,15 @@ absl::Status WorkerClient::CheckWorkerModel(const v1::AttachArenaResponse& respo
   return absl::OkStatus();
 }
 
+v1::AttachArenaRequest WorkerClient::HostArenaRequest() const {
+  v1::AttachArenaRequest request;
+  request.mutable_shared_memory()->set_pid(static_cast<uint32_t>(::getpid()));
+  request.mutable_shared_memory()->set_fd(arena_->fd());
+  request.set_size_bytes(arena_->size());
+  request.set_arena_id(arena_->id());
+  return request;
+}
+
 absl::Status WorkerClient::Attach() {
   if (use_device_arena_) {
     const backend::DeviceIpcHandle& handle = device_arena_->handle();
@@ -147,12 +156,7 @@ absl::Status WorkerClient::Attach() {
     use_device_arena_ = false;
     path_logged_ = false;
   }
-  v1::AttachArenaRequest request;
-  request.mutable_shared_memory()->set_pid(static_cast<uint32_t>(::getpid()));
-  request.mutable_shared_memory()->set_fd(arena_->fd());
-  request.set_size_bytes(arena_->size());
-  request.set_arena_id(arena_->id());
-  MOE_ASSIGN_OR_RETURN(const v1::AttachArenaResponse response, AttachRpc(request));
+  MOE_ASSIGN_OR_RETURN(const v1::AttachArenaResponse response, AttachRpc(HostArenaRequest()));
   MOE_RETURN_IF_ERROR(CheckWorkerModel(response));
   if (!path_logged_.exchange(true)) {
     MOE_LOG(INFO) << "activations cross to the expert worker " << PathName(path());
@@ -369,8 +373,17 @@ void WorkerClient::Prefetch(int layer, absl::Span<const int32_t> experts) {
 }
 
 WorkerClient::~WorkerClient() {
-  std::unique_lock<std::mutex> lock(prefetch_mu_);
-  prefetch_done_.wait(lock, [this] { return prefetches_in_flight_ == 0; });
+  {
+    std::unique_lock<std::mutex> lock(prefetch_mu_);
+    prefetch_done_.wait(lock, [this] { return prefetches_in_flight_ == 0; });
+  }
+  // Freeing exported memory that another process still maps is undefined in CUDA: point
+  // the worker at the host arena first (it closes its mapping of ours on re-attach). A
+  // worker that cannot be told keeps the allocation alive until this process exits.
+  if (use_device_arena_ && attached_ && !AttachRpc(HostArenaRequest()).ok()) {
+    MOE_LOG(WARNING) << "the expert worker did not release the device arena; keeping it";
+    (void)device_arena_.release();
+  }
 }
 
 bool WorkerClient::WorkerServing(absl::Duration timeout) {

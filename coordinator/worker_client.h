@@ -97,6 +97,8 @@ class WorkerClient : public ExpertBackend {
   absl::Status Attach();
   // The AttachArena call; then whether the worker serves this model.
   absl::StatusOr<v1::AttachArenaResponse> AttachRpc(const v1::AttachArenaRequest& request);
+  // AttachArena for the shared host arena.
+  v1::AttachArenaRequest HostArenaRequest() const;
   absl::Status CheckWorkerModel(const v1::AttachArenaResponse& response) const;
   // Puts x where `path` says and points the request at it; waits for any device copy.
   absl::Status StageInput(int slot, ActivationPath path, absl::Span<const float> x,

@@ -62,7 +62,7 @@ absl::StatusOr<std::unique_ptr<ExpertStore>> ExpertStore::Load(const Checkpoint&
                                                                 const ModelConfig& config,
                                                                 backend::Device* device) {
   if (device == nullptr) device = &DefaultCpuDevice();
-  ExpertLayout layout{config.hidden_size, config.intermediate_size};
+  ExpertLayout layout{config.hidden_size, config.intermediate_size, std::nullopt};
   const size_t bytes = static_cast<size_t>(layout.floats()) * sizeof(float);
   const size_t stride = (bytes + kBlobAlignment - 1) / kBlobAlignment * kBlobAlignment;
   const int layers = static_cast<int>(config.num_hidden_layers);
@@ -105,7 +105,7 @@ absl::StatusOr<std::unique_ptr<ExpertStore>> ExpertStore::Load(const ModelDir& d
   if (dir.offload == nullptr) return Load(*dir.checkpoint, dir.config, device);
   if (device == nullptr) device = &DefaultCpuDevice();
   const quant::OffloadManifest& m = dir.offload->manifest();
-  ExpertLayout layout{m.config.hidden_size, m.config.intermediate_size};
+  ExpertLayout layout{m.config.hidden_size, m.config.intermediate_size, std::nullopt};
   layout.packed = m.expert;
   const size_t stride = m.expert.blob_stride;
   const int layers = static_cast<int>(m.config.num_hidden_layers);

@@ -376,9 +376,12 @@ absl::Status SlotCache::RealCopy(std::unique_lock<std::mutex>& lock, int layer, 
   }
   if (status.ok()) status = slot.ready->Record(stream);
   if (!status.ok()) {
-    // Whatever was queued may still run: let it finish before the slot is reused.
+    // Whatever was queued may still run: let it finish before the slot is reused. The
+    // readers' events go back to the slot: a wait that failed did not cover them, so the
+    // next refill (or a resize) must still wait for them.
     const absl::Status synced = stream.Synchronize();
     if (!synced.ok()) MOE_LOG(ERROR) << "expert copy stream: " << synced;
+    for (auto& use : uses) slot.uses.push_back(std::move(use));
   }
   link_busy_ = false;
   return status;

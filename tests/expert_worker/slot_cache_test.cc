@@ -61,10 +61,10 @@ TEST_F(SlotCacheTest, HitsAfterFirstLoadAndCopiesTheBlob) {
 
 TEST_F(SlotCacheTest, LruEvictsTheLeastRecentlyUsed) {
   auto cache = MakeCache(2);
-  cache->Acquire(0, 1);
-  cache->Acquire(0, 2);
-  cache->Acquire(0, 1);                   // 2 is now least recent
-  cache->Acquire(0, 3);                   // evicts 2
+  ASSERT_TRUE(cache->Acquire(0, 1).ok());
+  ASSERT_TRUE(cache->Acquire(0, 2).ok());
+  ASSERT_TRUE(cache->Acquire(0, 1).ok());                   // 2 is now least recent
+  ASSERT_TRUE(cache->Acquire(0, 3).ok());                   // evicts 2
   EXPECT_TRUE(cache->Acquire(0, 1)->hit());
   EXPECT_TRUE(cache->Acquire(0, 3)->hit());
   EXPECT_FALSE(cache->Acquire(0, 2)->hit());
@@ -72,8 +72,8 @@ TEST_F(SlotCacheTest, LruEvictsTheLeastRecentlyUsed) {
 
 TEST_F(SlotCacheTest, LayersHaveTheirOwnSlots) {
   auto cache = MakeCache(1);
-  cache->Acquire(0, 4);
-  cache->Acquire(1, 6);
+  ASSERT_TRUE(cache->Acquire(0, 4).ok());
+  ASSERT_TRUE(cache->Acquire(1, 6).ok());
   EXPECT_TRUE(cache->Acquire(0, 4)->hit());
   EXPECT_TRUE(cache->Acquire(1, 6)->hit());
 }
@@ -116,8 +116,8 @@ TEST_F(SlotCacheTest, ConcurrentCallersAlwaysSeeTheExpertTheyAskedFor) {
 
 TEST_F(SlotCacheTest, SetPolicyKeepsResidents) {
   auto cache = MakeCache(2);
-  cache->Acquire(0, 1);
-  cache->Acquire(0, 2);
+  ASSERT_TRUE(cache->Acquire(0, 1).ok());
+  ASSERT_TRUE(cache->Acquire(0, 2).ok());
   cache->SetPolicy(std::make_unique<LruPolicy>());
   EXPECT_TRUE(cache->Acquire(0, 1)->hit());
   EXPECT_TRUE(cache->Acquire(0, 2)->hit());
@@ -157,7 +157,7 @@ TEST_F(SlotCacheTest, PrefetchedExpertsAreProtectedUntilUsed) {
   ASSERT_TRUE(cache->Prefetch(0, 1));
   ASSERT_TRUE(cache->Prefetch(0, 2));
   EXPECT_FALSE(cache->Prefetch(0, 3));  // both slots protected: the hint is dropped
-  cache->Acquire(0, 1);                 // uses 1: no longer protected
+  ASSERT_TRUE(cache->Acquire(0, 1).ok());                 // uses 1: no longer protected
   EXPECT_TRUE(cache->Prefetch(0, 3));   // evicts 1, not the unused 2
   EXPECT_TRUE(cache->Acquire(0, 2)->hit());
   EXPECT_TRUE(cache->Acquire(0, 3)->hit());
@@ -192,7 +192,7 @@ TEST_F(SlotCacheTest, ModelledPrefetchIsScheduledAtOnceAndADemandCopyOvertakesIt
   const auto t0 = std::chrono::steady_clock::now();
   ASSERT_TRUE(cache->Prefetch(0, 1));  // returns at once
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), one / 2);
-  cache->Acquire(1, 5);                // a demand copy goes first...
+  ASSERT_TRUE(cache->Acquire(1, 5).ok());                // a demand copy goes first...
   const double demand = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_LT(demand, 1.5 * one + 0.01);  // ...after at most one chunk of the prefetch
   auto lease = *cache->Acquire(0, 1);   // the prefetch ends one copy later than alone
@@ -215,7 +215,7 @@ TEST_F(SlotCacheTest, LinkModelMakesACopyTakeBytesOverBandwidth) {
   ASSERT_TRUE(cache->set_link(LinkModel{0.1, 100}).ok());
   const double expected = store_->blob_bytes() / 1e8 + 100e-6;
   const auto t0 = std::chrono::steady_clock::now();
-  cache->Acquire(0, 1);
+  ASSERT_TRUE(cache->Acquire(0, 1).ok());
   const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_GE(took, expected);
   EXPECT_LT(took, expected + 0.05);
@@ -245,12 +245,12 @@ namespace {
 
 TEST_F(SlotCacheTest, GrowingKeepsResidentsAndAddsRoom) {
   auto cache = MakeCache(1);
-  cache->Acquire(0, 1);
+  ASSERT_TRUE(cache->Acquire(0, 1).ok());
   ASSERT_TRUE(cache->Resize(3).ok());
   EXPECT_EQ(cache->slots_per_layer(), 3);
   EXPECT_TRUE(cache->Acquire(0, 1)->hit());
-  cache->Acquire(0, 2);
-  cache->Acquire(0, 3);
+  ASSERT_TRUE(cache->Acquire(0, 2).ok());
+  ASSERT_TRUE(cache->Acquire(0, 3).ok());
   EXPECT_TRUE(cache->Acquire(0, 1)->hit());  // three fit now
   EXPECT_TRUE(cache->Acquire(0, 2)->hit());
   EXPECT_EQ(cache->Stats().resizes, 1u);
@@ -258,10 +258,10 @@ TEST_F(SlotCacheTest, GrowingKeepsResidentsAndAddsRoom) {
 
 TEST_F(SlotCacheTest, ShrinkingEvictsPerThePolicy) {
   auto cache = MakeCache(3);
-  cache->Acquire(0, 1);
-  cache->Acquire(0, 2);
-  cache->Acquire(0, 3);
-  cache->Acquire(0, 1);  // LRU order now 2, 3, 1
+  ASSERT_TRUE(cache->Acquire(0, 1).ok());
+  ASSERT_TRUE(cache->Acquire(0, 2).ok());
+  ASSERT_TRUE(cache->Acquire(0, 3).ok());
+  ASSERT_TRUE(cache->Acquire(0, 1).ok());  // LRU order now 2, 3, 1
   ASSERT_TRUE(cache->Resize(1).ok());
   EXPECT_EQ(cache->Stats().slots_per_layer, 1);
   EXPECT_TRUE(cache->Acquire(0, 1)->hit());  // the most recent stayed
@@ -272,7 +272,7 @@ TEST_F(SlotCacheTest, ShrinkingEvictsPerThePolicy) {
 TEST_F(SlotCacheTest, ShrinkingWaitsForLeasesAndNeverTakesALeasedSlot) {
   auto cache = MakeCache(2);
   auto held = std::make_unique<SlotCache::Lease>(*cache->Acquire(0, 4));
-  cache->Acquire(0, 5);
+  ASSERT_TRUE(cache->Acquire(0, 5).ok());
   std::atomic<bool> done{false};
   std::thread shrink([&] {
     EXPECT_TRUE(cache->Resize(1).ok());
@@ -353,7 +353,7 @@ TEST_F(SlotCacheTest, CountsStallTimeAndPrefetchFirstUses) {
   EXPECT_TRUE(first.hit());
   EXPECT_TRUE(first.prefetched());
   EXPECT_FALSE(cache->Acquire(0, 3)->prefetched());  // only the first use counts
-  cache->Acquire(0, 6);                              // a demand copy: stalls
+  ASSERT_TRUE(cache->Acquire(0, 6).ok());                              // a demand copy: stalls
   const CacheStats stats = cache->Stats();
   EXPECT_GE(stats.total.stall_s, store_->blob_bytes() / 0.5e9);
   EXPECT_EQ(stats.total.prefetch_hits, 1u);
