@@ -2,9 +2,11 @@
 # Makes a self-contained bundle of moe-offload for a GPU machine that has the NVIDIA
 # driver (and possibly CUDA) but not gRPC, protobuf, Abseil, OpenBLAS or sentencepiece:
 #
-#   OUT_DIR/bin/    moe, moe-coordinator, moe-expert-worker, device_bench (if built)
+#   OUT_DIR/bin/    moe, moe-coordinator, moe-expert-worker, device_bench and
+#                   mixtral_scale_bench (if built); OUT_DIR/bench/ its config and trace
 #   OUT_DIR/tests/  the GPU test binaries that exist (backend_conformance_test, device_test,
-#                   *cuda*test, *device*test, *gpu*test) and cuda_two_process_test.py
+#                   expert_runner_test, expert_store_test, *cuda*test, *device*test,
+#                   *gpu*test) and cuda_two_process_test.py
 #   OUT_DIR/lib/    every shared library they load that is not the C library, the loader
 #                   or the NVIDIA driver (libstdc++, libgcc_s, libgomp included), with the
 #                   CUDA runtime and cuBLAS unless --no-cuda-runtime; the sentencepiece plugin
@@ -47,7 +49,7 @@ if ((do_build)); then
   [[ -f "$build_dir/build.ninja" ]] || { echo "make_bundle: $build_dir is not a configured Ninja build" >&2; exit 1; }
   # The three programs, and every GPU test or bench the build defines.
   mapfile -t gpu_targets < <(ninja -C "$build_dir" -t targets all | sed -n 's/: phony$//p' |
-    grep -E '^(backend_conformance_test|device_test|device_bench|[A-Za-z0-9_]*(cuda|device|gpu)[A-Za-z0-9_]*test)$' || true)
+    grep -E '^(backend_conformance_test|device_test|device_bench|mixtral_scale_bench|expert_runner_test|expert_store_test|[A-Za-z0-9_]*(cuda|device|gpu)[A-Za-z0-9_]*test)$' || true)
   nice ninja -C "$build_dir" moe moe-coordinator moe-expert-worker moe_sentencepiece "${gpu_targets[@]}"
 fi
 
@@ -66,12 +68,18 @@ for prog in moe moe-coordinator moe-expert-worker; do
   [[ -n "$path" ]] || { echo "make_bundle: $prog is not built in $build_dir" >&2; exit 1; }
   cp "$path" "$out/bin/"
 done
-bench=$(find_exe device_bench)
-if [[ -n "$bench" ]]; then cp "$bench" "$out/bin/"; fi
+for b in device_bench mixtral_scale_bench; do
+  bench=$(find_exe "$b")
+  if [[ -n "$bench" ]]; then cp "$bench" "$out/bin/"; fi
+done
+# What the Mixtral-scale benchmark reads: the config's shapes and the routing trace.
+mkdir -p "$out/bench"
+cp "$repo/tools/configs/mixtral-8x7b.json" "$repo/bench/kjv_moe_routing.trace" "$out/bench/"
 while IFS= read -r t; do
   cp "$t" "$out/tests/"
 done < <(find "$build_dir" -path '*/CMakeFiles' -prune -o -type f -perm -u+x \
            \( -name backend_conformance_test -o -name device_test -o -name '*cuda*test' \
+              -o -name expert_runner_test -o -name expert_store_test \
               -o -name '*device*test' -o -name '*gpu*test' \) -print | sort)
 cp "$repo/tests/integration/cuda_two_process_test.py" "$out/tests/"
 plugin="$build_dir/lib/libmoe_sentencepiece.so"

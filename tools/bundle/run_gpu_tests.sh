@@ -40,6 +40,16 @@ if [[ -n "$source_dir" && ! -e "$source_dir" ]]; then
     echo "linked $source_dir -> $here (the tests' MOE_SOURCE_DIR)" >> "$logs/env.log"
 fi
 
+# Tests of the converted 4/3 model read it from the build tree (MOE_BINARY_DIR/converted,
+# made by a ctest fixture): convert it there when the machine lacks it.
+build_dir=$(sed -n 's/^build_dir   //p' "$here/MANIFEST.txt")
+if [[ -n "$build_dir" && ! -e "$build_dir/converted/hqq_4_3/manifest.json" ]]; then
+  mkdir -p "$build_dir/converted" 2>/dev/null &&
+    "$here/bin/moe" convert --in "$here/models/kjv-moe" --out "$build_dir/converted/hqq_4_3" \
+      --attn-bits 4 --expert-bits 3 --method hqq --progress=false >> "$logs/env.log" 2>&1 &&
+    echo "converted the 4/3 test model into $build_dir/converted" >> "$logs/env.log"
+fi
+
 {
   echo "== $(date -u +%Y-%m-%dT%H:%M:%SZ) $(uname -a)"
   cat "$here/MANIFEST.txt"
