@@ -18,6 +18,7 @@
 #include "common/backend/cpu/quant_kernels.h"
 #include "common/model_dir.h"
 #include "expert_worker/expert_ffn.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/test_util.h"
 #include "tools/cli/convert.h"
@@ -370,6 +371,11 @@ class TracingDevice : public backend::Device {
     std::lock_guard<std::mutex> lock(mu_);
     return ops_;
   }
+  // The next stream Wait fails (once), as a lost context or a bad event would.
+  void FailNextWait() {
+    std::lock_guard<std::mutex> lock(mu_);
+    fail_next_wait_ = true;
+  }
 
  private:
   struct TracedStream : backend::Stream {
@@ -403,12 +409,55 @@ class TracingDevice : public backend::Device {
   cpu::CpuDevice inner_;
   mutable std::mutex mu_;
   int next_stream_ = 0, next_event_ = 0;
+  bool fail_next_wait_ = false;
   std::vector<Op> ops_;
 };
 
 absl::Status TracingDevice::TracedStream::Wait(const backend::Event& event) {
+  {
+    std::lock_guard<std::mutex> lock(device->mu_);
+    if (device->fail_next_wait_) {
+      device->fail_next_wait_ = false;
+      return absl::InternalError("injected stream wait failure");
+    }
+  }
   device->Log({Op::kWait, id, static_cast<const TracedEvent&>(event).id, nullptr});
   return absl::OkStatus();
+}
+
+// A refill whose stream waits fail must not forget the kernels still reading the slot:
+// the next refill waits for them.
+TEST_F(ExpertRunnerTest, AFailedRefillKeepsTheSlotsReadersForTheNextRefill) {
+  TracingDevice device;
+  auto store = ExpertStore::Load(dir_, &device);
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto cache = MakeCache(**store, 1);
+  ASSERT_TRUE(cache != nullptr);
+  auto reader = device.CreateStream();
+  ASSERT_TRUE(reader.ok());
+  {
+    auto lease = cache->Acquire(0, 0);
+    ASSERT_TRUE(lease.ok()) << lease.status();
+    ASSERT_TRUE(lease->RecordUse(**reader).ok());
+  }
+  // RecordUse was the last operation: its event is the reader's use.
+  const auto recorded = device.ops();
+  ASSERT_FALSE(recorded.empty());
+  ASSERT_EQ(recorded.back().kind, TracingDevice::Op::kRecord);
+  const int use_event = recorded.back().event;
+  device.FailNextWait();
+  auto failed = cache->Acquire(0, 1);
+  ASSERT_FALSE(failed.ok());
+  EXPECT_THAT(std::string(failed.status().message()), ::testing::HasSubstr("injected"));
+  const size_t before = device.ops().size();
+  auto refilled = cache->Acquire(0, 2);
+  ASSERT_TRUE(refilled.ok()) << refilled.status();
+  bool waited = false;
+  const auto ops = device.ops();
+  for (size_t i = before; i < ops.size(); ++i) {
+    waited |= ops[i].kind == TracingDevice::Op::kWait && ops[i].event == use_event;
+  }
+  EXPECT_TRUE(waited) << "the refill after a failed one did not wait for the slot's reader";
 }
 
 // With one slot per layer every expert of a call refills the slot the previous one was
