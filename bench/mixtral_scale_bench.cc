@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -36,6 +37,7 @@
 #include "common/command_line.h"
 #include "common/status.h"
 #include "coordinator/device_weights.h"
+#include "coordinator/kv_cache.h"
 #include "coordinator/mixtral_model.h"
 #include "expert_worker/cache_policy.h"
 #include "expert_worker/expert_runner.h"
@@ -162,13 +164,11 @@ Budget PlanBudget(double gib, const ModelConfig& config, int64_t dense_bytes,
   Budget b;
   b.gib = gib;
   b.dense_bytes = dense_bytes;
-  b.kv_bytes = 2 * config.num_hidden_layers * context * config.kv_dim() * int64_t(sizeof(float));
+  b.kv_bytes = coordinator::KvCache::Bytes(config, context);
   b.scratch_bytes = coordinator::MixtralModel::ScratchBytes(config, 1, 1, absl::GetFlag(FLAGS_lookahead));
   b.workspace_bytes = int64_t(
       expert_worker::ExpertRunner::WorkspaceBytes(layout, absl::GetFlag(FLAGS_workspace_tokens)));
-  const int64_t stride = int64_t((layout.bytes() + expert_worker::ExpertStore::kBlobAlignment - 1) /
-                                 expert_worker::ExpertStore::kBlobAlignment *
-                                 expert_worker::ExpertStore::kBlobAlignment);
+  const int64_t stride = int64_t(expert_worker::ExpertStore::BlobStride(layout));
   b.slot_bytes = stride;
   const int64_t left =
       int64_t(gib * kGiB) - b.dense_bytes - b.kv_bytes - b.scratch_bytes - b.workspace_bytes;
@@ -210,12 +210,11 @@ absl::Status Main() {
 
   const uint64_t seed = absl::GetFlag(FLAGS_seed);
   const int64_t context = 1 + warmup + tokens;
-  // The dense weights are made again for each model (Create consumes them); their size
-  // depends only on the shapes.
+  // Each model consumes its dense weights (Create uploads them), so each run makes its
+  // own; the first run takes the ones made here to size the budget.
   auto dense = [&]() { return bench::RandomDenseWeights(config, attn_bits, group, seed); };
-  MOE_ASSIGN_OR_RETURN(coordinator::DenseWeights probe, dense());
-  const int64_t dense_bytes = coordinator::DeviceWeights::Bytes(probe);
-  probe = {};
+  MOE_ASSIGN_OR_RETURN(std::optional<coordinator::DenseWeights> first_weights, dense());
+  const int64_t dense_bytes = coordinator::DeviceWeights::Bytes(*first_weights);
 
   nlohmann::json common = {
       {"bench", "mixtral_scale"}, {"config", absl::GetFlag(FLAGS_config)},
@@ -275,7 +274,13 @@ absl::Status Main() {
         cache.get(), run.variant == BenchVariant::kNaive,
         on_device ? expert_worker::ActivationPlacement::kDevice : expert_worker::ActivationPlacement::kHost,
         absl::GetFlag(FLAGS_workspace_tokens));
-    MOE_ASSIGN_OR_RETURN(coordinator::DenseWeights weights, dense());
+    coordinator::DenseWeights weights;
+    if (first_weights) {
+      weights = *std::move(first_weights);
+      first_weights.reset();
+    } else {
+      MOE_ASSIGN_OR_RETURN(weights, dense());
+    }
     MOE_ASSIGN_OR_RETURN(auto model,
                          coordinator::MixtralModel::Create(config, std::move(weights), &experts, *device));
     model->set_speculation({run.variant == BenchVariant::kFull ? absl::GetFlag(FLAGS_lookahead) : 0,

@@ -43,33 +43,32 @@ void FillRandomBytes(uint8_t* dst, int64_t bytes, uint64_t seed) {
   }
 }
 
-// A 16-bit matrix: uniform values with standard deviation `std`.
-void FillRandom16(uint8_t* dst, int64_t count, DType dtype, float std, uint64_t seed) {
+// Calls store(i, v) for i < count with v uniform of standard deviation `std`, one
+// random stream per chunk of values.
+template <typename Store>
+void ForEachUniform(int64_t count, float std, uint64_t seed, Store store) {
   const float half_width = std * std::sqrt(3.0f);
   const int64_t chunks = (count + kChunk - 1) / kChunk;
 #pragma omp parallel for schedule(static)
   for (int64_t c = 0; c < chunks; ++c) {
     Rng rng{ChunkSeed(seed, c)};
     const int64_t begin = c * kChunk, end = std::min(count, begin + kChunk);
-    for (int64_t i = begin; i < end; ++i) {
-      const float v = half_width * rng.Symmetric();
-      const uint16_t bits = dtype == DType::kF16 ? F32ToF16(v) : F32ToBf16(v);
-      std::memcpy(dst + 2 * i, &bits, 2);
-    }
+    for (int64_t i = begin; i < end; ++i) store(i, half_width * rng.Symmetric());
   }
+}
+
+// A 16-bit matrix: uniform values with standard deviation `std`.
+void FillRandom16(uint8_t* dst, int64_t count, DType dtype, float std, uint64_t seed) {
+  ForEachUniform(count, std, seed, [&](int64_t i, float v) {
+    const uint16_t bits = dtype == DType::kF16 ? F32ToF16(v) : F32ToBf16(v);
+    std::memcpy(dst + 2 * i, &bits, 2);
+  });
 }
 
 }  // namespace
 
 void FillRandomFloats(float* dst, int64_t count, float std, uint64_t seed) {
-  const float half_width = std * std::sqrt(3.0f);
-  const int64_t chunks = (count + kChunk - 1) / kChunk;
-#pragma omp parallel for schedule(static)
-  for (int64_t c = 0; c < chunks; ++c) {
-    Rng rng{ChunkSeed(seed, c)};
-    const int64_t begin = c * kChunk, end = std::min(count, begin + kChunk);
-    for (int64_t i = begin; i < end; ++i) dst[i] = half_width * rng.Symmetric();
-  }
+  ForEachUniform(count, std, seed, [&](int64_t i, float v) { dst[i] = v; });
 }
 
 void FillRandomMatrix(const quant::MatrixLayout& layout, uint64_t seed, uint8_t* dst) {

@@ -47,7 +47,7 @@ absl::StatusOr<std::unique_ptr<ExpertStore>> ExpertStore::Generate(
                                                    " layers x ", experts, " experts of ",
                                                    layout.bytes(), " bytes"));
   }
-  const size_t stride = (layout.bytes() + kBlobAlignment - 1) / kBlobAlignment * kBlobAlignment;
+  const size_t stride = BlobStride(layout);
   MOE_ASSIGN_OR_RETURN(std::unique_ptr<ExpertStore> store,
                        Allocate(layout, layers, experts, stride, device));
   for (int l = 0; l < layers; ++l) {
@@ -63,8 +63,7 @@ absl::StatusOr<std::unique_ptr<ExpertStore>> ExpertStore::Load(const Checkpoint&
                                                                 backend::Device* device) {
   if (device == nullptr) device = &DefaultCpuDevice();
   ExpertLayout layout{config.hidden_size, config.intermediate_size, std::nullopt};
-  const size_t bytes = static_cast<size_t>(layout.floats()) * sizeof(float);
-  const size_t stride = (bytes + kBlobAlignment - 1) / kBlobAlignment * kBlobAlignment;
+  const size_t stride = BlobStride(layout);
   const int layers = static_cast<int>(config.num_hidden_layers);
   const int experts = static_cast<int>(config.num_local_experts);
   MOE_ASSIGN_OR_RETURN(std::unique_ptr<ExpertStore> store,

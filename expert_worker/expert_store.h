@@ -55,6 +55,11 @@ class ExpertStore {
   // Blob stride: a multiple of the page size, so each blob can be registered or copied
   // on its own.
   static constexpr size_t kBlobAlignment = 4096;
+  // Bytes between consecutive blobs of `layout` (its bytes rounded up to kBlobAlignment):
+  // also one slot of the cache.
+  static size_t BlobStride(const ExpertLayout& layout) {
+    return (layout.bytes() + kBlobAlignment - 1) / kBlobAlignment * kBlobAlignment;
+  }
 
   // `device` (null: DefaultCpuDevice()) must outlive the store: its pinned memory holds
   // the blobs, and the cache built on the store copies them to that device.
