@@ -22,7 +22,7 @@ absl::StatusOr<std::vector<int>> RenderChat(const Tokenizer& tokenizer,
     const bool expect_user = (i - first) % 2 == 0;
     if (m.role != "user" && m.role != "assistant") {
       return absl::InvalidArgumentError(absl::StrCat(
-          "unknown chat role \"", m.role, "\" in message ", i,
+          "unknown chat role ", QuoteForMessage(m.role), " in message ", i,
           " (expected user or assistant; system only first)"));
     }
     if ((m.role == "user") != expect_user) {

@@ -2,12 +2,22 @@
 
 #include <string>
 
+#include "absl/strings/str_cat.h"
+#include "common/utf8.h"
+
 namespace moe {
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
-                      std::string(status.message()));
+  absl::string_view message = status.message();
+  std::string text;
+  if (message.size() > kMaxStatusMessageBytes) {
+    text = absl::StrCat(message.substr(0, Utf8BoundaryAtOrBefore(message, kMaxStatusMessageBytes)),
+                        "...");
+  } else {
+    text = std::string(message);
+  }
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), text);
 }
 
 absl::Status FromGrpcStatus(const grpc::Status& status) {

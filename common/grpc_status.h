@@ -8,6 +8,10 @@
 
 namespace moe {
 
+// Messages longer than kMaxStatusMessageBytes are cut (at a character boundary, marked
+// "..."): an error that echoes hostile input must still fit gRPC's metadata limit, or the
+// client sees RESOURCE_EXHAUSTED instead of the error.
+inline constexpr size_t kMaxStatusMessageBytes = 1024;
 grpc::Status ToGrpcStatus(const absl::Status& status);
 absl::Status FromGrpcStatus(const grpc::Status& status);
 

@@ -1,8 +1,13 @@
 // Host memory shared by the coordinator and a co-located expert worker, so that hidden
 // states cross between them by offset rather than inside RPC bytes. The coordinator
 // creates a memfd; the worker maps the same pages through /proc/<pid>/fd/<fd> (same
-// machine, same user). The memory dies with the last mapping: nothing to clean up when
-// either process is killed.
+// machine, an allowed user). The memory dies with the last mapping: nothing to clean up
+// when either process is killed.
+//
+// The worker trusts nothing in the attach request: it maps only a memfd sealed against
+// shrinking and growing (so a truncation can never turn an access into SIGBUS), of
+// exactly the announced size, owned by an allowed uid, whose header carries the full
+// 128-bit random id the request names.
 #ifndef MOE_COMMON_SHARED_ARENA_H_
 #define MOE_COMMON_SHARED_ARENA_H_
 
@@ -10,9 +15,11 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "common/arena_trust.h"
 
 namespace moe {
 
@@ -24,9 +31,12 @@ class SharedArena {
 
   // Creates a new arena of `bytes` usable bytes with a random id.
   static absl::StatusOr<std::unique_ptr<SharedArena>> Create(size_t bytes);
-  // Maps another process's arena; fails unless its header holds `id`.
-  static absl::StatusOr<std::unique_ptr<SharedArena>> Attach(uint32_t pid, int fd, size_t bytes,
-                                                             const std::string& id);
+  // Maps another process's arena. INVALID_ARGUMENT for a malformed id or size;
+  // PERMISSION_DENIED for a foreign owner; FAILED_PRECONDITION, naming why, for anything
+  // that is not such an arena (not a sealed memfd, wrong size, wrong id).
+  static absl::StatusOr<std::unique_ptr<SharedArena>> Attach(uint32_t pid, int fd, uint64_t bytes,
+                                                             const std::string& id,
+                                                             const ArenaAttachPolicy& policy = {});
   ~SharedArena();
   SharedArena(const SharedArena&) = delete;
   SharedArena& operator=(const SharedArena&) = delete;

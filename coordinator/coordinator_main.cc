@@ -29,6 +29,12 @@ ABSL_FLAG(std::string, model, "", "Model directory");
 ABSL_FLAG(std::string, worker, "unix:/tmp/moe-worker.sock", "Expert worker address");
 ABSL_FLAG(std::string, listen, "unix:/tmp/moe.sock", "unix:PATH or HOST:PORT to serve on");
 ABSL_FLAG(int, max_requests, 16, "Requests admitted at once; more get RESOURCE_EXHAUSTED");
+ABSL_FLAG(int64_t, max_request_bytes, 1 << 20,
+          "Largest prompt (or all chat messages together, or a Tokenize text) in bytes; "
+          "checked before tokenizing");
+ABSL_FLAG(double, max_kv_gib, 0,
+          "KV cache all running requests may reserve together, in GiB (0: max-requests "
+          "full contexts); beyond it RESOURCE_EXHAUSTED");
 ABSL_FLAG(bool, inline_tensors, false, "Send hidden states inside RPCs even on a unix socket");
 ABSL_FLAG(int, max_message_bytes, 64 << 20, "Largest gRPC message accepted");
 ABSL_FLAG(int, lookahead, 0, "Speculative loading: layers ahead to guess experts for (0: off)");
@@ -112,6 +118,17 @@ absl::Status Run() {
   GenerationServiceOptions service_options;
   service_options.max_requests = absl::GetFlag(FLAGS_max_requests);
   service_options.experts_available = [&] { return worker_up.load(); };
+  // A request larger than a message cannot arrive anyway.
+  service_options.limits.max_request_bytes = std::min<int64_t>(
+      absl::GetFlag(FLAGS_max_request_bytes), absl::GetFlag(FLAGS_max_message_bytes));
+  if (service_options.limits.max_request_bytes < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max-request-bytes ", absl::GetFlag(FLAGS_max_request_bytes), " must be >= 1"));
+  }
+  if (!(absl::GetFlag(FLAGS_max_kv_gib) >= 0) || absl::GetFlag(FLAGS_max_kv_gib) > 1e6) {
+    return absl::InvalidArgumentError("--max-kv-gib must be in [0, 1e6]");
+  }
+  service_options.max_kv_bytes = static_cast<int64_t>(absl::GetFlag(FLAGS_max_kv_gib) * double(1ull << 30));
   GenerationService service(model.get(), tokenizer.get(), service_options);
   std::unique_ptr<MetricsHttpServer> metrics;
   if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {

@@ -1,5 +1,6 @@
 #include "coordinator/generation_service.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "absl/cleanup/cleanup.h"
@@ -9,48 +10,9 @@
 #include "common/prometheus_text.h"
 #include "common/status.h"
 #include "coordinator/kv_cache.h"
+#include "coordinator/stop_string_filter.h"
 
 namespace moe::coordinator {
-namespace {
-
-// Text kept back from the client while it might still become a stop string.
-class StopStringFilter {
- public:
-  explicit StopStringFilter(std::vector<std::string> stops) : stops_(std::move(stops)) {
-    for (const auto& s : stops_) hold_ = std::max(hold_, s.size() > 0 ? s.size() - 1 : 0);
-  }
-  // Appends a piece; returns the text now safe to send. Sets *stopped when a stop
-  // string appeared (the returned text ends right before it).
-  std::string Push(const std::string& piece, bool* stopped) {
-    const size_t search_from = all_.size() > hold_ ? all_.size() - hold_ : 0;
-    all_ += piece;
-    size_t cut = std::string::npos;
-    for (const auto& s : stops_) {
-      if (s.empty()) continue;
-      const size_t at = all_.find(s, std::min(search_from, all_.size()));
-      if (at != std::string::npos) cut = std::min(cut, at);
-    }
-    if (cut != std::string::npos) {
-      *stopped = true;
-      return Take(std::max(cut, sent_));
-    }
-    return Take(all_.size() > hold_ ? std::max(all_.size() - hold_, sent_) : sent_);
-  }
-  std::string Flush() { return Take(all_.size()); }
-
- private:
-  std::string Take(size_t end) {
-    std::string out = all_.substr(sent_, end - sent_);
-    sent_ = end;
-    return out;
-  }
-  std::vector<std::string> stops_;
-  size_t hold_ = 0;
-  std::string all_;
-  size_t sent_ = 0;
-};
-
-}  // namespace
 
 absl::StatusOr<std::vector<int>> GenerationService::PromptIds(const v1::GenerateRequest& request) const {
   const bool has_prompt = !request.prompt().empty();
@@ -75,21 +37,45 @@ void GenerationService::BeginShutdown(absl::Time drain_deadline) {
   shutting_down_ = true;
 }
 
-grpc::Status GenerationService::Generate(grpc::ServerContext* context,
-                                         const v1::GenerateRequest* request,
-                                         grpc::ServerWriter<v1::GenerateResponse>* writer) {
-  if (shutting_down_.load()) {
-    return ToGrpcStatus(absl::UnavailableError("the coordinator is shutting down"));
-  }
+absl::Status GenerationService::Admit() {
+  if (shutting_down_.load()) return absl::UnavailableError("the coordinator is shutting down");
   if (admitted_.fetch_add(1) >= options_.max_requests) {
     admitted_.fetch_sub(1);
     {
       std::lock_guard<std::mutex> lock(totals_mu_);
       ++totals_.rejected;
     }
-    return ToGrpcStatus(absl::ResourceExhaustedError(absl::StrCat(
-        "the coordinator is serving its limit of ", options_.max_requests, " requests; retry later")));
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the coordinator is serving its limit of ", options_.max_requests, " requests; retry later"));
   }
+  return absl::OkStatus();
+}
+
+absl::Status GenerationService::ReserveKv(int64_t bytes, int64_t tokens) {
+  std::lock_guard<std::mutex> lock(kv_mu_);
+  if (options_.max_kv_bytes > 0 && kv_reserved_ + bytes > options_.max_kv_bytes) {
+    {
+      std::lock_guard<std::mutex> totals_lock(totals_mu_);
+      ++totals_.rejected;
+    }
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "KV cache budget: this request needs ", bytes, " bytes (", tokens, " positions); ",
+        kv_reserved_, " of ", options_.max_kv_bytes, " bytes are reserved by ", kv_reservations_,
+        " running requests (--max-kv-gib); retry later or ask for fewer tokens"));
+  }
+  kv_reserved_ += bytes;
+  ++kv_reservations_;
+  return absl::OkStatus();
+}
+
+grpc::Status GenerationService::Generate(grpc::ServerContext* context,
+                                         const v1::GenerateRequest* request,
+                                         grpc::ServerWriter<v1::GenerateResponse>* writer) {
+  // Size and encoding first: an oversized request costs nothing, not even a slot.
+  if (absl::Status sized = CheckRequestSize(*request, options_.limits); !sized.ok()) {
+    return ToGrpcStatus(sized);
+  }
+  if (absl::Status admitted = Admit(); !admitted.ok()) return ToGrpcStatus(admitted);
   absl::Cleanup release = [this] { admitted_.fetch_sub(1); };
   return ToGrpcStatus(DoGenerate(context, *request, writer));
 }
@@ -100,6 +86,9 @@ absl::Status GenerationService::DoGenerate(grpc::ServerContext* context,
   using Clock = std::chrono::steady_clock;
   const auto received = Clock::now();
   MOE_ASSIGN_OR_RETURN(std::vector<int> prompt, PromptIds(request));
+  if (context->IsCancelled()) {
+    return absl::CancelledError("the client went away (or its deadline passed) while the prompt was tokenized");
+  }
   // uint32 on the wire: bound it before it becomes an int.
   const int64_t context_length = model_->max_context_tokens();
   if (request.max_new_tokens() >= context_length) {
@@ -111,7 +100,9 @@ absl::Status GenerationService::DoGenerate(grpc::ServerContext* context,
   options.max_new_tokens = static_cast<int>(request.max_new_tokens());
   options.sampling.temperature = request.temperature();
   options.sampling.top_p = request.top_p() == 0.0f ? 1.0f : request.top_p();
-  options.sampling.top_k = static_cast<int>(request.top_k());
+  // k at or past the vocabulary keeps every token; clamping keeps the cast in range.
+  options.sampling.top_k = static_cast<int>(
+      std::min<uint64_t>(request.top_k(), uint64_t(model_->config().vocab_size)));
   options.sampling.seed = request.seed();
   // Past the drain deadline of a shutdown, in-flight generations stop like cancelled ones.
   auto drained = [this] {
@@ -124,6 +115,14 @@ absl::Status GenerationService::DoGenerate(grpc::ServerContext* context,
   if (options_.experts_available && !options_.experts_available()) {
     return absl::UnavailableError("no expert worker is answering; retry when it is back");
   }
+  const int64_t positions = int64_t(prompt.size()) + options.max_new_tokens;
+  const int64_t kv_bytes = KvCache::Bytes(model_->config(), positions);
+  MOE_RETURN_IF_ERROR(ReserveKv(kv_bytes, positions));
+  absl::Cleanup unreserve = [this, kv_bytes] {
+    std::lock_guard<std::mutex> lock(kv_mu_);
+    kv_reserved_ -= kv_bytes;
+    --kv_reservations_;
+  };
 
   StreamingDecoder decoder(*tokenizer_, prompt);
   StopStringFilter stops({request.stop().begin(), request.stop().end()});
@@ -260,6 +259,11 @@ std::string GenerationService::RenderMetrics() const {
 
 grpc::Status GenerationService::Tokenize(grpc::ServerContext*, const v1::TokenizeRequest* request,
                                          v1::TokenizeResponse* response) {
+  if (absl::Status sized = CheckRequestSize(*request, options_.limits); !sized.ok()) {
+    return ToGrpcStatus(sized);
+  }
+  if (absl::Status admitted = Admit(); !admitted.ok()) return ToGrpcStatus(admitted);
+  absl::Cleanup release = [this] { admitted_.fetch_sub(1); };
   auto ids = tokenizer_->Encode(request->text(), request->add_bos());
   if (!ids.ok()) return ToGrpcStatus(ids.status());
   for (int id : *ids) response->add_token_ids(static_cast<uint32_t>(id));

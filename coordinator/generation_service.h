@@ -14,6 +14,7 @@
 #include "common/tokenizer.h"
 #include "coordinator/generator.h"
 #include "coordinator/mixtral_model.h"
+#include "coordinator/request_limits.h"
 #include "coordinator/step_executor.h"
 #include "moe/v1/generation.grpc.pb.h"
 
@@ -24,6 +25,12 @@ struct GenerationServiceOptions {
   // Whether the expert backend can serve now; when false Generate answers UNAVAILABLE
   // without computing. Null: always.
   std::function<bool()> experts_available;
+  // What one request may make us spend, checked before any work.
+  RequestLimits limits;
+  // KV cache bytes all admitted generations may reserve together (each reserves its
+  // prompt plus max_new_tokens positions); beyond it RESOURCE_EXHAUSTED says how much is
+  // in use. 0: no budget beyond max_requests.
+  int64_t max_kv_bytes = 0;
 };
 
 // Thread-safe. `model` and `tokenizer` must outlive the service.
@@ -53,6 +60,11 @@ class GenerationService final : public v1::Generation::Service {
   absl::StatusOr<std::vector<int>> PromptIds(const v1::GenerateRequest& request) const;
   absl::Status DoGenerate(grpc::ServerContext* context, const v1::GenerateRequest& request,
                           grpc::ServerWriter<v1::GenerateResponse>* writer);
+  // Admission for Generate and Tokenize alike: UNAVAILABLE while shutting down,
+  // RESOURCE_EXHAUSTED past max_requests. OK means admitted_ was incremented.
+  absl::Status Admit();
+  // Reserves `bytes` of the KV budget; RESOURCE_EXHAUSTED naming the figures if full.
+  absl::Status ReserveKv(int64_t bytes, int64_t tokens);
 
   // Totals over finished streams, for /metrics.
   struct Totals {
@@ -67,6 +79,9 @@ class GenerationService final : public v1::Generation::Service {
   const Tokenizer* tokenizer_;
   const GenerationServiceOptions options_;
   std::atomic<int> admitted_{0};
+  std::mutex kv_mu_;
+  int64_t kv_reserved_ = 0;   // guarded by kv_mu_
+  int kv_reservations_ = 0;   // guarded by kv_mu_
   mutable std::mutex totals_mu_;
   Totals totals_;  // guarded by totals_mu_
   std::atomic<bool> shutting_down_{false};

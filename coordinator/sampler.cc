@@ -27,6 +27,13 @@ int Sampler::Sample(absl::Span<const float> logits) {
 
   candidates_.resize(v);
   for (int64_t i = 0; i < v; ++i) candidates_[i] = {logits[i] / params_.temperature, int(i)};
+  if (!std::isfinite(candidates_[cpu::ArgMax(logits.data(), v)].first)) {
+    // A tiny temperature overflowed the scaled logits (inf - inf is NaN below): scale
+    // the distances from the largest instead, which are <= 0 and at worst -inf, so the
+    // most likely tokens keep all the mass, as the limit T -> 0 says.
+    const float top = logits[cpu::ArgMax(logits.data(), v)];
+    for (int64_t i = 0; i < v; ++i) candidates_[i].first = (logits[i] - top) / params_.temperature;
+  }
   // Highest first; ties broken by id so that the order is deterministic.
   auto by_logit = [](const auto& a, const auto& b) {
     return a.first != b.first ? a.first > b.first : a.second < b.second;

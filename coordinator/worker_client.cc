@@ -54,8 +54,7 @@ absl::StatusOr<std::unique_ptr<WorkerClient>> WorkerClient::Create(
     if (OnCudaDevice(options)) {
       // Created once and kept for the client's life: a worker may hold it mapped.
       // Its own id: a call staged for one arena can never be served from the other.
-      auto made = backend::DeviceIpcArena::Create(*options.device, arena->size(),
-                                                  arena->id() + "-cuda");
+      auto made = backend::DeviceIpcArena::Create(*options.device, arena->size(), NewArenaId());
       if (made.ok()) {
         device_arena = *std::move(made);
       } else {
@@ -88,7 +87,8 @@ WorkerClient::WorkerClient(const WorkerClientOptions& options, const ModelConfig
       arena_(std::move(arena)),
       device_arena_(std::move(device_arena)),
       streams_(std::move(streams)),
-      slot_bytes_(2 * options.max_tokens_per_call * config.hidden_size * sizeof(float)) {
+      slot_bytes_(2 * options.max_tokens_per_call * config.hidden_size * sizeof(float)),
+      call_tokens_(options.max_tokens_per_call) {
   use_device_arena_ = device_arena_ != nullptr;
   for (int s = 0; s < options.arena_slots; ++s) free_slots_.push_back(s);
 }
@@ -102,9 +102,12 @@ absl::StatusOr<v1::AttachArenaResponse> WorkerClient::AttachRpc(
     const v1::AttachArenaRequest& request) {
   v1::AttachArenaResponse response;
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  MOE_RETURN_IF_ERROR(Annotate(FromGrpcStatus(stub_->AttachArena(&context, request, &response)),
-                               absl::StrCat("expert worker at ", options_.address)));
+  context.set_deadline(absl::ToChronoTime(CallDeadline()));
+  grpc::Status rpc = stub_->AttachArena(&context, request, &response);
+  if (rpc.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    rpc = grpc::Status(grpc::StatusCode::UNAVAILABLE, "AttachArena got no answer; the worker is hung");
+  }
+  MOE_RETURN_IF_ERROR(Annotate(FromGrpcStatus(rpc), absl::StrCat("expert worker at ", options_.address)));
   return response;
 }
 
@@ -127,6 +130,7 @@ v1::AttachArenaRequest WorkerClient::HostArenaRequest() const {
   request.mutable_shared_memory()->set_fd(arena_->fd());
   request.set_size_bytes(arena_->size());
   request.set_arena_id(arena_->id());
+  request.set_max_tokens_per_call(static_cast<uint32_t>(options_.max_tokens_per_call));
   return request;
 }
 
@@ -141,9 +145,11 @@ absl::Status WorkerClient::Attach() {
     cuda->set_exporter_pid(handle.exporter_pid);
     request.set_size_bytes(handle.size_bytes);
     request.set_arena_id(device_arena_->id());
+    request.set_max_tokens_per_call(static_cast<uint32_t>(options_.max_tokens_per_call));
     const absl::StatusOr<v1::AttachArenaResponse> attached = AttachRpc(request);
     if (attached.ok()) {
       MOE_RETURN_IF_ERROR(CheckWorkerModel(*attached));
+      AdoptCallTokens(*attached);
       if (!path_logged_.exchange(true)) {
         MOE_LOG(INFO) << "activations cross to the expert worker " << PathName(path());
       }
@@ -158,10 +164,20 @@ absl::Status WorkerClient::Attach() {
   }
   MOE_ASSIGN_OR_RETURN(const v1::AttachArenaResponse response, AttachRpc(HostArenaRequest()));
   MOE_RETURN_IF_ERROR(CheckWorkerModel(response));
+  AdoptCallTokens(response);
   if (!path_logged_.exchange(true)) {
     MOE_LOG(INFO) << "activations cross to the expert worker " << PathName(path());
   }
   return absl::OkStatus();
+}
+
+void WorkerClient::AdoptCallTokens(const v1::AttachArenaResponse& response) {
+  // An older worker answers 0: it takes what we asked for.
+  const int64_t accepted = response.max_tokens_per_call() == 0
+                               ? options_.max_tokens_per_call
+                               : std::min<int64_t>(response.max_tokens_per_call(),
+                                                   options_.max_tokens_per_call);
+  call_tokens_.store(std::max<int64_t>(accepted, 1));
 }
 
 absl::Status WorkerClient::EnsureAttached() {
@@ -173,20 +189,48 @@ absl::Status WorkerClient::EnsureAttached() {
   return absl::OkStatus();
 }
 
-int WorkerClient::AcquireSlot() {
+absl::StatusOr<int> WorkerClient::AcquireSlot() {
   std::unique_lock<std::mutex> lock(slot_mu_);
-  slot_free_.wait(lock, [&] { return !free_slots_.empty(); });
+  slot_free_.wait(lock, [&] {
+    return !free_slots_.empty() || (slots_in_use_ == 0 && !retired_slots_.empty());
+  });
+  if (free_slots_.empty()) {
+    // Every slot was retired by a call the worker may still answer into. Nobody holds a
+    // slot now, so the arena can be replaced: the hung worker's late writes land in the
+    // old pages, which only its mapping keeps alive.
+    MOE_RETURN_IF_ERROR(RenewArena());
+    free_slots_.swap(retired_slots_);
+  }
   const int slot = free_slots_.back();
   free_slots_.pop_back();
+  ++slots_in_use_;
   return slot;
 }
 
-void WorkerClient::ReleaseSlot(int slot) {
+absl::Status WorkerClient::RenewArena() {
+  std::lock_guard<std::mutex> lock(attach_mu_);
+  if (use_device_arena_) {
+    // A device arena is kept for the client's life (the worker may map it): leave it
+    // and stage through a fresh host arena from now on.
+    MOE_LOG(WARNING) << "every device arena slot was retired after timed-out calls; "
+                        "activations go through shared host memory from now on";
+    use_device_arena_ = false;
+  }
+  MOE_ASSIGN_OR_RETURN(std::unique_ptr<SharedArena> fresh, SharedArena::Create(arena_->size()));
+  MOE_LOG(WARNING) << "every activation slot was retired after timed-out RunExperts calls; "
+                      "replaced arena " << arena_->id() << " with " << fresh->id();
+  arena_ = std::move(fresh);
+  attached_ = false;
+  return absl::OkStatus();
+}
+
+void WorkerClient::ReleaseSlot(int slot, bool retire) {
   {
     std::lock_guard<std::mutex> lock(slot_mu_);
-    free_slots_.push_back(slot);
+    --slots_in_use_;
+    (retire ? retired_slots_ : free_slots_).push_back(slot);
   }
-  slot_free_.notify_one();
+  slot_free_.notify_all();
 }
 
 absl::Status WorkerClient::RunExperts(int layer, absl::Span<const float> x, int64_t n,
@@ -195,14 +239,17 @@ absl::Status WorkerClient::RunExperts(int layer, absl::Span<const float> x, int6
   const int64_t h = config_.hidden_size;
   const int64_t k = n > 0 ? static_cast<int64_t>(ids.size()) / n : 0;
   if (!streams_.empty()) MOE_RETURN_IF_ERROR(options_.device->BindThread());
-  const int slot = AcquireSlot();
+  MOE_ASSIGN_OR_RETURN(const int slot, AcquireSlot());
   absl::Status status;
-  for (int64_t start = 0; start < n && status.ok(); start += options_.max_tokens_per_call) {
-    const int64_t m = std::min(options_.max_tokens_per_call, n - start);
+  bool retire = false;
+  const int64_t chunk = call_tokens_.load();
+  for (int64_t start = 0; start < n && status.ok(); start += chunk) {
+    const int64_t m = std::min(chunk, n - start);
     status = RunChunk(slot, layer, x.subspan(start * h, m * h), m, ids.subspan(start * k, m * k),
-                      weights.subspan(start * k, m * k), out.subspan(start * h, m * h), stats);
+                      weights.subspan(start * k, m * k), out.subspan(start * h, m * h), stats,
+                      &retire);
   }
-  ReleaseSlot(slot);
+  ReleaseSlot(slot, retire);
   return status;
 }
 
@@ -292,7 +339,7 @@ absl::Status WorkerClient::ReadOutput(int slot, ActivationPath path,
 
 absl::Status WorkerClient::RunChunk(int slot, int layer, absl::Span<const float> x, int64_t n,
                                     absl::Span<const int32_t> ids, absl::Span<const float> weights,
-                                    absl::Span<float> out, ExpertCallStats* stats) {
+                                    absl::Span<float> out, ExpertCallStats* stats, bool* retire) {
   v1::RunExpertsRequest request;
   request.set_layer(layer);
   request.set_num_tokens(static_cast<uint32_t>(n));
@@ -311,11 +358,26 @@ absl::Status WorkerClient::RunChunk(int slot, int layer, absl::Span<const float>
     MOE_RETURN_IF_ERROR(StageInput(slot, path, x, &request));
     v1::RunExpertsResponse response;
     grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() +
-                         absl::ToChronoMilliseconds(options_.rpc_timeout));
+    // A worker that stops answering is lost like a dead one, within the grace.
+    context.set_deadline(absl::ToChronoTime(CallDeadline()));
+    const absl::Time sent = absl::Now();
     const auto t0 = std::chrono::steady_clock::now();
-    const grpc::Status rpc = stub_->RunExperts(&context, request, &response);
+    grpc::Status rpc = stub_->RunExperts(&context, request, &response);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (rpc.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
+        rpc.error_code() == grpc::StatusCode::CANCELLED) {
+      // The worker may still write this call's output into the slot: never reuse it.
+      *retire = true;
+    }
+    if (rpc.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+      // Hung, not slow: the grace counts from when the call went out, and the caller
+      // sees UNAVAILABLE (DEADLINE_EXCEEDED belongs to its client's own deadline).
+      NoteWorkerLostSince(sent);
+      rpc = grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                         absl::StrCat("RunExperts got no answer within ",
+                                      absl::ToDoubleSeconds(CallTimeout()),
+                                      " s; the worker is hung (", rpc.error_message(), ")"));
+    }
     if (rpc.error_code() == grpc::StatusCode::FAILED_PRECONDITION && arena_ != nullptr && attempt == 0) {
       std::lock_guard<std::mutex> lock(attach_mu_);
       attached_ = false;
@@ -394,6 +456,25 @@ bool WorkerClient::WorkerServing(absl::Duration timeout) {
   const bool answered = stub_->GetStats(&context, request, &response).ok();
   NoteWorker(answered);
   return answered;
+}
+
+absl::Duration WorkerClient::CallTimeout() const {
+  return std::max(absl::Milliseconds(100), std::min(options_.rpc_timeout, options_.worker_grace));
+}
+
+absl::Time WorkerClient::CallDeadline() {
+  const absl::Time now = absl::Now();
+  absl::Time deadline = now + CallTimeout();
+  std::lock_guard<std::mutex> lock(lost_mu_);
+  // While the worker is away, no call outlives the grace that is already running.
+  if (lost_since_) deadline = std::min(deadline, std::max(*lost_since_ + options_.worker_grace,
+                                                          now + absl::Milliseconds(50)));
+  return deadline;
+}
+
+void WorkerClient::NoteWorkerLostSince(absl::Time when) {
+  std::lock_guard<std::mutex> lock(lost_mu_);
+  if (!lost_since_ || *lost_since_ > when) lost_since_ = when;
 }
 
 void WorkerClient::NoteWorker(bool answered) {

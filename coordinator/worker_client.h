@@ -30,6 +30,8 @@ struct WorkerClientOptions {
   std::string address;              // "unix:PATH" (zero-copy) or "HOST:PORT" (inline)
   int arena_slots = 8;              // RunExperts calls that may be in flight at once
   int64_t max_tokens_per_call = 256;  // longer batches (prefill) go in chunks
+  // RunExperts' deadline is the smaller of this and worker_grace; a call past it counts
+  // as a hung worker (UNAVAILABLE, waited for within the grace), never DEADLINE_EXCEEDED.
   absl::Duration rpc_timeout = absl::Seconds(60);
   bool force_inline = false;        // carry tensors inline even on a unix socket
   // How long a layer step that lost its worker waits for one to answer again (counted
@@ -100,6 +102,8 @@ class WorkerClient : public ExpertBackend {
   // AttachArena for the shared host arena.
   v1::AttachArenaRequest HostArenaRequest() const;
   absl::Status CheckWorkerModel(const v1::AttachArenaResponse& response) const;
+  // Chunks calls to the tokens the worker accepted at attach time.
+  void AdoptCallTokens(const v1::AttachArenaResponse& response);
   // Puts x where `path` says and points the request at it; waits for any device copy.
   absl::Status StageInput(int slot, ActivationPath path, absl::Span<const float> x,
                           v1::RunExpertsRequest* request);
@@ -109,23 +113,35 @@ class WorkerClient : public ExpertBackend {
   // Host <-> caller memory: a memcpy, or a copy on the slot's stream, waited for.
   absl::Status CopyFromCaller(int slot, void* host, const void* caller, size_t bytes);
   absl::Status CopyToCaller(int slot, void* caller, const void* host, size_t bytes);
+  // Sets *retire when the worker may still write into the slot (a call that timed out).
   absl::Status RunChunk(int slot, int layer, absl::Span<const float> x, int64_t n,
                         absl::Span<const int32_t> ids, absl::Span<const float> weights,
-                        absl::Span<float> out, ExpertCallStats* stats);
-  int AcquireSlot();
-  void ReleaseSlot(int slot);
+                        absl::Span<float> out, ExpertCallStats* stats, bool* retire);
+  // A free arena slot; once every slot is retired, a fresh arena first.
+  absl::StatusOr<int> AcquireSlot();
+  void ReleaseSlot(int slot, bool retire);
+  // Replaces the host arena (no slot in use; slot_mu_ held).
+  absl::Status RenewArena();
   void NoteWorker(bool answered);
+  void NoteWorkerLostSince(absl::Time when);
+  // RunExperts' deadline: the worker grace (or rpc_timeout if shorter).
+  absl::Duration CallTimeout() const;
+  // Now + CallTimeout(), but never past the end of a grace already running.
+  absl::Time CallDeadline();
 
   const WorkerClientOptions options_;
   const ModelConfig config_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::ExpertWorker::Stub> stub_;
-  std::unique_ptr<SharedArena> arena_;  // null in inline mode
+  // Null in inline mode. Replaced (RenewArena) only while no slot is in use.
+  std::unique_ptr<SharedArena> arena_;
   // Same layout as arena_, another id; null unless the caller computes on a CUDA device.
   std::unique_ptr<backend::DeviceIpcArena> device_arena_;
   // One per arena slot when the caller's activations are device memory, else empty.
   std::vector<std::unique_ptr<backend::Stream>> streams_;
   uint64_t slot_bytes_ = 0;             // per slot: input then output, each [max_tokens, H]
+  // Tokens per RunExperts: max_tokens_per_call, or less if the worker said so.
+  std::atomic<int64_t> call_tokens_;
 
   std::mutex attach_mu_;
   bool attached_ = false;  // guarded by attach_mu_
@@ -136,6 +152,9 @@ class WorkerClient : public ExpertBackend {
   std::mutex slot_mu_;
   std::condition_variable slot_free_;
   std::vector<int> free_slots_;  // guarded by slot_mu_
+  // Slots a timed-out call may still be written into by the worker; guarded by slot_mu_.
+  std::vector<int> retired_slots_;
+  int slots_in_use_ = 0;  // guarded by slot_mu_
 
   std::mutex prefetch_mu_;
   std::condition_variable prefetch_done_;

@@ -1,9 +1,11 @@
 #include "expert_worker/run_experts_request.h"
 
 #include <cmath>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "common/checked_math.h"
 
 namespace moe::expert_worker {
 namespace {
@@ -19,7 +21,7 @@ absl::Status CheckSlice(absl::string_view what, const v1::ArenaSlice& slice, uin
     return absl::InvalidArgumentError(absl::StrCat("RunExperts: ", what, " slice offset ",
                                                    slice.offset(), " is not 4-byte aligned"));
   }
-  if (bytes > arena_bytes || slice.offset() > arena_bytes - bytes) {
+  if (!RangeWithin(slice.offset(), bytes, arena_bytes)) {
     return absl::OutOfRangeError(absl::StrCat(
         "RunExperts: ", what, " slice [", slice.offset(), ", +", bytes,
         ") is outside the ", arena_bytes, "-byte arena"));
@@ -39,6 +41,11 @@ absl::StatusOr<RunExpertsShape> CheckRunExpertsRequest(const v1::RunExpertsReque
   shape.layer = static_cast<int>(request.layer());
   shape.tokens = request.num_tokens();
   if (shape.tokens == 0) return absl::InvalidArgumentError("RunExperts: num_tokens is 0");
+  if (shape.tokens > limits.max_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("RunExperts: num_tokens ", shape.tokens,
+                                                   " is above the per-call limit of ",
+                                                   limits.max_tokens));
+  }
   shape.experts_per_token = request.experts_per_token();
   if (shape.experts_per_token < 1 || shape.experts_per_token > limits.num_experts) {
     return absl::InvalidArgumentError(absl::StrCat("RunExperts: experts_per_token ",
@@ -62,11 +69,15 @@ absl::StatusOr<RunExpertsShape> CheckRunExpertsRequest(const v1::RunExpertsReque
       return absl::InvalidArgumentError(absl::StrCat("RunExperts: router weight ", w, " is not finite"));
     }
   }
-  // n < 2^32 and hidden < 2^24 (ModelConfig's bound): the product fits.
-  shape.tensor_bytes = uint64_t(shape.tokens) * uint64_t(limits.hidden) * sizeof(float);
+  const std::optional<uint64_t> tensor_bytes =
+      CheckedMul(uint64_t(shape.tokens), uint64_t(limits.hidden) * sizeof(float));
+  if (!tensor_bytes.has_value()) {
+    return absl::InvalidArgumentError("RunExperts: the tensors' size overflows");
+  }
+  shape.tensor_bytes = *tensor_bytes;
 
   if (request.has_input_slice() || request.has_output_slice()) {
-    if (limits.arena_bytes == 0 || request.arena_id() != limits.arena_id) {
+    if (limits.arena_bytes == 0 || limits.arena_id.empty() || request.arena_id() != limits.arena_id) {
       return absl::FailedPreconditionError(absl::StrCat(
           "RunExperts: arena ", request.arena_id(), " is not attached (attach it again)"));
     }
@@ -89,6 +100,7 @@ absl::StatusOr<RunExpertsShape> CheckRunExpertsRequest(const v1::RunExpertsReque
     // The output is zeroed before the input is read: the two must not share a byte.
     if (request.has_input_slice()) {
       const uint64_t in = request.input_slice().offset(), out = request.output_slice().offset();
+      // Both lie inside the arena, so these sums cannot wrap.
       if (in < out + shape.tensor_bytes && out < in + shape.tensor_bytes) {
         return absl::InvalidArgumentError("RunExperts: input and output slices overlap");
       }

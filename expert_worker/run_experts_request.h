@@ -18,6 +18,7 @@ struct RunExpertsLimits {
   int num_layers = 0;
   int num_experts = 0;
   int64_t hidden = 0;
+  int64_t max_tokens = 0;    // per call: from the arena's slots, or the worker's limit
   uint64_t arena_bytes = 0;  // usable bytes of the attached arena; 0: none attached
   std::string arena_id;      // its id
 };

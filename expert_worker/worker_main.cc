@@ -9,6 +9,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/backend/device.h"
 #include "common/command_line.h"
@@ -38,6 +39,12 @@ ABSL_FLAG(double, link_latency_us, 0, "Link model: fixed cost per copy in micros
 ABSL_FLAG(std::string, metrics_listen, "",
           "HOST:PORT for Prometheus text on GET /metrics (empty: no endpoint)");
 ABSL_FLAG(double, shutdown_grace_s, 10, "On SIGTERM/SIGINT: seconds in-flight calls may run on");
+ABSL_FLAG(int64_t, max_call_tokens, 4096,
+          "Most tokens one RunExperts may carry (a coordinator asking for more per call is "
+          "capped at attach time; larger calls are refused)");
+ABSL_FLAG(std::vector<std::string>, allow_uids, {},
+          "uids whose coordinators may attach an activation arena (default: this process's "
+          "own uid)");
 
 namespace moe::expert_worker {
 namespace {
@@ -99,8 +106,25 @@ absl::Status Run() {
                 << " bytes " << (store->registered() ? "registered in place" : "pinned");
   // On the CPU the runner's scratch grows with the call (one BLAS product per expert,
   // as the in-process engine computes: the same bits); a GPU gets the budgeted rows.
-  WorkerService service(cache.get(), device.get(), WorkerService::kOwnerCheckInterval,
-                        device->kind() == backend::DeviceKind::kCpu ? 0 : workspace_tokens);
+  WorkerServiceOptions service_options;
+  service_options.device = device.get();
+  service_options.workspace_tokens =
+      device->kind() == backend::DeviceKind::kCpu ? 0 : workspace_tokens;
+  service_options.max_call_tokens = absl::GetFlag(FLAGS_max_call_tokens);
+  if (service_options.max_call_tokens < 1 || service_options.max_call_tokens > (1 << 20)) {
+    return absl::InvalidArgumentError(absl::StrCat("--max-call-tokens ",
+                                                   service_options.max_call_tokens,
+                                                   " is not in [1, 1048576]"));
+  }
+  for (const std::string& uid : absl::GetFlag(FLAGS_allow_uids)) {
+    uint32_t value;
+    if (!absl::SimpleAtoi(uid, &value)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--allow-uids: ", QuoteForMessage(uid), " is not a uid"));
+    }
+    service_options.arena_policy.allowed_uids.push_back(value);
+  }
+  WorkerService service(cache.get(), service_options);
   std::unique_ptr<MetricsHttpServer> metrics;
   if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
     MOE_ASSIGN_OR_RETURN(metrics, MetricsHttpServer::Start(absl::GetFlag(FLAGS_metrics_listen),

@@ -1,5 +1,6 @@
 #include "expert_worker/worker_service.h"
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -12,13 +13,12 @@
 
 namespace moe::expert_worker {
 
-WorkerService::WorkerService(SlotCache* cache, backend::Device* device,
-                             absl::Duration owner_check_interval, int64_t workspace_tokens)
+WorkerService::WorkerService(SlotCache* cache, const WorkerServiceOptions& options)
     : cache_(cache),
-      device_(device),
-      runner_(cache, /*load_whole_layer=*/false, workspace_tokens),
-      prefetch_(cache),
-      owner_check_interval_(owner_check_interval) {
+      options_(options),
+      device_(options.device),
+      runner_(cache, /*load_whole_layer=*/false, options.workspace_tokens),
+      prefetch_(cache) {
   owner_watch_ = std::thread([this] { WatchArenaOwner(); });
 }
 
@@ -33,7 +33,7 @@ WorkerService::~WorkerService() {
 
 void WorkerService::WatchArenaOwner() {
   std::unique_lock<std::mutex> lock(mu_);
-  while (!stop_.wait_for(lock, absl::ToChronoMilliseconds(owner_check_interval_),
+  while (!stop_.wait_for(lock, absl::ToChronoMilliseconds(options_.owner_check_interval),
                          [this] { return stopping_; })) {
     if (arena_ != nullptr && !arena_->OwnerAlive()) {
       // The coordinator is gone; our mapping alone would keep its memory alive.
@@ -60,6 +60,13 @@ absl::Status WorkerService::AttachDeviceArena(const v1::AttachArenaRequest& requ
         ", not on a GPU, and cannot map a CUDA IPC arena (use shared host memory)"));
   }
   const auto& cuda = request.cuda_ipc();
+  MOE_RETURN_IF_ERROR(CheckArenaId(request.arena_id()));
+  MOE_RETURN_IF_ERROR(CheckProcessOwner(cuda.exporter_pid(), options_.arena_policy));
+  if (request.size_bytes() == 0 || request.size_bytes() > options_.arena_policy.max_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("AttachArena: device arena of ",
+                                                   request.size_bytes(), " bytes is not in [1, ",
+                                                   options_.arena_policy.max_bytes, "]"));
+  }
   backend::DeviceIpcHandle handle;
   handle.ipc_mem_handle = cuda.ipc_mem_handle();
   handle.device = cuda.device();
@@ -72,6 +79,7 @@ absl::Status WorkerService::AttachDeviceArena(const v1::AttachArenaRequest& requ
         device_arena_->handle().ipc_mem_handle == handle.ipc_mem_handle &&
         device_arena_->size() == handle.size_bytes) {
       arena_.reset();
+      arena_call_tokens_ = CallTokens(request);
       return absl::OkStatus();  // already mapped: a handle opens once per process
     }
     // Close our previous mapping before opening another (in-flight calls keep theirs).
@@ -82,7 +90,13 @@ absl::Status WorkerService::AttachDeviceArena(const v1::AttachArenaRequest& requ
   std::lock_guard<std::mutex> lock(mu_);
   device_arena_ = std::move(arena);
   arena_.reset();
+  arena_call_tokens_ = CallTokens(request);
   return absl::OkStatus();
+}
+
+int64_t WorkerService::CallTokens(const v1::AttachArenaRequest& request) const {
+  if (request.max_tokens_per_call() == 0) return options_.max_call_tokens;
+  return std::min<int64_t>(request.max_tokens_per_call(), options_.max_call_tokens);
 }
 
 absl::Status WorkerService::DoAttachArena(const v1::AttachArenaRequest& request) {
@@ -99,11 +113,12 @@ absl::Status WorkerService::DoAttachArena(const v1::AttachArenaRequest& request)
   const auto& shm = request.shared_memory();
   MOE_ASSIGN_OR_RETURN(std::unique_ptr<SharedArena> arena,
                        SharedArena::Attach(shm.pid(), shm.fd(), request.size_bytes(),
-                                           request.arena_id()));
+                                           request.arena_id(), options_.arena_policy));
   {
     std::lock_guard<std::mutex> lock(mu_);
     arena_ = std::move(arena);
     device_arena_.reset();
+    arena_call_tokens_ = CallTokens(request);
   }
   MOE_LOG(INFO) << "attached arena " << request.arena_id() << " of pid " << shm.pid() << " ("
                 << request.size_bytes() << " bytes)";
@@ -119,6 +134,7 @@ grpc::Status WorkerService::AttachArena(grpc::ServerContext*, const v1::AttachAr
   response->set_num_layers(store.num_layers());
   response->set_num_experts(store.num_experts());
   response->set_hidden_size(store.layout().hidden);
+  response->set_max_tokens_per_call(static_cast<uint32_t>(CallTokens(*request)));
   return grpc::Status::OK;
 }
 
@@ -136,6 +152,14 @@ absl::Status WorkerService::DoRunExperts(const v1::RunExpertsRequest& request,
   limits.num_layers = store.num_layers();
   limits.num_experts = store.num_experts();
   limits.hidden = store.layout().hidden;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    // Inline tensors are bounded by the worker's own limit; slices by the attached slots.
+    limits.max_tokens = (request.has_input_slice() || request.has_output_slice()) &&
+                                (arena != nullptr || device_arena != nullptr)
+                            ? arena_call_tokens_
+                            : options_.max_call_tokens;
+  }
   if (arena != nullptr) {
     limits.arena_bytes = arena->size();
     limits.arena_id = arena->id();

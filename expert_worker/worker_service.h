@@ -34,14 +34,25 @@ namespace moe::expert_worker {
 // has returned, i.e. once out is written; that reply is the coordinator's signal to read
 // it. Any other worker refuses the CUDA handle with FAILED_PRECONDITION naming why, so
 // the coordinator falls back to shared host memory.
+struct WorkerServiceOptions {
+  // The device the experts compute on (must outlive the service); nullptr: the CPU.
+  backend::Device* device = nullptr;
+  absl::Duration owner_check_interval = absl::Milliseconds(250);
+  // The runner's scratch rows per expert pass (ExpertRunner; 0: its default, which on
+  // the CPU is as large as the call).
+  int64_t workspace_tokens = 0;
+  // Whose arenas may be attached, and how large.
+  ArenaAttachPolicy arena_policy;
+  // The most tokens one RunExperts may carry, whatever the arena holds: bounds the
+  // worker's time and scratch memory per call (inline tensors are also bounded by the
+  // gRPC message size).
+  int64_t max_call_tokens = 4096;
+};
+
 class WorkerService final : public moe::v1::ExpertWorker::Service {
  public:
   static constexpr absl::Duration kOwnerCheckInterval = absl::Milliseconds(250);
-  // `workspace_tokens`: the runner's scratch rows per expert pass (ExpertRunner; 0: its
-  // default, which on the CPU is as large as the call).
-  explicit WorkerService(SlotCache* cache, backend::Device* device = nullptr,
-                         absl::Duration owner_check_interval = kOwnerCheckInterval,
-                         int64_t workspace_tokens = 0);
+  explicit WorkerService(SlotCache* cache, const WorkerServiceOptions& options = {});
   ~WorkerService() override;
 
   grpc::Status AttachArena(grpc::ServerContext* context, const v1::AttachArenaRequest* request,
@@ -69,8 +80,11 @@ class WorkerService final : public moe::v1::ExpertWorker::Service {
   absl::Status FinishRunExperts(std::chrono::steady_clock::time_point start,
                                 const RunCounters& counters, v1::RunExpertsResponse* response);
   void WatchArenaOwner();
+  // The tokens per call accepted for an arena attached by `request`.
+  int64_t CallTokens(const v1::AttachArenaRequest& request) const;
 
   SlotCache* cache_;
+  const WorkerServiceOptions options_;
   backend::Device* const device_;  // nullptr: the CPU
   ExpertRunner runner_;
   PrefetchQueue prefetch_;
@@ -86,7 +100,9 @@ class WorkerService final : public moe::v1::ExpertWorker::Service {
   uint64_t arenas_released_ = 0;       // guarded by mu_
   bool stopping_ = false;              // guarded by mu_
   std::condition_variable stop_;
-  const absl::Duration owner_check_interval_;
+  // Tokens per call the attached arena's slots hold (AttachArena's
+  // max_tokens_per_call, capped by options_.max_call_tokens).
+  int64_t arena_call_tokens_ = 0;  // guarded by mu_
   std::thread owner_watch_;
 };
 

@@ -7,6 +7,8 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "common/arena_trust.h"
+#include "common/checked_math.h"
 #include "common/status.h"
 #if MOE_HAVE_CUDA
 #include "common/backend/cuda/cuda_ipc_arena.h"
@@ -40,10 +42,9 @@ absl::StatusOr<std::unique_ptr<DeviceIpcArena>> DeviceIpcArena::Create(Device& d
                                                                        size_t bytes,
                                                                        const std::string& id) {
   MOE_RETURN_IF_ERROR(NeedsCuda(device, "a device activation arena"));
-  if (id.size() > kHeaderBytes || bytes == 0) {
-    return absl::InvalidArgumentError(absl::StrCat("device arena: id of ", id.size(),
-                                                   " bytes (at most ", kHeaderBytes,
-                                                   ") or size 0 (", bytes, ")"));
+  MOE_RETURN_IF_ERROR(CheckArenaId(id));
+  if (bytes == 0) {
+    return absl::InvalidArgumentError("device arena: size 0");
   }
 #if MOE_HAVE_CUDA
   MOE_RETURN_IF_ERROR(device.BindThread());
@@ -69,10 +70,10 @@ absl::StatusOr<std::unique_ptr<DeviceIpcArena>> DeviceIpcArena::Open(Device& dev
                                                                      const DeviceIpcHandle& handle,
                                                                      const std::string& id) {
   MOE_RETURN_IF_ERROR(NeedsCuda(device, "the coordinator's device arena"));
-  if (handle.size_bytes == 0 || id.size() > kHeaderBytes) {
+  MOE_RETURN_IF_ERROR(CheckArenaId(id));
+  if (handle.size_bytes == 0 || handle.size_bytes > (uint64_t{1} << 40)) {
     return absl::InvalidArgumentError(absl::StrCat("device arena: size ", handle.size_bytes,
-                                                   " or an id of ", id.size(),
-                                                   " bytes (at most ", kHeaderBytes, ")"));
+                                                   " is not in [1, 2^40]"));
   }
 #if MOE_HAVE_CUDA
   MOE_RETURN_IF_ERROR(device.BindThread());
@@ -113,7 +114,7 @@ absl::StatusOr<std::unique_ptr<DeviceIpcArena>> DeviceIpcArena::Open(Device& dev
 }
 
 absl::StatusOr<void*> DeviceIpcArena::At(uint64_t offset, uint64_t bytes) const {
-  if (offset % sizeof(float) != 0 || bytes > size() || offset > size() - bytes) {
+  if (offset % sizeof(float) != 0 || !RangeWithin(offset, bytes, size())) {
     return absl::OutOfRangeError(absl::StrCat("device arena slice [", offset, ", +", bytes,
                                               " bytes) is unaligned or outside the ", size(),
                                               "-byte arena"));

@@ -1,6 +1,7 @@
 #include "coordinator/sampler.h"
 
 #include <cmath>
+#include <limits>
 #include <map>
 #include <vector>
 
@@ -14,6 +15,20 @@ const std::vector<float> kLogits = {1.0f, 3.0f, 2.0f, 0.5f, 2.9f};
 TEST(SamplerTest, ZeroTemperatureIsArgmax) {
   Sampler sampler(SamplingParams{.temperature = 0.0f});
   for (int i = 0; i < 10; ++i) EXPECT_EQ(sampler.Sample(kLogits), 1);
+}
+
+// Issue 18, item 9: 1e-38..1e-45 overflowed logits / T to inf, inf - inf to NaN, and the
+// least likely tokens came out ("QQQQ..."). The limit T -> 0 is greedy.
+TEST(SamplerTest, TinyPositiveTemperaturesPickTheMostLikelyToken) {
+  const std::vector<float> negative = {-3.0f, -1.0f, -2.0f};
+  for (float t : {1e-38f, 1e-40f, 1e-45f, std::numeric_limits<float>::denorm_min()}) {
+    SCOPED_TRACE(t);
+    Sampler sampler(SamplingParams{.temperature = t, .seed = 7});
+    for (int i = 0; i < 20; ++i) EXPECT_EQ(sampler.Sample(kLogits), 1);
+    for (int i = 0; i < 20; ++i) EXPECT_EQ(sampler.Sample(negative), 1);
+    Sampler nucleus(SamplingParams{.temperature = t, .top_k = 3, .top_p = 0.5f, .seed = 7});
+    for (int i = 0; i < 20; ++i) EXPECT_EQ(nucleus.Sample(kLogits), 1);
+  }
 }
 
 TEST(SamplerTest, TopKOneIsArgmaxAtAnyTemperature) {

@@ -33,9 +33,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   limits.num_layers = 1 + Read32(data) % 64;
   limits.num_experts = 1 + Read32(data + 4) % 64;
   limits.hidden = 1 + Read32(data + 8) % 4096;
+  limits.max_tokens = 1 + (Read32(data + 8) >> 12) % 1024;
   const uint32_t arena = Read32(data + 12);
   limits.arena_bytes = arena % 5 == 0 ? 0 : arena % (kMaxArena + 1);  // sometimes none
-  limits.arena_id = "0123456789abcdef";
+  limits.arena_id = "0123456789abcdef0123456789abcdef";
   moe::v1::RunExpertsRequest request;
   if (!request.ParseFromArray(data + kLimitBytes, static_cast<int>(size - kLimitBytes))) return 0;
 

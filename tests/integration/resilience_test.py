@@ -150,6 +150,35 @@ class WorkerLossTest(TimedTestCase):
         self.assertEqual(tp.py_generate(addr)[0] + "\n", tp.reference_text())
 
 
+    def test_a_hung_worker_ends_streams_within_the_grace_with_unavailable(self):
+        """Issue 18, item 7: a worker stopped with SIGSTOP used to stall streams past the
+        grace and end them DEADLINE_EXCEEDED after 70 s."""
+        fleet = self.make_fleet("hung")
+        worker_addr, addr = fleet.sock("worker"), fleet.sock("moe")
+        worker = start_worker(fleet, worker_addr, SLOW_WORKER)
+        coordinator = fleet.coordinator(addr, worker_addr, extra=["--worker-grace-s", "3"])
+        running = [Stream(addr, r) for r in streams_requests(200)]
+        for s in running:
+            self.assertTrue(s.first.wait(60))
+        os.kill(worker.pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        try:
+            for s in running:
+                s.join(30)
+                self.assertIsNotNone(s.error, "a stream finished without a worker")
+                self.assertEqual(s.error.code(), grpc.StatusCode.UNAVAILABLE, s.error.details())
+                waited = s.ended_at - stopped
+                self.assertLess(waited, 3.0 + 2.0)
+            log(f"hung worker: streams ended {max(s.ended_at for s in running) - stopped:.2f} s "
+                "after SIGSTOP (grace 3 s)")
+        finally:
+            os.kill(worker.pid, signal.SIGCONT)
+        self.assertTrue(coordinator.alive())
+        # The worker answers again: so does the coordinator, with the same text.
+        fleet.wait_serving(coordinator, addr, "moe.v1.Generation", timeout=15)
+        self.assertEqual(tp.py_generate(addr)[0] + "\n", tp.reference_text())
+
+
 def arena_mappings(pid):
     with open(f"/proc/{pid}/maps") as f:
         return sum("moe-activation-arena" in line for line in f)
@@ -233,7 +262,7 @@ class HostileInputTest(TimedTestCase):
 
     @classmethod
     def setUpClass(cls):
-        fleet = cls.make_fleet("hostile")
+        fleet = cls.fleet = cls.make_fleet("hostile")
         cls.worker_addr, cls.addr = fleet.sock("worker"), fleet.sock("moe")
         cls.worker = start_worker(fleet, cls.worker_addr,
                                   ["--cache-per-layer", "8", "--max-message-bytes", "1048576"])
@@ -266,30 +295,59 @@ class HostileInputTest(TimedTestCase):
         self.assert_still_serving()
 
     def test_arena_handles_the_worker_cannot_map_are_refused_with_the_reason(self):
+        """Issue 18, item 2: only a sealed memfd arena of the announced size and full id is
+        mapped; the worker's own files, unsealed memfds and empty ids are refused."""
+        import fcntl
         self.assert_still_serving()  # the coordinator's arena is attached
         pb = stubs().expert_worker_pb2
         size = 1 << 20
+        arena_id = "f" * 32
         memfd = os.memfd_create("not-an-arena")
         os.ftruncate(memfd, 64 + size)
         small = os.memfd_create("too-small")
         os.ftruncate(small, 100)
-        self.addCleanup(os.close, memfd)
-        self.addCleanup(os.close, small)
+        # Named like an arena but not sealed: a truncation would SIGBUS the worker.
+        unsealed = os.memfd_create("moe-activation-arena")
+        os.ftruncate(unsealed, 64 + size)
+        os.pwrite(unsealed, arena_id.encode(), 0)
+        # A proper sealed arena, but of another size and carrying another id.
+        sealed = os.memfd_create("moe-activation-arena", os.MFD_ALLOW_SEALING)
+        os.ftruncate(sealed, 64 + size)
+        os.pwrite(sealed, ("e" * 32).encode(), 0)
+        fcntl.fcntl(sealed, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW)
+        log_file = open(os.path.join(self.fleet.dir, "some.log"), "w")
+        log_file.truncate(64 + size)
+        for fd in (memfd, small, unsealed, sealed):
+            self.addCleanup(os.close, fd)
+        self.addCleanup(log_file.close)
         me = os.getpid()
         cases = [
-            ("no such fd", dict(pid=me, fd=987654), "cannot open the coordinator's arena "
-             f"/proc/{me}/fd/987654"),
-            ("no such process", dict(pid=4194300, fd=3), "cannot open the coordinator's arena"),
-            ("too small", dict(pid=me, fd=small), "fewer than"),
-            ("wrong id", dict(pid=me, fd=memfd), "does not carry the announced id"),
+            ("no such fd", dict(pid=me, fd=987654), size, arena_id,
+             grpc.StatusCode.FAILED_PRECONDITION, f"/proc/{me}/fd/987654"),
+            ("no such process", dict(pid=4194300, fd=3), size, arena_id,
+             grpc.StatusCode.FAILED_PRECONDITION, "no process 4194300"),
+            ("another memfd", dict(pid=me, fd=small), size, arena_id,
+             grpc.StatusCode.FAILED_PRECONDITION, "not an activation arena memfd"),
+            ("a regular file", dict(pid=me, fd=log_file.fileno()), size, arena_id,
+             grpc.StatusCode.FAILED_PRECONDITION, "not an activation arena memfd"),
+            ("unsealed", dict(pid=me, fd=unsealed), size, arena_id,
+             grpc.StatusCode.FAILED_PRECONDITION, "not sealed"),
+            ("wrong size", dict(pid=me, fd=sealed), size // 2, "e" * 32,
+             grpc.StatusCode.FAILED_PRECONDITION, "not the"),
+            ("wrong id", dict(pid=me, fd=sealed), size, arena_id,
+             grpc.StatusCode.FAILED_PRECONDITION, "does not carry the announced id"),
+            ("empty id", dict(pid=me, fd=sealed), size, "",
+             grpc.StatusCode.INVALID_ARGUMENT, "arena id must be 32 hex digits"),
+            ("wrapping size", dict(pid=me, fd=sealed), (1 << 64) - 1, "e" * 32,
+             grpc.StatusCode.INVALID_ARGUMENT, "usable bytes is not in"),
         ]
-        for name, handle, expected in cases:
+        for name, handle, announced, ident, code, expected in cases:
             with self.subTest(name):
                 with self.assertRaises(grpc.RpcError) as caught:
                     self.worker_call("AttachArena", pb.AttachArenaRequest(
-                        shared_memory=pb.SharedMemoryHandle(**handle), size_bytes=size,
-                        arena_id="f" * 32))
-                self.assertEqual(caught.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
+                        shared_memory=pb.SharedMemoryHandle(**handle), size_bytes=announced,
+                        arena_id=ident))
+                self.assertEqual(caught.exception.code(), code, caught.exception.details())
                 self.assertIn(expected, caught.exception.details())
         with self.subTest("CUDA handle on the CPU backend"):
             with self.assertRaises(grpc.RpcError) as caught:

@@ -26,6 +26,33 @@ absl::StatusOr<std::unique_ptr<CudaIpcArena>> CudaIpcArena::Create(int device, s
       /*owner=*/true));
 }
 
+namespace {
+
+// The size of the allocation `ptr` starts, from the driver's cuMemGetAddressRange, found
+// through the runtime so that nothing links libcuda (absent on machines without a GPU).
+absl::StatusOr<size_t> AllocationBytes(void* ptr) {
+  using GetAddressRange = int (*)(unsigned long long* base, size_t* size, unsigned long long ptr);
+  void* fn = nullptr;
+  cudaDriverEntryPointQueryResult found{};
+  MOE_CUDA_RETURN_IF_ERROR(cudaGetDriverEntryPointByVersion("cuMemGetAddressRange", &fn, 12000,
+                                                            cudaEnableDefault, &found),
+                           "finding cuMemGetAddressRange");
+  if (fn == nullptr || found != cudaDriverEntryPointSuccess) {
+    return absl::InternalError("the CUDA driver has no cuMemGetAddressRange");
+  }
+  unsigned long long base = 0;
+  size_t size = 0;
+  const int rc = reinterpret_cast<GetAddressRange>(fn)(&base, &size,
+                                                       reinterpret_cast<unsigned long long>(ptr));
+  if (rc != 0) {
+    return absl::InternalError(absl::StrCat("cuMemGetAddressRange on the CUDA IPC arena: error ", rc));
+  }
+  // The arena is used from ptr on: what lies before it in the allocation does not count.
+  return size - size_t(reinterpret_cast<unsigned long long>(ptr) - base);
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<CudaIpcArena>> CudaIpcArena::Open(int device,
                                                                  const std::string& handle,
                                                                  size_t bytes) {
@@ -39,6 +66,16 @@ absl::StatusOr<std::unique_ptr<CudaIpcArena>> CudaIpcArena::Open(int device,
   void* ptr = nullptr;
   MOE_CUDA_RETURN_IF_ERROR(cudaIpcOpenMemHandle(&ptr, h, cudaIpcMemLazyEnablePeerAccess),
                            "opening the coordinator's arena");
+  // The announced size comes off the wire: check it against the allocation the handle
+  // really names, or a hostile caller could make us read and write past it.
+  absl::StatusOr<size_t> real = AllocationBytes(ptr);
+  if (!real.ok() || *real < bytes) {
+    cudaIpcCloseMemHandle(ptr);
+    if (!real.ok()) return real.status();
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the CUDA IPC arena is a ", *real, "-byte allocation, smaller than the ", bytes,
+        " bytes announced"));
+  }
   return std::unique_ptr<CudaIpcArena>(new CudaIpcArena(device, ptr, bytes, handle, /*owner=*/false));
 }
 
