@@ -2,16 +2,23 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/server_posix.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
+#include "common/status.h"
 
 namespace moe {
 
@@ -30,12 +37,100 @@ absl::Status ValidateAddress(const std::string& address) {
       absl::StrCat("address \"", address, "\" is neither unix:PATH nor HOST:PORT"));
 }
 
+namespace {
+
+// A unix-socket listener that hands gRPC only the connections of allowed uids. gRPC's
+// own unix listener cannot tell who connected; SO_PEERCRED on each accepted socket can.
+class PeerCheckedUnixListener {
+ public:
+  static absl::StatusOr<std::unique_ptr<PeerCheckedUnixListener>> Listen(
+      const std::string& path, const std::vector<uint32_t>& allowed) {
+    sockaddr_un addr{};
+    if (path.size() >= sizeof(addr.sun_path)) {
+      return absl::InvalidArgumentError(absl::StrCat("unix socket path ", path, " is longer than ",
+                                                     sizeof(addr.sun_path) - 1, " bytes"));
+    }
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, path.data(), path.size());
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return absl::UnavailableError(absl::StrCat("socket: ", std::strerror(errno)));
+    ::unlink(path.c_str());
+    // Bound with a private umask, then opened up only as far as the allow-list needs.
+    const mode_t old = ::umask(0177);
+    const int bound = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    ::umask(old);
+    if (bound != 0 || ::listen(fd, 128) != 0) {
+      const std::string why = std::strerror(errno);
+      ::close(fd);
+      return absl::UnavailableError(absl::StrCat("cannot listen on unix:", path, ": ", why));
+    }
+    bool others = false;
+    for (uint32_t uid : allowed) others |= uid != ::geteuid();
+    if (others) ::chmod(path.c_str(), 0666);
+    return std::unique_ptr<PeerCheckedUnixListener>(new PeerCheckedUnixListener(fd, allowed));
+  }
+
+  // Accepts until Stop(), handing allowed connections to `server`.
+  void Start(grpc::Server* server) {
+    thread_ = std::thread([this, server] {
+      while (true) {
+        const int conn = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (conn < 0) {
+          if (errno == EINTR || errno == ECONNABORTED) continue;
+          return;  // Stop() shut the socket down
+        }
+        ucred peer{};
+        socklen_t len = sizeof(peer);
+        if (::getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &peer, &len) != 0 ||
+            !PeerUidAllowed(peer.uid, allowed_)) {
+          MOE_LOG(WARNING) << "refused a connection from uid " << peer.uid << " (pid " << peer.pid
+                           << "): not an allowed uid";
+          ::close(conn);
+          continue;
+        }
+        // gRPC's endpoints expect a non-blocking socket (accept4 made it one).
+        grpc::AddInsecureChannelFromFd(server, conn);  // gRPC owns conn now
+      }
+    });
+  }
+
+  void Stop() {
+    ::shutdown(fd_, SHUT_RDWR);
+    if (thread_.joinable()) thread_.join();
+  }
+
+  ~PeerCheckedUnixListener() {
+    Stop();
+    ::close(fd_);
+  }
+
+ private:
+  PeerCheckedUnixListener(int fd, std::vector<uint32_t> allowed)
+      : fd_(fd), allowed_(std::move(allowed)) {}
+  const int fd_;
+  const std::vector<uint32_t> allowed_;
+  std::thread thread_;
+};
+
+}  // namespace
+
 absl::Status ServeUntilSignal(const ServerOptions& options,
                               const std::vector<grpc::Service*>& services,
                               const std::function<void(grpc::Server*)>& on_started,
                               const std::function<void()>& on_stopping) {
   if (auto s = ValidateAddress(options.listen); !s.ok()) return s;
-  if (absl::StartsWith(options.listen, "unix:")) ::unlink(options.listen.c_str() + 5);
+  const bool unix_socket = absl::StartsWith(options.listen, "unix:");
+  if (unix_socket && options.tls.server_enabled()) {
+    return absl::InvalidArgumentError(
+        "TLS is for TCP listeners; a unix socket is guarded by peer uids (--allow-uids)");
+  }
+  MOE_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
+                       MakeServerCredentials(options.tls));
+  std::unique_ptr<PeerCheckedUnixListener> unix_listener;
+  if (unix_socket) {
+    MOE_ASSIGN_OR_RETURN(unix_listener, (PeerCheckedUnixListener::Listen(
+                                            options.listen.substr(5), options.allowed_peer_uids)));
+  }
 
   // Block the signals in every thread; one thread waits for them.
   sigset_t signals;
@@ -48,14 +143,15 @@ absl::Status ServeUntilSignal(const ServerOptions& options,
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
+  if (!unix_socket) builder.AddListeningPort(options.listen, credentials, &port);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   for (grpc::Service* service : services) builder.RegisterService(service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr || port == 0) {
+  if (server == nullptr || (!unix_socket && port == 0)) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen));
   }
+  if (unix_listener != nullptr) unix_listener->Start(server.get());
   server->GetHealthCheckService()->SetServingStatus(true);
   if (on_started) on_started(server.get());
 
@@ -66,6 +162,7 @@ absl::Status ServeUntilSignal(const ServerOptions& options,
   server->GetHealthCheckService()->SetServingStatus(false);
   const auto deadline = std::chrono::system_clock::now() +
                         absl::ToChronoMilliseconds(options.shutdown_grace);
+  if (unix_listener != nullptr) unix_listener->Stop();  // no new connections
   server->Shutdown(deadline);
   server->Wait();
   if (absl::StartsWith(options.listen, "unix:")) ::unlink(options.listen.c_str() + 5);

@@ -8,9 +8,11 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/grpc_security.h"
 
 namespace moe {
 
@@ -18,6 +20,11 @@ struct ServerOptions {
   std::string listen;                      // "unix:/path" or "host:port"
   int max_message_bytes = 64 << 20;        // larger requests are refused
   absl::Duration shutdown_grace = absl::Seconds(10);
+  // TCP only: TLS (mutual when tls.ca is set). A unix socket is guarded by peer uids.
+  TlsFiles tls;
+  // Unix sockets: uids whose connections are accepted (SO_PEERCRED, checked before gRPC
+  // reads a byte); empty: ours only. The socket file is 0600 unless others are allowed.
+  std::vector<uint32_t> allowed_peer_uids;
 };
 
 // Checks an address is "unix:PATH" or "HOST:PORT".

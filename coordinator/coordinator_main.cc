@@ -5,13 +5,16 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "common/command_line.h"
+#include "common/grpc_security.h"
 #include "common/grpc_server.h"
+#include "common/server_flags.h"
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "common/metrics_http_server.h"
@@ -26,8 +29,18 @@
 #include "coordinator/worker_client.h"
 
 ABSL_FLAG(std::string, model, "", "Model directory");
-ABSL_FLAG(std::string, worker, "unix:/tmp/moe-worker.sock", "Expert worker address");
-ABSL_FLAG(std::string, listen, "unix:/tmp/moe.sock", "unix:PATH or HOST:PORT to serve on");
+ABSL_FLAG(std::string, worker, "",
+          "Expert worker address (default: worker.sock in the private socket directory, "
+          "$XDG_RUNTIME_DIR/moe-offload or /tmp/moe-offload-UID)");
+ABSL_FLAG(std::string, listen, "",
+          "unix:PATH or HOST:PORT to serve on (default: moe.sock in the private socket "
+          "directory)");
+ABSL_FLAG(std::string, api_key, "",
+          "Require `authorization: Bearer KEY` on every moe.v1.Generation call (health and "
+          "reflection stay open); also read from $MOE_API_KEY");
+ABSL_FLAG(std::string, worker_tls_ca, "", "TCP worker: PEM CA that signed the worker's certificate");
+ABSL_FLAG(std::string, worker_tls_cert, "", "TCP worker: our PEM client certificate (mutual TLS)");
+ABSL_FLAG(std::string, worker_tls_key, "", "TCP worker: the PEM key of --worker-tls-cert");
 ABSL_FLAG(int, max_requests, 16, "Requests admitted at once; more get RESOURCE_EXHAUSTED");
 ABSL_FLAG(int64_t, max_request_bytes, 1 << 20,
           "Largest prompt (or all chat messages together, or a Tokenize text) in bytes; "
@@ -36,7 +49,9 @@ ABSL_FLAG(double, max_kv_gib, 0,
           "KV cache all running requests may reserve together, in GiB (0: max-requests "
           "full contexts); beyond it RESOURCE_EXHAUSTED");
 ABSL_FLAG(bool, inline_tensors, false, "Send hidden states inside RPCs even on a unix socket");
-ABSL_FLAG(int, max_message_bytes, 64 << 20, "Largest gRPC message accepted");
+ABSL_FLAG(int, max_message_bytes, 4 << 20,
+          "Largest gRPC message accepted (the public API carries prompts: --max-request-bytes "
+          "and a little more)");
 ABSL_FLAG(int, lookahead, 0, "Speculative loading: layers ahead to guess experts for (0: off)");
 ABSL_FLAG(int, prefetch_experts, 2, "Speculative loading: experts prefetched per token and layer");
 ABSL_FLAG(std::string, metrics_listen, "",
@@ -68,7 +83,26 @@ absl::Status Run() {
     return absl::InvalidArgumentError(absl::StrCat("--lookahead must be in [0, ", kMaxLookahead,
                                                    "] and --prefetch-experts >= 1"));
   }
-  MOE_RETURN_IF_ERROR(ValidateAddress(absl::GetFlag(FLAGS_worker)));
+  // Addresses and credentials first: a typo should not cost a model load.
+  std::string worker_address = absl::GetFlag(FLAGS_worker);
+  if (worker_address.empty()) {
+    MOE_ASSIGN_OR_RETURN(worker_address, DefaultSocketAddress("worker.sock"));
+  }
+  MOE_RETURN_IF_ERROR(ValidateAddress(worker_address));
+  ServerOptions options;
+  options.listen = absl::GetFlag(FLAGS_listen);
+  if (options.listen.empty()) {
+    MOE_ASSIGN_OR_RETURN(options.listen, DefaultSocketAddress("moe.sock"));
+  }
+  MOE_RETURN_IF_ERROR(ValidateAddress(options.listen));
+  MOE_RETURN_IF_ERROR(ApplyServerSecurityFlags(&options));
+  const TlsFiles worker_tls{absl::GetFlag(FLAGS_worker_tls_cert), absl::GetFlag(FLAGS_worker_tls_key),
+                            absl::GetFlag(FLAGS_worker_tls_ca)};
+  if (absl::Status tls = MakeChannelCredentials(worker_tls).status(); !tls.ok()) {
+    return Annotate(tls, "--worker-tls-*");
+  }
+  std::string api_key = absl::GetFlag(FLAGS_api_key);
+  if (api_key.empty() && std::getenv("MOE_API_KEY") != nullptr) api_key = std::getenv("MOE_API_KEY");
   MOE_ASSIGN_OR_RETURN(ModelDir dir, ModelDir::Open(model_path));
   MOE_ASSIGN_OR_RETURN(auto tokenizer, dir.LoadTokenizer());
   const int64_t max_context =
@@ -95,7 +129,8 @@ absl::Status Run() {
   }
   MOE_LOG(INFO) << "device " << device->name() << ": " << budget->ToString();
   WorkerClientOptions client_options;
-  client_options.address = absl::GetFlag(FLAGS_worker);
+  client_options.address = worker_address;
+  client_options.tls = worker_tls;
   client_options.arena_slots = 2;  // generations step one at a time; 2 covers overlap
   client_options.force_inline = absl::GetFlag(FLAGS_inline_tensors);
   client_options.device = device.get();  // x/out of RunExperts live there
@@ -118,6 +153,7 @@ absl::Status Run() {
   GenerationServiceOptions service_options;
   service_options.max_requests = absl::GetFlag(FLAGS_max_requests);
   service_options.experts_available = [&] { return worker_up.load(); };
+  service_options.api_key = api_key;
   // A request larger than a message cannot arrive anyway.
   service_options.limits.max_request_bytes = std::min<int64_t>(
       absl::GetFlag(FLAGS_max_request_bytes), absl::GetFlag(FLAGS_max_message_bytes));
@@ -141,8 +177,6 @@ absl::Status Run() {
     MOE_LOG(INFO) << "metrics on http://" << absl::GetFlag(FLAGS_metrics_listen) << "/metrics";
   }
 
-  ServerOptions options;
-  options.listen = absl::GetFlag(FLAGS_listen);
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.shutdown_grace = absl::Seconds(shutdown_grace_s);
   auto on_started = [&](grpc::Server* server) {

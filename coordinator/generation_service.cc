@@ -6,6 +6,7 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "common/chat_template.h"
+#include "common/grpc_security.h"
 #include "common/grpc_status.h"
 #include "common/prometheus_text.h"
 #include "common/status.h"
@@ -71,6 +72,9 @@ absl::Status GenerationService::ReserveKv(int64_t bytes, int64_t tokens) {
 grpc::Status GenerationService::Generate(grpc::ServerContext* context,
                                          const v1::GenerateRequest* request,
                                          grpc::ServerWriter<v1::GenerateResponse>* writer) {
+  if (absl::Status auth = CheckBearerToken(*context, options_.api_key); !auth.ok()) {
+    return ToGrpcStatus(auth);
+  }
   // Size and encoding first: an oversized request costs nothing, not even a slot.
   if (absl::Status sized = CheckRequestSize(*request, options_.limits); !sized.ok()) {
     return ToGrpcStatus(sized);
@@ -257,8 +261,12 @@ std::string GenerationService::RenderMetrics() const {
   return out.text();
 }
 
-grpc::Status GenerationService::Tokenize(grpc::ServerContext*, const v1::TokenizeRequest* request,
+grpc::Status GenerationService::Tokenize(grpc::ServerContext* context,
+                                         const v1::TokenizeRequest* request,
                                          v1::TokenizeResponse* response) {
+  if (absl::Status auth = CheckBearerToken(*context, options_.api_key); !auth.ok()) {
+    return ToGrpcStatus(auth);
+  }
   if (absl::Status sized = CheckRequestSize(*request, options_.limits); !sized.ok()) {
     return ToGrpcStatus(sized);
   }
@@ -270,8 +278,12 @@ grpc::Status GenerationService::Tokenize(grpc::ServerContext*, const v1::Tokeniz
   return grpc::Status::OK;
 }
 
-grpc::Status GenerationService::GetModelInfo(grpc::ServerContext*, const v1::GetModelInfoRequest*,
+grpc::Status GenerationService::GetModelInfo(grpc::ServerContext* context,
+                                             const v1::GetModelInfoRequest*,
                                              v1::ModelInfo* response) {
+  if (absl::Status auth = CheckBearerToken(*context, options_.api_key); !auth.ok()) {
+    return ToGrpcStatus(auth);
+  }
   const ModelConfig& c = model_->config();
   response->set_model_type(c.model_type);
   response->set_vocab_size(c.vocab_size);

@@ -31,6 +31,9 @@ struct GenerationServiceOptions {
   // prompt plus max_new_tokens positions); beyond it RESOURCE_EXHAUSTED says how much is
   // in use. 0: no budget beyond max_requests.
   int64_t max_kv_bytes = 0;
+  // When set, every call must carry `authorization: Bearer api_key` (UNAUTHENTICATED
+  // otherwise, before any other check).
+  std::string api_key;
 };
 
 // Thread-safe. `model` and `tokenizer` must outlive the service.

@@ -45,7 +45,9 @@ absl::StatusOr<std::unique_ptr<WorkerClient>> WorkerClient::Create(
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  auto channel = grpc::CreateCustomChannel(options.address, grpc::InsecureChannelCredentials(), args);
+  MOE_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> credentials,
+                       MakeChannelCredentials(options.tls));
+  auto channel = grpc::CreateCustomChannel(options.address, credentials, args);
   std::unique_ptr<SharedArena> arena;
   std::unique_ptr<backend::DeviceIpcArena> device_arena;
   if (absl::StartsWith(options.address, "unix:") && !options.force_inline) {

@@ -20,6 +20,7 @@
 #include "common/backend/device.h"
 #include "common/backend/device_ipc_arena.h"
 #include "common/expert_backend.h"
+#include "common/grpc_security.h"
 #include "common/model_config.h"
 #include "common/shared_arena.h"
 #include "moe/v1/expert_worker.grpc.pb.h"
@@ -28,6 +29,7 @@ namespace moe::coordinator {
 
 struct WorkerClientOptions {
   std::string address;              // "unix:PATH" (zero-copy) or "HOST:PORT" (inline)
+  TlsFiles tls;                     // TCP: verify the worker (ca), prove ourselves (cert, key)
   int arena_slots = 8;              // RunExperts calls that may be in flight at once
   int64_t max_tokens_per_call = 256;  // longer batches (prefill) go in chunks
   // RunExperts' deadline is the smaller of this and worker_grace; a call past it counts

@@ -14,6 +14,8 @@
 #include "common/backend/device.h"
 #include "common/command_line.h"
 #include "common/grpc_server.h"
+#include "common/grpc_security.h"
+#include "common/server_flags.h"
 #include "common/logging.h"
 #include "common/metrics_http_server.h"
 #include "common/model_dir.h"
@@ -23,7 +25,9 @@
 #include "expert_worker/worker_service.h"
 
 ABSL_FLAG(std::string, model, "", "Model directory");
-ABSL_FLAG(std::string, listen, "unix:/tmp/moe-worker.sock", "unix:PATH or HOST:PORT");
+ABSL_FLAG(std::string, listen, "",
+          "unix:PATH or HOST:PORT (default: worker.sock in $XDG_RUNTIME_DIR/moe-offload or "
+          "/tmp/moe-offload-UID, a 0700 directory)");
 ABSL_FLAG(int, cache_per_layer, 0, "Experts kept resident per layer (0: all, or --cache-bytes)");
 ABSL_FLAG(int64_t, cache_bytes, 0, "Expert cache budget in bytes (alternative to --cache-per-layer)");
 ABSL_FLAG(std::string, policy, "lru", "Cache eviction policy");
@@ -42,9 +46,7 @@ ABSL_FLAG(double, shutdown_grace_s, 10, "On SIGTERM/SIGINT: seconds in-flight ca
 ABSL_FLAG(int64_t, max_call_tokens, 4096,
           "Most tokens one RunExperts may carry (a coordinator asking for more per call is "
           "capped at attach time; larger calls are refused)");
-ABSL_FLAG(std::vector<std::string>, allow_uids, {},
-          "uids whose coordinators may attach an activation arena (default: this process's "
-          "own uid)");
+
 
 namespace moe::expert_worker {
 namespace {
@@ -116,14 +118,7 @@ absl::Status Run() {
                                                    service_options.max_call_tokens,
                                                    " is not in [1, 1048576]"));
   }
-  for (const std::string& uid : absl::GetFlag(FLAGS_allow_uids)) {
-    uint32_t value;
-    if (!absl::SimpleAtoi(uid, &value)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--allow-uids: ", QuoteForMessage(uid), " is not a uid"));
-    }
-    service_options.arena_policy.allowed_uids.push_back(value);
-  }
+  MOE_ASSIGN_OR_RETURN(service_options.arena_policy.allowed_uids, AllowedUidsFlag());
   WorkerService service(cache.get(), service_options);
   std::unique_ptr<MetricsHttpServer> metrics;
   if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
@@ -133,7 +128,11 @@ absl::Status Run() {
   }
   ServerOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);
+  if (options.listen.empty()) {
+    MOE_ASSIGN_OR_RETURN(options.listen, DefaultSocketAddress("worker.sock"));
+  }
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  MOE_RETURN_IF_ERROR(ApplyServerSecurityFlags(&options));
   if (!(absl::GetFlag(FLAGS_shutdown_grace_s) >= 0)) {
     return absl::InvalidArgumentError("--shutdown-grace-s must be >= 0");
   }

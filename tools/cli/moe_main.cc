@@ -15,6 +15,7 @@
 //   moe sizes    --config config.json
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -33,6 +34,7 @@
 #include "common/command_line.h"
 #include "common/npy.h"
 #include "common/status.h"
+#include "common/grpc_security.h"
 #include "common/grpc_status.h"
 #include "coordinator/generator.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -68,6 +70,11 @@ ABSL_FLAG(double, link_gbps, 0, "in-process link model: copy bandwidth in GB/s (
 ABSL_FLAG(double, link_latency_us, 0, "in-process link model: fixed cost per copy");
 ABSL_FLAG(int, lookahead, 0, "speculative loading: layers ahead to guess experts for (0: off)");
 ABSL_FLAG(int, prefetch_experts, 2, "speculative loading: experts prefetched per token and layer");
+ABSL_FLAG(std::string, api_key, "",
+          "--server: send `authorization: Bearer KEY` (default: $MOE_API_KEY)");
+ABSL_FLAG(std::string, tls_ca, "", "--server/--worker over TCP with TLS: PEM CA of the server");
+ABSL_FLAG(std::string, tls_cert, "", "mutual TLS: our PEM client certificate");
+ABSL_FLAG(std::string, tls_key, "", "mutual TLS: the PEM key of --tls-cert");
 ABSL_FLAG(std::string, service, "", "health: the service to ask about (\"\": the server)");
 ABSL_FLAG(double, timeout, 0, "generate --server: deadline in seconds (0: none)");
 ABSL_FLAG(std::string, text_file, "",
@@ -100,9 +107,21 @@ EngineOptions EngineFlags() {
   return options;
 }
 
+// A channel to a server of ours: TLS when --tls-ca or --tls-cert is given.
+std::shared_ptr<grpc::Channel> ClientChannel(const std::string& address) {
+  const TlsFiles tls{absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
+                     absl::GetFlag(FLAGS_tls_ca)};
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials = MakeChannelCredentials(tls);
+  if (!credentials.ok()) {
+    std::fprintf(stderr, "error: --tls-*: %s\n", std::string(credentials.status().message()).c_str());
+    std::exit(2);
+  }
+  return grpc::CreateChannel(address, *credentials);
+}
+
 // The C++ client of moe.v1.Generation: streams from a running coordinator.
 absl::Status RunGenerateRemote(const std::string& server, const std::string& prompt) {
-  auto channel = grpc::CreateChannel(server, grpc::InsecureChannelCredentials());
+  auto channel = ClientChannel(server);
   auto stub = v1::Generation::NewStub(channel);
   v1::GenerateRequest request;
   if (absl::GetFlag(FLAGS_chat)) {
@@ -118,6 +137,9 @@ absl::Status RunGenerateRemote(const std::string& server, const std::string& pro
   request.set_top_k(static_cast<uint32_t>(std::max(0, absl::GetFlag(FLAGS_top_k))));
   request.set_seed(absl::GetFlag(FLAGS_seed));
   grpc::ClientContext context;
+  std::string api_key = absl::GetFlag(FLAGS_api_key);
+  if (api_key.empty() && std::getenv("MOE_API_KEY") != nullptr) api_key = std::getenv("MOE_API_KEY");
+  AddBearerToken(&context, api_key);
   if (absl::GetFlag(FLAGS_timeout) > 0) {
     context.set_deadline(std::chrono::system_clock::now() +
                          std::chrono::milliseconds(int64_t(absl::GetFlag(FLAGS_timeout) * 1000)));
@@ -343,7 +365,7 @@ absl::Status RunBenchCommand() {
 }
 
 std::unique_ptr<v1::ExpertWorker::Stub> WorkerStub(const std::string& address) {
-  return v1::ExpertWorker::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  return v1::ExpertWorker::NewStub(ClientChannel(address));
 }
 
 // `moe worker-stats --worker ADDR`: the worker's GetStats as JSON.
@@ -385,8 +407,7 @@ absl::Status RunSetPolicy() {
 // `moe health --server ADDR [--service NAME]`: exit 0 when SERVING.
 absl::Status RunHealth() {
   MOE_ASSIGN_OR_RETURN(std::string server, RequiredFlag(FLAGS_server, "server"));
-  auto stub = grpc::health::v1::Health::NewStub(
-      grpc::CreateChannel(server, grpc::InsecureChannelCredentials()));
+  auto stub = grpc::health::v1::Health::NewStub(ClientChannel(server));
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
   grpc::health::v1::HealthCheckRequest request;
