@@ -78,25 +78,31 @@ void GenerationService::BeginShutdown(absl::Time drain_deadline) {
 grpc::Status GenerationService::Generate(grpc::ServerContext* context,
                                          const v1::GenerateRequest* request,
                                          grpc::ServerWriter<v1::GenerateResponse>* writer) {
-  if (shutting_down_.load()) {
-    return ToGrpcStatus(absl::UnavailableError("the coordinator is shutting down"));
-  }
+  return ToGrpcStatus(Serve(
+      *request, [context] { return context->IsCancelled(); },
+      [writer](const v1::GenerateResponse& response) { return writer->Write(response); }));
+}
+
+absl::Status GenerationService::Serve(const v1::GenerateRequest& request,
+                                      const std::function<bool()>& client_gone,
+                                      const ResponseWriter& write) {
+  if (shutting_down_.load()) return absl::UnavailableError("the coordinator is shutting down");
   if (admitted_.fetch_add(1) >= options_.max_requests) {
     admitted_.fetch_sub(1);
     {
       std::lock_guard<std::mutex> lock(totals_mu_);
       ++totals_.rejected;
     }
-    return ToGrpcStatus(absl::ResourceExhaustedError(absl::StrCat(
-        "the coordinator is serving its limit of ", options_.max_requests, " requests; retry later")));
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the coordinator is serving its limit of ", options_.max_requests, " requests; retry later"));
   }
   absl::Cleanup release = [this] { admitted_.fetch_sub(1); };
-  return ToGrpcStatus(DoGenerate(context, *request, writer));
+  return DoGenerate(request, client_gone, write);
 }
 
-absl::Status GenerationService::DoGenerate(grpc::ServerContext* context,
-                                           const v1::GenerateRequest& request,
-                                           grpc::ServerWriter<v1::GenerateResponse>* writer) {
+absl::Status GenerationService::DoGenerate(const v1::GenerateRequest& request,
+                                           const std::function<bool()>& client_gone,
+                                           const ResponseWriter& write) {
   using Clock = std::chrono::steady_clock;
   const auto received = Clock::now();
   MOE_ASSIGN_OR_RETURN(std::vector<int> prompt, PromptIds(request));
@@ -117,7 +123,7 @@ absl::Status GenerationService::DoGenerate(grpc::ServerContext* context,
   auto drained = [this] {
     return shutting_down_.load() && absl::GetCurrentTimeNanos() >= drain_deadline_ns_.load();
   };
-  options.cancelled = [context, drained] { return context->IsCancelled() || drained(); };
+  options.cancelled = [&client_gone, drained] { return client_gone() || drained(); };
   options.run_step = [this](const std::function<absl::Status()>& step) { return executor_.Run(step); };
   // A bad request is INVALID_ARGUMENT even while no worker answers.
   MOE_RETURN_IF_ERROR(CheckGenerateRequest(model_->config(), int64_t(prompt.size()), options));
@@ -143,14 +149,14 @@ absl::Status GenerationService::DoGenerate(grpc::ServerContext* context,
       }
       response.set_text(stops.Push(*piece, &stopped));
     }
-    if (!writer->Write(response)) {
+    if (!write(response)) {
       stream_status = absl::CancelledError("the client went away");
       return false;
     }
     return !stopped;
   };
   absl::StatusOr<GenerationResult> generated = coordinator::Generate(*model_, prompt, options, on_token);
-  if (absl::IsCancelled(generated.status()) && drained() && !context->IsCancelled()) {
+  if (absl::IsCancelled(generated.status()) && drained() && !client_gone()) {
     const absl::Status drained_status = absl::UnavailableError(
         "the coordinator shut down before this generation finished (--shutdown-grace-s); retry");
     Record(drained_status, nullptr, first_token_s);
@@ -188,7 +194,7 @@ absl::Status GenerationService::DoGenerate(grpc::ServerContext* context,
   stats->set_expert_compute_s(forward.experts.compute_s);
   stats->set_guess_recall(forward.speculation.recall());
   stats->set_guess_precision(forward.speculation.precision());
-  if (!writer->Write(last)) return absl::CancelledError("the client went away");
+  if (!write(last)) return absl::CancelledError("the client went away");
   return absl::OkStatus();
 }
 

@@ -40,6 +40,14 @@ class GenerationService final : public v1::Generation::Service {
   grpc::Status GetModelInfo(grpc::ServerContext* context, const v1::GetModelInfoRequest* request,
                             v1::ModelInfo* response) override;
 
+  // Sends one response of a generation; false when the client went away.
+  using ResponseWriter = std::function<bool(const v1::GenerateResponse&)>;
+  // Generate without gRPC (coordinator/http_api serves it too): the shutdown and
+  // admission checks, the request checks, then the generation. `client_gone` is asked
+  // before every layer step.
+  absl::Status Serve(const v1::GenerateRequest& request, const std::function<bool()>& client_gone,
+                     const ResponseWriter& write);
+
   // The service's figures since start as Prometheus text (names moe_coordinator_...).
   std::string RenderMetrics() const;
   // Graceful shutdown: from now on Generate answers UNAVAILABLE; generations in flight
@@ -51,8 +59,8 @@ class GenerationService final : public v1::Generation::Service {
   // Renders the request's prompt (plain or chat) to token ids; INVALID_ARGUMENT when
   // neither or both are given, or for a bad chat.
   absl::StatusOr<std::vector<int>> PromptIds(const v1::GenerateRequest& request) const;
-  absl::Status DoGenerate(grpc::ServerContext* context, const v1::GenerateRequest& request,
-                          grpc::ServerWriter<v1::GenerateResponse>* writer);
+  absl::Status DoGenerate(const v1::GenerateRequest& request,
+                          const std::function<bool()>& client_gone, const ResponseWriter& write);
 
   // Totals over finished streams, for /metrics.
   struct Totals {

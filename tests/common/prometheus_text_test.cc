@@ -1,0 +1,28 @@
+#include "common/prometheus_text.h"
+
+#include "gtest/gtest.h"
+
+namespace moe {
+namespace {
+
+TEST(PrometheusTextTest, WritesHelpAndTypeOncePerFamilyAndEscapesLabels) {
+  PrometheusText text;
+  text.Counter("moe_test_total", "A test counter", 3, {{"layer", "0"}});
+  text.Counter("moe_test_total", "A test counter", 4, {{"layer", "1"}});
+  text.Gauge("moe_ratio", "Quote \" and\nnewline", 0.5, {{"policy", "a\"b\\c"}});
+  EXPECT_EQ(text.text(),
+            "# HELP moe_test_total A test counter\n# TYPE moe_test_total counter\n"
+            "moe_test_total{layer=\"0\"} 3\nmoe_test_total{layer=\"1\"} 4\n"
+            "# HELP moe_ratio Quote \" and\\nnewline\n# TYPE moe_ratio gauge\n"
+            "moe_ratio{policy=\"a\\\"b\\\\c\"} 0.5\n");
+}
+
+TEST(PrometheusTextTest, NamesMayNotHaveColonsOrStartWithDigits) {
+  EXPECT_TRUE(IsValidMetricName("moe_worker_hit_ratio"));
+  EXPECT_FALSE(IsValidMetricName("moe:hit_ratio"));
+  EXPECT_FALSE(IsValidMetricName("0moe"));
+  EXPECT_FALSE(IsValidMetricName(""));
+}
+
+}  // namespace
+}  // namespace moe
