@@ -1,16 +1,24 @@
 #include "common/http_server.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <httplib.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <fstream>
+#include <iterator>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "common/logging.h"
+#include "common/prometheus_text.h"
 #include "common/status.h"
 
 namespace moe {
@@ -109,9 +117,49 @@ HttpServer::~HttpServer() {
   }
 }
 
+std::string ProcessMetrics() {
+  PrometheusText out;
+  // /proc/self/stat: fields after the command name (which may hold spaces) in ")".
+  std::ifstream stat_file("/proc/self/stat");
+  std::string stat((std::istreambuf_iterator<char>(stat_file)), std::istreambuf_iterator<char>());
+  const size_t close = stat.rfind(')');
+  std::vector<std::string> f;
+  if (close != std::string::npos) f = absl::StrSplit(stat.substr(close + 2), ' ', absl::SkipEmpty());
+  const double ticks = static_cast<double>(::sysconf(_SC_CLK_TCK));
+  const double page = static_cast<double>(::sysconf(_SC_PAGESIZE));
+  auto field = [&](size_t stat_index) {  // 1-based index in proc(5); f starts at field 3
+    double v = 0;
+    return stat_index - 3 < f.size() && absl::SimpleAtod(f[stat_index - 3], &v) ? v : 0.0;
+  };
+  out.Counter("process_cpu_seconds_total", "User and system CPU time spent in seconds",
+              (field(14) + field(15)) / ticks);
+  out.Gauge("process_resident_memory_bytes", "Resident memory size in bytes", field(24) * page);
+  out.Gauge("process_virtual_memory_bytes", "Virtual memory size in bytes", field(23));
+  // Start time: ticks after boot, plus the boot time from /proc/stat.
+  std::ifstream proc_stat("/proc/stat");
+  double boot = 0;
+  for (std::string line; std::getline(proc_stat, line);) {
+    absl::string_view rest = line;
+    if (absl::ConsumePrefix(&rest, "btime ")) absl::SimpleAtod(rest, &boot);
+  }
+  out.Gauge("process_start_time_seconds", "Start time of the process since unix epoch in seconds",
+            boot + field(22) / ticks);
+  int fds = 0;
+  if (DIR* dir = ::opendir("/proc/self/fd")) {
+    while (const dirent* e = ::readdir(dir)) fds += e->d_name[0] != '.';
+    ::closedir(dir);
+    --fds;  // the directory's own descriptor
+  }
+  out.Gauge("process_open_fds", "Number of open file descriptors", fds);
+  rlimit limit{};
+  ::getrlimit(RLIMIT_NOFILE, &limit);
+  out.Gauge("process_max_fds", "Maximum number of open file descriptors", double(limit.rlim_cur));
+  return out.text();
+}
+
 void AddMetricsRoute(httplib::Server& server, std::function<std::string()> render) {
   server.Get("/metrics", [render = std::move(render)](const httplib::Request&, httplib::Response& res) {
-    res.set_content(render(), "text/plain; version=0.0.4; charset=utf-8");
+    res.set_content(render() + ProcessMetrics(), "text/plain; version=0.0.4; charset=utf-8");
   });
 }
 

@@ -71,7 +71,11 @@ class HttpServer {
   std::thread thread_;
 };
 
-// Registers GET /metrics answering render() as Prometheus text.
+// The standard process_* metrics (CPU seconds, resident and virtual memory, start
+// time, open and maximum file descriptors) of this process, from /proc.
+std::string ProcessMetrics();
+
+// Registers GET /metrics answering render() and ProcessMetrics() as Prometheus text.
 void AddMetricsRoute(httplib::Server& server, std::function<std::string()> render);
 
 // A server of /metrics alone (--metrics-listen of both processes).

@@ -1,5 +1,6 @@
 #include "common/prometheus_text.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -60,22 +61,31 @@ void PrometheusText::Gauge(absl::string_view name, absl::string_view help, doubl
 void PrometheusText::Add(absl::string_view type, absl::string_view name, absl::string_view help,
                          double value, const Labels& labels) {
   MOE_CHECK(IsValidMetricName(name)) << "bad metric name " << name;
-  if (families_.find(name) == families_.end()) {
-    families_.emplace(name);
-    absl::StrAppend(&text_, "# HELP ", name, " ", Escape(help, false), "\n# TYPE ", name, " ",
-                    type, "\n");
+  auto family = std::find_if(families_.begin(), families_.end(),
+                             [&](const Family& f) { return f.name == name; });
+  if (family == families_.end()) {
+    family = families_.insert(families_.end(), Family{std::string(name), "", ""});
+    family->header = absl::StrCat("# HELP ", name, " ", Escape(help, false), "\n# TYPE ", name, " ",
+                                  type, "\n");
   }
-  absl::StrAppend(&text_, name);
+  std::string& out = family->samples;
+  absl::StrAppend(&out, name);
   if (!labels.empty()) {
-    text_ += '{';
+    out += '{';
     for (size_t i = 0; i < labels.size(); ++i) {
       MOE_CHECK(IsValidMetricName(labels[i].first)) << "bad label name " << labels[i].first;
-      absl::StrAppend(&text_, i ? "," : "", labels[i].first, "=\"", Escape(labels[i].second, true),
+      absl::StrAppend(&out, i ? "," : "", labels[i].first, "=\"", Escape(labels[i].second, true),
                       "\"");
     }
-    text_ += '}';
+    out += '}';
   }
-  absl::StrAppend(&text_, " ", FormatValue(value), "\n");
+  absl::StrAppend(&out, " ", FormatValue(value), "\n");
+}
+
+std::string PrometheusText::text() const {
+  std::string out;
+  for (const Family& f : families_) absl::StrAppend(&out, f.header, f.samples);
+  return out;
 }
 
 }  // namespace moe

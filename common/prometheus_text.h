@@ -1,9 +1,10 @@
 // Prometheus text exposition format (version 0.0.4): what an HTTP /metrics endpoint
-// answers. Each metric family gets its HELP and TYPE lines once, then its samples.
+// answers. Each metric family gets its HELP and TYPE lines once, then all its samples
+// together (the format requires a family's lines to be contiguous), families in the
+// order they were first written.
 #ifndef MOE_COMMON_PROMETHEUS_TEXT_H_
 #define MOE_COMMON_PROMETHEUS_TEXT_H_
 
-#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -24,13 +25,15 @@ class PrometheusText {
   void Gauge(absl::string_view name, absl::string_view help, double value,
              const Labels& labels = {});
 
-  const std::string& text() const { return text_; }
+  std::string text() const;
 
  private:
   void Add(absl::string_view type, absl::string_view name, absl::string_view help, double value,
            const Labels& labels);
-  std::string text_;
-  std::set<std::string, std::less<>> families_;
+  struct Family {
+    std::string name, header, samples;
+  };
+  std::vector<Family> families_;  // in first-written order
 };
 
 // Whether `name` is a valid metric or label name without colons.

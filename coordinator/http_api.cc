@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
+#include "common/http_server.h"
 #include "common/status.h"
 #include "coordinator/web/chat_page.h"  // generated from web/chat.html: kChatPageHtml
 
@@ -271,9 +272,7 @@ void AddHttpApi(httplib::Server& server, GenerationService* service, HttpApiOpti
     api->Models(res);
   });
   server.Get("/health", [api](const httplib::Request&, httplib::Response& res) { api->Health(res); });
-  server.Get("/metrics", [api](const httplib::Request&, httplib::Response& res) {
-    res.set_content(api->Metrics(), "text/plain; version=0.0.4; charset=utf-8");
-  });
+  AddMetricsRoute(server, [api] { return api->Metrics(); });
   server.Get("/", [](const httplib::Request&, httplib::Response& res) {
     // Everything the page needs is in it: nothing may come from elsewhere.
     res.set_header("Content-Security-Policy",

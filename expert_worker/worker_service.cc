@@ -346,7 +346,7 @@ std::string WorkerService::RenderMetrics() const {
     out.Gauge("moe_worker_prefetch_precision", "Prefetched experts then used / prefetched experts",
               c.prefetch_precision(), l);
   };
-  per_layer(stats.total(), "all");
+  // Per layer only: a layer="all" series beside them would count twice under sum().
   for (const auto& layer : stats.layers()) per_layer(layer.counters(), std::to_string(layer.layer()));
   out.Gauge("moe_worker_cache_slots_per_layer", "Experts the cache holds per layer",
             stats.cache_per_layer());

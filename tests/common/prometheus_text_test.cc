@@ -17,6 +17,19 @@ TEST(PrometheusTextTest, WritesHelpAndTypeOncePerFamilyAndEscapesLabels) {
             "moe_ratio{policy=\"a\\\"b\\\\c\"} 0.5\n");
 }
 
+TEST(PrometheusTextTest, InterleavedWritesComeOutAsContiguousFamilies) {
+  PrometheusText text;
+  for (const char* layer : {"0", "1"}) {
+    text.Counter("moe_hits_total", "Hits", 1, {{"layer", layer}});
+    text.Gauge("moe_ratio", "Ratio", 0.5, {{"layer", layer}});
+  }
+  EXPECT_EQ(text.text(),
+            "# HELP moe_hits_total Hits\n# TYPE moe_hits_total counter\n"
+            "moe_hits_total{layer=\"0\"} 1\nmoe_hits_total{layer=\"1\"} 1\n"
+            "# HELP moe_ratio Ratio\n# TYPE moe_ratio gauge\n"
+            "moe_ratio{layer=\"0\"} 0.5\nmoe_ratio{layer=\"1\"} 0.5\n");
+}
+
 TEST(PrometheusTextTest, NamesMayNotHaveColonsOrStartWithDigits) {
   EXPECT_TRUE(IsValidMetricName("moe_worker_hit_ratio"));
   EXPECT_FALSE(IsValidMetricName("moe:hit_ratio"));
