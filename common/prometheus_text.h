@@ -5,6 +5,8 @@
 #ifndef MOE_COMMON_PROMETHEUS_TEXT_H_
 #define MOE_COMMON_PROMETHEUS_TEXT_H_
 
+#include <cstdint>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -12,6 +14,30 @@
 #include "absl/strings/string_view.h"
 
 namespace moe {
+
+// Latencies in seconds counted into buckets of fixed upper bounds, for a Prometheus
+// histogram. Thread-safe.
+class LatencyHistogram {
+ public:
+  // 1 ms to 60 s, roughly x2.5 apart: RunExperts calls and decode steps at the low end,
+  // time to first token of long prompts at the high end.
+  static std::vector<double> DefaultBounds();
+  explicit LatencyHistogram(std::vector<double> bounds = DefaultBounds());
+
+  void Observe(double seconds);
+
+  struct Snapshot {
+    std::vector<double> bounds;     // ascending upper bounds; +Inf is implied
+    std::vector<uint64_t> buckets;  // per bound (not cumulative), then one past the last
+    double sum = 0;
+    uint64_t count = 0;
+  };
+  Snapshot Get() const;
+
+ private:
+  mutable std::mutex mu_;
+  Snapshot data_;  // guarded by mu_
+};
 
 // Not thread-safe; build one per scrape.
 class PrometheusText {
@@ -24,6 +50,10 @@ class PrometheusText {
                const Labels& labels = {});
   void Gauge(absl::string_view name, absl::string_view help, double value,
              const Labels& labels = {});
+
+  // NAME_bucket{le=...} (cumulative, +Inf last), NAME_sum and NAME_count.
+  void Histogram(absl::string_view name, absl::string_view help,
+                 const LatencyHistogram::Snapshot& histogram);
 
   std::string text() const;
 

@@ -137,8 +137,16 @@ absl::Status GenerationService::DoGenerate(const v1::GenerateRequest& request,
   bool stopped = false;
   double first_token_s = 0;
   const int eos = static_cast<int>(model_->config().eos_token_id);
+  Clock::time_point last_token;
   auto on_token = [&](int token) {
-    if (first_token_s == 0) first_token_s = std::chrono::duration<double>(Clock::now() - received).count();
+    const auto now = Clock::now();
+    if (first_token_s == 0) {
+      first_token_s = std::chrono::duration<double>(now - received).count();
+      time_to_first_token_.Observe(first_token_s);
+    } else {
+      inter_token_.Observe(std::chrono::duration<double>(now - last_token).count());
+    }
+    last_token = now;
     v1::GenerateResponse response;
     response.add_token_ids(static_cast<uint32_t>(token));
     if (token != eos) {
@@ -239,6 +247,10 @@ std::string GenerationService::RenderMetrics() const {
               t.decode_s);
   out.Counter("moe_coordinator_time_to_first_token_seconds_total",
               "Sum of time to first token over finished streams", t.time_to_first_token_s);
+  out.Histogram("moe_coordinator_first_token_latency_seconds",
+                "Seconds from a request to its first token", time_to_first_token_.Get());
+  out.Histogram("moe_coordinator_inter_token_latency_seconds",
+                "Seconds between consecutive tokens of a stream", inter_token_.Get());
   const uint64_t decoded = t.generated_tokens > t.ok ? t.generated_tokens - t.ok : 0;
   out.Gauge("moe_coordinator_decode_tokens_per_second", "Decoded tokens / decode seconds since start",
             t.decode_s > 0 ? decoded / t.decode_s : 0);

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/prometheus_text.h"
 #include "common/tokenizer.h"
 #include "coordinator/generator.h"
 #include "coordinator/mixtral_model.h"
@@ -77,6 +78,7 @@ class GenerationService final : public v1::Generation::Service {
   std::atomic<int> admitted_{0};
   mutable std::mutex totals_mu_;
   Totals totals_;  // guarded by totals_mu_
+  LatencyHistogram time_to_first_token_, inter_token_;  // for /metrics
   std::atomic<bool> shutting_down_{false};
   std::atomic<int64_t> drain_deadline_ns_{0};  // absl::ToUnixNanos, once shutting_down_
   StepExecutor executor_;

@@ -30,6 +30,18 @@ TEST(PrometheusTextTest, InterleavedWritesComeOutAsContiguousFamilies) {
             "moe_ratio{layer=\"0\"} 0.5\nmoe_ratio{layer=\"1\"} 0.5\n");
 }
 
+TEST(PrometheusTextTest, HistogramsHaveCumulativeBucketsSumAndCount) {
+  LatencyHistogram latency({0.1, 1});
+  for (double s : {0.05, 0.1, 0.5, 2.0}) latency.Observe(s);
+  PrometheusText text;
+  text.Histogram("moe_latency_seconds", "Latency", latency.Get());
+  EXPECT_EQ(text.text(),
+            "# HELP moe_latency_seconds Latency\n# TYPE moe_latency_seconds histogram\n"
+            "moe_latency_seconds_bucket{le=\"0.1\"} 2\nmoe_latency_seconds_bucket{le=\"1\"} 3\n"
+            "moe_latency_seconds_bucket{le=\"+Inf\"} 4\n"
+            "moe_latency_seconds_sum 2.6499999999999999\nmoe_latency_seconds_count 4\n");
+}
+
 TEST(PrometheusTextTest, NamesMayNotHaveColonsOrStartWithDigits) {
   EXPECT_TRUE(IsValidMetricName("moe_worker_hit_ratio"));
   EXPECT_FALSE(IsValidMetricName("moe:hit_ratio"));

@@ -84,6 +84,19 @@ def main():
         layers = {s.labels["layer"] for s in w["moe_worker_expert_hits"]}
         assert layers == {str(i) for i in range(len(layers))} and layers, layers
         assert sum(s.value for s in w["moe_worker_expert_hits"] + w["moe_worker_expert_misses"]) > 0
+        histograms = [("worker", "moe_worker_run_experts_latency_seconds"),
+                      ("coordinator --http-listen", "moe_coordinator_first_token_latency_seconds"),
+                      ("coordinator --http-listen", "moe_coordinator_inter_token_latency_seconds")]
+        for scrape, family in histograms:
+            samples = scrapes[scrape][family]
+            buckets = [s for s in samples if s.name == family + "_bucket"]
+            count = value(scrapes[scrape], family, family + "_count")
+            assert buckets[-1].labels["le"] == "+Inf" and buckets[-1].value == count > 0, samples
+            assert all(a.value <= b.value for a, b in zip(buckets, buckets[1:])), samples
+            assert value(scrapes[scrape], family, family + "_sum") > 0
+        # 16 tokens: the first, then 15 gaps between tokens.
+        assert value(scrapes["coordinator --http-listen"], "moe_coordinator_inter_token_latency_seconds",
+                     "moe_coordinator_inter_token_latency_seconds_count") == 15
         c = scrapes["coordinator --http-listen"]
         assert value(c, "moe_coordinator_requests", outcome="ok") == 1
         assert value(c, "moe_coordinator_generated_tokens") == 16
