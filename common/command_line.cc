@@ -1,10 +1,17 @@
 #include "common/command_line.h"
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <iostream>
 #include <string>
 
+#include "absl/flags/internal/program_name.h"
+#include "absl/flags/internal/usage.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/str_cat.h"
 
 namespace moe {
 
@@ -22,6 +29,24 @@ void NormalizeFlagNames(int argc, char** argv) {
 
 std::vector<char*> ParseFlags(int argc, char** argv) {
   NormalizeFlagNames(argc, argv);
+  absl::FlagsUsageConfig config;
+  config.version_string = [] {
+    return absl::StrCat("moe-offload ", MOE_VERSION, " (commit ", MOE_COMMIT, ")\n");
+  };
+  absl::SetFlagsUsageConfig(config);
+  // Abseil's --help lists only flags of a file named like the binary (none here: it
+  // said "No flags matched") and exits 1; asking for help is no error.
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--") == 0) break;
+    for (const char* help : {"--help", "-help", "--helpfull", "-helpfull", "--helpshort", "-h"}) {
+      if (std::strcmp(argv[i], help) == 0) {
+        absl::flags_internal::SetProgramInvocationName(argv[0]);
+        absl::flags_internal::FlagsHelp(std::cout, "", absl::flags_internal::HelpFormat::kHumanReadable,
+                                        absl::ProgramUsageMessage());
+        std::exit(0);
+      }
+    }
+  }
   return absl::ParseCommandLine(argc, argv);
 }
 
