@@ -3,7 +3,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <iostream>
+#include <memory>
 #include <string>
 
 #include "absl/flags/internal/program_name.h"
@@ -11,7 +13,10 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 
 namespace moe {
 
@@ -27,7 +32,47 @@ void NormalizeFlagNames(int argc, char** argv) {
   }
 }
 
+namespace {
+
+// Expands --flagfile=PATH[,PATH...] in place (one level), so that a file may use the
+// dashed names the command line accepts; Abseil's own reader knows only underscores.
+// The strings live for the process: parsed flags and positional arguments point into them.
+std::vector<char*> ExpandFlagfiles(int argc, char** argv) {
+  static std::vector<std::unique_ptr<std::string>> storage;
+  std::vector<char*> out;
+  for (int i = 0; i < argc; ++i) {
+    const absl::string_view arg = argv[i];
+    bool after_dashes = false;
+    for (int j = 1; j < i; ++j) after_dashes |= std::strcmp(argv[j], "--") == 0;
+    if (after_dashes || !(absl::StartsWith(arg, "--flagfile=") || absl::StartsWith(arg, "-flagfile="))) {
+      out.push_back(argv[i]);
+      continue;
+    }
+    for (absl::string_view path : absl::StrSplit(arg.substr(arg.find('=') + 1), ',', absl::SkipEmpty())) {
+      std::ifstream file{std::string(path)};
+      if (!file) {
+        std::fprintf(stderr, "error: cannot read --flagfile %s\n", std::string(path).c_str());
+        std::exit(1);
+      }
+      for (std::string line; std::getline(file, line);) {
+        const absl::string_view flag = absl::StripAsciiWhitespace(line);
+        if (flag.empty() || flag[0] == '#') continue;
+        storage.push_back(std::make_unique<std::string>(flag));
+        out.push_back(storage.back()->data());
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 std::vector<char*> ParseFlags(int argc, char** argv) {
+  static std::vector<char*> expanded;
+  expanded = ExpandFlagfiles(argc, argv);
+  argc = static_cast<int>(expanded.size());
+  expanded.push_back(nullptr);
+  argv = expanded.data();
   NormalizeFlagNames(argc, argv);
   absl::FlagsUsageConfig config;
   config.version_string = [] {
