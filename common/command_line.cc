@@ -1,10 +1,22 @@
 #include "common/command_line.h"
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <iostream>
+#include <memory>
 #include <string>
 
+#include "absl/flags/internal/program_name.h"
+#include "absl/flags/internal/usage.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 
 namespace moe {
 
@@ -20,8 +32,66 @@ void NormalizeFlagNames(int argc, char** argv) {
   }
 }
 
+namespace {
+
+// Expands --flagfile=PATH[,PATH...] in place (one level), so that a file may use the
+// dashed names the command line accepts; Abseil's own reader knows only underscores.
+// The strings live for the process: parsed flags and positional arguments point into them.
+std::vector<char*> ExpandFlagfiles(int argc, char** argv) {
+  static std::vector<std::unique_ptr<std::string>> storage;
+  std::vector<char*> out;
+  for (int i = 0; i < argc; ++i) {
+    const absl::string_view arg = argv[i];
+    bool after_dashes = false;
+    for (int j = 1; j < i; ++j) after_dashes |= std::strcmp(argv[j], "--") == 0;
+    if (after_dashes || !(absl::StartsWith(arg, "--flagfile=") || absl::StartsWith(arg, "-flagfile="))) {
+      out.push_back(argv[i]);
+      continue;
+    }
+    for (absl::string_view path : absl::StrSplit(arg.substr(arg.find('=') + 1), ',', absl::SkipEmpty())) {
+      std::ifstream file{std::string(path)};
+      if (!file) {
+        std::fprintf(stderr, "error: cannot read --flagfile %s\n", std::string(path).c_str());
+        std::exit(1);
+      }
+      for (std::string line; std::getline(file, line);) {
+        const absl::string_view flag = absl::StripAsciiWhitespace(line);
+        if (flag.empty() || flag[0] == '#') continue;
+        storage.push_back(std::make_unique<std::string>(flag));
+        out.push_back(storage.back()->data());
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 std::vector<char*> ParseFlags(int argc, char** argv) {
+  static std::vector<char*> expanded;
+  expanded = ExpandFlagfiles(argc, argv);
+  argc = static_cast<int>(expanded.size());
+  expanded.push_back(nullptr);
+  argv = expanded.data();
   NormalizeFlagNames(argc, argv);
+  absl::FlagsUsageConfig config;
+  config.version_string = [] {
+    return absl::StrCat("moe-offload ", MOE_VERSION, " (commit ", MOE_COMMIT, ")\n");
+  };
+  absl::SetFlagsUsageConfig(config);
+  // Abseil's --help lists only flags of a file named like the binary (none here: it
+  // said "No flags matched") and exits 1; asking for help is no error.
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--") == 0) break;
+    for (const char* help : {"--help", "-help", "--helpfull", "-helpfull", "--helpshort", "-h"}) {
+      if (std::strcmp(argv[i], help) == 0) {
+        absl::flags_internal::SetProgramInvocationName(argv[0]);
+        absl::flags_internal::FlagsHelp(std::cout, "", absl::flags_internal::HelpFormat::kHumanReadable,
+                                        absl::ProgramUsageMessage());
+        std::exit(0);
+      }
+    }
+  }
   return absl::ParseCommandLine(argc, argv);
 }
 

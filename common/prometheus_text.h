@@ -1,9 +1,12 @@
 // Prometheus text exposition format (version 0.0.4): what an HTTP /metrics endpoint
-// answers. Each metric family gets its HELP and TYPE lines once, then its samples.
+// answers. Each metric family gets its HELP and TYPE lines once, then all its samples
+// together (the format requires a family's lines to be contiguous), families in the
+// order they were first written.
 #ifndef MOE_COMMON_PROMETHEUS_TEXT_H_
 #define MOE_COMMON_PROMETHEUS_TEXT_H_
 
-#include <set>
+#include <cstdint>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -11,6 +14,30 @@
 #include "absl/strings/string_view.h"
 
 namespace moe {
+
+// Latencies in seconds counted into buckets of fixed upper bounds, for a Prometheus
+// histogram. Thread-safe.
+class LatencyHistogram {
+ public:
+  // 1 ms to 60 s, roughly x2.5 apart: RunExperts calls and decode steps at the low end,
+  // time to first token of long prompts at the high end.
+  static std::vector<double> DefaultBounds();
+  explicit LatencyHistogram(std::vector<double> bounds = DefaultBounds());
+
+  void Observe(double seconds);
+
+  struct Snapshot {
+    std::vector<double> bounds;     // ascending upper bounds; +Inf is implied
+    std::vector<uint64_t> buckets;  // per bound (not cumulative), then one past the last
+    double sum = 0;
+    uint64_t count = 0;
+  };
+  Snapshot Get() const;
+
+ private:
+  mutable std::mutex mu_;
+  Snapshot data_;  // guarded by mu_
+};
 
 // Not thread-safe; build one per scrape.
 class PrometheusText {
@@ -24,13 +51,19 @@ class PrometheusText {
   void Gauge(absl::string_view name, absl::string_view help, double value,
              const Labels& labels = {});
 
-  const std::string& text() const { return text_; }
+  // NAME_bucket{le=...} (cumulative, +Inf last), NAME_sum and NAME_count.
+  void Histogram(absl::string_view name, absl::string_view help,
+                 const LatencyHistogram::Snapshot& histogram);
+
+  std::string text() const;
 
  private:
   void Add(absl::string_view type, absl::string_view name, absl::string_view help, double value,
            const Labels& labels);
-  std::string text_;
-  std::set<std::string, std::less<>> families_;
+  struct Family {
+    std::string name, header, samples;
+  };
+  std::vector<Family> families_;  // in first-written order
 };
 
 // Whether `name` is a valid metric or label name without colons.

@@ -2,6 +2,7 @@
 // moe.v1.Generation and sends every MoE layer to an expert worker.
 //
 //   moe-coordinator --model DIR --worker unix:/tmp/moe-worker.sock --listen unix:/tmp/moe.sock
+//                   [--http-listen 127.0.0.1:8080]   (OpenAI-compatible API and a chat page)
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
@@ -16,8 +17,9 @@
 #include "common/grpc_server.h"
 #include "common/server_flags.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "common/logging.h"
-#include "common/metrics_http_server.h"
+#include "common/http_server.h"
 #include "common/prometheus_text.h"
 #include "common/model_dir.h"
 #include "common/status.h"
@@ -26,6 +28,7 @@
 #include "coordinator/device_budget.h"
 #include "coordinator/device_weights.h"
 #include "coordinator/generation_service.h"
+#include "coordinator/http_api.h"
 #include "coordinator/worker_client.h"
 
 ABSL_FLAG(std::string, model, "", "Model directory");
@@ -36,8 +39,9 @@ ABSL_FLAG(std::string, listen, "",
           "unix:PATH or HOST:PORT to serve on (default: moe.sock in the private socket "
           "directory)");
 ABSL_FLAG(std::string, api_key, "",
-          "Require `authorization: Bearer KEY` on every moe.v1.Generation call (health and "
-          "reflection stay open); also read from $MOE_API_KEY");
+          "Require `authorization: Bearer KEY` on every moe.v1.Generation call and HTTP /v1/* "
+          "request (UNAUTHENTICATED / 401 otherwise; health, reflection and metrics stay "
+          "open); also read from $MOE_API_KEY");
 ABSL_FLAG(std::string, worker_tls_ca, "", "TCP worker: PEM CA that signed the worker's certificate");
 ABSL_FLAG(std::string, worker_tls_cert, "", "TCP worker: our PEM client certificate (mutual TLS)");
 ABSL_FLAG(std::string, worker_tls_key, "", "TCP worker: the PEM key of --worker-tls-cert");
@@ -56,6 +60,11 @@ ABSL_FLAG(int, lookahead, 0, "Speculative loading: layers ahead to guess experts
 ABSL_FLAG(int, prefetch_experts, 2, "Speculative loading: experts prefetched per token and layer");
 ABSL_FLAG(std::string, metrics_listen, "",
           "HOST:PORT for Prometheus text on GET /metrics (empty: no endpoint)");
+ABSL_FLAG(std::string, http_listen, "",
+          "HOST:PORT (IPv4, localhost or [IPv6]) for the OpenAI-compatible HTTP API, the chat "
+          "page at /, /health and /metrics (empty: no HTTP)");
+ABSL_FLAG(std::string, model_name, "",
+          "The model's id in the HTTP API (default: the model directory's name)");
 ABSL_FLAG(double, worker_grace_s, 30,
           "Seconds a generation that lost its expert worker waits for one to answer again "
           "(then redoes the layer step) before it fails with UNAVAILABLE");
@@ -103,6 +112,18 @@ absl::Status Run() {
   }
   std::string api_key = absl::GetFlag(FLAGS_api_key);
   if (api_key.empty() && std::getenv("MOE_API_KEY") != nullptr) api_key = std::getenv("MOE_API_KEY");
+  // The HTTP ports are claimed before the model loads (minutes at Mixtral size), so a
+  // taken or malformed address fails at once. Each serves a scrape or health check
+  // beside every admitted generation.
+  std::unique_ptr<HttpServer> http, metrics;
+  if (!absl::GetFlag(FLAGS_http_listen).empty()) {
+    HttpServerOptions http_options;
+    http_options.threads = std::max(1, absl::GetFlag(FLAGS_max_requests)) + 4;
+    MOE_ASSIGN_OR_RETURN(http, HttpServer::Bind(absl::GetFlag(FLAGS_http_listen), http_options));
+  }
+  if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
+    MOE_ASSIGN_OR_RETURN(metrics, HttpServer::Bind(absl::GetFlag(FLAGS_metrics_listen)));
+  }
   MOE_ASSIGN_OR_RETURN(ModelDir dir, ModelDir::Open(model_path));
   MOE_ASSIGN_OR_RETURN(auto tokenizer, dir.LoadTokenizer());
   const int64_t max_context =
@@ -166,15 +187,33 @@ absl::Status Run() {
   }
   service_options.max_kv_bytes = static_cast<int64_t>(absl::GetFlag(FLAGS_max_kv_gib) * double(1ull << 30));
   GenerationService service(model.get(), tokenizer.get(), service_options);
-  std::unique_ptr<MetricsHttpServer> metrics;
-  if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
-    MOE_ASSIGN_OR_RETURN(metrics, MetricsHttpServer::Start(absl::GetFlag(FLAGS_metrics_listen), [&] {
-      std::string text = service.RenderMetrics();
-      PrometheusText up;
-      up.Gauge("moe_coordinator_worker_up", "1 while the expert worker answers", worker_up.load());
-      return text + up.text();
-    }));
-    MOE_LOG(INFO) << "metrics on http://" << absl::GetFlag(FLAGS_metrics_listen) << "/metrics";
+  auto render_metrics = [&] {
+    std::string text = service.RenderMetrics();
+    PrometheusText up;
+    up.Gauge("moe_coordinator_worker_up", "1 while the expert worker answers", worker_up.load());
+    return text + up.text();
+  };
+  if (metrics != nullptr) {
+    metrics->Serve([&](httplib::Server& s) { AddMetricsRoute(s, render_metrics); });
+    MOE_LOG(INFO) << "metrics on http://" << metrics->address() << "/metrics";
+  }
+  if (http != nullptr) {
+    HttpApiOptions api;
+    api.model_id = absl::GetFlag(FLAGS_model_name);
+    if (api.model_id.empty()) {
+      const std::string trimmed(absl::StripSuffix(dir.path, "/"));
+      api.model_id = trimmed.substr(trimmed.rfind('/') + 1);
+    }
+    api.api_key = api_key;
+    api.health = [&]() -> absl::Status {
+      if (stop.load()) return absl::UnavailableError("shutting down");
+      if (!worker_up.load()) return absl::UnavailableError("no expert worker is answering");
+      return absl::OkStatus();
+    };
+    api.metrics = render_metrics;
+    http->Serve([&](httplib::Server& s) { AddHttpApi(s, &service, api); });
+    MOE_LOG(INFO) << "HTTP API and chat page on http://" << http->address() << "/ (model '"
+                  << api.model_id << "')";
   }
 
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
@@ -214,7 +253,12 @@ absl::Status Run() {
     stop = true;
     if (monitor.joinable()) monitor.join();
   };
-  return ServeUntilSignal(options, {&service}, on_started, on_stopping);
+  const absl::Status served = ServeUntilSignal(options, {&service}, on_started, on_stopping);
+  // Their handlers use `service`: stop them first (in-flight HTTP generations end with
+  // the drain above).
+  http.reset();
+  metrics.reset();
+  return served;
 }
 
 }  // namespace

@@ -75,22 +75,28 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context,
   if (absl::Status auth = CheckBearerToken(*context, options_.api_key); !auth.ok()) {
     return ToGrpcStatus(auth);
   }
-  // Size and encoding first: an oversized request costs nothing, not even a slot.
-  if (absl::Status sized = CheckRequestSize(*request, options_.limits); !sized.ok()) {
-    return ToGrpcStatus(sized);
-  }
-  if (absl::Status admitted = Admit(); !admitted.ok()) return ToGrpcStatus(admitted);
-  absl::Cleanup release = [this] { admitted_.fetch_sub(1); };
-  return ToGrpcStatus(DoGenerate(context, *request, writer));
+  return ToGrpcStatus(Serve(
+      *request, [context] { return context->IsCancelled(); },
+      [writer](const v1::GenerateResponse& response) { return writer->Write(response); }));
 }
 
-absl::Status GenerationService::DoGenerate(grpc::ServerContext* context,
-                                           const v1::GenerateRequest& request,
-                                           grpc::ServerWriter<v1::GenerateResponse>* writer) {
+absl::Status GenerationService::Serve(const v1::GenerateRequest& request,
+                                      const std::function<bool()>& client_gone,
+                                      const ResponseWriter& write) {
+  // Size and encoding first: an oversized request costs nothing, not even a slot.
+  MOE_RETURN_IF_ERROR(CheckRequestSize(request, options_.limits));
+  MOE_RETURN_IF_ERROR(Admit());
+  absl::Cleanup release = [this] { admitted_.fetch_sub(1); };
+  return DoGenerate(request, client_gone, write);
+}
+
+absl::Status GenerationService::DoGenerate(const v1::GenerateRequest& request,
+                                           const std::function<bool()>& client_gone,
+                                           const ResponseWriter& write) {
   using Clock = std::chrono::steady_clock;
   const auto received = Clock::now();
   MOE_ASSIGN_OR_RETURN(std::vector<int> prompt, PromptIds(request));
-  if (context->IsCancelled()) {
+  if (client_gone()) {
     return absl::CancelledError("the client went away (or its deadline passed) while the prompt was tokenized");
   }
   // uint32 on the wire: bound it before it becomes an int.
@@ -112,7 +118,7 @@ absl::Status GenerationService::DoGenerate(grpc::ServerContext* context,
   auto drained = [this] {
     return shutting_down_.load() && absl::GetCurrentTimeNanos() >= drain_deadline_ns_.load();
   };
-  options.cancelled = [context, drained] { return context->IsCancelled() || drained(); };
+  options.cancelled = [&client_gone, drained] { return client_gone() || drained(); };
   options.run_step = [this](const std::function<absl::Status()>& step) { return executor_.Run(step); };
   // A bad request is INVALID_ARGUMENT even while no worker answers.
   MOE_RETURN_IF_ERROR(CheckGenerateRequest(model_->config(), int64_t(prompt.size()), options));
@@ -134,8 +140,16 @@ absl::Status GenerationService::DoGenerate(grpc::ServerContext* context,
   bool stopped = false;
   double first_token_s = 0;
   const int eos = static_cast<int>(model_->config().eos_token_id);
+  Clock::time_point last_token;
   auto on_token = [&](int token) {
-    if (first_token_s == 0) first_token_s = std::chrono::duration<double>(Clock::now() - received).count();
+    const auto now = Clock::now();
+    if (first_token_s == 0) {
+      first_token_s = std::chrono::duration<double>(now - received).count();
+      time_to_first_token_.Observe(first_token_s);
+    } else {
+      inter_token_.Observe(std::chrono::duration<double>(now - last_token).count());
+    }
+    last_token = now;
     v1::GenerateResponse response;
     response.add_token_ids(static_cast<uint32_t>(token));
     if (token != eos) {
@@ -146,14 +160,14 @@ absl::Status GenerationService::DoGenerate(grpc::ServerContext* context,
       }
       response.set_text(stops.Push(*piece, &stopped));
     }
-    if (!writer->Write(response)) {
+    if (!write(response)) {
       stream_status = absl::CancelledError("the client went away");
       return false;
     }
     return !stopped;
   };
   absl::StatusOr<GenerationResult> generated = coordinator::Generate(*model_, prompt, options, on_token);
-  if (absl::IsCancelled(generated.status()) && drained() && !context->IsCancelled()) {
+  if (absl::IsCancelled(generated.status()) && drained() && !client_gone()) {
     const absl::Status drained_status = absl::UnavailableError(
         "the coordinator shut down before this generation finished (--shutdown-grace-s); retry");
     Record(drained_status, nullptr, first_token_s);
@@ -191,7 +205,7 @@ absl::Status GenerationService::DoGenerate(grpc::ServerContext* context,
   stats->set_expert_compute_s(forward.experts.compute_s);
   stats->set_guess_recall(forward.speculation.recall());
   stats->set_guess_precision(forward.speculation.precision());
-  if (!writer->Write(last)) return absl::CancelledError("the client went away");
+  if (!write(last)) return absl::CancelledError("the client went away");
   return absl::OkStatus();
 }
 
@@ -236,6 +250,10 @@ std::string GenerationService::RenderMetrics() const {
               t.decode_s);
   out.Counter("moe_coordinator_time_to_first_token_seconds_total",
               "Sum of time to first token over finished streams", t.time_to_first_token_s);
+  out.Histogram("moe_coordinator_first_token_latency_seconds",
+                "Seconds from a request to its first token", time_to_first_token_.Get());
+  out.Histogram("moe_coordinator_inter_token_latency_seconds",
+                "Seconds between consecutive tokens of a stream", inter_token_.Get());
   const uint64_t decoded = t.generated_tokens > t.ok ? t.generated_tokens - t.ok : 0;
   out.Gauge("moe_coordinator_decode_tokens_per_second", "Decoded tokens / decode seconds since start",
             t.decode_s > 0 ? decoded / t.decode_s : 0);

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/prometheus_text.h"
 #include "common/tokenizer.h"
 #include "coordinator/generator.h"
 #include "coordinator/mixtral_model.h"
@@ -50,6 +51,14 @@ class GenerationService final : public v1::Generation::Service {
   grpc::Status GetModelInfo(grpc::ServerContext* context, const v1::GetModelInfoRequest* request,
                             v1::ModelInfo* response) override;
 
+  // Sends one response of a generation; false when the client went away.
+  using ResponseWriter = std::function<bool(const v1::GenerateResponse&)>;
+  // Generate without gRPC (coordinator/http_api serves it too): the shutdown and
+  // admission checks, the request checks, then the generation. `client_gone` is asked
+  // before every layer step.
+  absl::Status Serve(const v1::GenerateRequest& request, const std::function<bool()>& client_gone,
+                     const ResponseWriter& write);
+
   // The service's figures since start as Prometheus text (names moe_coordinator_...).
   std::string RenderMetrics() const;
   // Graceful shutdown: from now on Generate answers UNAVAILABLE; generations in flight
@@ -61,8 +70,8 @@ class GenerationService final : public v1::Generation::Service {
   // Renders the request's prompt (plain or chat) to token ids; INVALID_ARGUMENT when
   // neither or both are given, or for a bad chat.
   absl::StatusOr<std::vector<int>> PromptIds(const v1::GenerateRequest& request) const;
-  absl::Status DoGenerate(grpc::ServerContext* context, const v1::GenerateRequest& request,
-                          grpc::ServerWriter<v1::GenerateResponse>* writer);
+  absl::Status DoGenerate(const v1::GenerateRequest& request,
+                          const std::function<bool()>& client_gone, const ResponseWriter& write);
   // Admission for Generate and Tokenize alike: UNAVAILABLE while shutting down,
   // RESOURCE_EXHAUSTED past max_requests. OK means admitted_ was incremented.
   absl::Status Admit();
@@ -87,6 +96,7 @@ class GenerationService final : public v1::Generation::Service {
   int kv_reservations_ = 0;   // guarded by kv_mu_
   mutable std::mutex totals_mu_;
   Totals totals_;  // guarded by totals_mu_
+  LatencyHistogram time_to_first_token_, inter_token_;  // for /metrics
   std::atomic<bool> shutting_down_{false};
   std::atomic<int64_t> drain_deadline_ns_{0};  // absl::ToUnixNanos, once shutting_down_
   StepExecutor executor_;

@@ -17,7 +17,7 @@
 #include "common/grpc_security.h"
 #include "common/server_flags.h"
 #include "common/logging.h"
-#include "common/metrics_http_server.h"
+#include "common/http_server.h"
 #include "common/model_dir.h"
 #include "common/status.h"
 #include "expert_worker/expert_runner.h"
@@ -77,6 +77,11 @@ absl::Status Run() {
   }
   std::unique_ptr<backend::Device> device = *std::move(opened);
   MOE_RETURN_IF_ERROR(device->BindThread());
+  // Claimed before the experts load (minutes at Mixtral size): a taken port fails now.
+  std::unique_ptr<HttpServer> metrics;
+  if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
+    MOE_ASSIGN_OR_RETURN(metrics, HttpServer::Bind(absl::GetFlag(FLAGS_metrics_listen)));
+  }
   MOE_ASSIGN_OR_RETURN(ModelDir dir, ModelDir::Open(model));
   MOE_ASSIGN_OR_RETURN(auto store, ExpertStore::Load(dir, device.get()));
   int slots = absl::GetFlag(FLAGS_cache_per_layer);
@@ -120,11 +125,9 @@ absl::Status Run() {
   }
   MOE_ASSIGN_OR_RETURN(service_options.arena_policy.allowed_uids, AllowedUidsFlag());
   WorkerService service(cache.get(), service_options);
-  std::unique_ptr<MetricsHttpServer> metrics;
-  if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
-    MOE_ASSIGN_OR_RETURN(metrics, MetricsHttpServer::Start(absl::GetFlag(FLAGS_metrics_listen),
-                                                           [&] { return service.RenderMetrics(); }));
-    MOE_LOG(INFO) << "metrics on http://" << absl::GetFlag(FLAGS_metrics_listen) << "/metrics";
+  if (metrics != nullptr) {
+    metrics->Serve([&](httplib::Server& s) { AddMetricsRoute(s, [&] { return service.RenderMetrics(); }); });
+    MOE_LOG(INFO) << "metrics on http://" << metrics->address() << "/metrics";
   }
   ServerOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);
@@ -137,11 +140,13 @@ absl::Status Run() {
     return absl::InvalidArgumentError("--shutdown-grace-s must be >= 0");
   }
   options.shutdown_grace = absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_s));
-  return ServeUntilSignal(options, {&service}, [&](grpc::Server*) {
+  const absl::Status served = ServeUntilSignal(options, {&service}, [&](grpc::Server*) {
     MOE_LOG(INFO) << "moe-expert-worker serving " << dir.path << " on " << options.listen << ": "
                   << store->num_layers() << " layers x " << store->num_experts() << " experts, "
                   << slots << " cached per layer (" << absl::GetFlag(FLAGS_policy) << ")";
   });
+  metrics.reset();  // its handler reads `service`, which goes first otherwise
+  return served;
 }
 
 }  // namespace

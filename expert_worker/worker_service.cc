@@ -219,10 +219,10 @@ absl::Status WorkerService::DoRunExperts(const v1::RunExpertsRequest& request,
 absl::Status WorkerService::FinishRunExperts(std::chrono::steady_clock::time_point start,
                                              const RunCounters& counters,
                                              v1::RunExpertsResponse* response) {
-  run_experts_ns_.fetch_add(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)
-          .count(),
-      std::memory_order_relaxed);
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  run_experts_ns_.fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count(),
+                            std::memory_order_relaxed);
+  run_experts_latency_.Observe(std::chrono::duration<double>(elapsed).count());
   response->set_cache_hits(counters.hits);
   response->set_cache_misses(counters.misses);
   response->set_load_wait_s(counters.load_wait_s);
@@ -370,7 +370,7 @@ std::string WorkerService::RenderMetrics() const {
     out.Gauge("moe_worker_prefetch_precision", "Prefetched experts then used / prefetched experts",
               c.prefetch_precision(), l);
   };
-  per_layer(stats.total(), "all");
+  // Per layer only: a layer="all" series beside them would count twice under sum().
   for (const auto& layer : stats.layers()) per_layer(layer.counters(), std::to_string(layer.layer()));
   out.Gauge("moe_worker_cache_slots_per_layer", "Experts the cache holds per layer",
             stats.cache_per_layer());
@@ -381,6 +381,8 @@ std::string WorkerService::RenderMetrics() const {
   out.Counter("moe_worker_run_experts_calls_total", "RunExperts calls served", stats.run_experts_calls());
   out.Counter("moe_worker_run_experts_seconds_total", "Seconds inside RunExperts (copies and compute)",
               stats.run_experts_s());
+  out.Histogram("moe_worker_run_experts_latency_seconds",
+                "Seconds of each RunExperts call (copies and compute)", run_experts_latency_.Get());
   out.Counter("moe_worker_prefetch_requests_total", "Prefetch calls received", stats.prefetch_requests());
   out.Gauge("moe_worker_uptime_seconds", "Seconds since the worker started", stats.uptime_s());
   return out.text();

@@ -15,6 +15,7 @@
 #include "absl/time/time.h"
 #include "common/backend/device.h"
 #include "common/backend/device_ipc_arena.h"
+#include "common/prometheus_text.h"
 #include "common/shared_arena.h"
 #include "expert_worker/expert_runner.h"
 #include "expert_worker/prefetch_queue.h"
@@ -92,6 +93,7 @@ class WorkerService final : public moe::v1::ExpertWorker::Service {
   std::atomic<uint64_t> calls_{0};
   std::atomic<uint64_t> prefetch_requests_{0};
   std::atomic<uint64_t> run_experts_ns_{0};
+  LatencyHistogram run_experts_latency_;  // for /metrics
   mutable std::mutex mu_;
   // In-flight calls hold their own reference, so a re-attach never unmaps under them.
   // At most one of the two is attached.

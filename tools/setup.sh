@@ -19,6 +19,9 @@ packages=(
   python3-protobuf python3-matplotlib
   # the fixture's training text (public-domain King James Bible)
   bible-kjv
+  # the HTTP API (cpp-httplib); its tests: a Prometheus text parser, and the chat page
+  # in headless Chromium driven by Selenium
+  libcpp-httplib-dev python3-prometheus-client chromium chromium-driver python3-selenium
 )
 
 missing=()
@@ -52,3 +55,12 @@ for alt in libblas.so.3 libopenblas.so.0 liblapack.so.3; do
     fi
   fi
 done
+
+# The official OpenAI client for Node (tests/openai), pinned by its package-lock.json.
+# Node and npm come from Debian unless a Node with npm is installed already.
+if ! command -v npm >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get install -y -q --no-install-recommends nodejs npm
+fi
+repo_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+(cd "$repo_dir/tests/openai" && npm ci --no-audit --no-fund --loglevel=error)

@@ -111,7 +111,8 @@ class PolicySwapTest(tp.TimedTestCase):
         self.assertEqual(metric(w, "moe_worker_policy_changes_total"), 2)
         self.assertEqual(metric(w, 'moe_worker_cache_policy_info{policy="fifo"}'), 1)
         self.assertEqual(metric(w, "moe_worker_cache_slots_per_layer"), 1)
-        self.assertEqual(metric(w, 'moe_worker_expert_hits_total{layer="all"}'), stats.total.hits)
+        self.assertEqual(sum(metric(w, f'moe_worker_expert_hits_total{{layer="{layer}"}}')
+                             for layer in range(tp.CONFIG["num_hidden_layers"])), stats.total.hits)
         for name in ("hit_ratio", "prefetch_recall", "prefetch_precision"):
             self.assertTrue(0 < metric(w, f'moe_worker_{name}{{layer="1"}}') <= 1, name)  # layer 0 is never guessed
         self.assertNotIn(":", "".join(line.split(" ")[0] for line in w.splitlines()
