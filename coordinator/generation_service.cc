@@ -8,6 +8,7 @@
 #include "common/chat_template.h"
 #include "common/grpc_security.h"
 #include "common/grpc_status.h"
+#include "common/proto_parse.h"
 #include "common/prometheus_text.h"
 #include "common/status.h"
 #include "coordinator/kv_cache.h"
@@ -31,6 +32,80 @@ absl::StatusOr<std::vector<int>> GenerationService::PromptIds(const v1::Generate
     MOE_ASSIGN_OR_RETURN(ids, RenderChat(*tokenizer_, chat));
   }
   return ids;
+}
+
+namespace {
+
+// Method indices in moe.v1.Generation's service definition.
+constexpr int kGenerateMethod = 0;
+constexpr int kTokenizeMethod = 1;
+
+// Reads the one request of a call served from bytes.
+template <typename Request, typename Response>
+grpc::Status ReadRequest(grpc::ServerReaderWriter<Response, grpc::ByteBuffer>* stream,
+                         Request* request) {
+  grpc::ByteBuffer raw;
+  if (!stream->Read(&raw)) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the call carried no request");
+  }
+  return ToGrpcStatus(ParseProtoChecked(raw, request));
+}
+
+}  // namespace
+
+GenerationService::GenerationService(const MixtralModel* model, const Tokenizer* tokenizer,
+                                     GenerationServiceOptions options)
+    : model_(model), tokenizer_(tokenizer), options_(std::move(options)) {
+  // gRPC's "streamed" handlers read the request bytes themselves: one read, then as many
+  // writes as the RPC's type allows (clients see no difference on the wire).
+  MarkMethodStreamed(
+      kGenerateMethod,
+      new grpc::internal::BidiStreamingHandler<GenerationService, grpc::ByteBuffer,
+                                               v1::GenerateResponse>(
+          [](GenerationService* service, grpc::ServerContext* context,
+             grpc::ServerReaderWriter<v1::GenerateResponse, grpc::ByteBuffer>* stream) {
+            return service->GenerateFromBytes(context, stream);
+          },
+          this));
+  MarkMethodStreamed(
+      kTokenizeMethod,
+      new grpc::internal::BidiStreamingHandler<GenerationService, grpc::ByteBuffer,
+                                               v1::TokenizeResponse>(
+          [](GenerationService* service, grpc::ServerContext* context,
+             grpc::ServerReaderWriter<v1::TokenizeResponse, grpc::ByteBuffer>* stream) {
+            return service->TokenizeFromBytes(context, stream);
+          },
+          this));
+}
+
+grpc::Status GenerationService::GenerateFromBytes(
+    grpc::ServerContext* context,
+    grpc::ServerReaderWriter<v1::GenerateResponse, grpc::ByteBuffer>* stream) {
+  v1::GenerateRequest request;
+  // Credentials before parsing: an unauthenticated caller learns nothing of its request.
+  if (absl::Status auth = CheckBearerToken(*context, options_.api_key); !auth.ok()) {
+    return ToGrpcStatus(auth);
+  }
+  if (grpc::Status read = ReadRequest(stream, &request); !read.ok()) return read;
+  return ToGrpcStatus(Serve(
+      request, [context] { return context->IsCancelled(); },
+      [stream](const v1::GenerateResponse& response) { return stream->Write(response); }));
+}
+
+grpc::Status GenerationService::TokenizeFromBytes(
+    grpc::ServerContext* context,
+    grpc::ServerReaderWriter<v1::TokenizeResponse, grpc::ByteBuffer>* stream) {
+  v1::TokenizeRequest request;
+  if (absl::Status auth = CheckBearerToken(*context, options_.api_key); !auth.ok()) {
+    return ToGrpcStatus(auth);
+  }
+  if (grpc::Status read = ReadRequest(stream, &request); !read.ok()) return read;
+  v1::TokenizeResponse response;
+  const grpc::Status status = Tokenize(context, &request, &response);
+  if (status.ok() && !stream->Write(response)) {
+    return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+  }
+  return status;
 }
 
 void GenerationService::BeginShutdown(absl::Time drain_deadline) {

@@ -40,9 +40,11 @@ struct GenerationServiceOptions {
 // Thread-safe. `model` and `tokenizer` must outlive the service.
 class GenerationService final : public v1::Generation::Service {
  public:
+  // Generate and Tokenize are served from the raw request bytes (ParseProtoChecked), so
+  // that a string field that is not UTF-8 is INVALID_ARGUMENT naming the field, not the
+  // INTERNAL gRPC's own parse answers.
   GenerationService(const MixtralModel* model, const Tokenizer* tokenizer,
-                    GenerationServiceOptions options)
-      : model_(model), tokenizer_(tokenizer), options_(std::move(options)) {}
+                    GenerationServiceOptions options);
 
   grpc::Status Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
                         grpc::ServerWriter<v1::GenerateResponse>* writer) override;
@@ -70,6 +72,13 @@ class GenerationService final : public v1::Generation::Service {
   // Renders the request's prompt (plain or chat) to token ids; INVALID_ARGUMENT when
   // neither or both are given, or for a bad chat.
   absl::StatusOr<std::vector<int>> PromptIds(const v1::GenerateRequest& request) const;
+  // What the server runs for Generate and Tokenize: parse, then the overrides' bodies.
+  grpc::Status GenerateFromBytes(
+      grpc::ServerContext* context,
+      grpc::ServerReaderWriter<v1::GenerateResponse, grpc::ByteBuffer>* stream);
+  grpc::Status TokenizeFromBytes(
+      grpc::ServerContext* context,
+      grpc::ServerReaderWriter<v1::TokenizeResponse, grpc::ByteBuffer>* stream);
   absl::Status DoGenerate(const v1::GenerateRequest& request,
                           const std::function<bool()>& client_gone, const ResponseWriter& write);
   // Admission for Generate and Tokenize alike: UNAVAILABLE while shutting down,

@@ -9,6 +9,7 @@
 #include "common/logging.h"
 #include "common/prometheus_text.h"
 #include "common/status.h"
+#include "expert_worker/attach_arena_request.h"
 #include "expert_worker/run_experts_request.h"
 
 namespace moe::expert_worker {
@@ -53,20 +54,15 @@ void WorkerService::WatchArenaOwner() {
   }
 }
 
-absl::Status WorkerService::AttachDeviceArena(const v1::AttachArenaRequest& request) {
+absl::Status WorkerService::AttachDeviceArena(const v1::AttachArenaRequest& request,
+                                             int64_t call_tokens) {
   if (device_ == nullptr || device_->kind() != backend::DeviceKind::kCuda) {
     return absl::FailedPreconditionError(absl::StrCat(
         "this worker computes on ", device_ == nullptr ? "cpu" : device_->name(),
         ", not on a GPU, and cannot map a CUDA IPC arena (use shared host memory)"));
   }
   const auto& cuda = request.cuda_ipc();
-  MOE_RETURN_IF_ERROR(CheckArenaId(request.arena_id()));
   MOE_RETURN_IF_ERROR(CheckProcessOwner(cuda.exporter_pid(), options_.arena_policy));
-  if (request.size_bytes() == 0 || request.size_bytes() > options_.arena_policy.max_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("AttachArena: device arena of ",
-                                                   request.size_bytes(), " bytes is not in [1, ",
-                                                   options_.arena_policy.max_bytes, "]"));
-  }
   backend::DeviceIpcHandle handle;
   handle.ipc_mem_handle = cuda.ipc_mem_handle();
   handle.device = cuda.device();
@@ -79,7 +75,7 @@ absl::Status WorkerService::AttachDeviceArena(const v1::AttachArenaRequest& requ
         device_arena_->handle().ipc_mem_handle == handle.ipc_mem_handle &&
         device_arena_->size() == handle.size_bytes) {
       arena_.reset();
-      arena_call_tokens_ = CallTokens(request);
+      arena_call_tokens_ = call_tokens;
       return absl::OkStatus();  // already mapped: a handle opens once per process
     }
     // Close our previous mapping before opening another (in-flight calls keep theirs).
@@ -90,25 +86,21 @@ absl::Status WorkerService::AttachDeviceArena(const v1::AttachArenaRequest& requ
   std::lock_guard<std::mutex> lock(mu_);
   device_arena_ = std::move(arena);
   arena_.reset();
-  arena_call_tokens_ = CallTokens(request);
+  arena_call_tokens_ = call_tokens;
   return absl::OkStatus();
 }
 
-int64_t WorkerService::CallTokens(const v1::AttachArenaRequest& request) const {
-  if (request.max_tokens_per_call() == 0) return options_.max_call_tokens;
-  return std::min<int64_t>(request.max_tokens_per_call(), options_.max_call_tokens);
-}
-
-absl::Status WorkerService::DoAttachArena(const v1::AttachArenaRequest& request) {
-  if (request.handle_case() == v1::AttachArenaRequest::kCudaIpc) {
-    MOE_RETURN_IF_ERROR(AttachDeviceArena(request));
+absl::StatusOr<int64_t> WorkerService::DoAttachArena(const v1::AttachArenaRequest& request) {
+  // Everything the request says is checked before the kernel is asked anything.
+  MOE_ASSIGN_OR_RETURN(const AttachArenaShape shape,
+                       CheckAttachArenaRequest(request, {options_.arena_policy.max_bytes,
+                                                         options_.max_call_tokens}));
+  if (shape.cuda_ipc) {
+    MOE_RETURN_IF_ERROR(AttachDeviceArena(request, shape.call_tokens));
     MOE_LOG(INFO) << "attached device arena " << request.arena_id() << " of pid "
                   << request.cuda_ipc().exporter_pid() << " (" << request.size_bytes()
                   << " bytes on " << device_->name() << ", CUDA IPC)";
-    return absl::OkStatus();
-  }
-  if (request.handle_case() != v1::AttachArenaRequest::kSharedMemory) {
-    return absl::InvalidArgumentError("AttachArena: no arena handle");
+    return shape.call_tokens;
   }
   const auto& shm = request.shared_memory();
   MOE_ASSIGN_OR_RETURN(std::unique_ptr<SharedArena> arena,
@@ -118,23 +110,22 @@ absl::Status WorkerService::DoAttachArena(const v1::AttachArenaRequest& request)
     std::lock_guard<std::mutex> lock(mu_);
     arena_ = std::move(arena);
     device_arena_.reset();
-    arena_call_tokens_ = CallTokens(request);
+    arena_call_tokens_ = shape.call_tokens;
   }
   MOE_LOG(INFO) << "attached arena " << request.arena_id() << " of pid " << shm.pid() << " ("
                 << request.size_bytes() << " bytes)";
-  return absl::OkStatus();
+  return shape.call_tokens;
 }
 
 grpc::Status WorkerService::AttachArena(grpc::ServerContext*, const v1::AttachArenaRequest* request,
                                         v1::AttachArenaResponse* response) {
-  if (absl::Status attached = DoAttachArena(*request); !attached.ok()) {
-    return ToGrpcStatus(attached);
-  }
+  const absl::StatusOr<int64_t> call_tokens = DoAttachArena(*request);
+  if (!call_tokens.ok()) return ToGrpcStatus(call_tokens.status());
   const ExpertStore& store = cache_->store();
   response->set_num_layers(store.num_layers());
   response->set_num_experts(store.num_experts());
   response->set_hidden_size(store.layout().hidden);
-  response->set_max_tokens_per_call(static_cast<uint32_t>(CallTokens(*request)));
+  response->set_max_tokens_per_call(static_cast<uint32_t>(*call_tokens));
   return grpc::Status::OK;
 }
 

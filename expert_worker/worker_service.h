@@ -74,15 +74,15 @@ class WorkerService final : public moe::v1::ExpertWorker::Service {
   std::string RenderMetrics() const;
 
  private:
-  absl::Status DoAttachArena(const v1::AttachArenaRequest& request);
-  absl::Status AttachDeviceArena(const v1::AttachArenaRequest& request);
+  // Attaches; returns the tokens per call accepted.
+  absl::StatusOr<int64_t> DoAttachArena(const v1::AttachArenaRequest& request);
+  absl::Status AttachDeviceArena(const v1::AttachArenaRequest& request, int64_t call_tokens);
   absl::Status DoRunExperts(const v1::RunExpertsRequest& request, v1::RunExpertsResponse* response);
   // Counts the call and fills the response's figures.
   absl::Status FinishRunExperts(std::chrono::steady_clock::time_point start,
                                 const RunCounters& counters, v1::RunExpertsResponse* response);
   void WatchArenaOwner();
-  // The tokens per call accepted for an arena attached by `request`.
-  int64_t CallTokens(const v1::AttachArenaRequest& request) const;
+
 
   SlotCache* cache_;
   const WorkerServiceOptions options_;

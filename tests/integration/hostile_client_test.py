@@ -113,6 +113,27 @@ class LimitsTest(TimedTestCase):
         out = call_generate(self.addr, tp.request(temperature=0.8, top_k=(1 << 32) - 1, seed=3))
         self.assertTrue(out[-1].finish_reason)
 
+    def test_invalid_utf8_in_a_request_is_invalid_argument_naming_the_field(self):
+        # The Python client cannot even build such a request: send raw bytes.
+        good = tp.request(prompt="ab" + "XY").SerializeToString()
+        bad = good.replace(b"XY", b"\xc3\x28")
+        with grpc.insecure_channel(self.addr) as channel:
+            raw = channel.unary_stream("/moe.v1.Generation/Generate",
+                                       request_serializer=lambda b: b,
+                                       response_deserializer=lambda b: b)
+            with self.assertRaises(grpc.RpcError) as caught:
+                list(raw(bad, timeout=10))
+            self.assertEqual(caught.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+            self.assertIn("prompt is not valid UTF-8", caught.exception.details())
+            tokenize = channel.unary_unary("/moe.v1.Generation/Tokenize",
+                                           request_serializer=lambda b: b,
+                                           response_deserializer=lambda b: b)
+            with self.assertRaises(grpc.RpcError) as caught:
+                tokenize(b"\x0a\x02\xff\xfe", timeout=10)  # text = FF FE
+            self.assertEqual(caught.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+            self.assertIn("text is not valid UTF-8", caught.exception.details())
+            self.assertTrue(list(raw(good, timeout=30)))  # the same path serves good bytes
+
     def test_tiny_temperatures_are_greedy(self):
         for t in (1e-38, 1e-40, 1e-45):
             with self.subTest(t):
@@ -161,18 +182,10 @@ class LimitsTest(TimedTestCase):
 
 
 def make_pki(directory):
-    """A CA, a server certificate for localhost and a client certificate (openssl)."""
-    def run(*args):
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=directory)
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=moe-test-ca",
-        "-keyout", "ca.key", "-out", "ca.pem")
-    with open(os.path.join(directory, "san.cnf"), "w") as f:
-        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    for name in ("server", "client"):
-        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout",
-            f"{name}.key", "-out", f"{name}.csr")
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "2", "-extfile", "san.cnf", "-out", f"{name}.pem")
+    """A CA, a server certificate for localhost and a client certificate, made by the
+    script deploy/ documents."""
+    subprocess.run([os.path.join(tp.SOURCE_DIR, "deploy", "tls", "make_dev_certs.sh"), directory],
+                   check=True, capture_output=True)
     return {n: os.path.join(directory, n) for n in
             ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
 
@@ -212,7 +225,9 @@ class CredentialsTest(TimedTestCase):
             "--worker-tls-ca", pki["ca.pem"], "--worker-tls-cert", pki["client.pem"],
             "--worker-tls-key", pki["client.key"], "--listen", f"127.0.0.1:{port}",
             "--tls-cert", pki["server.pem"], "--tls-key", pki["server.key"]])
-        read = lambda n: open(pki[n], "rb").read()  # noqa: E731
+        def read(name):
+            with open(pki[name], "rb") as f:
+                return f.read()
         client = grpc.ssl_channel_credentials(root_certificates=read("ca.pem"))
 
         def serving():

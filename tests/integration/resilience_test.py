@@ -352,7 +352,9 @@ class HostileInputTest(TimedTestCase):
         with self.subTest("CUDA handle on the CPU backend"):
             with self.assertRaises(grpc.RpcError) as caught:
                 self.worker_call("AttachArena", pb.AttachArenaRequest(
-                    cuda_ipc=pb.CudaIpcHandle(ipc_mem_handle=bytes(64)), size_bytes=size))
+                    cuda_ipc=pb.CudaIpcHandle(ipc_mem_handle=bytes(64), exporter_pid=me,
+                                              pci_bus_id="0000:01:00.0"),
+                    size_bytes=size, arena_id=arena_id))
             self.assertEqual(caught.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
             self.assertIn("cannot map a CUDA IPC arena", caught.exception.details())
         # A refused attach keeps the coordinator's arena.
