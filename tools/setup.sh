@@ -19,6 +19,9 @@ packages=(
   python3-protobuf python3-matplotlib
   # the fixture's training text (public-domain King James Bible)
   bible-kjv
+  # tokenizer.json (regex pre-tokenizers, Unicode normalization) and the generator of the
+  # chat-template test data (tools/make_chat_template_testdata.py)
+  libpcre2-dev libunistring-dev python3-jinja2
 )
 
 missing=()
