@@ -235,6 +235,7 @@ struct Expr {
 
 struct Stmt {
   enum class Kind { kText, kOutput, kIf, kFor, kSet, kSetBlock, kMacro, kBreak, kContinue };
+  Stmt(Kind k, int l, std::string t = "") : kind(k), line(l), text(std::move(t)) {}
   Kind kind;
   int line = 0;
   std::string text;

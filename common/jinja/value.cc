@@ -104,19 +104,15 @@ std::string FloatRepr(double d) {
   }
   const std::string sign = d < 0 ? "-" : "";
   if (exponent < -4 || exponent >= 16) {
-    std::string mantissa = digits.substr(0, 1);
-    if (digits.size() > 1) mantissa += "." + digits.substr(1);
+    const std::string mantissa =
+        digits.size() > 1 ? absl::StrCat(digits.substr(0, 1), ".", digits.substr(1)) : digits;
     return absl::StrFormat("%s%se%c%02d", sign, mantissa, exponent < 0 ? '-' : '+', std::abs(exponent));
   }
-  std::string out;
-  if (exponent < 0) {
-    out = "0." + std::string(-exponent - 1, '0') + digits;
-  } else if (static_cast<int>(digits.size()) <= exponent + 1) {
-    out = digits + std::string(exponent + 1 - digits.size(), '0') + ".0";
-  } else {
-    out = digits.substr(0, exponent + 1) + "." + digits.substr(exponent + 1);
+  if (exponent < 0) return absl::StrCat(sign, "0.", std::string(-exponent - 1, '0'), digits);
+  if (static_cast<int>(digits.size()) <= exponent + 1) {
+    return absl::StrCat(sign, digits, std::string(exponent + 1 - digits.size(), '0'), ".0");
   }
-  return sign + out;
+  return absl::StrCat(sign, digits.substr(0, exponent + 1), ".", digits.substr(exponent + 1));
 }
 
 namespace {
