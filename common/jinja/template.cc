@@ -1211,10 +1211,24 @@ class Renderer {
     return Value(std::move(text));
   }
 
+  // Strings built in variables never reach the output check, so a template doubling one in
+  // a loop is stopped here.
+  static absl::Status CheckSize(size_t bytes) {
+    if (bytes > Template::kMaxOutputBytes) {
+      return absl::ResourceExhaustedError(absl::StrCat("a value of ", bytes, " bytes is longer than ",
+                                                       Template::kMaxOutputBytes));
+    }
+    return absl::OkStatus();
+  }
+
   static absl::StatusOr<Value> BinaryOp(const std::string& op, const Value& a, const Value& b) {
     if (op == "==") return Value(a.Equals(b));
     if (op == "!=") return Value(!a.Equals(b));
-    if (op == "~") return Value(a.ToString() + b.ToString());
+    if (op == "~") {
+      std::string joined = a.ToString() + b.ToString();
+      MOE_RETURN_IF_ERROR(CheckSize(joined.size()));
+      return Value(std::move(joined));
+    }
     if (op == "in" || op == "not in") {
       bool found = false;
       if (b.is_string()) {
@@ -1245,8 +1259,12 @@ class Renderer {
       return Value(cmp >= 0);
     }
     if (op == "+") {
-      if (a.is_string() && b.is_string()) return Value(a.str() + b.str());
+      if (a.is_string() && b.is_string()) {
+        MOE_RETURN_IF_ERROR(CheckSize(a.str().size() + b.str().size()));
+        return Value(a.str() + b.str());
+      }
       if (a.is_list() && b.is_list()) {
+        MOE_RETURN_IF_ERROR(CheckSize(a.list().size() + b.list().size()));
         List joined = a.list();
         joined.insert(joined.end(), b.list().begin(), b.list().end());
         return Value(std::move(joined));

@@ -96,6 +96,9 @@ TEST(JinjaTemplateTest, StaysWithinItsBounds) {
   EXPECT_EQ(nested.status().code(), absl::StatusCode::kResourceExhausted) << nested.status();
   const auto big = RenderSource("{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}");
   EXPECT_EQ(big.status().code(), absl::StatusCode::kResourceExhausted) << big.status();
+  const auto doubling = RenderSource("{% set ns = namespace(s='x') %}{% for i in range(40) %}"
+                                     "{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}");
+  EXPECT_EQ(doubling.status().code(), absl::StatusCode::kResourceExhausted) << doubling.status();
   const auto recursion = RenderSource("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}");
   EXPECT_EQ(recursion.status().code(), absl::StatusCode::kResourceExhausted) << recursion.status();
   const auto deep = Template::Parse(absl::StrCat("{{ ", std::string(500, '('), "1", std::string(500, ')'), " }}"));
