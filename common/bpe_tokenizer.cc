@@ -41,29 +41,11 @@ const ByteMap& Bytes() {
   return *map;
 }
 
-void AppendUtf8(char32_t c, std::string* out) {
-  if (c < 0x80) {
-    out->push_back(static_cast<char>(c));
-  } else if (c < 0x800) {
-    out->push_back(static_cast<char>(0xC0 | (c >> 6)));
-    out->push_back(static_cast<char>(0x80 | (c & 0x3F)));
-  } else if (c < 0x10000) {
-    out->push_back(static_cast<char>(0xE0 | (c >> 12)));
-    out->push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | (c & 0x3F)));
-  } else {
-    out->push_back(static_cast<char>(0xF0 | (c >> 18)));
-    out->push_back(static_cast<char>(0x80 | ((c >> 12) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | (c & 0x3F)));
-  }
-}
-
 // Raw bytes as a token's text (each byte through the byte map).
 std::string ToByteLevel(absl::string_view bytes) {
   std::string out;
   out.reserve(bytes.size() * 2);
-  for (unsigned char b : bytes) AppendUtf8(Bytes().byte_to_char[b], &out);
+  for (unsigned char b : bytes) AppendUtf8Char(Bytes().byte_to_char[b], &out);
   return out;
 }
 
@@ -433,7 +415,7 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::FromJson(absl::strin
   }
   for (int b = 0; b < 256; ++b) {
     std::string symbol;
-    AppendUtf8(Bytes().byte_to_char[b], &symbol);
+    AppendUtf8Char(Bytes().byte_to_char[b], &symbol);
     const auto it = tok->vocab_.find(symbol);
     if (it == tok->vocab_.end()) {
       return r.Error("model.vocab", absl::StrCat("lacks the byte-level symbol ", QuoteForMessage(symbol),

@@ -29,6 +29,9 @@ size_t Utf8CharLength(absl::string_view text, size_t pos);
 // Utf8CharLength).
 char32_t DecodeUtf8Char(absl::string_view text, size_t pos, size_t length);
 
+// Appends code point `c` (at most U+10FFFF) as UTF-8.
+void AppendUtf8Char(char32_t c, std::string* out);
+
 // Rust's char::is_whitespace (the White_Space property) and char::is_alphanumeric
 // (Alphabetic or a number), which Hugging Face's added-token matching uses.
 bool IsUnicodeWhitespace(char32_t c);
