@@ -11,6 +11,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <random>
 #include <sstream>
 
 #include "absl/strings/escaping.h"
@@ -225,6 +226,45 @@ TEST(BpeTokenizerTest, RejectsAFileThatIsNotJson) {
   const auto tok = BpeTokenizer::FromJson("{\"model\": ", "cut/tokenizer.json", kVocab);
   ASSERT_FALSE(tok.ok());
   EXPECT_THAT(std::string(tok.status().message()), HasSubstr("cut/tokenizer.json"));
+}
+
+// Hostile files: a valid file with leaves replaced by odd values (wrong types, huge or
+// negative numbers, bad regexes), or cut short, either loads or fails with a status, and
+// what loads still encodes and decodes (a crash or hang fails the test).
+TEST(BpeTokenizerTest, SurvivesMutatedFiles) {
+  const json good = json::parse(ReadFile(DataPath("gpt4/tokenizer.json")));
+  const json flat = good.flatten();
+  std::vector<std::string> leaves;
+  for (const auto& [pointer, value] : flat.items()) leaves.push_back(pointer);
+  const std::vector<json> odd = {nullptr, true, false, 0, -1, 2147483648LL, 1e300, "", "x", "(", "\\p{L}+",
+                                 "(?!)", "<|im_end|>", "Isolated"};
+  std::mt19937 rng(17);
+  int loaded = 0, rejected = 0;
+  for (int i = 0; i < 400; ++i) {
+    std::string text;
+    if (i % 10 == 0) {
+      text = good.dump();
+      text.resize(rng() % text.size());
+    } else {
+      json mutated = good;
+      for (int k = 0; k < 1 + static_cast<int>(rng() % 3); ++k) {
+        mutated[json::json_pointer(leaves[rng() % leaves.size()])] = odd[rng() % odd.size()];
+      }
+      text = mutated.dump();
+    }
+    const auto tok = BpeTokenizer::FromJson(text, "mutated/tokenizer.json", kVocab);
+    if (!tok.ok()) {
+      ++rejected;
+      EXPECT_FALSE(tok.status().message().empty());
+      continue;
+    }
+    ++loaded;
+    const auto ids = (*tok)->Encode("Hello <|im_end|> 123 w\xC3\xB6rld  ", true, true);
+    if (!ids.ok()) continue;  // e.g. a regex that exceeds PCRE2's limits
+    EXPECT_TRUE((*tok)->Decode(*ids, false).ok());
+  }
+  EXPECT_GT(loaded, 0);
+  EXPECT_GT(rejected, 0);
 }
 
 TEST(BpeTokenizerTest, RejectsAVocabularyLargerThanTheModel) {

@@ -7,6 +7,7 @@
 #include "common/jinja/template.h"
 
 #include <fstream>
+#include <random>
 #include <sstream>
 
 #include "absl/strings/escaping.h"
@@ -105,6 +106,38 @@ TEST(JinjaTemplateTest, StaysWithinItsBounds) {
   EXPECT_FALSE(deep.ok());
   const auto huge = Template::Parse(std::string(Template::kMaxSourceBytes + 1, 'x'));
   EXPECT_FALSE(huge.ok());
+}
+
+// Hostile templates: mutations of Qwen3's real template parse or fail with a status, and
+// what parses renders or fails with a status, within the bounds (no crash, no hang).
+TEST(JinjaTemplateTest, SurvivesMutatedTemplates) {
+  std::ifstream in(std::string(MOE_SOURCE_DIR) + "/tests/data/chat_templates/qwen3-30b-a3b/tokenizer_config.json");
+  std::stringstream s;
+  s << in.rdbuf();
+  const std::string good = nlohmann::json::parse(s.str())["chat_template"];
+  const Value context = Value::FromJson(nlohmann::ordered_json::parse(
+      R"({"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
+                       {"role": "assistant", "content": "<think>r</think>a"}],
+          "add_generation_prompt": true})"));
+  std::mt19937 rng(5);
+  const char kPieces[] = "{}%#-+()[]'\"|.:,=~ \n";
+  int parsed = 0;
+  for (int i = 0; i < 400; ++i) {
+    std::string bad = good;
+    for (int k = 0; k < 1 + static_cast<int>(rng() % 4); ++k) {
+      const size_t at = rng() % bad.size();
+      if (rng() % 2) {
+        bad[at] = kPieces[rng() % (sizeof(kPieces) - 1)];
+      } else {
+        bad.erase(at, rng() % 12);
+      }
+    }
+    const auto tmpl = Template::Parse(bad);
+    if (!tmpl.ok()) continue;
+    ++parsed;
+    (void)(*tmpl)->Render(context);
+  }
+  EXPECT_GT(parsed, 0);
 }
 
 TEST(JinjaTemplateTest, FloatsPrintAsPythonRepr) {
