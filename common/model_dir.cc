@@ -64,11 +64,11 @@ absl::StatusOr<ModelDir> ModelDir::Open(const std::string& path) {
   }
   ModelDir dir;
   dir.path = path;
-  const fs::path tokenizer = fs::path(path) / "tokenizer.model";
+  const std::string tokenizer = Tokenizer::FindTokenizerFile(path);
   if (quant::OffloadModel::IsOffloadDir(path)) {
     MOE_ASSIGN_OR_RETURN(dir.offload, quant::OffloadModel::Open(path));
     dir.config = dir.offload->manifest().config;
-    if (fs::exists(tokenizer, ec)) dir.tokenizer_path = tokenizer.string();
+    dir.tokenizer_path = tokenizer;
     return dir;
   }
   MOE_ASSIGN_OR_RETURN(dir.config, ModelConfig::FromFile((fs::path(path) / "config.json").string()));
@@ -84,16 +84,16 @@ absl::StatusOr<ModelDir> ModelDir::Open(const std::string& path) {
         }
         return absl::OkStatus();
       }));
-  if (fs::exists(tokenizer, ec)) dir.tokenizer_path = tokenizer.string();
+  dir.tokenizer_path = tokenizer;
   return dir;
 }
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> ModelDir::LoadTokenizer() const {
   if (tokenizer_path.empty()) {
     return absl::FailedPreconditionError(
-        absl::StrCat(path, ": no tokenizer.model in the model directory"));
+        absl::StrCat(path, ": no tokenizer.model or tokenizer.json in the model directory"));
   }
-  return Tokenizer::Load(tokenizer_path, config.vocab_size);
+  return Tokenizer::LoadFromDirectory(path, config);
 }
 
 }  // namespace moe

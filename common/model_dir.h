@@ -1,5 +1,5 @@
 // A model directory opened and checked: config.json, the safetensors checkpoint (single
-// or sharded), and tokenizer.model when present; or the offload layout `moe convert`
+// or sharded), and its tokenizer (tokenizer.model or tokenizer.json) when present; or the offload layout `moe convert`
 // writes (manifest.json, dense.bin, experts.bin), recognised by its manifest.
 #ifndef MOE_COMMON_MODEL_DIR_H_
 #define MOE_COMMON_MODEL_DIR_H_
@@ -20,11 +20,12 @@ struct ModelDir {
   ModelConfig config;
   std::unique_ptr<Checkpoint> checkpoint;  // Hugging Face layout; null for a converted one
   std::unique_ptr<quant::OffloadModel> offload;  // converted layout; null for Hugging Face
-  std::string tokenizer_path;  // empty when the directory has no tokenizer.model
+  std::string tokenizer_path;  // Tokenizer::FindTokenizerFile: empty when there is none
 
   // Opens `path`; every tensor the config implies must be present with its shape.
   static absl::StatusOr<ModelDir> Open(const std::string& path);
-  // Loads the tokenizer; FAILED_PRECONDITION when the directory has none.
+  // Loads the tokenizer with the model's chat template (Tokenizer::LoadFromDirectory);
+  // FAILED_PRECONDITION when the directory has none.
   absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer() const;
 };
 

@@ -23,6 +23,7 @@ class SentencePieceAdapter {
   virtual int bos_id() const = 0;
   virtual int eos_id() const = 0;
   virtual int piece_size() const = 0;
+  virtual std::string IdToPiece(int id) const = 0;
 };
 
 // Loads the plugin (once per process) and a model from `path`. Returns null and sets

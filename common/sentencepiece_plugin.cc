@@ -26,6 +26,7 @@ class Adapter final : public moe::internal::SentencePieceAdapter {
   int bos_id() const override { return processor_.bos_id(); }
   int eos_id() const override { return processor_.eos_id(); }
   int piece_size() const override { return processor_.GetPieceSize(); }
+  std::string IdToPiece(int id) const override { return processor_.IdToPiece(id); }
 
  private:
   sentencepiece::SentencePieceProcessor processor_;

@@ -22,6 +22,9 @@ packages=(
   # the HTTP API (cpp-httplib); its tests: a Prometheus text parser, and the chat page
   # in headless Chromium driven by Selenium
   libcpp-httplib-dev python3-prometheus-client chromium chromium-driver python3-selenium
+  # tokenizer.json (regex pre-tokenizers, Unicode normalization) and the generator of the
+  # chat-template test data (tools/make_chat_template_testdata.py)
+  libpcre2-dev libunistring-dev python3-jinja2
 )
 
 missing=()

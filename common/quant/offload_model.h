@@ -5,7 +5,8 @@
 //                        norms, routers and LM head in 16 bits (64-byte aligned each)
 //   DIR/experts.bin      one 4096-aligned blob per (layer, expert): w1 | w3 | w2, each a
 //                        matrix in the layout of quant_format.h, so one copy moves one expert
-//   DIR/tokenizer.model  copied from the source
+//   DIR/tokenizer.model  copied from the source (or tokenizer.json, and
+//                        tokenizer_config.json when the source has it)
 // Every field is validated against the config and the files' sizes before any weight is
 // read; errors name the file and what is wrong. docs/quantization.md documents it.
 #ifndef MOE_COMMON_QUANT_OFFLOAD_MODEL_H_

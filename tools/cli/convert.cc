@@ -298,10 +298,17 @@ absl::StatusOr<quant::OffloadManifest> Convert(const ConvertOptions& options) {
   }
   m.attn_rel_error = attn_error.Relative();
   m.expert_rel_error = expert_error.Relative();
-  if (!source.tokenizer_path.empty()) {
-    fs::copy_file(source.tokenizer_path, fs::path(options.out_dir) / "tokenizer.model",
-                  fs::copy_options::overwrite_existing, ec);
-    if (ec) return absl::PermissionDeniedError(absl::StrCat(options.out_dir, "/tokenizer.model: ", ec.message()));
+  // The tokenizer under its own name (tokenizer.model or tokenizer.json) and the chat
+  // template's tokenizer_config.json, so the converted model chats as the source does.
+  std::vector<fs::path> tokenizer_files;
+  if (!source.tokenizer_path.empty()) tokenizer_files.emplace_back(source.tokenizer_path);
+  if (const fs::path tc = fs::path(source.path) / "tokenizer_config.json"; fs::exists(tc, ec)) {
+    tokenizer_files.push_back(tc);
+  }
+  for (const fs::path& file : tokenizer_files) {
+    const fs::path to = fs::path(options.out_dir) / file.filename();
+    fs::copy_file(file, to, fs::copy_options::overwrite_existing, ec);
+    if (ec) return absl::PermissionDeniedError(absl::StrCat(to.string(), ": ", ec.message()));
   }
   // The manifest last, through a rename: it appears only for a complete conversion.
   const fs::path manifest = fs::path(options.out_dir) / quant::kManifestFile;
