@@ -71,12 +71,29 @@ def make_request(stubs, prompt, chat=False, max_new_tokens=128, temperature=0.7,
     return request
 
 
-def stream_generate(stubs, channel, request, timeout=None):
+def stream_generate(stubs, channel, request, timeout=None, api_key=None):
     """Yields the GenerateResponse messages of one generation; the last has the stats.
 
     Raises grpc.RpcError (e.code(), e.details()) on failure."""
     stub = stubs.generation_pb2_grpc.GenerationStub(channel)
-    yield from stub.Generate(request, timeout=timeout)
+    metadata = [("authorization", f"Bearer {api_key}")] if api_key else None
+    yield from stub.Generate(request, timeout=timeout, metadata=metadata)
+
+
+def default_server():
+    """Where moe-coordinator listens by default: its private socket directory."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    directory = (os.path.join(runtime, "moe-offload") if runtime.startswith("/")
+                 else f"/tmp/moe-offload-{os.geteuid()}")
+    return f"unix:{directory}/moe.sock"
+
+
+def open_channel(server, tls_ca=None):
+    """A channel to a coordinator: TLS verified against `tls_ca` (a PEM file) when given."""
+    if tls_ca:
+        with open(tls_ca, "rb") as f:
+            return grpc.secure_channel(server, grpc.ssl_channel_credentials(root_certificates=f.read()))
+    return grpc.insecure_channel(server)
 
 
 def check_health(stubs, channel, service="moe.v1.Generation", timeout=2.0):
@@ -92,9 +109,10 @@ def _generate_main(args, stubs):
                            seed=args.seed, stop=args.stop)
     last = None
     started = time.monotonic()
-    with grpc.insecure_channel(args.server) as channel:
+    with open_channel(args.server, args.tls_ca) as channel:
         for response in stream_generate(stubs, channel, request,
-                                        timeout=args.timeout if args.timeout > 0 else None):
+                                        timeout=args.timeout if args.timeout > 0 else None,
+                                        api_key=args.api_key):
             sys.stdout.write(response.text)
             sys.stdout.flush()
             if response.finish_reason:
@@ -111,7 +129,7 @@ def _generate_main(args, stubs):
 
 
 def _health_main(args, stubs):
-    with grpc.insecure_channel(args.server) as channel:
+    with open_channel(args.server, args.tls_ca) as channel:
         status = check_health(stubs, channel, args.service)
     print(status)
     return 0 if status == "SERVING" else 1
@@ -124,8 +142,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="moe_client.py" + ("" if command == "generate" else " health"),
         description=__doc__.split("\n\n")[0])
-    parser.add_argument("--server", default="unix:/tmp/moe.sock",
+    parser.add_argument("--server", default=default_server(),
                         help="coordinator address: unix:PATH or HOST:PORT (default %(default)s)")
+    parser.add_argument("--tls-ca", default=None,
+                        help="PEM CA of a coordinator serving TLS on TCP (default: plaintext)")
+    parser.add_argument("--api-key", default=os.environ.get("MOE_API_KEY"),
+                        help="sent as authorization: Bearer KEY (default $MOE_API_KEY)")
     parser.add_argument("--stub-dir", default=None,
                         help="generated stubs (default $MOE_STUB_DIR or clients/python/_stubs)")
     if command == "health":

@@ -210,6 +210,16 @@ class CredentialsTest(TimedTestCase):
                               str(tp.NEW_TOKENS)], capture_output=True, env=tp.ENV, timeout=60)
         self.assertEqual(run.returncode, 0, run.stderr.decode())
         self.assertEqual(run.stdout.decode(), tp.reference_text())
+        client = [sys.executable, os.path.join(tp.SOURCE_DIR, "clients", "python", "moe_client.py"),
+                  "--stub-dir", tp.ARGS.stub_dir, "--server", addr, "--prompt", tp.PROMPT,
+                  "--temperature", "0", "--max-new-tokens", str(tp.NEW_TOKENS)]
+        run = subprocess.run(client + ["--api-key", "s3cret"], capture_output=True, env=tp.ENV,
+                             timeout=60)
+        self.assertEqual(run.returncode, 0, run.stderr.decode())
+        self.assertEqual(run.stdout.decode(), tp.reference_text())
+        run = subprocess.run(client, capture_output=True, env=tp.ENV, timeout=60)
+        self.assertEqual(run.returncode, 1)
+        self.assertIn("UNAUTHENTICATED", run.stderr.decode())
         self.assertEqual(tp.health(addr, "moe.v1.Generation"), "SERVING")  # probes stay open
 
     def test_mutual_tls_between_the_processes_and_for_clients(self):
