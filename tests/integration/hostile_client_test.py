@@ -273,13 +273,16 @@ class CredentialsTest(TimedTestCase):
         self.assertEqual(run.stdout.decode(), tp.reference_text(), run.stderr.decode())
 
     # A second user: root runs the worker; uid 65534 tries its unix socket.
+    # Prints -1 when it cannot connect, else how many bytes the server sent back to an
+    # HTTP/2 preface (0: the connection was closed on it, even mid-send).
     PROBE = ("import socket,sys\n"
              "s=socket.socket(socket.AF_UNIX)\n"
              "try: s.connect(sys.argv[1])\n"
              "except OSError: print(-1); sys.exit(0)\n"
              "s.settimeout(5)\n"
-             "s.sendall(b'PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n'+bytes([0,0,0,4,0,0,0,0,0]))\n"
-             "try: print(len(s.recv(64)))\n"
+             "try:\n"
+             "  s.sendall(b'PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n'+bytes([0,0,0,4,0,0,0,0,0]))\n"
+             "  print(len(s.recv(64)))\n"
              "except OSError: print(0)\n")
 
     def probe_as_nobody(self, path):
@@ -321,9 +324,9 @@ class CredentialsTest(TimedTestCase):
                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             path = os.path.join(runtime, "moe-offload", "worker.sock")
-            wait_for(lambda: os.path.exists(path), 30, "the default worker socket")
+            wait_for(lambda: os.path.exists(path) and tp.health("unix:" + path, "") == "SERVING",
+                     60, "the worker on its default socket")
             self.assertEqual(stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode), 0o700)
-            self.assertEqual(tp.health("unix:" + path, ""), "SERVING")
         finally:
             worker.terminate()
             worker.wait(15)
