@@ -732,7 +732,7 @@ absl::StatusOr<std::vector<int>> BpeTokenizer::Encode(absl::string_view text, bo
                                                    " bytes is longer than the limit of ",
                                                    kMaxTextBytes));
   }
-  MOE_RETURN_IF_ERROR(CheckUtf8(text));
+  MOE_RETURN_IF_ERROR(CheckUtf8("text", text));
   std::vector<int> ids;
   if (add_special) ids = leading_special_ids_;
   std::vector<std::pair<std::string, int>> raw, normalized;

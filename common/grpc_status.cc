@@ -3,7 +3,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "common/utf8.h"
+#include "common/unicode_text.h"
 
 namespace moe {
 

@@ -94,17 +94,39 @@ bool IsUnicodeAlphanumeric(char32_t c) {
   return uc_is_property_alphabetic(c) || uc_is_general_category(c, UC_CATEGORY_N);
 }
 
-absl::Status CheckUtf8(absl::string_view text) {
+namespace {
+
+// Offset of the first byte that does not start a well-formed sequence, or npos.
+size_t FirstInvalid(absl::string_view text) {
   for (size_t pos = 0; pos < text.size();) {
     size_t valid;
     const size_t n = ScanChar(text, pos, &valid);
-    if (valid == 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("text is not valid UTF-8 (bad byte sequence at offset ", pos, ")"));
-    }
+    if (valid == 0) return pos;
     pos += n;
   }
-  return absl::OkStatus();
+  return absl::string_view::npos;
+}
+
+}  // namespace
+
+bool IsValidUtf8(absl::string_view text) { return FirstInvalid(text) == absl::string_view::npos; }
+
+absl::Status CheckUtf8(absl::string_view field, absl::string_view text) {
+  const size_t bad = FirstInvalid(text);
+  if (bad == absl::string_view::npos) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(field, " is not valid UTF-8 (first bad byte at offset ", bad, ")"));
+}
+
+size_t Utf8BoundaryAtOrBefore(absl::string_view text, size_t pos) {
+  if (pos >= text.size()) return pos;
+  // Step back over at most three continuation bytes to the start of the character.
+  size_t start = pos;
+  for (int k = 0; k < 3 && start > 0 && (static_cast<uint8_t>(text[start]) & 0xC0) == 0x80; ++k) {
+    --start;
+  }
+  if ((static_cast<uint8_t>(text[start]) & 0xC0) == 0x80) return pos;  // not UTF-8 here: as is
+  return start;
 }
 
 std::string LossyUtf8(absl::string_view bytes) {

@@ -1,5 +1,6 @@
-// UTF-8 helpers the tokenizers share: validity, lossy decoding of arbitrary bytes, and
-// Unicode normalization (over GNU libunistring).
+// UTF-8 in one place: validity (of requests, before use), character boundaries (text we
+// send is cut only there: protobuf refuses to serialise a string that is not UTF-8),
+// lossy decoding of arbitrary bytes, and Unicode normalization (over GNU libunistring).
 #ifndef MOE_COMMON_UNICODE_TEXT_H_
 #define MOE_COMMON_UNICODE_TEXT_H_
 
@@ -12,9 +13,17 @@
 
 namespace moe {
 
-// OK when `text` is well-formed UTF-8 (no surrogates, no overlong forms); otherwise
-// INVALID_ARGUMENT naming the byte offset of the first bad sequence.
-absl::Status CheckUtf8(absl::string_view text);
+// Whether `text` is well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, at
+// most U+10FFFF).
+bool IsValidUtf8(absl::string_view text);
+
+// OK when `text` is well-formed UTF-8; otherwise INVALID_ARGUMENT "`field` is not valid
+// UTF-8 (first bad byte at offset N)".
+absl::Status CheckUtf8(absl::string_view field, absl::string_view text);
+
+// The largest position <= pos that does not fall inside a multi-byte character of
+// `text` (pos itself when pos >= text.size() or it already is a boundary).
+size_t Utf8BoundaryAtOrBefore(absl::string_view text, size_t pos);
 
 // Turns arbitrary bytes into UTF-8: each maximal ill-formed subsequence becomes U+FFFD, as
 // Unicode (chapter 3, "U+FFFD Substitution of Maximal Subparts"), Rust's

@@ -2,7 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
-#include "common/utf8.h"
+#include "common/unicode_text.h"
 
 namespace moe::coordinator {
 namespace {

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "common/utf8.h"
+#include "common/unicode_text.h"
 
 namespace moe::coordinator {
 

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "common/utf8.h"
+#include "common/unicode_text.h"
 #include "gtest/gtest.h"
 
 namespace moe::coordinator {

@@ -1,4 +1,4 @@
-#include "common/utf8.h"
+#include "common/unicode_text.h"
 
 #include <string>
 
@@ -7,7 +7,7 @@
 namespace moe {
 namespace {
 
-TEST(Utf8Test, AcceptsWellFormedTextAndRefusesTheRest) {
+TEST(UnicodeTextTest, AcceptsWellFormedTextAndRefusesTheRest) {
   EXPECT_TRUE(IsValidUtf8(""));
   EXPECT_TRUE(IsValidUtf8("plain ascii"));
   EXPECT_TRUE(IsValidUtf8("é ß € 中文 😀 \xF4\x8F\xBF\xBF"));
@@ -22,7 +22,7 @@ TEST(Utf8Test, AcceptsWellFormedTextAndRefusesTheRest) {
   EXPECT_EQ(status.message(), "prompt is not valid UTF-8 (first bad byte at offset 3)");
 }
 
-TEST(Utf8Test, BoundariesNeverFallInsideACharacter) {
+TEST(UnicodeTextTest, BoundariesNeverFallInsideACharacter) {
   const std::string text = "a€😀b";  // 1 + 3 + 4 + 1 bytes
   EXPECT_EQ(Utf8BoundaryAtOrBefore(text, 0), 0u);
   EXPECT_EQ(Utf8BoundaryAtOrBefore(text, 1), 1u);
