@@ -21,7 +21,7 @@ absl::Status Read(const Checkpoint& ckpt, const std::string& name,
 absl::Status ReadConverted(const quant::OffloadModel& model, const std::string& name,
                            std::vector<float>* dst, PackedMatrix* packed) {
   MOE_ASSIGN_OR_RETURN(quant::MatrixView view, model.Dense(name));
-  if (packed != nullptr && view.layout.spec.quantized()) {
+  if (packed != nullptr) {
     packed->layout = view.layout;
     packed->bytes.assign(view.data, view.data + view.layout.total_bytes);
     return absl::OkStatus();
@@ -36,7 +36,7 @@ absl::StatusOr<DenseWeights> LoadConverted(const quant::OffloadModel& model, con
   MOE_RETURN_IF_ERROR(ReadConverted(model, tn::Embedding(), &w.embedding, nullptr));
   MOE_RETURN_IF_ERROR(ReadConverted(model, tn::FinalNorm(), &w.final_norm, nullptr));
   if (!c.tie_word_embeddings) {
-    MOE_RETURN_IF_ERROR(ReadConverted(model, tn::LmHead(), &w.lm_head, nullptr));
+    MOE_RETURN_IF_ERROR(ReadConverted(model, tn::LmHead(), &w.lm_head, &w.lm_head_packed));
   }
   w.layers.resize(c.num_hidden_layers);
   for (int l = 0; l < c.num_hidden_layers; ++l) {
