@@ -3,7 +3,7 @@
 # the same random Mixtral-layout weights, 2 threads, rounds interleaved, medians and ratios.
 # llama.cpp is peer tooling, never a dependency of the product: bench/peer/llamacpp.sh
 # builds it outside the repo from a source tree (LLAMACPP_SRC) or a bare git mirror holding
-# its pinned commit (LLAMACPP_MIRROR). Needs a python3 with numpy (PY, LLAMACPP_PY).
+# its pinned commit (LLAMACPP_MIRROR). Needs a python3 with numpy (PY, LLAMACPP_PY; default /usr/bin/python3).
 #   bench/side_by_side.sh BUILD_DIR [WORK_DIR] [ROUNDS] [FORMATS] [make_big_mixtral key=value ...]
 # FORMATS: comma-separated, of 16 (ours 16/16 vs F16), 4 (4/4 HQQ vs Q4_0), 3 (4/3 vs
 # Q3_K_S), 2 (4/2 vs Q2_K), fp32 (the HF directory as is; ours only). Default 16,4.
@@ -15,7 +15,7 @@
 set -u
 LIB=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 B=$1; W=${2:-/tmp/cpu-peer}; R=${3:-3}; F=${4:-16,4}; shift $(( $# < 4 ? $# : 4 ))
-export LLAMACPP_PY=${LLAMACPP_PY:-${PY:-python3}}
+export LLAMACPP_PY=${LLAMACPP_PY:-${PY:-/usr/bin/python3}}
 PY=$LLAMACPP_PY
 source "$LIB/peer/llamacpp.sh"; llamacpp_build >/dev/null || exit 1
 MOE=$B/tools/moe; EB=$B/bench/engine_bench; T=$PWD/models/kjv-moe/heldout.txt
