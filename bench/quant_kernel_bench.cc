@@ -111,7 +111,7 @@ void StreamBench(benchmark::State& state, bool copy) {
       benchmark::DoNotOptimize(a.data());
     } else {
       float sum = 0;
-#pragma omp parallel for schedule(static) reduction(+ : sum)
+#pragma omp parallel for simd schedule(static) reduction(+ : sum)
       for (int64_t i = 0; i < count; ++i) sum += b[i];
       benchmark::DoNotOptimize(sum);
     }

@@ -65,35 +65,43 @@ float RowDot16Scalar(const uint8_t* row, DType dtype, const float* x, int64_t co
   return acc;
 }
 
-// s and s * z of each group of row r, and s of each of its blocks (the SIMD kernels'
-// pairs: the block past an odd count gets 0).
+// s and s * z of each group of row r, and where a pair of blocks can straddle two groups
+// (an odd number of blocks per group), s of each block (the block past an odd count: 0).
 struct RowScaleBuffers {
   std::vector<float> block_scale, group_s, group_sz;
 
   tile::RowScales Compute(const MatrixView& w, int64_t r) {
     const int64_t g = w.layout.spec.group_size, per_row = w.layout.cols / g;
     const int64_t blocks = w.layout.cols / kBlock, per_group = g / kBlock;
-    block_scale.resize(blocks + 1);
     group_s.resize(per_row);
     group_sz.resize(per_row);
     const int64_t first = r * per_row;
+    float* __restrict gs = group_s.data();
+    float* __restrict gsz = group_sz.data();
     for (int64_t k = 0; k < per_row;) {
       // Groups sharing one meta-quantization entry: a plain loop the compiler vectorises.
-      const int64_t group = first + k, m = group / quant::kMetaGroup;
+      const int64_t m = (first + k) / quant::kMetaGroup;
       const int64_t end = std::min(per_row, (m + 1) * quant::kMetaGroup - first);
-      const quant::MetaParams& meta = w.meta()[m];
-      const uint8_t* sc = w.scales() + first;
-      const uint8_t* zc = w.zeros() + first;
+      const quant::MetaParams meta = w.meta()[m];
+      const uint8_t* __restrict sc = w.scales() + first;
+      const uint8_t* __restrict zc = w.zeros() + first;
       for (int64_t j = k; j < end; ++j) {
-        const float s = meta.s_min + meta.s_step * sc[j];
-        group_s[j] = s;
-        group_sz[j] = s * (meta.z_min + meta.z_step * zc[j]);
+        const float s = meta.s_min + meta.s_step * float(sc[j]);
+        gs[j] = s;
+        gsz[j] = s * (meta.z_min + meta.z_step * float(zc[j]));
       }
       k = end;
     }
-    for (int64_t b = 0; b < blocks; ++b) block_scale[b] = group_s[b / per_group];
-    block_scale[blocks] = 0;
-    return {block_scale.data(), group_sz.data()};
+    const float* bs = nullptr;
+    if (per_group % 2 != 0) {
+      block_scale.resize(blocks + 1);
+      for (int64_t k = 0; k < per_row; ++k) {
+        std::fill_n(block_scale.data() + k * per_group, per_group, group_s[k]);
+      }
+      block_scale[blocks] = 0;
+      bs = block_scale.data();
+    }
+    return {group_s.data(), group_sz.data(), per_group, bs};
   }
 };
 
@@ -132,7 +140,7 @@ float PackedRowScalar(const MatrixView& w, int64_t r, const tile::RowScales& rs,
     for (int64_t i = 0; i < kBlock; ++i) {
       dot += quant::UnpackCode(codes + b * block_bytes, bits, i) * a.q[b * kBlock + i];
     }
-    acc += rs.block_scale[b] * a.d[b] * float(dot);
+    acc += rs.group_s[b / rs.blocks_per_group] * a.d[b] * float(dot);
   }
   float zero_term = 0;
   for (size_t k = 0; k < a.xs.size(); ++k) zero_term += rs.group_sz[k] * a.xs[k];

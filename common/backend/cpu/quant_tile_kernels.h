@@ -30,8 +30,12 @@ struct PairActivations {
 
 // Per-row weight scales, computed once per row for all its token tiles.
 struct RowScales {
-  const float* block_scale;  // [pairs * 2]: s of each block's group (0 past the row)
+  const float* group_s;      // [groups_per_row]: s of each group
   const float* group_sz;     // [groups_per_row]: s * z of each group
+  int64_t blocks_per_group;
+  // Only when blocks_per_group is odd (a pair can straddle two groups): [pairs * 2], s of
+  // each block's group, 0 past the row. Else null.
+  const float* block_scale;
 };
 
 // out[t] = row r of w · token t0 + t, for t < tokens (1..kMaxTileTokens). `bits` 2/3/4/8.
