@@ -176,7 +176,13 @@ struct PairActivationBuffers {
       float* dt = dvec.data() + t * pairs * 8;
       for (int64_t b = 0; b < blocks; ++b) {
         int8_t* dst = qt + (b / 2) * tile::kPair + (b % 2) * 16;
-        for (int i = 0; i < kBlock; ++i) dst[pos[i]] = block_q[b * kBlock + i];
+        const int8_t* src = block_q.data() + b * kBlock;
+        if (bits == 3) {
+          for (int i = 0; i < kBlock; ++i) dst[pos[i]] = src[i];
+        } else {  // values 0..15 to A, 16..31 to B, in order
+          std::memcpy(dst, src, 16);
+          std::memcpy(dst + 32, src + 16, 16);
+        }
         std::fill_n(dt + (b / 2) * 8 + (b % 2) * 4, 4, block_d[b]);
       }
       for (int64_t k = 0; k < a.groups_per_row; ++k) {
