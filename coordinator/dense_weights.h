@@ -1,5 +1,6 @@
-// Every non-expert weight of a Mixtral model in fp32: embeddings, attention, norms,
-// routers, final norm and LM head. The coordinator owns these; experts live elsewhere.
+// Every non-expert weight of a Mixtral model: embeddings, attention, norms, routers, final
+// norm and LM head, in fp32 except the projections a checkpoint or converted model stores
+// in 16 bits or quantized. The coordinator owns these; experts live elsewhere.
 #ifndef MOE_COORDINATOR_DENSE_WEIGHTS_H_
 #define MOE_COORDINATOR_DENSE_WEIGHTS_H_
 
@@ -51,7 +52,8 @@ struct DenseWeights {
     return lm_head.empty() ? embedding.data() : lm_head.data();
   }
 
-  // Reads and converts the dense tensors; shapes are checked against `config`.
+  // Reads the dense tensors, shapes checked against `config`: BF16/F16 attention and an
+  // untied LM head stay as stored; the rest is converted to fp32.
   static absl::StatusOr<DenseWeights> Load(const Checkpoint& checkpoint,
                                            const ModelConfig& config);
   // Either layout: a Hugging Face checkpoint, or a converted directory (attention and an
