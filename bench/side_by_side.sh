@@ -6,7 +6,7 @@
 # its pinned commit (LLAMACPP_MIRROR). Needs a python3 with numpy (PY, LLAMACPP_PY; default /usr/bin/python3).
 #   bench/side_by_side.sh BUILD_DIR [WORK_DIR] [ROUNDS] [FORMATS] [make_big_mixtral key=value ...]
 # FORMATS: comma-separated, of 16 (ours 16/16 vs F16), 4 (4/4 HQQ vs Q4_0), 3 (4/3 vs
-# Q3_K_S), 2 (4/2 vs Q2_K), fp32 (the HF directory as is; ours only). Default 16,4.
+# Q3_K_S), 2 (4/2 vs Q2_K), hf (the HF directory as is; ours only). Default 16,4.
 # e.g. two layers at true Mixtral-8x7B widths:
 #   bench/side_by_side.sh build /tmp/peer-mixtral 2 16,4 num_hidden_layers=2 hidden_size=4096 \
 #     intermediate_size=14336 num_attention_heads=32 num_key_value_heads=8 vocab_size=32000
@@ -29,7 +29,7 @@ declare -A OURS=([16]="m16 16 16" [4]="m4 4 4" [3]="m3 4 3" [2]="m2 4 2")
 declare -A THEIRS=([16]=F16 [4]=Q4_0 [3]=Q3_K_S [2]=Q2_K)
 [ -f $W/f16.gguf ] || llamacpp_convert $W/hf $W/f16.gguf f16 >/dev/null || exit 1
 for f in ${F//,/ }; do
-  [ "$f" = fp32 ] && continue
+  [ "$f" = hf ] && continue
   read -r dir ab eb <<< "${OURS[$f]}"
   [ -f $W/$dir/manifest.json ] || OMP_WAIT_POLICY=PASSIVE $MOE convert --in $W/hf --out $W/$dir \
     --attn-bits $ab --expert-bits $eb --progress=false >/dev/null || exit 1
@@ -49,7 +49,7 @@ theirs() {  # GGUF LABEL
 }
 for r in $(seq $R); do
   for f in ${F//,/ }; do
-    if [ "$f" = fp32 ]; then ours $W/hf fp32; continue; fi
+    if [ "$f" = hf ]; then ours $W/hf hf; continue; fi
     read -r dir ab eb <<< "${OURS[$f]}"
     t=${THEIRS[$f]}
     ours $W/$dir $f
@@ -68,13 +68,13 @@ for e in sorted({(r["engine"], r["fmt"]) for r in rows}):
 print("| format | ours prefill | llama.cpp prefill | ratio | ours decode | llama.cpp decode | ratio | our peak RSS MB |")
 print("|---|---|---|---|---|---|---|---|")
 ok = bool(med)
-for f in sorted({k[1] for k in med}, key=lambda s: (s == "fp32", -int(s) if s.isdigit() else 0)):
+for f in sorted({k[1] for k in med}, key=lambda s: (s == "hf", -int(s) if s.isdigit() else 0)):
     o, t = med.get(("moe", f)), med.get(("llama.cpp", f))
     if o and t:
         pr, dr = o[0] / t[0], o[1] / t[1]
         ok = ok and dr >= 1.0 and (pr >= 0.8 or f not in ("16", "4"))
         print("| %s | %.1f | %.1f | %.2f | %.1f | %.1f | %.2f | %.0f |" % (f, o[0], t[0], pr, o[1], t[1], dr, o[2]))
-    elif f != "fp32":
+    elif f != "hf":
         ok = False
     if o and not t:
         print("| %s | %.1f | - | - | %.1f | - | - | %.0f |" % (f, o[0], o[1], o[2]))
