@@ -12,6 +12,8 @@
 #     intermediate_size=14336 num_attention_heads=32 num_key_value_heads=8 vocab_size=32000
 # Default model: 8 layers, hidden 1024, expert width 3584, 8 experts top-2 (734M params, BF16).
 # Prints one JSON line per (engine, format, round), then medians, ratios and our peak RSS.
+# METHOD=rtn converts by round-to-nearest (minutes faster at Mixtral width; the kernels'
+# speed does not depend on the method).
 set -u
 LIB=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 B=$1; W=${2:-/tmp/cpu-peer}; R=${3:-3}; F=${4:-16,4}; shift $(( $# < 4 ? $# : 4 ))
@@ -32,7 +34,7 @@ for f in ${F//,/ }; do
   [ "$f" = hf ] && continue
   read -r dir ab eb <<< "${OURS[$f]}"
   [ -f $W/$dir/manifest.json ] || OMP_WAIT_POLICY=PASSIVE $MOE convert --in $W/hf --out $W/$dir \
-    --attn-bits $ab --expert-bits $eb --progress=false >/dev/null || exit 1
+    --attn-bits $ab --expert-bits $eb --method ${METHOD:-hqq} --progress=false >/dev/null || exit 1
   cp models/kjv-moe/tokenizer.model $W/$dir/ 2>/dev/null
   t=${THEIRS[$f]}
   [ $t = F16 ] || [ -f $W/$t.gguf ] || llamacpp_quantize $W/f16.gguf $W/$t.gguf $t || exit 1
