@@ -39,11 +39,13 @@ for f in ${F//,/ }; do
   t=${THEIRS[$f]}
   [ $t = F16 ] || [ -f $W/$t.gguf ] || llamacpp_quantize $W/f16.gguf $W/$t.gguf $t || exit 1
 done
+# engine_bench's median of 3 passes: the first pays the cold start (every expert copied into
+# its cache slot, first-touch page faults), as llama-bench's warm-up run does for it.
 # Our OpenMP threads sleep between parallel regions (OURS_WAIT=ACTIVE spins as llama.cpp's
 # threads do: faster on idle cores, far slower when another process holds one).
 ours() {  # DIR LABEL
   OMP_WAIT_POLICY=${OURS_WAIT:-PASSIVE} $EB --model $1 --text-file $T --prompt-tokens 64 --decode-tokens 32 --threads 2 \
-    --matmul blas --rounds 1 2>/dev/null | grep '^{' | head -1 |
+    --matmul blas --rounds 3 2>/dev/null | grep '^{' | head -1 |
     $PY -c 'import json,sys; d=json.loads(sys.stdin.read()); print(json.dumps({"engine":"moe","fmt":sys.argv[1],"prefill":d.get("prefill_tokens_per_s"),"decode":d.get("decode_tokens_per_s"),"rss_mb":d.get("peak_rss_mb")}))' $2
 }
 theirs() {  # GGUF LABEL
