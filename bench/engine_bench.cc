@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -64,6 +65,16 @@ absl::StatusOr<std::vector<int>> PromptTokens(const LocalEngine& engine, int cou
   return ids;
 }
 
+// The process's peak resident set (VmHWM), in MB: weights, KV cache and scratch together.
+double PeakRssMb() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::strtod(line.c_str() + 6, nullptr) / 1024.0;
+  }
+  return 0;
+}
+
 absl::Status Run() {
   MOE_ASSIGN_OR_RETURN(auto engine, LocalEngine::Open(absl::GetFlag(FLAGS_model)));
   const int n_prompt = absl::GetFlag(FLAGS_prompt_tokens);
@@ -107,9 +118,11 @@ absl::Status Run() {
     std::printf(
         "{\"bench\": \"engine\", \"model\": \"%s\", \"threads\": %d, \"matmul\": \"%s\", "
         "\"prompt_tokens\": %d, \"decode_tokens\": %d, \"rounds\": %zu, "
-        "\"prefill_tokens_per_s\": %.1f, \"decode_tokens_per_s\": %.1f}\n",
+        "\"prefill_tokens_per_s\": %.1f, \"decode_tokens_per_s\": %.1f, "
+        "\"peak_rss_mb\": %.1f}\n",
         engine->dir().path.c_str(), c.threads, std::string(cpu::MatmulImplName(c.matmul)).c_str(),
-        n_prompt, n_decode, c.prefill.size(), Median(c.prefill), Median(c.decode));
+        n_prompt, n_decode, c.prefill.size(), Median(c.prefill), Median(c.decode),
+        PeakRssMb());
   }
   const Config& base = configs.front();
   for (size_t i = 1; i < configs.size(); ++i) {

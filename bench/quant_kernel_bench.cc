@@ -1,8 +1,9 @@
 // The fused dequantise-and-multiply kernels (common/backend/cpu/quant_kernels.h) against
 // the fp32 path (OpenBLAS sgemv/sgemm through cpu::MatMulTransB) on the same matrix:
 // decode (1 token) and prefill (32 tokens), for the bundled model's expert shape and
-// Mixtral-8x7B's expert (w1: 14336 x 4096) and attention (q: 4096 x 4096) shapes.
-// Google Benchmark; one thread unless --threads says otherwise.
+// Mixtral-8x7B's expert (w1: 14336 x 4096) and attention (q: 4096 x 4096) shapes, beside a
+// STREAM-like copy and read of memory (the bound a memory-bound decode kernel approaches).
+// Rates use wall time. Google Benchmark; one thread unless --threads says otherwise.
 //
 //   quant_kernel_bench [--threads N] [--benchmark_filter=Mixtral] [--benchmark_repetitions=3]
 #include <cblas.h>
@@ -97,19 +98,55 @@ void Run(benchmark::State& state, Shape s, int bits, int64_t n, cpu::QuantKernel
                                                 benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// The physical bound beside the kernels, measured in the same run: a STREAM-like copy
+// (bytes read + written) and read (a sum: what a weight stream does) over 512 MiB, far
+// past the caches, on the same threads.
+void StreamBench(benchmark::State& state, bool copy) {
+  const int64_t count = int64_t{1} << 27;  // floats per array
+  static std::vector<float> a(count, 1.0f), b(count, 2.0f);
+  for (auto _ : state) {
+    if (copy) {
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < count; ++i) a[i] = b[i];
+      benchmark::DoNotOptimize(a.data());
+    } else {
+      float sum = 0;
+#pragma omp parallel for simd schedule(static) reduction(+ : sum)
+      for (int64_t i = 0; i < count; ++i) sum += b[i];
+      benchmark::DoNotOptimize(sum);
+    }
+  }
+  state.counters["GBps"] = benchmark::Counter(double(count) * sizeof(float) * (copy ? 2 : 1),
+                                              benchmark::Counter::kIsIterationInvariantRate,
+                                              benchmark::Counter::kIs1000);
+}
+
 void RegisterAll() {
+  benchmark::RegisterBenchmark("Stream/copy", StreamBench, true)->Unit(benchmark::kMillisecond)->UseRealTime();
+  benchmark::RegisterBenchmark("Stream/read", StreamBench, false)->Unit(benchmark::kMillisecond)->UseRealTime();
   for (const Shape& s : kShapes) {
     for (int64_t n : {1, 32}) {
       for (int bits : {32, 16, 8, 4, 3, 2}) {
         const std::string name = absl::StrCat(s.name, "/", n == 1 ? "decode" : "prefill32", "/",
                                               bits == 32 ? std::string("fp32") : absl::StrCat(bits, "bit"));
         benchmark::RegisterBenchmark(name.c_str(), Run, s, bits, n, cpu::BestQuantKernelPath())
-            ->Unit(benchmark::kMicrosecond);
+            ->Unit(benchmark::kMicrosecond)
+            ->UseRealTime();
       }
       benchmark::RegisterBenchmark(
           absl::StrCat(s.name, "/", n == 1 ? "decode" : "prefill32", "/3bit_scalar").c_str(), Run,
           s, 3, n, cpu::QuantKernelPath::kScalar)
-          ->Unit(benchmark::kMicrosecond);
+          ->Unit(benchmark::kMicrosecond)
+          ->UseRealTime();
+      // The AVX2 (maddubs) path where a VNNI one is the best: what a CPU without VNNI gets.
+      if (cpu::BestQuantKernelPath() != cpu::QuantKernelPath::kAvx2 &&
+          cpu::QuantKernelPathSupported(cpu::QuantKernelPath::kAvx2)) {
+        benchmark::RegisterBenchmark(
+            absl::StrCat(s.name, "/", n == 1 ? "decode" : "prefill32", "/4bit_avx2").c_str(), Run,
+            s, 4, n, cpu::QuantKernelPath::kAvx2)
+            ->Unit(benchmark::kMicrosecond)
+            ->UseRealTime();
+      }
     }
   }
 }
@@ -128,7 +165,7 @@ int main(int argc, char** argv) {
   moe::RegisterAll();
   benchmark::AddCustomContext("threads", std::to_string(threads));
   benchmark::AddCustomContext("quant_kernel_path",
-                              moe::cpu::BestQuantKernelPath() == moe::cpu::QuantKernelPath::kAvx2 ? "avx2" : "scalar");
+                              moe::cpu::QuantKernelPathName(moe::cpu::BestQuantKernelPath()));
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

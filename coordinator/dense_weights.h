@@ -1,5 +1,6 @@
-// Every non-expert weight of a Mixtral model in fp32: embeddings, attention, norms,
-// routers, final norm and LM head. The coordinator owns these; experts live elsewhere.
+// Every non-expert weight of a Mixtral model: embeddings, attention, norms, routers, final
+// norm and LM head, in fp32 except the projections a checkpoint or converted model stores
+// in 16 bits or quantized. The coordinator owns these; experts live elsewhere.
 #ifndef MOE_COORDINATOR_DENSE_WEIGHTS_H_
 #define MOE_COORDINATOR_DENSE_WEIGHTS_H_
 
@@ -13,8 +14,8 @@
 
 namespace moe::coordinator {
 
-// A projection a converted model stores quantized (or 16-bit): the packed bytes, owned,
-// multiplied by the fused kernels. Empty when the projection is held in fp32.
+// A projection a converted model stores quantized or in 16 bits: the stored bytes, owned,
+// multiplied by the fused kernels (no fp32 copy). Empty when the projection is held in fp32.
 struct PackedMatrix {
   quant::MatrixLayout layout;
   std::vector<uint8_t> bytes;
@@ -30,7 +31,7 @@ struct LayerWeights {
   std::vector<float> o;           // [H, nH * hd]
   std::vector<float> post_norm;   // [H]
   std::vector<float> gate;        // [E, H], the router
-  // Set instead of q/k/v/o when a converted model stores attention below 16 bits.
+  // Set instead of q/k/v/o for a converted model (quantized or 16-bit attention).
   PackedMatrix q_packed, k_packed, v_packed, o_packed;
 };
 
@@ -42,15 +43,22 @@ struct DenseWeights {
   std::vector<float> embedding;   // [V, H]
   std::vector<LayerWeights> layers;
   std::vector<float> final_norm;  // [H]
-  std::vector<float> lm_head;     // [V, H]; empty when tied to the embedding
+  std::vector<float> lm_head;     // [V, H]; empty when tied to the embedding or packed
+  PackedMatrix lm_head_packed;    // a converted model's untied LM head, as stored
 
-  const float* LmHead() const { return lm_head.empty() ? embedding.data() : lm_head.data(); }
+  // The fp32 LM head (the embedding when tied); null when lm_head_packed holds it.
+  const float* LmHead() const {
+    if (!lm_head_packed.empty()) return nullptr;
+    return lm_head.empty() ? embedding.data() : lm_head.data();
+  }
 
-  // Reads and converts the dense tensors; shapes are checked against `config`.
+  // Reads the dense tensors, shapes checked against `config`: BF16/F16 attention and an
+  // untied LM head stay as stored; the rest is converted to fp32.
   static absl::StatusOr<DenseWeights> Load(const Checkpoint& checkpoint,
                                            const ModelConfig& config);
-  // Either layout: a Hugging Face checkpoint, or a converted directory (quantized
-  // attention stays packed; 16-bit tensors are converted to fp32).
+  // Either layout: a Hugging Face checkpoint, or a converted directory (attention and an
+  // untied LM head stay as stored, quantized or 16-bit; the embedding table, norms and
+  // routers are converted to fp32).
   static absl::StatusOr<DenseWeights> Load(const ModelDir& dir);
 };
 

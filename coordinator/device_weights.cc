@@ -40,7 +40,7 @@ void VisitTensors(const DenseWeights& w, Slots& slots, const TensorVisitor& visi
   };
   f32(w.embedding, &slots.embedding);
   f32(w.final_norm, &slots.final_norm);
-  if (!w.lm_head.empty()) f32(w.lm_head, &slots.lm_head);
+  if (!w.lm_head.empty() || !w.lm_head_packed.empty()) matrix(w.lm_head, w.lm_head_packed, &slots.lm_head);
   slots.layers.resize(w.layers.size());
   for (size_t l = 0; l < w.layers.size(); ++l) {
     const LayerWeights& lw = w.layers[l];
@@ -75,10 +75,14 @@ absl::StatusOr<std::unique_ptr<DeviceWeights>> DeviceWeights::Create(DenseWeight
   const int64_t h = host.final_norm.size();
   const int64_t vocab = h > 0 ? int64_t(host.embedding.size()) / h : 0;
   if (h == 0 || vocab * h != int64_t(host.embedding.size()) ||
-      (!host.lm_head.empty() && host.lm_head.size() != host.embedding.size())) {
+      (!host.lm_head.empty() && host.lm_head.size() != host.embedding.size()) ||
+      (!host.lm_head_packed.empty() &&
+       (host.lm_head_packed.layout.rows != vocab || host.lm_head_packed.layout.cols != h))) {
     return absl::InvalidArgumentError(absl::StrCat(
         "DeviceWeights: embedding of ", host.embedding.size(), " floats, LM head of ",
-        host.lm_head.size(), ", final norm of ", h, " do not form [V, H] tables"));
+        host.lm_head.size(), " floats or [", host.lm_head_packed.layout.rows, ", ",
+        host.lm_head_packed.layout.cols, "] stored, final norm of ", h,
+        " do not form [V, H] tables"));
   }
   std::unique_ptr<DeviceWeights> out(new DeviceWeights());
   out->host_ = std::move(host);
@@ -112,9 +116,8 @@ absl::StatusOr<std::unique_ptr<DeviceWeights>> DeviceWeights::Create(DenseWeight
 
   out->embedding_ = static_cast<const float*>(slots.embedding);
   out->final_norm_ = static_cast<const float*>(slots.final_norm);
-  out->lm_head_ = backend::WeightView::F32(
-      static_cast<const float*>(slots.lm_head != nullptr ? slots.lm_head : slots.embedding),
-      vocab, h);
+  out->lm_head_ = Matrix(slots.lm_head != nullptr ? slots.lm_head : slots.embedding,
+                        w.lm_head_packed, vocab, h);
   out->layers_.resize(w.layers.size());
   for (size_t l = 0; l < w.layers.size(); ++l) {
     const LayerWeights& lw = w.layers[l];

@@ -1,7 +1,13 @@
 #include "expert_worker/expert_store.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cstdint>
 #include <cstring>
+#include <optional>
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/backend/cpu/cpu_device.h"
@@ -58,21 +64,86 @@ absl::StatusOr<std::unique_ptr<ExpertStore>> ExpertStore::Generate(
   return store;
 }
 
+namespace {
+
+// Drops this process's mapping of the whole pages inside [p, p + n) of a read-only file
+// mapping the store has copied from: its own copy is what it reads from now on, and
+// without this the copied file pages stay resident too (RSS twice the experts). Reading
+// them again later simply faults them back in from the page cache. Best effort.
+void ReleaseCopiedPages(const void* p, size_t n) {
+  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + n) / page * page;
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
+// The one 16-bit type every expert matrix of the checkpoint is stored in, if there is one:
+// then the store keeps them as stored (a 16-bit ExpertBlobLayout), else in fp32.
+std::optional<DType> Common16BitDType(const Checkpoint& checkpoint, const ModelConfig& config) {
+  std::optional<DType> common;
+  for (int l = 0; l < config.num_hidden_layers; ++l) {
+    for (int e = 0; e < config.num_local_experts; ++e) {
+      for (const char* w : {"w1", "w3", "w2"}) {
+        absl::StatusOr<Checkpoint::TensorRef> ref = checkpoint.Find(tensor_names::Expert(l, e, w));
+        if (!ref.ok()) return std::nullopt;  // ReadF32 below names what is missing
+        const DType d = ref->info->dtype;
+        if ((d != DType::kBF16 && d != DType::kF16) || (common && *common != d)) return std::nullopt;
+        common = d;
+      }
+    }
+  }
+  return common;
+}
+
+// Copies a 16-bit checkpoint matrix, checked to be [rows, cols] of `dtype`, into `dst`.
+absl::Status CopyStored16(const Checkpoint& checkpoint, const std::string& name, int64_t rows,
+                          int64_t cols, DType dtype, uint8_t* dst) {
+  MOE_ASSIGN_OR_RETURN(Checkpoint::TensorRef ref, checkpoint.Find(name));
+  if (ref.info->dtype != dtype || ref.info->shape != std::vector<int64_t>{rows, cols}) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor \"", name, "\": ", DTypeName(ref.info->dtype), " ", ref.info->ShapeString(),
+        ", expected ", DTypeName(dtype), " [", rows, ", ", cols, "]"));
+  }
+  const absl::Span<const uint8_t> bytes = ref.file->Data(*ref.info);
+  std::memcpy(dst, bytes.data(), size_t(rows * cols) * 2);
+  ReleaseCopiedPages(bytes.data(), bytes.size());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<ExpertStore>> ExpertStore::Load(const Checkpoint& checkpoint,
                                                                 const ModelConfig& config,
                                                                 backend::Device* device) {
   if (device == nullptr) device = &DefaultCpuDevice();
   ExpertLayout layout{config.hidden_size, config.intermediate_size, std::nullopt};
+  const std::optional<DType> dtype16 = Common16BitDType(checkpoint, config);
+  if (dtype16) {  // 16-bit experts stay 16-bit: the kernels multiply them as stored
+    quant::MatrixSpec spec;
+    spec.bits = 16;
+    spec.dtype16 = *dtype16;
+    quant::ExpertBlobLayout packed;
+    MOE_RETURN_IF_ERROR(quant::ExpertBlobLayout::Compute(config, spec, &packed));
+    layout.packed = packed;
+  }
   const size_t stride = BlobStride(layout);
   const int layers = static_cast<int>(config.num_hidden_layers);
   const int experts = static_cast<int>(config.num_local_experts);
   MOE_ASSIGN_OR_RETURN(std::unique_ptr<ExpertStore> store,
                        Allocate(layout, layers, experts, stride, device));
   const int64_t h = layout.hidden, i = layout.intermediate;
+  namespace tn = tensor_names;
   for (int l = 0; l < layers; ++l) {
     for (int e = 0; e < experts; ++e) {
       float* blob = const_cast<float*>(store->Expert(l, e));
-      namespace tn = tensor_names;
+      if (layout.packed) {
+        const quant::ExpertBlobLayout& p = *layout.packed;
+        auto* bytes = reinterpret_cast<uint8_t*>(blob);
+        MOE_RETURN_IF_ERROR(CopyStored16(checkpoint, tn::Expert(l, e, "w1"), i, h, *dtype16, bytes + p.w1_offset));
+        MOE_RETURN_IF_ERROR(CopyStored16(checkpoint, tn::Expert(l, e, "w3"), i, h, *dtype16, bytes + p.w3_offset));
+        MOE_RETURN_IF_ERROR(CopyStored16(checkpoint, tn::Expert(l, e, "w2"), h, i, *dtype16, bytes + p.w2_offset));
+        continue;
+      }
       MOE_RETURN_IF_ERROR(checkpoint.ReadF32(tn::Expert(l, e, "w1"), {i, h}, blob + layout.w1_offset()));
       MOE_RETURN_IF_ERROR(checkpoint.ReadF32(tn::Expert(l, e, "w3"), {i, h}, blob + layout.w3_offset()));
       MOE_RETURN_IF_ERROR(checkpoint.ReadF32(tn::Expert(l, e, "w2"), {h, i}, blob + layout.w2_offset()));
@@ -138,6 +209,7 @@ absl::StatusOr<std::unique_ptr<ExpertStore>> ExpertStore::Load(const ModelDir& d
     for (int e = 0; e < experts; ++e) {
       std::memcpy(const_cast<float*>(store->Expert(l, e)), dir.offload->ExpertBlob(l, e),
                   m.expert.blob_bytes);
+      ReleaseCopiedPages(dir.offload->ExpertBlob(l, e), m.expert.blob_bytes);
     }
   }
   return store;

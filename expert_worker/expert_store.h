@@ -1,7 +1,9 @@
 // The host-RAM expert store: every expert of every layer as one contiguous, page-aligned
 // blob [w1 | w3 | w2], so that moving an expert is one copy of one range. From a Hugging
-// Face checkpoint the blob is fp32; from a converted model it is the converted blob as
-// stored (quantized or 16-bit, quant::ExpertBlobLayout), so a copy moves only its bytes.
+// Face checkpoint whose experts are all BF16 (or all F16) the blob keeps them as stored, a
+// 16-bit quant::ExpertBlobLayout; from any other checkpoint it is fp32; from a converted
+// model it is the converted blob as stored (quantized or 16-bit), so a copy moves only its
+// bytes.
 // The store is host memory the store's device copies from at full link speed: pinned
 // (AllocatePinnedHost), or a converted model's mapped expert file registered in place.
 #ifndef MOE_EXPERT_WORKER_EXPERT_STORE_H_

@@ -100,7 +100,8 @@ TEST(DeviceBudgetTest, CpuAliasesTheHostWeightsAndCountsThemAll) {
   auto dense = DenseWeights::Load(*dir);
   ASSERT_TRUE(dense.ok());
   int64_t expected = 0;
-  expected += (dense->embedding.size() + dense->final_norm.size() + dense->lm_head.size()) * 4;
+  expected += (dense->embedding.size() + dense->final_norm.size() + dense->lm_head.size()) * 4 +
+              dense->lm_head_packed.bytes.size();
   for (const LayerWeights& l : dense->layers) {
     expected += (l.input_norm.size() + l.post_norm.size() + l.gate.size() + l.q.size() +
                  l.k.size() + l.v.size() + l.o.size()) * 4;

@@ -74,7 +74,11 @@ absl::Status OldEngineForward(const ModelConfig& c, const DenseWeights& w, Exper
   const int64_t first = all_logits ? 0 : n - 1, rows = n - first;
   cpu::RmsNorm(&x[first * h], w.final_norm.data(), xn.data(), rows, h, eps);
   logits->resize(rows * c.vocab_size);
-  cpu::MatMulTransB(xn.data(), w.LmHead(), logits->data(), rows, h, c.vocab_size);
+  if (!w.lm_head_packed.empty()) {  // a converted model's untied head, as stored
+    Project({}, w.lm_head_packed, xn.data(), logits->data(), rows, h, c.vocab_size);
+  } else {
+    cpu::MatMulTransB(xn.data(), w.LmHead(), logits->data(), rows, h, c.vocab_size);
+  }
   return absl::OkStatus();
 }
 

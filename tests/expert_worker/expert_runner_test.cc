@@ -127,8 +127,20 @@ std::vector<float> DenseMatrix(const ExpertStore& store, int layer, int expert, 
   return w;
 }
 
+// x[cols] as the CPU kernels multiply a quantized matrix by it: rounded to int8 per block
+// (quant_kernels.h). Unchanged for fp32 and 16-bit stores.
+std::vector<float> KernelActivations(const ExpertStore& store, const float* x, int64_t cols) {
+  std::vector<float> out(x, x + cols);
+  if (!store.layout().packed || !store.layout().packed->w1.spec.quantized()) return out;
+  std::vector<int8_t> q(cols);
+  std::vector<float> d(cols / quant::kBlock);
+  cpu::QuantizeActivationBlocks(x, cols, q.data(), d.data());
+  for (int64_t c = 0; c < cols; ++c) out[c] = d[c / quant::kBlock] * q[c];
+  return out;
+}
+
 // out[t] = sum_j weights[t, j] * w2(silu(w1 x) * w3 x), one token at a time with the
-// double-accumulating reference matmul.
+// double-accumulating reference matmul on the activations the kernels use.
 std::vector<float> ReferenceFfn(const ExpertStore& store, int layer, const Batch& b) {
   const int64_t h = store.layout().hidden, i = store.layout().intermediate;
   const int64_t k = int64_t(b.ids.size()) / b.n;
@@ -138,9 +150,11 @@ std::vector<float> ReferenceFfn(const ExpertStore& store, int layer, const Batch
       const int e = b.ids[t * k + j];
       const auto w1 = DenseMatrix(store, layer, e, 0), w3 = DenseMatrix(store, layer, e, 1),
                  w2 = DenseMatrix(store, layer, e, 2);
-      cpu::MatMulTransBReference(&b.x[t * h], w1.data(), gate.data(), 1, h, i);
-      cpu::MatMulTransBReference(&b.x[t * h], w3.data(), up.data(), 1, h, i);
+      const std::vector<float> x = KernelActivations(store, &b.x[t * h], h);
+      cpu::MatMulTransBReference(x.data(), w1.data(), gate.data(), 1, h, i);
+      cpu::MatMulTransBReference(x.data(), w3.data(), up.data(), 1, h, i);
       for (int64_t c = 0; c < i; ++c) gate[c] = gate[c] / (1.f + std::exp(-gate[c])) * up[c];
+      gate = KernelActivations(store, gate.data(), i);
       cpu::MatMulTransBReference(gate.data(), w2.data(), y.data(), 1, i, h);
       for (int64_t d = 0; d < h; ++d) out[t * h + d] += b.weights[t * k + j] * y[d];
     }

@@ -18,23 +18,32 @@ namespace fs = std::filesystem;
 
 const fs::path kCheckpoint = fs::path(MOE_BINARY_DIR) / "random_checkpoints" / "bf16_gqa4_e8_top2";
 
-// Every blob of `store` holds the checkpoint's w1, w3, w2 as fp32.
+// Every blob of `store` holds the checkpoint's w1, w3, w2: as stored (16-bit layout), or
+// as fp32.
 void ExpectHoldsTheCheckpoint(const ExpertStore& store, const ModelDir& dir) {
-  const int64_t h = store.layout().hidden, i = store.layout().intermediate;
-  std::vector<float> w(h * i);
+  const ExpertLayout& layout = store.layout();
+  const int64_t h = layout.hidden, i = layout.intermediate;
+  std::vector<float> w(h * i), got(h * i);
   for (int l = 0; l < store.num_layers(); ++l) {
     for (int e = 0; e < store.num_experts(); ++e) {
       const float* blob = store.Expert(l, e);
+      const auto* bytes = reinterpret_cast<const uint8_t*>(blob);
       EXPECT_EQ(reinterpret_cast<uintptr_t>(blob) % ExpertStore::kBlobAlignment, 0u);
       const std::pair<const char*, int64_t> parts[] = {
-          {"w1", store.layout().w1_offset()}, {"w3", store.layout().w3_offset()},
-          {"w2", store.layout().w2_offset()}};
+          {"w1", layout.packed ? layout.packed->w1_offset : layout.w1_offset() * 4},
+          {"w3", layout.packed ? layout.packed->w3_offset : layout.w3_offset() * 4},
+          {"w2", layout.packed ? layout.packed->w2_offset : layout.w2_offset() * 4}};
       for (const auto& [name, offset] : parts) {
         const bool w2 = std::string(name) == "w2";
         ASSERT_TRUE(dir.checkpoint
                         ->ReadF32(tensor_names::Expert(l, e, name), {w2 ? h : i, w2 ? i : h}, w.data())
                         .ok());
-        ASSERT_EQ(std::memcmp(blob + offset, w.data(), w.size() * sizeof(float)), 0)
+        if (layout.packed) {
+          ConvertToF32(bytes + offset, layout.packed->w1.spec.dtype16, int64_t(w.size()), got.data());
+        } else {
+          std::memcpy(got.data(), bytes + offset, w.size() * sizeof(float));
+        }
+        ASSERT_EQ(std::memcmp(got.data(), w.data(), w.size() * sizeof(float)), 0)
             << "layer " << l << " expert " << e << " " << name;
       }
     }
@@ -83,7 +92,22 @@ TEST_F(ExpertStoreTest, CheckpointGoesIntoPinnedMemoryOfTheDefaultCpuDevice) {
   ASSERT_TRUE(store.ok()) << store.status();
   EXPECT_EQ(&(*store)->device(), &DefaultCpuDevice());
   EXPECT_FALSE((*store)->registered());
+  // A BF16 checkpoint's experts stay BF16 (no fp32 copy): half the bytes.
+  ASSERT_TRUE((*store)->layout().packed.has_value());
+  EXPECT_EQ((*store)->layout().packed->w1.spec.bits, 16);
+  EXPECT_EQ((*store)->layout().packed->w1.spec.dtype16, DType::kBF16);
+  EXPECT_LE((*store)->blob_bytes(), size_t((*store)->layout().floats()) * 2 + 3 * 64);
   ExpectHoldsTheCheckpoint(**store, dir_);
+}
+
+TEST(ExpertStoreCheckpointTest, F32CheckpointStaysFp32) {
+  auto dir = ModelDir::Open(
+      (fs::path(MOE_BINARY_DIR) / "random_checkpoints" / "f32_mha_e2_top1_tied").string());
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  auto store = ExpertStore::Load(*dir);
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_FALSE((*store)->layout().packed.has_value());
+  ExpectHoldsTheCheckpoint(**store, *dir);
 }
 
 TEST_F(ExpertStoreTest, ConvertedFileIsCopiedOnTheCpuByDefault) {

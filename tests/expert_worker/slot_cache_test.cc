@@ -38,7 +38,12 @@ TEST_F(SlotCacheTest, ExpertStoreBlobsArePageAlignedAndHoldTheWeights) {
   ASSERT_TRUE(dir_.checkpoint->ReadF32(tensor_names::Expert(1, 3, "w2"),
                                        {store_->layout().hidden, store_->layout().intermediate},
                                        w2.data()).ok());
-  const float* blob = store_->Expert(1, 3) + store_->layout().w2_offset();
+  // The BF16 checkpoint's experts are stored as BF16 (ExpertStore).
+  ASSERT_TRUE(store_->layout().packed.has_value());
+  const quant::ExpertBlobLayout& p = *store_->layout().packed;
+  std::vector<float> blob(w2.size());
+  ConvertToF32(reinterpret_cast<const uint8_t*>(store_->Expert(1, 3)) + p.w2_offset,
+               p.w2.spec.dtype16, int64_t(blob.size()), blob.data());
   for (size_t i = 0; i < w2.size(); ++i) ASSERT_EQ(blob[i], w2[i]) << i;
 }
 

@@ -1,48 +1,60 @@
 #include "common/backend/cpu/quant_kernels.h"
 
-#include <cblas.h>
 #include <immintrin.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
-#include "common/logging.h"
+#include "common/backend/cpu/quant_tile_kernels.h"
 
 namespace moe::cpu {
 namespace {
 
 using quant::kBlock;
-
-// Below this many weights a matrix runs on one thread: an OpenMP region costs more than
-// it saves on small matrices, and far more when the cores are shared and threads spin.
-constexpr int64_t kParallelMinValues = int64_t{1} << 20;
 using quant::MatrixView;
 
-bool CpuHasAvx2() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                          __builtin_cpu_supports("f16c");
-  return has;
+// Below this many weight-times-token products a call runs on one thread: an OpenMP region
+// costs more than it saves on small matrices, and far more when the cores are shared and
+// threads spin.
+constexpr int64_t kParallelMinValues = int64_t{1} << 20;
+
+bool CpuSupports(QuantKernelPath path) {
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                           __builtin_cpu_supports("f16c");
+  static const bool avxvnni = avx2 && __builtin_cpu_supports("avxvnni");
+  static const bool avx512vnni =
+      avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni");
+  switch (path) {
+    case QuantKernelPath::kScalar: return true;
+    case QuantKernelPath::kAvx2: return avx2;
+    case QuantKernelPath::kAvxVnni: return avxvnni;
+    case QuantKernelPath::kAvx512Vnni: return avx512vnni;
+  }
+  return false;
 }
 
-std::atomic<QuantKernelPath> g_path{CpuHasAvx2() ? QuantKernelPath::kAvx2
-                                                 : QuantKernelPath::kScalar};
+QuantKernelPath Best() {
+  for (QuantKernelPath p : {QuantKernelPath::kAvx512Vnni, QuantKernelPath::kAvxVnni,
+                            QuantKernelPath::kAvx2}) {
+    if (CpuSupports(p)) return p;
+  }
+  return QuantKernelPath::kScalar;
+}
+
+std::atomic<QuantKernelPath> g_path{Best()};
+
+// Rounds to nearest, ties to even, for |v| < 2^22: adding 1.5 * 2^23 leaves no fraction
+// bits. Exact and vectorisable (no libm call), the same value as nearbyintf.
+inline float RoundNearest(float v) {
+  constexpr float kMagic = 12582912.0f;
+  return (v + kMagic) - kMagic;
+}
 
 // ---- scalar path ------------------------------------------------------------------
-
-// sum_j q_j * x_j over one group (codes only; scale and zero are applied by the caller).
-float GroupDotScalar(const uint8_t* codes, int bits, const float* x, int64_t g) {
-  const int64_t block_bytes = bits * kBlock / 8;
-  float acc = 0;
-  for (int64_t b = 0; b < g / kBlock; ++b) {
-    const uint8_t* block = codes + b * block_bytes;
-    for (int64_t i = 0; i < kBlock; ++i) {
-      acc += float(quant::UnpackCode(block, bits, i)) * x[b * kBlock + i];
-    }
-  }
-  return acc;
-}
 
 float RowDot16Scalar(const uint8_t* row, DType dtype, const float* x, int64_t cols) {
   const auto* v = reinterpret_cast<const uint16_t*>(row);
@@ -53,7 +65,218 @@ float RowDot16Scalar(const uint8_t* row, DType dtype, const float* x, int64_t co
   return acc;
 }
 
-// ---- AVX2 path --------------------------------------------------------------------
+// s and s * z of each group of row r, and where a pair of blocks can straddle two groups
+// (an odd number of blocks per group), s of each block (the block past an odd count: 0).
+struct RowScaleBuffers {
+  std::vector<float> block_scale, group_s, group_sz;
+
+  tile::RowScales Compute(const MatrixView& w, int64_t r) {
+    const int64_t g = w.layout.spec.group_size, per_row = w.layout.cols / g;
+    const int64_t blocks = w.layout.cols / kBlock, per_group = g / kBlock;
+    group_s.resize(per_row);
+    group_sz.resize(per_row);
+    const int64_t first = r * per_row;
+    float* __restrict gs = group_s.data();
+    float* __restrict gsz = group_sz.data();
+    for (int64_t k = 0; k < per_row;) {
+      // Groups sharing one meta-quantization entry: a plain loop the compiler vectorises.
+      const int64_t m = (first + k) / quant::kMetaGroup;
+      const int64_t end = std::min(per_row, (m + 1) * quant::kMetaGroup - first);
+      const quant::MetaParams meta = w.meta()[m];
+      const uint8_t* __restrict sc = w.scales() + first;
+      const uint8_t* __restrict zc = w.zeros() + first;
+      for (int64_t j = k; j < end; ++j) {
+        const float s = meta.s_min + meta.s_step * float(sc[j]);
+        gs[j] = s;
+        gsz[j] = s * (meta.z_min + meta.z_step * float(zc[j]));
+      }
+      k = end;
+    }
+    const float* bs = nullptr;
+    if (per_group % 2 != 0) {
+      block_scale.resize(blocks + 1);
+      for (int64_t k = 0; k < per_row; ++k) {
+        std::fill_n(block_scale.data() + k * per_group, per_group, group_s[k]);
+      }
+      block_scale[blocks] = 0;
+      bs = block_scale.data();
+    }
+    return {group_s.data(), group_sz.data(), per_group, bs};
+  }
+};
+
+// One token's activations for the scalar path: QuantizeActivationBlocks's values and, per
+// group, xs = sum_b d_b * sum(q_b).
+struct TokenActivations {
+  std::vector<int8_t> q;
+  std::vector<float> d, xs;
+
+  void Quantize(const float* x, int64_t cols, int64_t group) {
+    q.resize(cols);
+    d.resize(cols / kBlock);
+    xs.resize(cols / group);
+    QuantizeActivationBlocks(x, cols, q.data(), d.data());
+    const int64_t per_group = group / kBlock;
+    for (int64_t k = 0; k < cols / group; ++k) {
+      float s = 0;
+      for (int64_t b = k * per_group; b < (k + 1) * per_group; ++b) {
+        int32_t sum = 0;
+        for (int64_t i = 0; i < kBlock; ++i) sum += q[b * kBlock + i];
+        s += d[b] * float(sum);
+      }
+      xs[k] = s;
+    }
+  }
+};
+
+float PackedRowScalar(const MatrixView& w, int64_t r, const tile::RowScales& rs,
+                      const TokenActivations& a) {
+  const int bits = w.layout.spec.bits;
+  const int64_t blocks = w.layout.cols / kBlock, block_bytes = bits * kBlock / 8;
+  const uint8_t* codes = w.codes() + r * blocks * block_bytes;
+  float acc = 0;
+  for (int64_t b = 0; b < blocks; ++b) {
+    int32_t dot = 0;
+    for (int64_t i = 0; i < kBlock; ++i) {
+      dot += quant::UnpackCode(codes + b * block_bytes, bits, i) * a.q[b * kBlock + i];
+    }
+    acc += rs.group_s[b / rs.blocks_per_group] * a.d[b] * float(dot);
+  }
+  float zero_term = 0;
+  for (size_t k = 0; k < a.xs.size(); ++k) zero_term += rs.group_sz[k] * a.xs[k];
+  return acc - zero_term;
+}
+
+// ---- the SIMD paths' activations ----------------------------------------------------
+
+struct PairActivationBuffers {
+  std::vector<int8_t> q, block_q;
+  std::vector<float> dvec, xs, block_d;
+
+  // QuantizeActivationBlocks per token, rearranged into pairs for `bits`.
+  tile::PairActivations Build(const float* x, int64_t n, int64_t cols, int bits, int64_t group) {
+    const int64_t blocks = cols / kBlock, pairs = (blocks + 1) / 2, per_group = group / kBlock;
+    tile::PairActivations a;
+    a.n = n;
+    a.pairs = pairs;
+    a.groups_per_row = cols / group;
+    q.assign(n * pairs * tile::kPair, 0);
+    dvec.assign(n * pairs * 8, 0.0f);
+    xs.resize(n * a.groups_per_row);
+    block_q.resize(cols);
+    block_d.resize(blocks);
+    int pos[kBlock];
+    for (int i = 0; i < kBlock; ++i) {
+      const int p = tile::PairPosition(bits, i);
+      pos[i] = (p / 16) * 32 + p % 16;  // A bytes first, then B; + 16 for the high block
+    }
+    for (int64_t t = 0; t < n; ++t) {
+      QuantizeActivationBlocks(x + t * cols, cols, block_q.data(), block_d.data());
+      int8_t* qt = q.data() + t * pairs * tile::kPair;
+      float* dt = dvec.data() + t * pairs * 8;
+      for (int64_t b = 0; b < blocks; ++b) {
+        int8_t* dst = qt + (b / 2) * tile::kPair + (b % 2) * 16;
+        const int8_t* src = block_q.data() + b * kBlock;
+        if (bits == 3) {
+          for (int i = 0; i < kBlock; ++i) dst[pos[i]] = src[i];
+        } else {  // values 0..15 to A, 16..31 to B, in order
+          std::memcpy(dst, src, 16);
+          std::memcpy(dst + 32, src + 16, 16);
+        }
+        std::fill_n(dt + (b / 2) * 8 + (b % 2) * 4, 4, block_d[b]);
+      }
+      for (int64_t k = 0; k < a.groups_per_row; ++k) {
+        float s = 0;
+        for (int64_t b = k * per_group; b < (k + 1) * per_group; ++b) {
+          int32_t sum = 0;
+          for (int64_t i = 0; i < kBlock; ++i) sum += block_q[b * kBlock + i];
+          s += block_d[b] * float(sum);
+        }
+        xs[t * a.groups_per_row + k] = s;
+      }
+    }
+    a.q = q.data();
+    a.dvec = dvec.data();
+    a.xs = xs.data();
+    return a;
+  }
+};
+
+tile::PackedTileFn SimdPackedTile(QuantKernelPath path, int bits) {
+  switch (path) {
+    case QuantKernelPath::kAvx512Vnni: return tile::avx512::PackedTile(bits);
+    case QuantKernelPath::kAvxVnni: return tile::avxvnni::PackedTile(bits);
+    default: return tile::avx2::PackedTile(bits);
+  }
+}
+
+inline void Store(float* y, float v, bool accumulate) { *y = accumulate ? *y + v : v; }
+
+void PackedMatMul(const MatrixView& w, const float* x, float* y, int64_t n, bool accumulate,
+                  QuantKernelPath path) {
+  const int64_t rows = w.layout.rows, cols = w.layout.cols, group = w.layout.spec.group_size;
+  const bool parallel = rows * cols * n >= kParallelMinValues;
+  if (path == QuantKernelPath::kScalar) {
+    std::vector<TokenActivations> acts(n);
+    for (int64_t t = 0; t < n; ++t) acts[t].Quantize(x + t * cols, cols, group);
+#pragma omp parallel if (parallel)
+    {
+      RowScaleBuffers scales;
+#pragma omp for schedule(static)
+      for (int64_t r = 0; r < rows; ++r) {
+        const tile::RowScales rs = scales.Compute(w, r);
+        for (int64_t t = 0; t < n; ++t) Store(&y[t * rows + r], PackedRowScalar(w, r, rs, acts[t]), accumulate);
+      }
+    }
+    return;
+  }
+  thread_local PairActivationBuffers buffers;
+  const tile::PairActivations a = buffers.Build(x, n, cols, w.layout.spec.bits, group);
+  const tile::PackedTileFn fn = SimdPackedTile(path, w.layout.spec.bits);
+#pragma omp parallel if (parallel)
+  {
+    RowScaleBuffers scales;
+    float out[tile::kMaxTileTokens];
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const tile::RowScales rs = scales.Compute(w, r);
+      for (int64_t t0 = 0; t0 < n; t0 += tile::kMaxTileTokens) {
+        const int tokens = int(std::min<int64_t>(tile::kMaxTileTokens, n - t0));
+        fn(w, r, rs, a, t0, tokens, out);
+        for (int t = 0; t < tokens; ++t) Store(&y[(t0 + t) * rows + r], out[t], accumulate);
+      }
+    }
+  }
+}
+
+void Dense16MatMul(const MatrixView& w, const float* x, float* y, int64_t n, bool accumulate,
+                   QuantKernelPath path) {
+  const int64_t rows = w.layout.rows, cols = w.layout.cols;
+  const bool parallel = rows * cols * n >= kParallelMinValues;
+  if (path == QuantKernelPath::kScalar) {
+#pragma omp parallel for schedule(static) if (parallel)
+    for (int64_t r = 0; r < rows; ++r) {
+      const uint8_t* row = w.codes() + r * cols * 2;
+      for (int64_t t = 0; t < n; ++t) {
+        Store(&y[t * rows + r], RowDot16Scalar(row, w.layout.spec.dtype16, x + t * cols, cols), accumulate);
+      }
+    }
+    return;
+  }
+  const tile::Dense16TileFn fn = tile::avx2::Dense16Tile();
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t r = 0; r < rows; ++r) {
+    float out[tile::kMaxTileTokens];
+    for (int64_t t0 = 0; t0 < n; t0 += tile::kMaxTileTokens) {
+      const int tokens = int(std::min<int64_t>(tile::kMaxTileTokens, n - t0));
+      fn(w, r, x, t0, tokens, out);
+      for (int t = 0; t < tokens; ++t) Store(&y[(t0 + t) * rows + r], out[t], accumulate);
+    }
+  }
+}
+
+// ---- dequantisation (DequantizeRows) -------------------------------------------------
+
 // Eight consecutive codes of a block are one 8-byte load, a shift and a mask (see the
 // layout in quant_format.h); chunk c covers values 8c..8c+7.
 
@@ -86,55 +309,10 @@ MOE_AVX2 __attribute__((always_inline)) inline __m256 DecodeChunk(const uint8_t*
   return _mm256_cvtepi32_ps(q);
 }
 
-MOE_AVX2 inline float HorizontalSum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-  return _mm_cvtss_f32(s);
-}
-
-// One output row: per group, the code-times-x products stay in registers and are scaled
-// there; one horizontal sum per row (not per group) and the zeros as one scalar term.
-template <int kBits>
-MOE_AVX2 float RowAvx2(const MatrixView& w, int64_t r, const float* x, const float* xsum) {
-  constexpr int64_t kBlockBytes = kBits * kBlock / 8;
-  const int64_t g = w.layout.spec.group_size, per_row = w.layout.cols / g;
-  const int64_t blocks_per_group = g / kBlock;
-  const uint8_t* codes = w.codes() + r * per_row * blocks_per_group * kBlockBytes;
-  __m256 acc = _mm256_setzero_ps();
-  float zero_term = 0;
-  for (int64_t k = 0; k < per_row; ++k) {
-    const int64_t group = r * per_row + k;
-    __m256 d0 = _mm256_setzero_ps(), d1 = _mm256_setzero_ps();
-    for (int64_t b = 0; b < blocks_per_group; ++b) {
-      const uint8_t* block = codes + (k * blocks_per_group + b) * kBlockBytes;
-      const float* xb = x + (k * blocks_per_group + b) * kBlock;
-      d0 = _mm256_fmadd_ps(DecodeChunk<kBits>(block, 0), _mm256_loadu_ps(xb), d0);
-      d1 = _mm256_fmadd_ps(DecodeChunk<kBits>(block, 1), _mm256_loadu_ps(xb + 8), d1);
-      d0 = _mm256_fmadd_ps(DecodeChunk<kBits>(block, 2), _mm256_loadu_ps(xb + 16), d0);
-      d1 = _mm256_fmadd_ps(DecodeChunk<kBits>(block, 3), _mm256_loadu_ps(xb + 24), d1);
-    }
-    const float scale = w.Scale(group);
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(scale), _mm256_add_ps(d0, d1), acc);
-    zero_term += scale * w.Zero(group) * xsum[k];
-  }
-  return HorizontalSum(acc) - zero_term;
-}
-
 MOE_AVX2 inline __m256 Load16(const uint16_t* p, DType dtype) {
   const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
   if (dtype == DType::kF16) return _mm256_cvtph_ps(raw);
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
-}
-
-MOE_AVX2 float RowDot16Avx2(const uint8_t* row, DType dtype, const float* x, int64_t cols) {
-  const auto* v = reinterpret_cast<const uint16_t*>(row);
-  __m256 acc = _mm256_setzero_ps();
-  int64_t c = 0;
-  for (; c + 8 <= cols; c += 8) acc = _mm256_fmadd_ps(Load16(v + c, dtype), _mm256_loadu_ps(x + c), acc);
-  float tail = 0;
-  for (; c < cols; ++c) tail += (dtype == DType::kBF16 ? Bf16ToF32(v[c]) : F16ToF32(v[c])) * x[c];
-  return HorizontalSum(acc) + tail;
 }
 
 template <int kBits>
@@ -155,64 +333,6 @@ MOE_AVX2 void Convert16Avx2(const uint8_t* src, DType dtype, int64_t count, floa
   int64_t c = 0;
   for (; c + 8 <= count; c += 8) _mm256_storeu_ps(dst + c, Load16(v + c, dtype));
   for (; c < count; ++c) dst[c] = dtype == DType::kBF16 ? Bf16ToF32(v[c]) : F16ToF32(v[c]);
-}
-
-// ---- shared drivers ---------------------------------------------------------------
-
-using RowFn = float (*)(const MatrixView&, int64_t, const float*, const float*);
-
-RowFn Avx2Row(int bits) {
-  switch (bits) {
-    case 2: return &RowAvx2<2>;
-    case 3: return &RowAvx2<3>;
-    case 4: return &RowAvx2<4>;
-    default: return &RowAvx2<8>;
-  }
-}
-
-// y[rows] (=|+=) dequant(w) · x for one token.
-void MatVec(const MatrixView& w, const float* x, float* y, bool accumulate, bool avx2) {
-  const quant::MatrixLayout& l = w.layout;
-  const int64_t rows = l.rows, cols = l.cols;
-  if (!l.spec.quantized()) {
-    const DType dtype = l.spec.dtype16;
-#pragma omp parallel for schedule(static) if (rows * cols >= kParallelMinValues)
-    for (int64_t r = 0; r < rows; ++r) {
-      const uint8_t* row = w.codes() + r * cols * 2;
-      const float d = avx2 ? RowDot16Avx2(row, dtype, x, cols) : RowDot16Scalar(row, dtype, x, cols);
-      y[r] = accumulate ? y[r] + d : d;
-    }
-    return;
-  }
-  const int bits = l.spec.bits;
-  const int64_t g = l.spec.group_size, per_row = cols / g;
-  // W x = sum_g s_g (q_g . x_g - z_g sum(x_g)): the zero costs one multiply per group.
-  std::vector<float> xsum(per_row);
-  for (int64_t k = 0; k < per_row; ++k) {
-    float s = 0;
-    for (int64_t j = 0; j < g; ++j) s += x[k * g + j];
-    xsum[k] = s;
-  }
-  if (avx2) {
-    const RowFn row = Avx2Row(bits);
-#pragma omp parallel for schedule(static) if (rows * cols >= kParallelMinValues)
-    for (int64_t r = 0; r < rows; ++r) {
-      const float d = row(w, r, x, xsum.data());
-      y[r] = accumulate ? y[r] + d : d;
-    }
-    return;
-  }
-  const int64_t group_bytes = g * bits / 8;
-#pragma omp parallel for schedule(static) if (rows * cols >= kParallelMinValues)
-  for (int64_t r = 0; r < rows; ++r) {
-    float acc = 0;
-    for (int64_t k = 0; k < per_row; ++k) {
-      const int64_t group = r * per_row + k;
-      const float d = GroupDotScalar(w.codes() + group * group_bytes, bits, x + k * g, g);
-      acc += w.Scale(group) * (d - w.Zero(group) * xsum[k]);
-    }
-    y[r] = accumulate ? y[r] + acc : acc;
-  }
 }
 
 void DequantizeRowsImpl(const MatrixView& w, int64_t r0, int64_t r1, float* dst, bool avx2) {
@@ -242,48 +362,51 @@ void DequantizeRowsImpl(const MatrixView& w, int64_t r0, int64_t r1, float* dst,
 
 }  // namespace
 
-QuantKernelPath BestQuantKernelPath() {
-  return CpuHasAvx2() ? QuantKernelPath::kAvx2 : QuantKernelPath::kScalar;
-}
+QuantKernelPath BestQuantKernelPath() { return Best(); }
 
-void SetQuantKernelPath(QuantKernelPath path) {
-  g_path.store(CpuHasAvx2() ? path : QuantKernelPath::kScalar);
-}
+bool QuantKernelPathSupported(QuantKernelPath path) { return CpuSupports(path); }
+
+void SetQuantKernelPath(QuantKernelPath path) { g_path.store(CpuSupports(path) ? path : Best()); }
 
 QuantKernelPath GetQuantKernelPath() { return g_path.load(std::memory_order_relaxed); }
 
+const char* QuantKernelPathName(QuantKernelPath path) {
+  switch (path) {
+    case QuantKernelPath::kScalar: return "scalar";
+    case QuantKernelPath::kAvx2: return "avx2";
+    case QuantKernelPath::kAvxVnni: return "avxvnni";
+    case QuantKernelPath::kAvx512Vnni: return "avx512vnni";
+  }
+  return "?";
+}
+
+void QuantizeActivationBlocks(const float* x, int64_t cols, int8_t* q, float* scale) {
+  for (int64_t b = 0; b < cols / kBlock; ++b) {
+    const float* xb = x + b * kBlock;
+    float amax = 0;
+    for (int64_t i = 0; i < kBlock; ++i) amax = std::max(amax, std::fabs(xb[i]));
+    scale[b] = amax / 127.0f;
+    const float inv = amax > 0 ? 127.0f / amax : 0.0f;
+    for (int64_t i = 0; i < kBlock; ++i) {
+      // |x * inv| <= 127 up to one rounding: the clamp only guards that rounding.
+      const float v = std::clamp(RoundNearest(xb[i] * inv), -127.0f, 127.0f);
+      q[b * kBlock + i] = static_cast<int8_t>(v);
+    }
+  }
+}
+
 void DequantizeRows(const MatrixView& w, int64_t r0, int64_t r1, float* dst) {
-  DequantizeRowsImpl(w, r0, r1, dst, GetQuantKernelPath() == QuantKernelPath::kAvx2);
+  DequantizeRowsImpl(w, r0, r1, dst, GetQuantKernelPath() != QuantKernelPath::kScalar);
 }
 
 void QuantMatMulTransB(const MatrixView& w, const float* x, float* y, int64_t n,
                        bool accumulate) {
-  const int64_t rows = w.layout.rows, cols = w.layout.cols;
-  if (n <= 0 || rows <= 0) return;
-  const bool avx2 = GetQuantKernelPath() == QuantKernelPath::kAvx2;
-  // A few tokens: decode in registers once per token (decoding is cheaper than writing
-  // and re-reading a dequantised tile).
-  constexpr int64_t kMaxMatVecTokens = 2;
-  if (n <= kMaxMatVecTokens) {
-    // y is [n, rows]: a token's outputs are one contiguous row of y.
-    for (int64_t t = 0; t < n; ++t) MatVec(w, x + t * cols, y + t * rows, accumulate, avx2);
-    return;
-  }
-  // Prefill: dequantise a tile of rows once (up to 4 MiB, so it stays in cache) and
-  // multiply every token against it with sgemm. Dequantisation is parallel over rows;
-  // sgemm brings its own threads. (sgemm per tile inside an OpenMP loop was 40x slower
-  // with the OpenMP OpenBLAS: its nested teams oversubscribed the cores.)
-  const int64_t tile_rows = std::clamp<int64_t>((int64_t{1} << 20) / cols, 16, rows);
-  std::vector<float> tile(tile_rows * cols);
-  for (int64_t r0 = 0; r0 < rows; r0 += tile_rows) {
-    const int64_t r1 = std::min(rows, r0 + tile_rows);
-    constexpr int64_t kChunk = 8;
-#pragma omp parallel for schedule(static) if ((r1 - r0) * cols >= kParallelMinValues)
-    for (int64_t c0 = r0; c0 < r1; c0 += kChunk) {
-      DequantizeRowsImpl(w, c0, std::min(r1, c0 + kChunk), tile.data() + (c0 - r0) * cols, avx2);
-    }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, r1 - r0, cols, 1.0f, x, cols,
-                tile.data(), cols, accumulate ? 1.0f : 0.0f, y + r0, rows);
+  if (n <= 0 || w.layout.rows <= 0) return;
+  const QuantKernelPath path = GetQuantKernelPath();
+  if (w.layout.spec.quantized()) {
+    PackedMatMul(w, x, y, n, accumulate, path);
+  } else {
+    Dense16MatMul(w, x, y, n, accumulate, path);
   }
 }
 

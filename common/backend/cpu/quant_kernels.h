@@ -1,9 +1,21 @@
 // Fused dequantise-and-multiply for the offload format's matrices (quant_format.h) on the
-// CPU: codes are decoded into registers and multiplied without materialising the fp32
-// matrix (matrix-vector, decode), or a tile of rows is dequantised once and reused for
-// every token (matrix-matrix, prefill). An AVX2+FMA path is chosen at run time when the
-// CPU has it; the scalar path is the fallback and what the AVX2 path is tested against,
-// both against quant::DequantizeRowsReference followed by MatMulTransBReference.
+// CPU, without materialising the fp32 matrix.
+//
+// Packed 2/3/4/8-bit matrices: each token's activation row is quantized to int8 per
+// block of 32 values (scale max|x| / 127, as llama.cpp's Q8 activations), and each
+// block's dot product with the weight codes is exact in int32 (AVX2 maddubs, or VNNI
+// dpbusd where the CPU has it); the scales then apply in fp32:
+//   y = sum_g s_g (sum_{b in g} d_b (q_b . xq_b) - z_g xs_g),  xs_g = sum_{b in g} d_b sum(xq_b).
+// The activation's rounding (at most d_b / 2 per value) is the only numerical change
+// from dequantise-then-multiply; the int sums are exact.
+// 16-bit (BF16/F16) matrices: the 16-bit weights are widened in registers and multiplied
+// by the fp32 activations.
+//
+// Decode and prefill run the same kernels: a weight row is decoded into registers once per
+// tile of up to 4 tokens and used for each, and every (row, token) result is accumulated
+// in the same order whatever the number of tokens in the call and wherever the token
+// falls in a tile (batch invariance: a token's outputs do not depend on its batch).
+// Parallel over output rows (OpenMP): each thread streams its own rows.
 #ifndef MOE_COMMON_BACKEND_CPU_QUANT_KERNELS_H_
 #define MOE_COMMON_BACKEND_CPU_QUANT_KERNELS_H_
 
@@ -13,17 +25,31 @@
 
 namespace moe::cpu {
 
-// Which code the quantized kernels run. Process-wide; tests and bench switch it.
-enum class QuantKernelPath { kAvx2, kScalar };
-// kAvx2 when the CPU supports AVX2 and FMA (and F16C), else kScalar.
+// Which code the quantized kernels run. Process-wide; tests and bench switch it. The
+// scalar path is the fallback and the plain-C++ reading of the algorithm above.
+enum class QuantKernelPath {
+  kScalar,
+  kAvx2,        // AVX2 + FMA + F16C: maddubs for the int8 dots
+  kAvxVnni,     // + AVX-VNNI (VEX dpbusd)
+  kAvx512Vnni,  // + AVX-512 VNNI/VL/BW (EVEX dpbusd on 256-bit registers)
+};
+// The fastest path this CPU supports.
 QuantKernelPath BestQuantKernelPath();
-void SetQuantKernelPath(QuantKernelPath path);  // kAvx2 on a CPU without it: kScalar
+// True when this CPU can run `path`.
+bool QuantKernelPathSupported(QuantKernelPath path);
+// An unsupported `path` falls back to BestQuantKernelPath().
+void SetQuantKernelPath(QuantKernelPath path);
 QuantKernelPath GetQuantKernelPath();
+const char* QuantKernelPathName(QuantKernelPath path);
 
 // y[n, rows] (=|+=) x[n, cols] · dequant(w)^T: w is laid out like torch.nn.Linear.weight,
-// [rows, cols]. Parallel over output rows (OpenMP).
+// [rows, cols].
 void QuantMatMulTransB(const quant::MatrixView& w, const float* x, float* y, int64_t n,
                        bool accumulate = false);
+
+// The activation quantization every path uses for packed matrices: x[cols] (cols a
+// multiple of quant::kBlock) to q[cols] int8 and scale[cols / kBlock], x ~= scale * q.
+void QuantizeActivationBlocks(const float* x, int64_t cols, int8_t* q, float* scale);
 
 // dst[r1 - r0, cols] = rows [r0, r1) of dequant(w), with the fast path.
 void DequantizeRows(const quant::MatrixView& w, int64_t r0, int64_t r1, float* dst);

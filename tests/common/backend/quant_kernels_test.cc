@@ -1,12 +1,16 @@
 // The fused kernels against dequantise-then-multiply (quant::DequantizeRowsReference, then
-// MatMulTransBReference), for every width, token counts on both sides of the
-// matrix-vector / tiled matrix-matrix switch, and both code paths (AVX2 and scalar).
+// MatMulTransBReference in double), for every width and every code path this CPU runs
+// (scalar, AVX2, and the VNNI ones where present), on shapes with odd block counts, row
+// counts and token counts that end tiles mid-way; and the properties the engine relies on:
+// a token's outputs do not depend on the batch it came in, and the SIMD paths agree bit
+// for bit.
 #include "common/backend/cpu/quant_kernels.h"
 
 #include <cmath>
 #include <random>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/backend/cpu/cpu_kernels.h"
 #include "common/quant/hqq.h"
 #include "gtest/gtest.h"
@@ -14,15 +18,13 @@
 namespace moe::cpu {
 namespace {
 
+using quant::kBlock;
+
 struct Case {
   int bits;
   DType dtype16;
   int64_t group;
-};
-
-class QuantKernelsTest : public ::testing::TestWithParam<Case> {
- protected:
-  void TearDown() override { SetQuantKernelPath(BestQuantKernelPath()); }
+  int64_t cols;
 };
 
 std::vector<float> Random(int64_t count, uint32_t seed) {
@@ -33,53 +35,177 @@ std::vector<float> Random(int64_t count, uint32_t seed) {
   return v;
 }
 
-TEST_P(QuantKernelsTest, FusedMatchesDequantiseThenMultiply) {
-  const Case c = GetParam();
-  const int64_t rows = 72, cols = 256;  // 72: tiles and row chunks end mid-way
-  const std::vector<float> w = Random(rows * cols, 11);
-  quant::QuantizeOptions o;
-  o.spec.bits = c.bits;
-  o.spec.dtype16 = c.dtype16;
-  o.spec.group_size = c.group;
-  auto q = quant::QuantizeMatrix(w.data(), rows, cols, o);
-  ASSERT_TRUE(q.ok()) << q.status();
-  std::vector<float> dense(rows * cols);
-  quant::DequantizeRowsReference(q->view(), 0, rows, dense.data());
+std::vector<QuantKernelPath> Paths() {
+  std::vector<QuantKernelPath> paths;
+  for (QuantKernelPath p : {QuantKernelPath::kScalar, QuantKernelPath::kAvx2,
+                            QuantKernelPath::kAvxVnni, QuantKernelPath::kAvx512Vnni}) {
+    if (QuantKernelPathSupported(p)) paths.push_back(p);
+  }
+  return paths;
+}
 
-  std::vector<QuantKernelPath> paths = {QuantKernelPath::kScalar};
-  if (BestQuantKernelPath() == QuantKernelPath::kAvx2) paths.push_back(QuantKernelPath::kAvx2);
-  for (QuantKernelPath path : paths) {
+// x as the packed kernels see it: QuantizeActivationBlocks's q times its block scale.
+std::vector<float> ActivationsAsQuantized(const std::vector<float>& x, int64_t cols) {
+  std::vector<float> out(x.size());
+  std::vector<int8_t> q(cols);
+  std::vector<float> d(cols / kBlock);
+  for (size_t t = 0; t < x.size() / cols; ++t) {
+    QuantizeActivationBlocks(x.data() + t * cols, cols, q.data(), d.data());
+    for (int64_t c = 0; c < cols; ++c) out[t * cols + c] = d[c / kBlock] * q[c];
+  }
+  return out;
+}
+
+class QuantKernelsTest : public ::testing::TestWithParam<Case> {
+ protected:
+  void SetUp() override {
+    const Case c = GetParam();
+    w_ = Random(kRows * c.cols, 11);
+    quant::QuantizeOptions o;
+    o.spec.bits = c.bits;
+    o.spec.dtype16 = c.dtype16;
+    o.spec.group_size = c.group;
+    auto q = quant::QuantizeMatrix(w_.data(), kRows, c.cols, o);
+    ASSERT_TRUE(q.ok()) << q.status();
+    q_ = std::move(*q);
+    dense_.resize(kRows * c.cols);
+    quant::DequantizeRowsReference(q_.view(), 0, kRows, dense_.data());
+  }
+  void TearDown() override { SetQuantKernelPath(BestQuantKernelPath()); }
+
+  std::vector<float> Run(QuantKernelPath path, const std::vector<float>& x, int64_t n,
+                         bool accumulate = false, float init = 0.0f) {
     SetQuantKernelPath(path);
-    SCOPED_TRACE(path == QuantKernelPath::kAvx2 ? "avx2" : "scalar");
-    std::vector<float> tile(rows * cols);
-    DequantizeRows(q->view(), 0, rows, tile.data());
-    for (int64_t i = 0; i < rows * cols; ++i) ASSERT_NEAR(tile[i], dense[i], 1e-6f * (1 + std::fabs(dense[i]))) << i;
-    for (int64_t n : {1, 2, 3, 17}) {
-      SCOPED_TRACE(n);
+    std::vector<float> y(n * kRows, init);
+    QuantMatMulTransB(q_.view(), x.data(), y.data(), n, accumulate);
+    return y;
+  }
+
+  static constexpr int64_t kRows = 37;  // not a multiple of any tile or chunk
+  std::vector<float> w_, dense_;
+  quant::QuantizedMatrix q_;
+};
+
+TEST_P(QuantKernelsTest, EveryPathMatchesDequantiseThenMultiply) {
+  const Case c = GetParam();
+  const int64_t cols = c.cols;
+  const bool packed = c.bits != 16;
+  for (QuantKernelPath path : Paths()) {
+    SCOPED_TRACE(QuantKernelPathName(path));
+    for (int64_t n : {1, 2, 3, 4, 5, 9, 17}) {
+      SCOPED_TRACE(absl::StrCat("n=", n));
       const std::vector<float> x = Random(n * cols, 100 + n);
-      std::vector<float> expected(n * rows), got(n * rows, 0.5f), acc(n * rows, 0.5f);
-      MatMulTransBReference(x.data(), dense.data(), expected.data(), n, cols, rows);
-      QuantMatMulTransB(q->view(), x.data(), got.data(), n);
-      QuantMatMulTransB(q->view(), x.data(), acc.data(), n, /*accumulate=*/true);
-      double scale = 0;
-      for (float v : expected) scale = std::max(scale, double(std::fabs(v)));
-      for (int64_t i = 0; i < n * rows; ++i) {
-        ASSERT_NEAR(got[i], expected[i], 1e-5 * scale) << i;
-        ASSERT_NEAR(acc[i], expected[i] + 0.5f, 1e-5 * scale) << i;
+      // Packed matrices multiply the int8 activations: checked tightly against those, and
+      // against the exact x within the activation rounding, sum |w| d_b / 2.
+      const std::vector<float> xq = packed ? ActivationsAsQuantized(x, cols) : x;
+      std::vector<float> exact(n * kRows), on_xq(n * kRows);
+      MatMulTransBReference(x.data(), dense_.data(), exact.data(), n, cols, kRows);
+      MatMulTransBReference(xq.data(), dense_.data(), on_xq.data(), n, cols, kRows);
+      const std::vector<float> got = Run(path, x, n);
+      const std::vector<float> acc = Run(path, x, n, /*accumulate=*/true, 0.5f);
+      for (int64_t t = 0; t < n; ++t) {
+        for (int64_t r = 0; r < kRows; ++r) {
+          // fp32 rounding: the kernels sum s * (q . x - z sum x), so |s z| |x| counts too.
+          double bound = 0, rounding = 0;
+          for (int64_t k = 0; k < cols; ++k) {
+            const int64_t g = (r * cols + k) / c.group;
+            const double sz = packed ? std::fabs(q_.view().Scale(g) * q_.view().Zero(g)) : 0.0;
+            bound += (std::fabs(dense_[r * cols + k]) + sz) * std::fabs(xq[t * cols + k]);
+            rounding += std::fabs(dense_[r * cols + k]) * std::fabs(x[t * cols + k] - xq[t * cols + k]);
+          }
+          const int64_t i = t * kRows + r;
+          ASSERT_NEAR(got[i], on_xq[i], 1e-5 * bound + 1e-6) << "t " << t << " r " << r;
+          ASSERT_NEAR(acc[i], on_xq[i] + 0.5f, 1e-5 * bound + 1e-6) << "t " << t << " r " << r;
+          ASSERT_NEAR(got[i], exact[i], rounding + 1e-5 * bound + 1e-6) << "t " << t << " r " << r;
+        }
       }
     }
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Widths, QuantKernelsTest,
-                         ::testing::Values(Case{2, DType::kBF16, 64}, Case{3, DType::kBF16, 64},
-                                           Case{4, DType::kBF16, 64}, Case{8, DType::kBF16, 64},
-                                           Case{3, DType::kBF16, 32}, Case{4, DType::kBF16, 128},
-                                           Case{16, DType::kBF16, 64}, Case{16, DType::kF16, 64}),
-                         [](const auto& info) {
-                           return absl::StrCat(info.param.bits, "bit_g", info.param.group,
-                                               info.param.bits == 16 ? DTypeName(info.param.dtype16) : "");
-                         });
+// Batch invariance: a token gives the same bits alone, in a batch, and at any place in
+// a tile (here 9 tokens = tiles of 4, 4, 1; then tokens 2..8 alone as 4, 3).
+TEST_P(QuantKernelsTest, TokenResultsDoNotDependOnTheBatch) {
+  const int64_t cols = GetParam().cols, n = 9;
+  const std::vector<float> x = Random(n * cols, 7);
+  for (QuantKernelPath path : Paths()) {
+    SCOPED_TRACE(QuantKernelPathName(path));
+    const std::vector<float> all = Run(path, x, n);
+    for (int64_t t = 0; t < n; ++t) {
+      const std::vector<float> one(x.begin() + t * cols, x.begin() + (t + 1) * cols);
+      const std::vector<float> alone = Run(path, one, 1);
+      ASSERT_EQ(alone, std::vector<float>(all.begin() + t * kRows, all.begin() + (t + 1) * kRows))
+          << "token " << t;
+    }
+    const std::vector<float> tail(x.begin() + 2 * cols, x.end());
+    ASSERT_EQ(Run(path, tail, n - 2), std::vector<float>(all.begin() + 2 * kRows, all.end()));
+  }
+}
+
+// The SIMD paths compute the same int32 lane sums and the same fp32 operations.
+TEST_P(QuantKernelsTest, SimdPathsAgreeBitForBit) {
+  const int64_t cols = GetParam().cols, n = 6;
+  const std::vector<float> x = Random(n * cols, 8);
+  std::vector<float> first;
+  for (QuantKernelPath path : Paths()) {
+    if (path == QuantKernelPath::kScalar) continue;
+    const std::vector<float> y = Run(path, x, n);
+    if (first.empty()) {
+      first = y;
+    } else {
+      EXPECT_EQ(y, first) << QuantKernelPathName(path);
+    }
+  }
+}
+
+TEST_P(QuantKernelsTest, DequantizeRowsMatchesTheReference) {
+  const int64_t cols = GetParam().cols;
+  for (QuantKernelPath path : Paths()) {
+    SetQuantKernelPath(path);
+    SCOPED_TRACE(QuantKernelPathName(path));
+    std::vector<float> tile(kRows * cols);
+    DequantizeRows(q_.view(), 0, kRows, tile.data());
+    for (int64_t i = 0; i < kRows * cols; ++i) {
+      ASSERT_NEAR(tile[i], dense_[i], 1e-6f * (1 + std::fabs(dense_[i]))) << i;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Widths, QuantKernelsTest,
+    ::testing::Values(
+        // group 64 over 384 inputs: 12 blocks, 6 pairs; group 32 over 224: 7 blocks (the
+        // last pair half empty); group 96 over 288: groups straddle pairs.
+        Case{2, DType::kBF16, 64, 384}, Case{3, DType::kBF16, 64, 384},
+        Case{4, DType::kBF16, 64, 384}, Case{8, DType::kBF16, 64, 384},
+        Case{2, DType::kBF16, 32, 224}, Case{3, DType::kBF16, 32, 224},
+        Case{4, DType::kBF16, 32, 224}, Case{8, DType::kBF16, 32, 224},
+        Case{3, DType::kBF16, 96, 288}, Case{4, DType::kBF16, 128, 256},
+        // 16-bit: 16-value steps, one 8-value step and a scalar tail (cols 100 = 6*16 + 4;
+        // 120 = 7*16 + 8).
+        Case{16, DType::kBF16, 64, 100}, Case{16, DType::kF16, 64, 100},
+        Case{16, DType::kBF16, 64, 120}, Case{16, DType::kF16, 64, 384}),
+    [](const auto& info) {
+      return absl::StrCat(info.param.bits, "bit_g", info.param.group, "_cols", info.param.cols,
+                          info.param.bits == 16 ? DTypeName(info.param.dtype16) : "");
+    });
+
+TEST(QuantizeActivationBlocksTest, RoundsEachBlockToItsOwnScale) {
+  std::vector<float> x = Random(3 * kBlock, 5);
+  for (int64_t i = kBlock; i < 2 * kBlock; ++i) x[i] = 0;  // an all-zero block
+  x[2 * kBlock + 3] = -40.0f;                              // a block with an outlier
+  std::vector<int8_t> q(x.size());
+  std::vector<float> d(3);
+  QuantizeActivationBlocks(x.data(), x.size(), q.data(), d.data());
+  EXPECT_EQ(d[1], 0.0f);
+  EXPECT_FLOAT_EQ(d[2], 40.0f / 127);
+  EXPECT_EQ(q[2 * kBlock + 3], -127);
+  for (size_t i = 0; i < x.size(); ++i) {
+    const float s = d[i / kBlock];
+    ASSERT_LE(std::abs(int(q[i])), 127);
+    ASSERT_LE(std::fabs(x[i] - s * q[i]), s / 2 * (1 + 1e-6f)) << i;
+  }
+}
 
 }  // namespace
 }  // namespace moe::cpu

@@ -1,0 +1,23 @@
+// The tile kernels (quant_tile_kernels.inc) for AVX-512 VNNI on 256-bit registers. Called
+// only on CPUs that have these instructions (quant_kernels.cc checks at run time).
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "common/backend/cpu/quant_tile_kernels.h"
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")
+
+namespace moe::cpu::tile::avx512 {
+namespace {
+#define MOE_TILE_DOT 2
+#include "common/backend/cpu/quant_tile_kernels.inc"
+#undef MOE_TILE_DOT
+}  // namespace
+
+PackedTileFn PackedTile(int bits) { return PackedTileFor(bits); }
+
+}  // namespace moe::cpu::tile::avx512
+
+#pragma GCC pop_options
