@@ -8,6 +8,7 @@
 #include <cstring>
 #include <vector>
 
+#include "common/backend/cpu/cpu_kernels.h"
 #include "common/logging.h"
 
 namespace moe::cpu {
@@ -263,8 +264,10 @@ void QuantMatMulTransB(const MatrixView& w, const float* x, float* y, int64_t n,
   const bool avx2 = GetQuantKernelPath() == QuantKernelPath::kAvx2;
   // A few tokens: decode in registers once per token (decoding is cheaper than writing
   // and re-reading a dequantised tile).
+  // Batch-invariant products (MatmulImpl::kRows) always take this path: a token's sums
+  // then do not depend on how many tokens share the call.
   constexpr int64_t kMaxMatVecTokens = 2;
-  if (n <= kMaxMatVecTokens) {
+  if (n <= kMaxMatVecTokens || GetMatmulImpl() == MatmulImpl::kRows) {
     // y is [n, rows]: a token's outputs are one contiguous row of y.
     for (int64_t t = 0; t < n; ++t) MatVec(w, x + t * cols, y + t * rows, accumulate, avx2);
     return;
