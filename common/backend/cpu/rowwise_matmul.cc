@@ -72,6 +72,24 @@ MOE_ROWWISE_AVX2 void TileAvx2(const float* x, const float* w, float* y, int64_t
       for (int r = 0; r < R; ++r) acc[r][t] = _mm256_fmadd_ps(xv, wv[r], acc[r][t]);
     }
   }
+  if constexpr (R == 4) {
+    if (k8 == k) {
+      // Four rows' sums of one token at once, in SumLanes' order: p = lo + hi halves
+      // gives (l0+l4, l1+l5, l2+l6, l3+l7); transposed, (p0 + p2) + (p1 + p3).
+      for (int t = 0; t < T; ++t) {
+        __m128 p0 = _mm_add_ps(_mm256_castps256_ps128(acc[0][t]), _mm256_extractf128_ps(acc[0][t], 1));
+        __m128 p1 = _mm_add_ps(_mm256_castps256_ps128(acc[1][t]), _mm256_extractf128_ps(acc[1][t], 1));
+        __m128 p2 = _mm_add_ps(_mm256_castps256_ps128(acc[2][t]), _mm256_extractf128_ps(acc[2][t], 1));
+        __m128 p3 = _mm_add_ps(_mm256_castps256_ps128(acc[3][t]), _mm256_extractf128_ps(acc[3][t], 1));
+        _MM_TRANSPOSE4_PS(p0, p1, p2, p3);  // p_j now holds lane sum j of the four rows
+        __m128 sum = _mm_add_ps(_mm_add_ps(p0, p2), _mm_add_ps(p1, p3));
+        float* out = y + t * m;
+        if (accumulate) sum = _mm_add_ps(_mm_loadu_ps(out), sum);
+        _mm_storeu_ps(out, sum);
+      }
+      return;
+    }
+  }
   for (int r = 0; r < R; ++r) {
     for (int t = 0; t < T; ++t) {
       alignas(32) float lanes[8];
