@@ -11,6 +11,14 @@ worker (SIGKILL) once, after a given number of requests have finished; the super
       --bin-dir build --clients 32 --requests 200 --max-new-tokens 16 [--kill-worker-after 60]
   bench/load_test.py --stub-dir DIR --server unix:/tmp/moe.sock --clients 8 --requests 40
 
+--phases CLIENTS:REQUESTS,... runs several loads one after another against the same
+deployment (e.g. 1:8,32:200: one stream alone, then 32 at once) and reports each phase
+and the ratios of every later phase to the first, measured side by side in one run.
+With --launch it also reports the worker's bytes copied into its cache per generated
+token (GetStats before and after each phase); --worker-flag passes flags to the worker
+(e.g. --worker-flag=--link-gbps=16), --coordinator-flag to the coordinator (e.g.
+--coordinator-flag=--max-batch-tokens=256).
+
 A request "completes" when its stream ends with a finish reason and as many tokens as
 asked (or EOS); greedy requests with the same prompt must then carry the same token ids
 (a mismatch is an error). UNAVAILABLE and RESOURCE_EXHAUSTED are explicit "retry later"
@@ -66,9 +74,12 @@ class Deployment:
         self._log = open(self.log_path, "wb")
         argv = ["bash", os.path.join(SOURCE_DIR, "deploy", "run_local.sh"), "--model", args.model,
                 "--bin-dir", args.bin_dir, "--cache-per-layer", str(args.cache_per_layer),
-                "--socket-dir", os.path.join(args.work_dir, "sockets"),
-                "--", "--max-requests", str(args.clients)]
-        env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
+                "--socket-dir", os.path.join(args.work_dir, "sockets")]
+        for flag in args.worker_flag:
+            argv += ["--worker-flag", flag]
+        argv += ["--", "--max-requests", str(max(c for c, _ in args.phases)),
+                 *args.coordinator_flag]
+        env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS=str(args.threads))
         self.popen = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         deadline = time.monotonic() + 120
@@ -78,6 +89,7 @@ class Deployment:
             time.sleep(0.1)
         out = self.output()
         self.address = re.search(r"coordinator \(moe.v1.Generation\)\s+(\S+)", out).group(1)
+        self.worker_address = re.search(r"expert worker\s+(\S+)\s+pid \d+", out).group(1)
         self.worker_pid = int(re.search(r"expert worker .* pid (\d+)", out).group(1))
 
     def output(self):
@@ -101,8 +113,9 @@ class Deployment:
 
 
 class Load:
-    def __init__(self, args, stubs, address, on_progress=None):
+    def __init__(self, args, stubs, address, clients, requests, on_progress=None):
         self.args, self.stubs, self.address = args, stubs, address
+        self.clients, self.requests = clients, requests
         self.on_progress = on_progress
         self.lock = threading.Lock()
         self.next_request = 0
@@ -111,7 +124,7 @@ class Load:
 
     def take(self):
         with self.lock:
-            if self.next_request >= self.args.requests:
+            if self.next_request >= self.requests:
                 return None
             i = self.next_request
             self.next_request += 1
@@ -178,7 +191,7 @@ class Load:
 
     def run(self):
         threads = [threading.Thread(target=self.client, daemon=True)
-                   for _ in range(self.args.clients)]
+                   for _ in range(self.clients)]
         start = time.monotonic()
         for t in threads:
             t.start()
@@ -203,10 +216,10 @@ def summarize(load, wall, hung):
     tokens = sum(len(r["ids"]) for r in complete)
     ttfts = [r["ttft"] for r in complete if r["ttft"] is not None]
     gaps = [g for r in complete for g in r["gaps"]]
-    missing = load.args.requests - len(records)  # never ended (hung clients)
+    missing = load.requests - len(records)  # never ended (hung clients)
     return {
-        "clients": load.args.clients,
-        "requests": load.args.requests,
+        "clients": load.clients,
+        "requests": load.requests,
         "max_new_tokens": load.args.max_new_tokens,
         "wall_s": round(wall, 3),
         "complete": len(complete),
@@ -235,6 +248,8 @@ def main():
     parser.add_argument("--model", default=os.path.join(SOURCE_DIR, "models", "kjv-moe"))
     parser.add_argument("--bin-dir", default=os.path.join(SOURCE_DIR, "build"))
     parser.add_argument("--cache-per-layer", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="with --launch: OMP_NUM_THREADS of both processes")
     parser.add_argument("--work-dir", help="for --launch: sockets and the log (default: a temp dir)")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--requests", type=int, default=200)
@@ -245,8 +260,21 @@ def main():
     parser.add_argument("--give-up-s", type=float, default=60,
                         help="stop retrying a refused request after this long")
     parser.add_argument("--max-run-s", type=float, default=600, help="bound on the whole run")
+    parser.add_argument("--phases", help="CLIENTS:REQUESTS,... run one after another "
+                        "(default: --clients:--requests)")
+    parser.add_argument("--worker-flag", action="append", default=[],
+                        help="with --launch: a flag for the worker (repeatable)")
+    parser.add_argument("--coordinator-flag", action="append", default=[],
+                        help="with --launch: a flag for the coordinator (repeatable)")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
+    try:
+        args.phases = ([tuple(int(v) for v in phase.split(":")) for phase in args.phases.split(",")]
+                       if args.phases else [(args.clients, args.requests)])
+        if any(len(p) != 2 or p[0] < 1 or p[1] < 1 for p in args.phases):
+            raise ValueError
+    except ValueError:
+        parser.error("--phases takes CLIENTS:REQUESTS,... with both >= 1")
     if bool(args.server) == bool(args.launch):
         parser.error("give --server ADDR or --launch")
     if args.kill_worker_after and not args.launch:
@@ -271,12 +299,41 @@ def main():
             print(f"load_test: killed the worker (pid {deployment.worker_pid}) after {done} "
                   "requests", file=sys.stderr, flush=True)
 
-    load = Load(args, stubs, address, on_progress)
+    def bytes_copied():
+        if not deployment:
+            return None
+        with grpc.insecure_channel(deployment.worker_address) as channel:
+            stub = stubs.expert_worker_pb2_grpc.ExpertWorkerStub(channel)
+            return stub.GetStats(stubs.expert_worker_pb2.GetStatsRequest(), timeout=10).bytes_copied
+
+    phases = []
     try:
-        wall, hung = load.run()
+        for clients, requests in args.phases:
+            before = bytes_copied()
+            load = Load(args, stubs, address, clients, requests, on_progress)
+            wall, hung = load.run()
+            phase = summarize(load, wall, hung)
+            if before is not None:
+                copied = bytes_copied() - before
+                phase["bytes_copied"] = copied
+                phase["bytes_copied_per_token"] = round(copied / max(phase["tokens"], 1), 1)
+            phases.append(phase)
     finally:
         status = deployment.stop() if deployment else 0
-    figures = summarize(load, wall, hung)
+    if len(phases) == 1:
+        figures = phases[0]
+    else:
+        first = phases[0]
+        figures = {"phases": phases,
+                   "errors": sum(p["errors"] for p in phases),
+                   "hung_clients": sum(p["hung_clients"] for p in phases)}
+        for later in phases[1:]:
+            ratio = {"tokens_per_s": round(later["tokens_per_s"] / max(first["tokens_per_s"], 1e-9), 2),
+                     "itl_p50": round(later["itl_p50_ms"] / max(first["itl_p50_ms"], 1e-9), 2)}
+            if "bytes_copied_per_token" in first:
+                ratio["bytes_copied_per_token"] = round(
+                    later["bytes_copied_per_token"] / max(first["bytes_copied_per_token"], 1e-9), 3)
+            figures[f"clients_{later['clients']}_vs_{first['clients']}"] = ratio
     if deployment:
         figures["worker_killed"] = bool(killed)
         figures["worker_restarts"] = deployment.restarts()

@@ -46,6 +46,9 @@ ABSL_FLAG(std::string, worker_tls_ca, "", "TCP worker: PEM CA that signed the wo
 ABSL_FLAG(std::string, worker_tls_cert, "", "TCP worker: our PEM client certificate (mutual TLS)");
 ABSL_FLAG(std::string, worker_tls_key, "", "TCP worker: the PEM key of --worker-tls-cert");
 ABSL_FLAG(int, max_requests, 16, "Requests admitted at once; more get RESOURCE_EXHAUSTED");
+ABSL_FLAG(int64_t, max_batch_tokens, 256,
+          "Rows of one batched forward pass: every running request's next token plus chunks "
+          "of waiting prompts (one RunExperts per layer carries them all)");
 ABSL_FLAG(int64_t, max_request_bytes, 1 << 20,
           "Largest prompt (or all chat messages together, or a Tokenize text) in bytes; "
           "checked before tokenizing");
@@ -134,6 +137,11 @@ absl::Status Run() {
         "--max-context-tokens ", max_context, " must be in [1, ",
         dir.config.max_position_embeddings, "] (the model's context)"));
   }
+  const int64_t max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
+  if (max_batch_tokens < 1 || max_batch_tokens > (int64_t{1} << 20)) {
+    return absl::InvalidArgumentError(absl::StrCat("--max-batch-tokens ", max_batch_tokens,
+                                                   " must be in [1, 1048576]"));
+  }
   MOE_ASSIGN_OR_RETURN(std::unique_ptr<backend::Device> device,
                        backend::OpenDevice(absl::GetFlag(FLAGS_device)));
   MOE_ASSIGN_OR_RETURN(auto dense, DenseWeights::Load(dir));
@@ -141,18 +149,20 @@ absl::Status Run() {
                        ResolveBudgetBytes(*device, absl::GetFlag(FLAGS_vram_budget_gib)));
   absl::StatusOr<DeviceBudget> budget = CheckDeviceBudget(
       dir.config, DeviceWeights::Bytes(dense), absl::GetFlag(FLAGS_max_requests), max_context,
-      absl::GetFlag(FLAGS_lookahead), budget_bytes);
+      absl::GetFlag(FLAGS_lookahead), budget_bytes, max_batch_tokens);
   if (!budget.ok()) {
     return absl::Status(budget.status().code(),
                         absl::StrCat(device->name(), ": ", budget.status().message(),
-                                     " (lower --max-requests or --max-context-tokens, or raise "
-                                     "--vram-budget-gib)"));
+                                     " (lower --max-requests, --max-context-tokens or "
+                                     "--max-batch-tokens, or raise --vram-budget-gib)"));
   }
   MOE_LOG(INFO) << "device " << device->name() << ": " << budget->ToString();
   WorkerClientOptions client_options;
   client_options.address = worker_address;
   client_options.tls = worker_tls;
-  client_options.arena_slots = 2;  // generations step one at a time; 2 covers overlap
+  client_options.arena_slots = 2;  // one pass at a time; 2 covers overlap
+  // A step's rows in one RunExperts per layer (unless the worker accepts fewer).
+  client_options.max_tokens_per_call = max_batch_tokens;
   client_options.force_inline = absl::GetFlag(FLAGS_inline_tensors);
   client_options.device = device.get();  // x/out of RunExperts live there
   const double worker_grace_s = absl::GetFlag(FLAGS_worker_grace_s);
@@ -173,6 +183,7 @@ absl::Status Run() {
   std::thread monitor;
   GenerationServiceOptions service_options;
   service_options.max_requests = absl::GetFlag(FLAGS_max_requests);
+  service_options.max_batch_tokens = max_batch_tokens;
   service_options.experts_available = [&] { return worker_up.load(); };
   service_options.api_key = api_key;
   // A request larger than a message cannot arrive anyway.

@@ -1,5 +1,6 @@
 #include "coordinator/device_budget.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -39,18 +40,25 @@ absl::StatusOr<int64_t> ResolveBudgetBytes(const backend::Device& device, double
 
 absl::StatusOr<DeviceBudget> CheckDeviceBudget(const ModelConfig& config, int64_t weights_bytes,
                                                int64_t streams, int64_t context_tokens,
-                                               int lookahead, int64_t budget_bytes) {
-  if (streams < 1 || context_tokens < 1 || context_tokens > config.max_position_embeddings) {
+                                               int lookahead, int64_t budget_bytes,
+                                               int64_t batch_tokens) {
+  if (streams < 1 || context_tokens < 1 || context_tokens > config.max_position_embeddings ||
+      batch_tokens < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "device budget: ", streams, " streams of ", context_tokens,
-        " context tokens (need >= 1 stream and 1..", config.max_position_embeddings, " tokens)"));
+        "device budget: ", streams, " streams of ", context_tokens, " context tokens, ",
+        batch_tokens, " tokens per pass (need >= 1 stream, 1..",
+        config.max_position_embeddings, " tokens and a pass of >= 0 tokens)"));
   }
   DeviceBudget b;
   b.weights_bytes = weights_bytes;
   b.streams = streams;
   b.context_tokens = context_tokens;
   b.kv_bytes_per_stream = KvCache::Bytes(config, context_tokens);
-  b.scratch_bytes = MixtralModel::ScratchBytes(config, context_tokens, 1, lookahead);
+  b.scratch_bytes =
+      batch_tokens > 0
+          ? MixtralModel::ScratchBytes(config, batch_tokens, std::min(streams, batch_tokens),
+                                       lookahead)
+          : MixtralModel::ScratchBytes(config, context_tokens, 1, lookahead);
   b.budget_bytes = budget_bytes;
   if (budget_bytes > 0 && b.total_bytes() > budget_bytes) {
     return absl::ResourceExhaustedError(

@@ -18,7 +18,7 @@ struct DeviceBudget {
   int64_t streams = 0;             // concurrent generations
   int64_t context_tokens = 0;      // KV positions reserved per stream
   int64_t kv_bytes_per_stream = 0;
-  int64_t scratch_bytes = 0;       // one forward pass of context_tokens
+  int64_t scratch_bytes = 0;       // one forward pass (see CheckDeviceBudget)
   int64_t budget_bytes = 0;        // what the device may use; 0: unlimited
 
   int64_t kv_bytes() const { return streams * kv_bytes_per_stream; }
@@ -36,11 +36,15 @@ absl::StatusOr<int64_t> ResolveBudgetBytes(const backend::Device& device, double
 // Fills a DeviceBudget for `streams` x `context_tokens` and checks it: INVALID_ARGUMENT
 // for streams or context_tokens < 1 or a context beyond the config's
 // max_position_embeddings; RESOURCE_EXHAUSTED naming every figure when the total exceeds
-// a nonzero budget. Forward passes run one at a time (StepExecutor, or one CLI stream),
-// so scratch is counted once; weights_bytes comes from DeviceWeights::Bytes.
+// a nonzero budget. Forward passes run one at a time (the BatchScheduler's thread, or
+// one CLI stream), so scratch is counted once: for a pass of `batch_tokens` rows with
+// logits for min(streams, batch_tokens) of them (the scheduler's steps), or, when
+// batch_tokens is 0, for a lone stream's whole context in one pass. weights_bytes comes
+// from DeviceWeights::Bytes.
 absl::StatusOr<DeviceBudget> CheckDeviceBudget(const ModelConfig& config, int64_t weights_bytes,
                                                int64_t streams, int64_t context_tokens,
-                                               int lookahead, int64_t budget_bytes);
+                                               int lookahead, int64_t budget_bytes,
+                                               int64_t batch_tokens = 0);
 
 }  // namespace moe::coordinator
 

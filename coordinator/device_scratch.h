@@ -4,6 +4,7 @@
 #define MOE_COORDINATOR_DEVICE_SCRATCH_H_
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -12,6 +13,26 @@
 #include "common/backend/device.h"
 
 namespace moe::coordinator {
+
+// Carves one allocation into arrays aligned as Device::Allocate's (256 bytes); over a
+// null base it only adds up the sizes, so one function both sizes and lays out the
+// scratch of a pass.
+class ScratchCarver {
+ public:
+  static constexpr int64_t kAlignment = 256;
+  explicit ScratchCarver(void* base) : base_(static_cast<char*>(base)) {}
+  template <typename T>
+  T* Take(int64_t count) {
+    T* p = base_ != nullptr ? reinterpret_cast<T*>(base_ + used_) : nullptr;
+    used_ += (count * int64_t(sizeof(T)) + kAlignment - 1) / kAlignment * kAlignment;
+    return p;
+  }
+  int64_t used() const { return used_; }
+
+ private:
+  char* base_;
+  int64_t used_ = 0;
+};
 
 // What one forward pass computes with: its own stream (streams are not thread-safe, and
 // passes on different caches may run concurrently), device scratch and pinned host

@@ -8,6 +8,7 @@
 #include "common/chat_template.h"
 #include "common/grpc_security.h"
 #include "common/grpc_status.h"
+#include "common/logging.h"
 #include "common/proto_parse.h"
 #include "common/prometheus_text.h"
 #include "common/status.h"
@@ -56,6 +57,10 @@ grpc::Status ReadRequest(grpc::ServerReaderWriter<Response, grpc::ByteBuffer>* s
 GenerationService::GenerationService(const MixtralModel* model, const Tokenizer* tokenizer,
                                      GenerationServiceOptions options)
     : model_(model), tokenizer_(tokenizer), options_(std::move(options)) {
+  absl::StatusOr<std::unique_ptr<BatchScheduler>> scheduler =
+      BatchScheduler::Create(model_, {options_.max_batch_tokens});
+  MOE_CHECK(scheduler.ok()) << "GenerationService: " << scheduler.status();
+  scheduler_ = *std::move(scheduler);
   // gRPC's "streamed" handlers read the request bytes themselves: one read, then as many
   // writes as the RPC's type allows (clients see no difference on the wire).
   MarkMethodStreamed(
@@ -194,7 +199,7 @@ absl::Status GenerationService::DoGenerate(const v1::GenerateRequest& request,
     return shutting_down_.load() && absl::GetCurrentTimeNanos() >= drain_deadline_ns_.load();
   };
   options.cancelled = [&client_gone, drained] { return client_gone() || drained(); };
-  options.run_step = [this](const std::function<absl::Status()>& step) { return executor_.Run(step); };
+  options.scheduler = scheduler_.get();
   // A bad request is INVALID_ARGUMENT even while no worker answers.
   MOE_RETURN_IF_ERROR(CheckGenerateRequest(model_->config(), int64_t(prompt.size()), options));
   if (options_.experts_available && !options_.experts_available()) {
@@ -297,8 +302,6 @@ void GenerationService::Record(const absl::Status& status, const GenerationResul
   totals_.prefill_s += result->prefill_seconds;
   totals_.decode_s += result->decode_seconds;
   totals_.time_to_first_token_s += ttft_s;
-  totals_.forward += result->prefill_stats;
-  totals_.forward += result->decode_stats;
 }
 
 std::string GenerationService::RenderMetrics() const {
@@ -332,7 +335,17 @@ std::string GenerationService::RenderMetrics() const {
   const uint64_t decoded = t.generated_tokens > t.ok ? t.generated_tokens - t.ok : 0;
   out.Gauge("moe_coordinator_decode_tokens_per_second", "Decoded tokens / decode seconds since start",
             t.decode_s > 0 ? decoded / t.decode_s : 0);
-  const ExpertCallStats& e = t.forward.experts;
+  const BatchTotals batches = scheduler_->totals();
+  out.Counter("moe_coordinator_batch_steps_total", "Forward passes of the batch scheduler",
+              batches.steps);
+  out.Counter("moe_coordinator_batch_rows_total", "Rows those passes carried, by kind",
+              batches.prompt_rows, {{"kind", "prompt"}});
+  out.Counter("moe_coordinator_batch_rows_total", "Rows those passes carried, by kind",
+              batches.decode_rows, {{"kind", "decode"}});
+  out.Counter("moe_coordinator_batch_steps_aborted_total",
+              "Passes stopped (and run again) because one of their streams ended",
+              batches.aborted);
+  const ExpertCallStats& e = batches.forward.experts;
   out.Counter("moe_coordinator_expert_calls_total", "RunExperts calls", e.calls);
   out.Counter("moe_coordinator_expert_rpc_seconds_total", "Round trips of RunExperts calls", e.rpc_s);
   out.Counter("moe_coordinator_expert_stall_seconds_total", "Worker time waiting for expert copies",
@@ -345,7 +358,7 @@ std::string GenerationService::RenderMetrics() const {
             e.hits + e.misses ? double(e.hits) / (e.hits + e.misses) : 0);
   out.Gauge("moe_coordinator_prefetch_recall", "Expert uses a prefetch had loaded / expert uses",
             e.hits + e.misses ? double(e.prefetch_hits) / (e.hits + e.misses) : 0);
-  const SpeculationStats& sp = t.forward.speculation;
+  const SpeculationStats& sp = batches.forward.speculation;
   out.Counter("moe_coordinator_guesses_total", "Speculative (token, layer, expert) guesses sent",
               sp.hinted);
   out.Gauge("moe_coordinator_guess_recall", "Router choices that were guessed / router choices",

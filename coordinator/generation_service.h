@@ -1,7 +1,7 @@
 // moe.v1.Generation: a thin adapter from the public API onto the generator. Runs on
 // gRPC's synchronous server (a generation is a long blocking loop). Admitted requests
-// interleave token by token on the one model; past `max_requests` new ones get
-// RESOURCE_EXHAUSTED at once.
+// step together on the one model (continuous batching, batch_scheduler.h); past
+// `max_requests` new ones get RESOURCE_EXHAUSTED at once.
 #ifndef MOE_COORDINATOR_GENERATION_SERVICE_H_
 #define MOE_COORDINATOR_GENERATION_SERVICE_H_
 
@@ -16,13 +16,16 @@
 #include "coordinator/generator.h"
 #include "coordinator/mixtral_model.h"
 #include "coordinator/request_limits.h"
-#include "coordinator/step_executor.h"
+#include "coordinator/batch_scheduler.h"
 #include "moe/v1/generation.grpc.pb.h"
 
 namespace moe::coordinator {
 
 struct GenerationServiceOptions {
   int max_requests = 16;  // admitted at once (running or waiting for their next step)
+  // Rows of one forward pass: every running stream's next token plus prompt chunks
+  // (BatchSchedulerOptions::max_batch_tokens); must be >= 1.
+  int64_t max_batch_tokens = 256;
   // Whether the expert backend can serve now; when false Generate answers UNAVAILABLE
   // without computing. Null: always.
   std::function<bool()> experts_available;
@@ -43,6 +46,7 @@ class GenerationService final : public v1::Generation::Service {
   // Generate and Tokenize are served from the raw request bytes (ParseProtoChecked), so
   // that a string field that is not UTF-8 is INVALID_ARGUMENT naming the field, not the
   // INTERNAL gRPC's own parse answers.
+  // Aborts when options.max_batch_tokens < 1 (callers check their flags first).
   GenerationService(const MixtralModel* model, const Tokenizer* tokenizer,
                     GenerationServiceOptions options);
 
@@ -87,12 +91,12 @@ class GenerationService final : public v1::Generation::Service {
   // Reserves `bytes` of the KV budget; RESOURCE_EXHAUSTED naming the figures if full.
   absl::Status ReserveKv(int64_t bytes, int64_t tokens);
 
-  // Totals over finished streams, for /metrics.
+  // Totals over finished streams, for /metrics (the passes' own figures are the
+  // scheduler's: a pass shared by several streams counts once there).
   struct Totals {
     uint64_t ok = 0, failed = 0, rejected = 0;
     uint64_t prompt_tokens = 0, generated_tokens = 0;
     double prefill_s = 0, decode_s = 0, time_to_first_token_s = 0;
-    ForwardStats forward;
   };
   void Record(const absl::Status& status, const GenerationResult* result, double ttft_s);
 
@@ -108,7 +112,8 @@ class GenerationService final : public v1::Generation::Service {
   LatencyHistogram time_to_first_token_, inter_token_;  // for /metrics
   std::atomic<bool> shutting_down_{false};
   std::atomic<int64_t> drain_deadline_ns_{0};  // absl::ToUnixNanos, once shutting_down_
-  StepExecutor executor_;
+  // Declared last: destroyed first, once no generation runs.
+  std::unique_ptr<BatchScheduler> scheduler_;
 };
 
 }  // namespace moe::coordinator

@@ -1,5 +1,6 @@
 // The generation loop: prefill the prompt, then decode one token at a time until EOS,
-// the token limit or a stop requested by the caller.
+// the token limit or a stop requested by the caller. It runs in a BatchScheduler's
+// steps (batch_scheduler.h), shared with the scheduler's other generations.
 #ifndef MOE_COORDINATOR_GENERATOR_H_
 #define MOE_COORDINATOR_GENERATOR_H_
 
@@ -14,15 +15,18 @@
 
 namespace moe::coordinator {
 
+class BatchScheduler;
+
 struct GenerateOptions {
   int max_new_tokens = 64;
   SamplingParams sampling;
   bool stop_at_eos = true;
-  // Asked before every layer step; true ends the generation with CANCELLED.
+  // Asked before every layer step (on the scheduler's thread); true ends the
+  // generation with CANCELLED.
   std::function<bool()> cancelled;
-  // Runs each forward pass (e.g. on a StepExecutor, so that concurrent generations on
-  // one model interleave token by token on one thread). Null: run in place.
-  std::function<absl::Status(const std::function<absl::Status()>&)> run_step;
+  // The scheduler whose steps carry the generation (it must serve the same model).
+  // Null: a scheduler of its own, for this generation alone.
+  BatchScheduler* scheduler = nullptr;
 };
 
 enum class FinishReason { kEos, kLength, kStopped };
@@ -32,10 +36,12 @@ struct GenerationResult {
   std::vector<int> tokens;  // new tokens, EOS included when it ended the generation
   FinishReason finish_reason = FinishReason::kLength;
   int prompt_tokens = 0;
-  double prefill_seconds = 0;  // prompt forward pass, up to the first token
+  double prefill_seconds = 0;  // from the call to the first token
   double decode_seconds = 0;   // every later token
-  ForwardStats prefill_stats;  // the prompt's forward pass
-  ForwardStats decode_stats;   // every later pass
+  // Figures of the passes that carried the prompt, and of every later pass. A pass
+  // shared with other generations counts whole for each of them.
+  ForwardStats prefill_stats;
+  ForwardStats decode_stats;
 };
 
 // Receives each new token as it is chosen; returning false stops the generation.
@@ -47,7 +53,8 @@ using TokenCallback = std::function<bool(int token)>;
 absl::Status CheckGenerateRequest(const ModelConfig& config, int64_t prompt_tokens,
                                   const GenerateOptions& options);
 
-// CheckGenerateRequest, then generates (token ids are checked by the forward pass).
+// CheckGenerateRequest, then generates in options.scheduler's steps (token ids are
+// checked before the first step). `on_token` runs on the calling thread.
 absl::StatusOr<GenerationResult> Generate(const MixtralModel& model,
                                           absl::Span<const int> prompt,
                                           const GenerateOptions& options,

@@ -22,10 +22,12 @@
 #include "coordinator/device_scratch.h"
 #include "coordinator/device_weights.h"
 #include "coordinator/kv_cache.h"
+#include "coordinator/speculator.h"
 
 namespace moe::coordinator {
 
-// The router's choice for one layer: ids and weights, [n, experts_per_tok] each.
+// The router's choice for one layer of one sequence: ids and weights, [n,
+// experts_per_tok] each.
 struct LayerRouting {
   int layer = 0;
   int64_t start = 0;  // position of the first token
@@ -33,46 +35,9 @@ struct LayerRouting {
   absl::Span<const float> weights;
 };
 
-// Speculative expert loading (Eliseev & Mazur): after layer L's attention, the gates of
-// layers L+1..L+lookahead applied to the current hidden state (each through its own
-// post-attention norm) guess those layers' experts; the top `experts` per token are
-// prefetched while layer L computes.
-inline constexpr int kMaxLookahead = 8;
-struct SpeculationOptions {
-  int lookahead = 0;  // layers ahead to guess, in [0, kMaxLookahead]; 0 turns it off
-  int experts = 2;    // experts prefetched per token and guessed layer, >= 1
-};
-
-// How good the guesses were: a guess for layer L counts as used when layer L's router
-// then picks it for the same token.
-struct GuessScore {
-  uint64_t scored = 0;  // (token, expert) guesses compared with the router's choice
-  uint64_t needed = 0;  // router choices that had a guess
-  uint64_t hits = 0;    // guesses the router then chose
-  double recall() const { return needed ? double(hits) / needed : 0; }
-  double precision() const { return scored ? double(hits) / scored : 0; }
-  GuessScore& operator+=(const GuessScore& o) {
-    scored += o.scored;
-    needed += o.needed;
-    hits += o.hits;
-    return *this;
-  }
-};
-
-struct SpeculationStats {
-  uint64_t hinted = 0;  // (token, layer, expert) guesses sent as prefetch hints
-  // The nearest guess of each layer (made one layer before when lookahead >= 1).
-  GuessScore nearest;
-  // by_distance[d - 1]: guesses made d layers ahead of the layer they are for.
-  std::array<GuessScore, kMaxLookahead> by_distance{};
-  double recall() const { return nearest.recall(); }
-  double precision() const { return nearest.precision(); }
-  SpeculationStats& operator+=(const SpeculationStats& o);
-};
-
 // Replaces the router's choice of one layer (e.g. to replay a recorded routing trace):
-// called with the router's ids and weights, [n, experts_per_tok] host memory each, which
-// it may overwrite. A non-OK status ends the pass with it. Ids must stay in
+// called per sequence of the pass with the router's ids and weights for its n tokens at
+// positions start.., [n, experts_per_tok] host memory each, which it may overwrite. A non-OK status ends the pass with it. Ids must stay in
 // [0, num_local_experts) (checked; INVALID_ARGUMENT otherwise).
 using RoutingOverride = std::function<absl::Status(int layer, int64_t start, int64_t n,
                                                    absl::Span<int32_t> ids,
@@ -93,6 +58,12 @@ struct ForwardStats {
 // limit (set between passes) and the totals (under a lock). Forward may run
 // concurrently on different caches (both ExpertBackends are thread-safe): each pass
 // computes on a stream and scratch of its own.
+//
+// A pass may carry several sequences (continuous batching, batch_scheduler.h): their
+// rows go through one matrix product per dense projection, one routing and one
+// RunExperts per layer; attention runs per sequence over its own KV cache. On the CPU
+// every kernel's per-row arithmetic is independent of the other rows, so a sequence's
+// logits are bit-identical whatever shares its pass.
 class MixtralModel {
  public:
   // On the CPU device. `experts` must outlive the model.
@@ -107,7 +78,8 @@ class MixtralModel {
                                                               backend::Device& device);
 
   // Device scratch one pass of `n` tokens needs, `logits_rows` of them with logits, at
-  // `lookahead` layers of speculation (for budgeting the device's memory).
+  // `lookahead` layers of speculation (for budgeting the device's memory; several
+  // sequences in one pass need no more than one of n tokens).
   static int64_t ScratchBytes(const ModelConfig& config, int64_t n, int64_t logits_rows,
                               int lookahead);
 
@@ -115,7 +87,16 @@ class MixtralModel {
   // capacity exceeds max_context_tokens(); RESOURCE_EXHAUSTED when it does not fit.
   absl::StatusOr<std::unique_ptr<KvCache>> NewCache(int64_t capacity) const;
 
-  enum class Logits { kLast, kAll };
+  // kNone: no logits (a prompt chunk that is not the prompt's end).
+  enum class Logits { kLast, kAll, kNone };
+
+  // One sequence's part of a pass.
+  struct Sequence {
+    absl::Span<const int> tokens;  // at positions cache->length() ..
+    KvCache* cache = nullptr;
+    Logits which = Logits::kLast;
+    std::vector<float>* logits = nullptr;  // [1, V] or [n, V]; unused for kNone
+  };
 
   // Runs `tokens` at positions cache.length() .. cache.length() + n - 1, appends their
   // keys and values to `cache` and writes logits: [1, V] for the last token or [n, V].
@@ -126,6 +107,13 @@ class MixtralModel {
   // the pass waits in ExpertBackend::AwaitRecovery and redoes the layer's experts. `stats`, if set, has the pass's figures added.
   absl::Status Forward(absl::Span<const int> tokens, KvCache& cache, Logits which,
                        std::vector<float>* logits,
+                       const std::function<bool()>& cancelled = nullptr,
+                       ForwardStats* stats = nullptr) const;
+  // The same for several sequences in one pass (distinct caches, each with at least one
+  // token). Any failure leaves every cache at its previous length; a pass stopped by
+  // `cancelled` may simply be run again (without the sequence that asked for it): the
+  // keys it wrote past the caches' lengths are overwritten.
+  absl::Status Forward(absl::Span<const Sequence> batch,
                        const std::function<bool()>& cancelled = nullptr,
                        ForwardStats* stats = nullptr) const;
 

@@ -7,7 +7,7 @@
 #
 #   deploy/run_local.sh --model models/kjv-moe [--socket-dir DIR] [--cache-per-layer K]
 #                       [--policy lru] [--bin-dir build] [--wait-s 60]
-#                       [-- extra coordinator flags]
+#                       [--worker-flag FLAG]... [-- extra coordinator flags]
 #
 # --bin-dir is a CMake build tree (build/expert_worker/moe-expert-worker, ...) or a
 # directory holding the three binaries. Exit status: 0 after a signal, 1 when the
@@ -15,7 +15,7 @@
 set -uo pipefail
 
 usage() {
-  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -27,6 +27,7 @@ policy=lru
 bin_dir="$root/build"
 wait_s=60
 coordinator_extra=()
+worker_extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --model) model=${2:?}; shift 2 ;;
@@ -35,6 +36,7 @@ while [ $# -gt 0 ]; do
     --policy) policy=${2:?}; shift 2 ;;
     --bin-dir) bin_dir=${2:?}; shift 2 ;;
     --wait-s) wait_s=${2:?}; shift 2 ;;
+    --worker-flag) worker_extra+=("${2:?}"); shift 2 ;;
     --) shift; coordinator_extra=("$@"); break ;;
     -h|--help) usage ;;
     *) echo "run_local.sh: unknown argument $1" >&2; usage ;;
@@ -73,7 +75,7 @@ worker_pid=""
 coordinator_pid=""
 start_worker() {
   "$worker_bin" --model "$model" --listen "$worker_addr" --cache-per-layer "$cache_per_layer" \
-    --policy "$policy" &
+    --policy "$policy" "${worker_extra[@]}" &
   worker_pid=$!
 }
 start_coordinator() {

@@ -134,13 +134,14 @@ absl::Status ExpertRunner::Run(int layer, absl::Span<const float> x, int64_t n,
   backend::Device& device = cache_->device();
   MOE_RETURN_IF_ERROR(device.BindThread());
 
-  // Group tokens by expert, in the order experts are first needed: each expert is
-  // leased once per call, and prefill becomes one matrix product per expert. Entries
-  // [begin[e], begin[e + 1]) of tokens/gains are order[e]'s, tokens ascending.
-  std::vector<int32_t> order;
-  for (int32_t id : ids) {
-    if (std::find(order.begin(), order.end(), id) == order.end()) order.push_back(id);
-  }
+  // Group tokens by expert, experts by ascending id: each expert is leased once per
+  // call, and prefill becomes one matrix product per expert. A token's weighted sum is
+  // thus added up in the order of its expert ids whatever else is in the call (batch
+  // invariance; first-needed order would let batch mates reorder it when k > 2).
+  // Entries [begin[e], begin[e + 1]) of tokens/gains are order[e]'s, tokens ascending.
+  std::vector<int32_t> order(ids.begin(), ids.end());
+  std::sort(order.begin(), order.end());
+  order.erase(std::unique(order.begin(), order.end()), order.end());
   if (load_whole_layer_) {
     for (int32_t e = 0; e < store.num_experts(); ++e) {
       if (std::find(order.begin(), order.end(), e) == order.end()) order.push_back(e);

@@ -44,6 +44,19 @@ TEST(DeviceBudgetTest, FiguresAddUpAndAFittingBudgetPasses) {
   EXPECT_EQ(budget->total_bytes(), 1000 + budget->kv_bytes() + budget->scratch_bytes);
 }
 
+TEST(DeviceBudgetTest, BatchedStepsCountOnePassOfTheBatchWithALogitRowPerStream) {
+  const ModelConfig c = BundledConfig();
+  auto budget = CheckDeviceBudget(c, 1000, /*streams=*/8, /*context_tokens=*/512,
+                                  /*lookahead=*/1, int64_t(1) << 40, /*batch_tokens=*/64);
+  ASSERT_TRUE(budget.ok()) << budget.status();
+  EXPECT_EQ(budget->scratch_bytes, MixtralModel::ScratchBytes(c, 64, 8, 1));
+  // More streams than rows: at most one logit row per row.
+  budget = CheckDeviceBudget(c, 1000, 100, 512, 1, int64_t(1) << 40, 64);
+  ASSERT_TRUE(budget.ok()) << budget.status();
+  EXPECT_EQ(budget->scratch_bytes, MixtralModel::ScratchBytes(c, 64, 64, 1));
+  EXPECT_TRUE(absl::IsInvalidArgument(CheckDeviceBudget(c, 0, 1, 16, 0, 0, -1).status()));
+}
+
 TEST(DeviceBudgetTest, ATinyBudgetIsRefusedNamingEveryNumber) {
   const ModelConfig c = BundledConfig();
   const int64_t kv = KvCache::Bytes(c, 128);

@@ -1,12 +1,16 @@
 // A generation whose expert backend goes away mid-pass (UNAVAILABLE) waits for it and
-// redoes the layer step: the tokens are those of an undisturbed run. Past the grace it
-// fails with UNAVAILABLE and frees its KV cache. The backend here is the worker linked
+// redoes the layer step: the tokens are those of an undisturbed run (for every stream
+// of a batched step). Past the grace it fails with UNAVAILABLE and frees its KV cache. The backend here is the worker linked
 // in, wrapped to fail chosen calls; tests/integration kills real worker processes.
+#include <atomic>
 #include <memory>
 #include <set>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "common/model_dir.h"
+#include "coordinator/batch_scheduler.h"
 #include "coordinator/dense_weights.h"
 #include "coordinator/generator.h"
 #include "coordinator/kv_cache.h"
@@ -27,6 +31,7 @@ class FlakyBackend : public ExpertBackend {
   absl::Status RunExperts(int layer, absl::Span<const float> x, int64_t n,
                           absl::Span<const int32_t> ids, absl::Span<const float> weights,
                           absl::Span<float> out, ExpertCallStats* stats) override {
+    max_rows = std::max(max_rows, n);
     if (fail_calls.count(calls_++) > 0) {
       // What a dying worker may leave behind: garbage in the output.
       for (float& v : out) v = 1e30f;
@@ -44,6 +49,7 @@ class FlakyBackend : public ExpertBackend {
   std::set<int> fail_calls;
   absl::Status recovery = absl::OkStatus();
   int recoveries = 0;
+  int64_t max_rows = 0;  // the most rows one call carried
   std::function<void()> on_wait;
 
  private:
@@ -152,6 +158,99 @@ TEST_F(LayerRedoTest, ABackendThatNeverRecoversIsNotRetriedForever) {
   auto result = Generate(*model, prompt_, Options(0.0f), nullptr);
   EXPECT_EQ(result.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_LE(flaky.recoveries, 10);
+}
+
+// Generations sharing a BatchScheduler's steps, all submitted at once; the results in
+// request order. `cancelled[i]`, when set, is stream i's cancellation.
+std::vector<absl::StatusOr<GenerationResult>> RunTogether(
+    const MixtralModel& model, const std::vector<std::vector<int>>& prompts,
+    const std::vector<GenerateOptions>& options) {
+  auto scheduler = BatchScheduler::Create(&model, {64});
+  EXPECT_TRUE(scheduler.ok()) << scheduler.status();
+  std::vector<absl::StatusOr<GenerationResult>> results(prompts.size(),
+                                                        absl::UnknownError("not run"));
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    threads.emplace_back([&, i] {
+      GenerateOptions o = options[i];
+      o.scheduler = scheduler->get();
+      results[i] = Generate(model, prompts[i], o, nullptr);
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  return results;
+}
+
+class BatchedRedoTest : public LayerRedoTest {
+ protected:
+  BatchedRedoTest() {
+    for (int i = 0; i < 4; ++i) {
+      prompts_.push_back({1, 400 + 17 * i, 23, 77 + i, 5});
+      prompts_.back().resize(5 + 3 * i, 99);
+      options_.push_back(Options(i % 2 == 0 ? 0.0f : 0.9f));
+      options_.back().sampling.seed = 7 + i;
+    }
+  }
+  // Each alone on the undisturbed backend.
+  std::vector<GenerationResult> Undisturbed() {
+    auto plain = Model(backend_);
+    std::vector<GenerationResult> solo;
+    for (size_t i = 0; i < prompts_.size(); ++i) {
+      auto result = Generate(*plain, prompts_[i], options_[i], nullptr);
+      EXPECT_TRUE(result.ok()) << result.status();
+      solo.push_back(result.ok() ? *result : GenerationResult{});
+    }
+    return solo;
+  }
+  std::vector<std::vector<int>> prompts_;
+  std::vector<GenerateOptions> options_;
+};
+
+TEST_F(BatchedRedoTest, ARedoneStepIsRedoneForTheWholeBatchAndEveryStreamKeepsItsTokens) {
+  const std::vector<GenerationResult> solo = Undisturbed();
+  FlakyBackend flaky(backend_);
+  flaky.fail_calls = {2, 9, 10, 30, 45};
+  auto model = Model(&flaky);
+  const auto batched = RunTogether(*model, prompts_, options_);
+  for (size_t i = 0; i < prompts_.size(); ++i) {
+    SCOPED_TRACE(i);
+    ASSERT_TRUE(batched[i].ok()) << batched[i].status();
+    EXPECT_EQ(batched[i]->tokens, solo[i].tokens);
+  }
+  EXPECT_EQ(flaky.recoveries, 5);
+  EXPECT_GT(flaky.max_rows, 5);  // the streams did share steps
+  EXPECT_EQ(KvCache::LiveCaches(), 0);
+}
+
+TEST_F(BatchedRedoTest, AStreamCancelledWhileItsBatchWaitsForTheWorkerEndsAlone) {
+  const std::vector<GenerationResult> solo = Undisturbed();
+  FlakyBackend flaky(backend_);
+  flaky.fail_calls = {12};
+  std::atomic<bool> cancel{false};
+  options_[2].cancelled = [&] { return cancel.load(); };
+  flaky.on_wait = [&] { cancel = true; };  // stream 2's client leaves during the wait
+  auto model = Model(&flaky);
+  const auto batched = RunTogether(*model, prompts_, options_);
+  EXPECT_EQ(batched[2].status().code(), absl::StatusCode::kCancelled) << batched[2].status();
+  for (int i : {0, 1, 3}) {
+    SCOPED_TRACE(i);
+    ASSERT_TRUE(batched[i].ok()) << batched[i].status();
+    EXPECT_EQ(batched[i]->tokens, solo[i].tokens);
+  }
+  EXPECT_EQ(flaky.recoveries, 1);
+  EXPECT_EQ(KvCache::LiveCaches(), 0);
+}
+
+TEST_F(BatchedRedoTest, PastTheGraceEveryStreamOfTheStepFailsUnavailable) {
+  FlakyBackend flaky(backend_);
+  for (int i = 20; i < 200; ++i) flaky.fail_calls.insert(i);
+  flaky.recovery = absl::UnavailableError("no expert worker answered within the grace");
+  auto model = Model(&flaky);
+  const auto batched = RunTogether(*model, prompts_, options_);
+  for (const auto& result : batched) {
+    EXPECT_EQ(result.status().code(), absl::StatusCode::kUnavailable) << result.status();
+  }
+  EXPECT_EQ(KvCache::LiveCaches(), 0);
 }
 
 }  // namespace

@@ -177,12 +177,16 @@ TEST(SpeculationTest, SameTokensAndRecallWellAboveChanceOnTheBundledModel) {
   }
 }
 
-// The BLAS and plain-loop matmuls give the same model outputs.
-TEST(MatmulImplTest, LoopsMatchBlasOnRandomCheckpoint) {
+// The BLAS and plain-loop matmuls give the same model outputs as the default
+// (batch-invariant) one.
+TEST(MatmulImplTest, LoopsAndBlasMatchTheReferenceOnRandomCheckpoint) {
   const fs::path dir = fs::path(MOE_BINARY_DIR) / "random_checkpoints" / "bf16_gqa4_e8_top2";
-  cpu::SetMatmulImpl(cpu::MatmulImpl::kLoops);
-  CheckModelAgainstReference(dir, dir);
-  cpu::SetMatmulImpl(cpu::MatmulImpl::kBlas);
+  const cpu::MatmulImpl saved = cpu::GetMatmulImpl();
+  for (cpu::MatmulImpl impl : {cpu::MatmulImpl::kLoops, cpu::MatmulImpl::kBlas}) {
+    cpu::SetMatmulImpl(impl);
+    CheckModelAgainstReference(dir, dir);
+  }
+  cpu::SetMatmulImpl(saved);
 }
 
 }  // namespace

@@ -8,29 +8,40 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "common/backend/cpu/rowwise_matmul.h"
 
 namespace moe::cpu {
 namespace {
-std::atomic<MatmulImpl> g_matmul_impl{MatmulImpl::kBlas};
+std::atomic<MatmulImpl> g_matmul_impl{MatmulImpl::kRows};
 }  // namespace
 
 void SetMatmulImpl(MatmulImpl impl) { g_matmul_impl.store(impl); }
 MatmulImpl GetMatmulImpl() { return g_matmul_impl.load(std::memory_order_relaxed); }
 
 absl::StatusOr<MatmulImpl> ParseMatmulImpl(absl::string_view name) {
+  if (name == "rows") return MatmulImpl::kRows;
   if (name == "blas") return MatmulImpl::kBlas;
   if (name == "loops") return MatmulImpl::kLoops;
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown matmul implementation \"", name, "\" (blas or loops)"));
+      absl::StrCat("unknown matmul implementation \"", name, "\" (rows, blas or loops)"));
 }
 
 absl::string_view MatmulImplName(MatmulImpl impl) {
-  return impl == MatmulImpl::kBlas ? "blas" : "loops";
+  switch (impl) {
+    case MatmulImpl::kRows: return "rows";
+    case MatmulImpl::kBlas: return "blas";
+    case MatmulImpl::kLoops: return "loops";
+  }
+  return "?";
 }
 
 void MatMulTransB(const float* x, const float* w, float* y, int64_t n, int64_t k, int64_t m,
                   bool accumulate) {
   if (n == 0 || m == 0) return;
+  if (GetMatmulImpl() == MatmulImpl::kRows) {
+    RowwiseMatMulTransB(x, w, y, n, k, m, accumulate);
+    return;
+  }
   if (GetMatmulImpl() == MatmulImpl::kBlas) {
     const float beta = accumulate ? 1.0f : 0.0f;
     if (n == 1) {

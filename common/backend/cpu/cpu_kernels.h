@@ -13,7 +13,10 @@ namespace moe::cpu {
 
 // How MatMulTransB runs. Process-wide, chosen once at start-up (bench compares them).
 enum class MatmulImpl {
-  kBlas,   // OpenBLAS sgemm/sgemv (the default: fastest measured, see docs/results.md)
+  kRows,   // the default: batch-invariant (rowwise_matmul.h), so a token's logits do not
+           // depend on its batch mates; the quantized kernels then also multiply one
+           // token at a time (QuantMatMulTransB)
+  kBlas,   // OpenBLAS sgemm/sgemv: faster prefill, but a row's sums depend on n
   kLoops,  // OpenMP-parallel, compiler-vectorised loops
 };
 void SetMatmulImpl(MatmulImpl impl);

@@ -1,5 +1,6 @@
 // CPU kernels against plain, obviously-right formulations on random inputs.
 #include "common/backend/cpu/cpu_kernels.h"
+#include "common/backend/cpu/rowwise_matmul.h"
 
 #include <cmath>
 #include <random>
@@ -20,7 +21,9 @@ std::vector<float> Random(size_t n, uint64_t seed, float scale = 1.0f) {
 
 class MatMulTest : public ::testing::TestWithParam<std::tuple<MatmulImpl, int, int, int>> {
  protected:
-  void TearDown() override { SetMatmulImpl(MatmulImpl::kBlas); }
+  void SetUp() override { saved_ = GetMatmulImpl(); }
+  void TearDown() override { SetMatmulImpl(saved_); }
+  MatmulImpl saved_ = MatmulImpl::kRows;
 };
 
 TEST_P(MatMulTest, MatchesDoubleReference) {
@@ -40,9 +43,48 @@ TEST_P(MatMulTest, MatchesDoubleReference) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, MatMulTest,
-    ::testing::Combine(::testing::Values(MatmulImpl::kBlas, MatmulImpl::kLoops),
+    ::testing::Combine(::testing::Values(MatmulImpl::kRows, MatmulImpl::kBlas, MatmulImpl::kLoops),
                        ::testing::Values(1, 3, 17), ::testing::Values(8, 256),
                        ::testing::Values(1, 33, 512)));
+
+// Batch invariance: each row of a product of n rows is bit-identical to the same row
+// multiplied alone, for every n (tile edges included) and widths off the 8-lane grid;
+// the AVX2 path equals the scalar one bit for bit.
+TEST(RowwiseMatMulTest, EachRowIsTheSameWhateverTheBatch) {
+  for (const int k : {5, 8, 67, 256}) {
+    for (const int m : {1, 7, 64}) {
+      const auto w = Random(m * k, 11 + k);
+      const auto x = Random(40 * k, 12 + m);
+      std::vector<std::vector<float>> alone(40, std::vector<float>(m));
+      for (int i = 0; i < 40; ++i) {
+        RowwiseMatMulTransB(&x[i * k], w.data(), alone[i].data(), 1, k, m, false);
+      }
+      for (const int n : {2, 3, 4, 5, 13, 40}) {
+        std::vector<float> y(n * m), scalar(n * m);
+        RowwiseMatMulTransB(x.data(), w.data(), y.data(), n, k, m, false);
+        RowwiseMatMulTransBScalar(x.data(), w.data(), scalar.data(), n, k, m, false);
+        for (int i = 0; i < n; ++i) {
+          for (int j = 0; j < m; ++j) {
+            ASSERT_EQ(y[i * m + j], alone[i][j]) << "k " << k << " m " << m << " n " << n << " row " << i;
+            ASSERT_EQ(scalar[i * m + j], alone[i][j]) << "scalar, k " << k << " n " << n;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(RowwiseMatMulTest, LargeProductsSplitOverThreadsKeepEveryRow) {
+  // Past the parallel threshold (n * m * k >= 2^20) the rows of w are split over threads.
+  const int k = 512, m = 300, n = 9;
+  const auto w = Random(m * k, 21), x = Random(n * k, 22);
+  std::vector<float> y(n * m), alone(m);
+  RowwiseMatMulTransB(x.data(), w.data(), y.data(), n, k, m, false);
+  for (int i = 0; i < n; ++i) {
+    RowwiseMatMulTransB(&x[i * k], w.data(), alone.data(), 1, k, m, false);
+    for (int j = 0; j < m; ++j) ASSERT_EQ(y[i * m + j], alone[j]) << i << " " << j;
+  }
+}
 
 TEST(RmsNormTest, ScalesToUnitRootMeanSquareTimesWeight) {
   const int n = 3, d = 64;
@@ -171,6 +213,7 @@ TEST(SiluMulTest, IsSiluTimesUp) {
 }
 
 TEST(MatmulImplTest, ParsesNamesAndRejectsUnknown) {
+  EXPECT_EQ(*ParseMatmulImpl("rows"), MatmulImpl::kRows);
   EXPECT_EQ(*ParseMatmulImpl("blas"), MatmulImpl::kBlas);
   EXPECT_EQ(*ParseMatmulImpl("loops"), MatmulImpl::kLoops);
   EXPECT_FALSE(ParseMatmulImpl("cublas").ok());

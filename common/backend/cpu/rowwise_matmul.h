@@ -1,0 +1,30 @@
+// A batch-invariant fp32 matrix product for the CPU: every output y[i, j] is the dot
+// product of x[i] and w[j] computed by one fixed sequence of operations that depends
+// only on k, never on n, on which rows share the call, or on the thread that runs it.
+// A token's result therefore does not change when other tokens join its batch (BLAS
+// picks sgemv for one row and blocked sgemm kernels for more, whose sums differ).
+//
+// Per dot product: eight lanes, lane l accumulating x[8c + l] * w[8c + l] over chunks
+// c = 0, 1, ... in order by fused multiply-add; the lanes summed as
+// ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)); then the k % 8 tail in order by
+// fused multiply-add. The AVX2 path computes exactly this (so it equals the scalar
+// path bit for bit); register blocking (several rows of w and several tokens at once)
+// only changes which dot products run side by side.
+#ifndef MOE_COMMON_BACKEND_CPU_ROWWISE_MATMUL_H_
+#define MOE_COMMON_BACKEND_CPU_ROWWISE_MATMUL_H_
+
+#include <cstdint>
+
+namespace moe::cpu {
+
+// y[n, m] (=|+=) x[n, k] · w[m, k]^T, rows of w parallel over OpenMP threads.
+void RowwiseMatMulTransB(const float* x, const float* w, float* y, int64_t n, int64_t k,
+                         int64_t m, bool accumulate);
+
+// The same on the scalar path only (tests compare the two).
+void RowwiseMatMulTransBScalar(const float* x, const float* w, float* y, int64_t n, int64_t k,
+                               int64_t m, bool accumulate);
+
+}  // namespace moe::cpu
+
+#endif  // MOE_COMMON_BACKEND_CPU_ROWWISE_MATMUL_H_

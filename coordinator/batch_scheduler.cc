@@ -1,0 +1,292 @@
+#include "coordinator/batch_scheduler.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <deque>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "coordinator/kv_cache.h"
+#include "coordinator/sampler.h"
+
+namespace moe::coordinator {
+
+struct BatchScheduler::Stream {
+  Stream(std::vector<int> prompt_ids, const GenerateOptions& generate)
+      : prompt(std::move(prompt_ids)), options(generate), sampler(generate.sampling) {}
+
+  // Set before submission, read-only afterwards.
+  const std::vector<int> prompt;
+  const GenerateOptions options;
+  std::unique_ptr<KvCache> cache;
+
+  // The step thread's own until the stream is retired; then the caller's.
+  Sampler sampler;
+  int64_t prompt_done = 0;  // prompt tokens in the cache
+  int next_token = 0;       // the last sampled token, the input of the next step
+  int sampled = 0;
+  std::vector<float> logits;
+  ForwardStats prefill_stats, decode_stats;
+
+  // The caller wants no more tokens; read by the step thread without the lock (a
+  // pass in flight is abandoned for it).
+  std::atomic<bool> stop{false};
+  // Guarded by the scheduler's mu_.
+  std::deque<int> tokens;  // sampled, not yet handed to the caller
+  bool retired = false;    // the step thread no longer touches the stream
+  absl::Status status;     // why it was retired, if not by EOS, length or stop
+  std::condition_variable changed;
+};
+
+absl::StatusOr<std::unique_ptr<BatchScheduler>> BatchScheduler::Create(
+    const MixtralModel* model, BatchSchedulerOptions options) {
+  if (model == nullptr) return absl::InvalidArgumentError("BatchScheduler: no model");
+  if (options.max_batch_tokens < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("max batch tokens must be >= 1, got ",
+                                                   options.max_batch_tokens));
+  }
+  return std::unique_ptr<BatchScheduler>(new BatchScheduler(model, options));
+}
+
+BatchScheduler::BatchScheduler(const MixtralModel* model, BatchSchedulerOptions options)
+    : model_(model), options_(options), thread_([this] { Loop(); }) {}
+
+BatchScheduler::~BatchScheduler() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  thread_.join();
+}
+
+BatchTotals BatchScheduler::totals() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return totals_;
+}
+
+void BatchScheduler::Retire(Stream* stream, absl::Status status) {
+  running_.erase(std::remove(running_.begin(), running_.end(), stream), running_.end());
+  stream->status = std::move(status);
+  stream->retired = true;
+  stream->changed.notify_all();
+}
+
+void BatchScheduler::Loop() {
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      wake_.wait(lock, [&] { return stopping_ || !incoming_.empty() || !running_.empty(); });
+      running_.insert(running_.end(), incoming_.begin(), incoming_.end());
+      incoming_.clear();
+      if (stopping_) {
+        while (!running_.empty()) {
+          Retire(running_.back(), absl::UnavailableError("the generation scheduler stopped"));
+        }
+        return;
+      }
+      for (Stream* s : std::vector<Stream*>(running_)) {
+        if (s->stop.load()) Retire(s, absl::OkStatus());
+      }
+    }
+    // Asked outside the lock: a caller's check may take a system call.
+    std::vector<Stream*> cancelled;
+    for (Stream* s : running_) {
+      if (s->options.cancelled && s->options.cancelled()) cancelled.push_back(s);
+    }
+    if (!cancelled.empty()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (Stream* s : cancelled) Retire(s, absl::CancelledError("generation cancelled"));
+    }
+    if (!running_.empty()) Step();
+  }
+}
+
+void BatchScheduler::Step() {
+  const int64_t budget = options_.max_batch_tokens;
+  // Streams past their prompt decode one token each (in turns when they outnumber the
+  // budget); prompt chunks fill the rest, oldest stream first.
+  std::vector<Stream*> decoders, prefilling;
+  for (Stream* s : running_) {
+    (s->prompt_done == int64_t(s->prompt.size()) ? decoders : prefilling).push_back(s);
+  }
+  if (int64_t(decoders.size()) > budget) {
+    const size_t first = turn_ % decoders.size();
+    std::rotate(decoders.begin(), decoders.begin() + first, decoders.end());
+    decoders.resize(budget);
+    turn_ = first + budget;
+  }
+  std::vector<Stream*> chosen;
+  std::vector<MixtralModel::Sequence> batch;
+  std::vector<int64_t> chunk;  // prompt tokens per chosen stream (0: a decode row)
+  for (Stream* s : decoders) {
+    chosen.push_back(s);
+    batch.push_back({absl::MakeConstSpan(&s->next_token, 1), s->cache.get(),
+                     MixtralModel::Logits::kLast, &s->logits});
+    chunk.push_back(0);
+  }
+  int64_t used = int64_t(decoders.size());
+  for (Stream* s : prefilling) {
+    if (used >= budget) break;
+    const int64_t left = int64_t(s->prompt.size()) - s->prompt_done;
+    const int64_t c = std::min(left, budget - used);
+    chosen.push_back(s);
+    batch.push_back({absl::MakeConstSpan(s->prompt).subspan(s->prompt_done, c), s->cache.get(),
+                     c == left ? MixtralModel::Logits::kLast : MixtralModel::Logits::kNone,
+                     &s->logits});
+    chunk.push_back(c);
+    used += c;
+  }
+
+  // Any stream of the pass that is to end stops it (within a layer, also while it waits
+  // for a lost worker); the pass is then run again without it.
+  auto must_end = [](Stream* s) {
+    return s->stop.load() || (s->options.cancelled && s->options.cancelled());
+  };
+  ForwardStats pass;
+  const absl::Status status = model_->Forward(
+      batch, [&] { return std::any_of(chosen.begin(), chosen.end(), must_end); }, &pass);
+  if (!status.ok()) {
+    std::vector<bool> ending(chosen.size());
+    bool any = false;
+    if (absl::IsCancelled(status)) {
+      for (size_t i = 0; i < chosen.size(); ++i) any |= ending[i] = must_end(chosen[i]);
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    if (any) {
+      ++totals_.aborted;
+      for (size_t i = 0; i < chosen.size(); ++i) {
+        if (!ending[i]) continue;
+        Retire(chosen[i], chosen[i]->stop.load() ? absl::OkStatus()
+                                                 : absl::CancelledError("generation cancelled"));
+      }
+    } else {
+      for (Stream* s : chosen) Retire(s, status);
+    }
+    return;
+  }
+
+  // Each stream that finished its prompt or decoded samples its next token.
+  std::vector<int> token(chosen.size(), -1);
+  for (size_t i = 0; i < chosen.size(); ++i) {
+    Stream* s = chosen[i];
+    if (chunk[i] > 0) {
+      s->prefill_stats += pass;
+      s->prompt_done += chunk[i];
+      if (s->prompt_done < int64_t(s->prompt.size())) continue;
+    } else {
+      s->decode_stats += pass;
+    }
+    token[i] = s->sampler.Sample(s->logits);
+  }
+  const int eos = static_cast<int>(model_->config().eos_token_id);
+  std::lock_guard<std::mutex> lock(mu_);
+  ++totals_.steps;
+  totals_.forward += pass;
+  for (size_t i = 0; i < chosen.size(); ++i) {
+    if (chunk[i] > 0) {
+      totals_.prompt_rows += chunk[i];
+    } else {
+      ++totals_.decode_rows;
+    }
+    if (token[i] < 0) continue;
+    Stream* s = chosen[i];
+    s->next_token = token[i];
+    ++s->sampled;
+    s->tokens.push_back(token[i]);
+    s->changed.notify_all();
+    if ((s->options.stop_at_eos && token[i] == eos) || s->sampled >= s->options.max_new_tokens) {
+      Retire(s, absl::OkStatus());
+    }
+  }
+}
+
+absl::StatusOr<GenerationResult> BatchScheduler::Generate(absl::Span<const int> prompt,
+                                                          const GenerateOptions& options,
+                                                          const TokenCallback& on_token) {
+  const MixtralModel& model = *model_;
+  const ModelConfig& c = model.config();
+  MOE_RETURN_IF_ERROR(CheckGenerateRequest(c, static_cast<int64_t>(prompt.size()), options));
+  const int64_t capacity = static_cast<int64_t>(prompt.size()) + options.max_new_tokens;
+  if (capacity > model.max_context_tokens()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prompt of ", prompt.size(), " tokens + max_new_tokens ", options.max_new_tokens,
+        " exceed the context limit of ", model.max_context_tokens(), " tokens"));
+  }
+  // Checked here so that a bad prompt fails alone, not the step it would share.
+  for (size_t t = 0; t < prompt.size(); ++t) {
+    if (prompt[t] < 0 || prompt[t] >= c.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("token id ", prompt[t], " at index ", t,
+                                                     " is outside the vocabulary [0, ",
+                                                     c.vocab_size, ")"));
+    }
+  }
+  using Clock = std::chrono::steady_clock;
+  const auto t0 = Clock::now();
+  auto stream = std::make_unique<Stream>(std::vector<int>(prompt.begin(), prompt.end()), options);
+  // On the model's device; freed when this returns, whatever the reason (the step
+  // thread has let go of the stream by then).
+  MOE_ASSIGN_OR_RETURN(stream->cache, model.NewCache(capacity));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return absl::UnavailableError("the generation scheduler stopped");
+    incoming_.push_back(stream.get());
+  }
+  wake_.notify_all();
+
+  GenerationResult result;
+  result.prompt_tokens = static_cast<int>(prompt.size());
+  Clock::time_point t1 = t0;
+  absl::Status status;
+  const int eos = static_cast<int>(c.eos_token_id);
+  while (true) {
+    int token;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      stream->changed.wait(lock, [&] { return !stream->tokens.empty() || stream->retired; });
+      if (stream->tokens.empty()) {
+        status = stream->status.ok()
+                     ? absl::InternalError("the generation ended before its last token")
+                     : stream->status;
+        break;
+      }
+      token = stream->tokens.front();
+      stream->tokens.pop_front();
+    }
+    if (result.tokens.empty()) {
+      t1 = Clock::now();
+      result.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
+    }
+    result.tokens.push_back(token);
+    const bool keep_going = on_token ? on_token(token) : true;
+    if (options.stop_at_eos && token == eos) {
+      result.finish_reason = FinishReason::kEos;
+      break;
+    }
+    if (!keep_going) {
+      result.finish_reason = FinishReason::kStopped;
+      break;
+    }
+    if (int(result.tokens.size()) >= options.max_new_tokens) {
+      result.finish_reason = FinishReason::kLength;
+      break;
+    }
+  }
+  // The step thread lets go of the stream (it may be in a pass) before it is freed.
+  stream->stop = true;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    wake_.notify_all();
+    stream->changed.wait(lock, [&] { return stream->retired; });
+  }
+  MOE_RETURN_IF_ERROR(status);
+  if (!result.tokens.empty()) {
+    result.decode_seconds = std::chrono::duration<double>(Clock::now() - t1).count();
+  }
+  result.prefill_stats = stream->prefill_stats;
+  result.decode_stats = stream->decode_stats;
+  return result;
+}
+
+}  // namespace moe::coordinator
