@@ -253,9 +253,10 @@ class CredentialsTest(TimedTestCase):
              "try: s.connect(sys.argv[1])\n"
              "except OSError: print(-1); sys.exit(0)\n"
              "s.settimeout(5)\n"
-             "s.sendall(b'PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n'+bytes([0,0,0,4,0,0,0,0,0]))\n"
-             "try: print(len(s.recv(64)))\n"
-             "except OSError: print(0)\n")
+             "try:\n"
+             "  s.sendall(b'PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n'+bytes([0,0,0,4,0,0,0,0,0]))\n"
+             "  print(len(s.recv(64)))\n"
+             "except OSError: print(0)\n")  # refused: closed before or after our preface
 
     def probe_as_nobody(self, path):
         run = subprocess.run([sys.executable, "-c", self.PROBE, path], user=65534, group=65534,
