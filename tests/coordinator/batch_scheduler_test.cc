@@ -173,7 +173,9 @@ TEST_P(BatchSchedulerTest, ABatchedPassGivesEachSequenceItsSoloLogitsBitForBit) 
   for (int i = 0; i < count; ++i) {
     SCOPED_TRACE(i);
     EXPECT_EQ(prefill[i], solo_prefill[i]);
-    if (i < 3) EXPECT_EQ(decode[i], solo_decode[i]);
+    if (i < 3) {
+      EXPECT_EQ(decode[i], solo_decode[i]);
+    }
     EXPECT_EQ(batch_caches[i]->length(), int64_t(requests[i].prompt.size()) + (i < 3 ? 1 : 0));
   }
 }

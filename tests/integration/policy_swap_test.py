@@ -21,7 +21,7 @@ import grpc
 import two_process_test as tp
 
 STREAMS = 8
-TOKENS = 48
+TOKENS = 160  # long enough to outlast both swaps now that the 8 streams share steps
 
 
 def scrape(port):
