@@ -105,12 +105,19 @@ grpc::Status GenerationService::TokenizeFromBytes(
     return ToGrpcStatus(auth);
   }
   if (grpc::Status read = ReadRequest(stream, &request); !read.ok()) return read;
+  if (absl::Status sized = CheckRequestSize(request, options_.limits); !sized.ok()) {
+    return ToGrpcStatus(sized);
+  }
+  if (absl::Status admitted = Admit(); !admitted.ok()) return ToGrpcStatus(admitted);
+  absl::Cleanup release = [this] { admitted_.fetch_sub(1); };
+  absl::StatusOr<std::vector<int>> ids = tokenizer_->Encode(request.text(), request.add_bos());
+  if (!ids.ok()) return ToGrpcStatus(ids.status());
   v1::TokenizeResponse response;
-  const grpc::Status status = Tokenize(context, &request, &response);
-  if (status.ok() && !stream->Write(response)) {
+  for (int id : *ids) response.add_token_ids(static_cast<uint32_t>(id));
+  if (!stream->Write(response)) {
     return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
   }
-  return status;
+  return grpc::Status::OK;
 }
 
 void GenerationService::BeginShutdown(absl::Time drain_deadline) {
@@ -147,17 +154,6 @@ absl::Status GenerationService::ReserveKv(int64_t bytes, int64_t tokens) {
   kv_reserved_ += bytes;
   ++kv_reservations_;
   return absl::OkStatus();
-}
-
-grpc::Status GenerationService::Generate(grpc::ServerContext* context,
-                                         const v1::GenerateRequest* request,
-                                         grpc::ServerWriter<v1::GenerateResponse>* writer) {
-  if (absl::Status auth = CheckBearerToken(*context, options_.api_key); !auth.ok()) {
-    return ToGrpcStatus(auth);
-  }
-  return ToGrpcStatus(Serve(
-      *request, [context] { return context->IsCancelled(); },
-      [writer](const v1::GenerateResponse& response) { return writer->Write(response); }));
 }
 
 absl::Status GenerationService::Serve(const v1::GenerateRequest& request,
@@ -365,23 +361,6 @@ std::string GenerationService::RenderMetrics() const {
             sp.recall());
   out.Gauge("moe_coordinator_guess_precision", "Guesses the router chose / guesses", sp.precision());
   return out.text();
-}
-
-grpc::Status GenerationService::Tokenize(grpc::ServerContext* context,
-                                         const v1::TokenizeRequest* request,
-                                         v1::TokenizeResponse* response) {
-  if (absl::Status auth = CheckBearerToken(*context, options_.api_key); !auth.ok()) {
-    return ToGrpcStatus(auth);
-  }
-  if (absl::Status sized = CheckRequestSize(*request, options_.limits); !sized.ok()) {
-    return ToGrpcStatus(sized);
-  }
-  if (absl::Status admitted = Admit(); !admitted.ok()) return ToGrpcStatus(admitted);
-  absl::Cleanup release = [this] { admitted_.fetch_sub(1); };
-  auto ids = tokenizer_->Encode(request->text(), request->add_bos());
-  if (!ids.ok()) return ToGrpcStatus(ids.status());
-  for (int id : *ids) response->add_token_ids(static_cast<uint32_t>(id));
-  return grpc::Status::OK;
 }
 
 grpc::Status GenerationService::GetModelInfo(grpc::ServerContext* context,

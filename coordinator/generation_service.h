@@ -50,10 +50,8 @@ class GenerationService final : public v1::Generation::Service {
   GenerationService(const MixtralModel* model, const Tokenizer* tokenizer,
                     GenerationServiceOptions options);
 
-  grpc::Status Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
-                        grpc::ServerWriter<v1::GenerateResponse>* writer) override;
-  grpc::Status Tokenize(grpc::ServerContext* context, const v1::TokenizeRequest* request,
-                        v1::TokenizeResponse* response) override;
+  // Generate and Tokenize have no typed overrides: the constructor replaces their
+  // handlers with GenerateFromBytes and TokenizeFromBytes.
   grpc::Status GetModelInfo(grpc::ServerContext* context, const v1::GetModelInfoRequest* request,
                             v1::ModelInfo* response) override;
 
@@ -76,7 +74,8 @@ class GenerationService final : public v1::Generation::Service {
   // Renders the request's prompt (plain or chat) to token ids; INVALID_ARGUMENT when
   // neither or both are given, or for a bad chat.
   absl::StatusOr<std::vector<int>> PromptIds(const v1::GenerateRequest& request) const;
-  // What the server runs for Generate and Tokenize: parse, then the overrides' bodies.
+  // What the server runs for Generate and Tokenize: credentials, the checked parse, then
+  // the call.
   grpc::Status GenerateFromBytes(
       grpc::ServerContext* context,
       grpc::ServerReaderWriter<v1::GenerateResponse, grpc::ByteBuffer>* stream);
