@@ -44,10 +44,12 @@ absl::Status CheckArenaId(const std::string& id) {
   return absl::OkStatus();
 }
 
-bool ArenaAttachPolicy::Allows(uint32_t uid) const {
-  if (allowed_uids.empty()) return uid == ::geteuid();
-  return std::find(allowed_uids.begin(), allowed_uids.end(), uid) != allowed_uids.end();
+bool UidAllowed(uint32_t uid, const std::vector<uint32_t>& allowed) {
+  if (allowed.empty()) return uid == ::geteuid();
+  return std::find(allowed.begin(), allowed.end(), uid) != allowed.end();
 }
+
+bool ArenaAttachPolicy::Allows(uint32_t uid) const { return UidAllowed(uid, allowed_uids); }
 
 std::string ArenaAttachPolicy::AllowedForMessage() const {
   if (allowed_uids.empty()) return absl::StrCat(::geteuid());

@@ -26,6 +26,10 @@ std::string NewArenaId();
 // included: it would match any header).
 absl::Status CheckArenaId(const std::string& id);
 
+// Whether `uid` is in `allowed`, or is our own effective uid when `allowed` is empty: the
+// one allow-list rule for arena owners and for unix-socket peers alike.
+bool UidAllowed(uint32_t uid, const std::vector<uint32_t>& allowed);
+
 // Whom an attacher trusts.
 struct ArenaAttachPolicy {
   // uids whose processes may share an arena with us. Empty: our own effective uid only.

@@ -96,14 +96,6 @@ void AddBearerToken(grpc::ClientContext* context, const std::string& api_key) {
   if (!api_key.empty()) context->AddMetadata("authorization", absl::StrCat(kBearer, api_key));
 }
 
-bool PeerUidAllowed(uint32_t uid, const std::vector<uint32_t>& allowed) {
-  if (allowed.empty()) return uid == ::geteuid();
-  for (uint32_t a : allowed) {
-    if (a == uid) return true;
-  }
-  return false;
-}
-
 absl::StatusOr<std::vector<uint32_t>> ParseUids(const std::vector<std::string>& values) {
   std::vector<uint32_t> uids;
   for (const std::string& v : values) {

@@ -42,8 +42,6 @@ absl::Status CheckBearerToken(const grpc::ServerContext& context, const std::str
 // Adds the header a CheckBearerToken server expects (nothing when api_key is empty).
 void AddBearerToken(grpc::ClientContext* context, const std::string& api_key);
 
-// Whether `uid` may connect: in `allowed`, or ours when `allowed` is empty.
-bool PeerUidAllowed(uint32_t uid, const std::vector<uint32_t>& allowed);
 // Parses "1000,1001" (flag values); INVALID_ARGUMENT naming a bad entry.
 absl::StatusOr<std::vector<uint32_t>> ParseUids(const std::vector<std::string>& values);
 

@@ -17,6 +17,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/arena_trust.h"
 #include "common/logging.h"
 #include "common/status.h"
 
@@ -82,7 +83,7 @@ class PeerCheckedUnixListener {
         ucred peer{};
         socklen_t len = sizeof(peer);
         if (::getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &peer, &len) != 0 ||
-            !PeerUidAllowed(peer.uid, allowed_)) {
+            !UidAllowed(peer.uid, allowed_)) {
           MOE_LOG(WARNING) << "refused a connection from uid " << peer.uid << " (pid " << peer.pid
                            << "): not an allowed uid";
           ::close(conn);
