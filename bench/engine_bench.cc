@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -16,6 +17,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "common/backend/cpu/cpu_kernels.h"
@@ -65,7 +67,8 @@ absl::StatusOr<std::vector<int>> PromptTokens(const LocalEngine& engine, int cou
   return ids;
 }
 
-// The process's peak resident set (VmHWM), in MB: weights, KV cache and scratch together.
+// The process's peak resident set (VmHWM), in MiB (as every _mb figure here): weights, KV
+// cache and scratch together.
 double PeakRssMb() {
   std::ifstream status("/proc/self/status");
   std::string line;
@@ -73,6 +76,22 @@ double PeakRssMb() {
     if (line.rfind("VmHWM:", 0) == 0) return std::strtod(line.c_str() + 6, nullptr) / 1024.0;
   }
   return 0;
+}
+
+// Bytes of the weights as the model directory stores them (a converted model's dense.bin
+// and experts.bin, or a checkpoint's safetensors files): what resident memory is
+// compared with (issue 14: at most 1.15x these plus the KV cache).
+int64_t StoredWeightBytes(const std::string& dir) {
+  int64_t bytes = 0;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.is_regular_file(ec) &&
+        (name == "dense.bin" || name == "experts.bin" || absl::EndsWith(name, ".safetensors"))) {
+      bytes += int64_t(entry.file_size(ec));
+    }
+  }
+  return bytes;
 }
 
 absl::Status Run() {
@@ -114,15 +133,19 @@ absl::Status Run() {
     }
   }
 
+  const double weight_mb = double(StoredWeightBytes(engine->dir().path)) / (1 << 20);
+  const double kv_mb =
+      double(coordinator::KvCache::Bytes(model.config(), n_prompt + n_decode)) / (1 << 20);
   for (const Config& c : configs) {
     std::printf(
         "{\"bench\": \"engine\", \"model\": \"%s\", \"threads\": %d, \"matmul\": \"%s\", "
         "\"prompt_tokens\": %d, \"decode_tokens\": %d, \"rounds\": %zu, "
         "\"prefill_tokens_per_s\": %.1f, \"decode_tokens_per_s\": %.1f, "
-        "\"peak_rss_mb\": %.1f}\n",
+        "\"peak_rss_mb\": %.1f, \"weight_mb\": %.1f, \"kv_mb\": %.1f, "
+        "\"rss_over_weights_and_kv\": %.3f}\n",
         engine->dir().path.c_str(), c.threads, std::string(cpu::MatmulImplName(c.matmul)).c_str(),
         n_prompt, n_decode, c.prefill.size(), Median(c.prefill), Median(c.decode),
-        PeakRssMb());
+        PeakRssMb(), weight_mb, kv_mb, PeakRssMb() / (weight_mb + kv_mb));
   }
   const Config& base = configs.front();
   for (size_t i = 1; i < configs.size(); ++i) {

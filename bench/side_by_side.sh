@@ -46,7 +46,7 @@ done
 ours() {  # DIR LABEL
   OMP_WAIT_POLICY=${OURS_WAIT:-PASSIVE} $EB --model $1 --text-file $T --prompt-tokens 64 --decode-tokens 32 --threads 2 \
     --matmul blas --rounds 3 2>/dev/null | grep '^{' | head -1 |
-    $PY -c 'import json,sys; d=json.loads(sys.stdin.read()); print(json.dumps({"engine":"moe","fmt":sys.argv[1],"prefill":d.get("prefill_tokens_per_s"),"decode":d.get("decode_tokens_per_s"),"rss_mb":d.get("peak_rss_mb")}))' $2
+    $PY -c 'import json,sys; d=json.loads(sys.stdin.read()); print(json.dumps({"engine":"moe","fmt":sys.argv[1],"prefill":d.get("prefill_tokens_per_s"),"decode":d.get("decode_tokens_per_s"),"rss_mb":d.get("peak_rss_mb"),"rss_ratio":d.get("rss_over_weights_and_kv")}))' $2
 }
 theirs() {  # GGUF LABEL
   llamacpp_bench $1 -r 1 | $PY -c 'import json,sys; d=json.loads(sys.stdin.read()); print(json.dumps({"engine":"llama.cpp","fmt":sys.argv[1],"prefill":d.get("prefill_tok_s"),"decode":d.get("decode_tok_s"),"size_mb":round(d.get("size_bytes",0)/1e6,1)}))' $2
@@ -68,20 +68,20 @@ for e in sorted({(r["engine"], r["fmt"]) for r in rows}):
     sel = [r for r in rows if (r["engine"], r["fmt"]) == e and r["decode"]]
     if sel:
         med[e] = (st.median(r["prefill"] for r in sel), st.median(r["decode"] for r in sel),
-                  max(r.get("rss_mb") or 0 for r in sel))
-print("| format | ours prefill | llama.cpp prefill | ratio | ours decode | llama.cpp decode | ratio | our peak RSS MB |")
-print("|---|---|---|---|---|---|---|---|")
+                  max(r.get("rss_mb") or 0 for r in sel), max(r.get("rss_ratio") or 0 for r in sel))
+print("| format | ours prefill | llama.cpp prefill | ratio | ours decode | llama.cpp decode | ratio | our peak RSS MiB | RSS / (weights + KV) |")
+print("|---|---|---|---|---|---|---|---|---|")
 ok = bool(med)
 for f in sorted({k[1] for k in med}, key=lambda s: (s == "hf", -int(s) if s.isdigit() else 0)):
     o, t = med.get(("moe", f)), med.get(("llama.cpp", f))
     if o and t:
         pr, dr = o[0] / t[0], o[1] / t[1]
         ok = ok and dr >= 1.0 and (pr >= 0.8 or f not in ("16", "4"))
-        print("| %s | %.1f | %.1f | %.2f | %.1f | %.1f | %.2f | %.0f |" % (f, o[0], t[0], pr, o[1], t[1], dr, o[2]))
+        print("| %s | %.1f | %.1f | %.2f | %.1f | %.1f | %.2f | %.0f | %.2f |" % (f, o[0], t[0], pr, o[1], t[1], dr, o[2], o[3]))
     elif f != "hf":
         ok = False
     if o and not t:
-        print("| %s | %.1f | - | - | %.1f | - | - | %.0f |" % (f, o[0], o[1], o[2]))
+        print("| %s | %.1f | - | - | %.1f | - | - | %.0f | %.2f |" % (f, o[0], o[1], o[2], o[3]))
 print("side-by-side: %s (decode >= 1.0x at every format, prefill >= 0.8x at 16 and 4 bits)" % ("met" if ok else "not met"))
 sys.exit(0 if ok else 1)
 PY

@@ -84,6 +84,11 @@ SlotCache::~SlotCache() {
   }
 }
 
+bool SlotCache::ReadsInPlace() const {
+  return device_->kind() == backend::DeviceKind::kCpu && !link_.modelled() &&
+         retention_ == Retention::kKeep && slots_per_layer_ == store_->num_experts();
+}
+
 absl::StatusOr<std::unique_ptr<SlotCache::Slot>> SlotCache::NewSlot() const {
   auto slot = std::make_unique<Slot>();
   MOE_ASSIGN_OR_RETURN(slot->data, device_->Allocate(store_->blob_stride()));
@@ -309,6 +314,14 @@ absl::StatusOr<std::optional<SlotCache::Lease>> SlotCache::Load(int layer, int e
       const Clock::time_point ready = slot.ready_at;
       lock.unlock();
       WaitUntil(ready);  // a demand copy is never pushed back
+      return Lease(this, layer, &slot, slot.view, /*hit=*/false);
+    }
+    if (ReadsInPlace()) {
+      // Nothing to move: the slot is the store's blob. A prefetch's lease ends at once.
+      slot.view = store_->Expert(layer, expert);
+      slot.leases = 1;
+      lock.unlock();
+      changed_.notify_all();
       return Lease(this, layer, &slot, slot.view, /*hit=*/false);
     }
     slot.leases = 1;

@@ -1,7 +1,8 @@
 // The VRAM expert cache: a fixed number of expert-sized slots per layer in memory of the
 // store's device, filled from the host store on demand, with a replaceable eviction
 // policy. A load is one asynchronous copy on one of the cache's two copy streams (demand
-// and prefetch); on the CPU device the slots are ordinary memory and a load is a memcpy.
+// and prefetch); on the CPU device the slots are ordinary memory and a load is a memcpy,
+// or nothing when the cache keeps every expert (it then reads the store in place).
 //
 // Stream ordering (what makes it correct on CUDA): each slot has a `ready` event,
 // recorded on a copy stream behind the slot's copy, and the events its users record on
@@ -32,7 +33,9 @@ struct CacheCounters {
   uint64_t misses = 0;          // demand lookups that loaded it
   uint64_t prefetch_loads = 0;  // experts loaded on a hint
   uint64_t prefetch_hits = 0;   // demand hits on an expert a hint loaded (and unused till then)
-  uint64_t bytes_copied = 0;    // demand and prefetch copies together
+  // Demand and prefetch copies together, counted also where none moves bytes (a
+  // modelled link, or a CPU cache reading in place): what a device would copy.
+  uint64_t bytes_copied = 0;
   double stall_s = 0;           // demand time spent waiting for copies (inside Acquire)
 
   uint64_t uses() const { return hits + misses; }
@@ -190,6 +193,12 @@ class SlotCache {
     // at copy_start.
     std::chrono::steady_clock::time_point ready_at{}, copy_start{};
   };
+  // On the CPU device a cache that keeps every expert of its layers (and models no link)
+  // reads each one in place from the host store: its "VRAM" is the same RAM, so a copy
+  // would only double the resident memory. The slots' own buffers are then never
+  // touched, so they take no RAM (a smaller Resize later copies into them again).
+  // Called with mu_ held.
+  bool ReadsInPlace() const;
   // Loading, or its modelled copy not done at `now`: neither usable nor evictable.
   static bool Busy(const Slot& slot, std::chrono::steady_clock::time_point now);
   absl::StatusOr<std::unique_ptr<Slot>> NewSlot() const;

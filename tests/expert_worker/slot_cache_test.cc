@@ -64,6 +64,31 @@ TEST_F(SlotCacheTest, HitsAfterFirstLoadAndCopiesTheBlob) {
   EXPECT_EQ(stats.policy, "lru");
 }
 
+// On the CPU a cache of every expert is the store itself: a second copy of every blob
+// would double the resident memory (issue 14). A smaller cache still copies.
+TEST_F(SlotCacheTest, FullCacheOnTheCpuReadsTheStoreInPlace) {
+  auto full = MakeCache(store_->num_experts());
+  {
+    auto lease = *full->Acquire(1, 6);
+    EXPECT_FALSE(lease.hit());
+    EXPECT_EQ(lease.data(), store_->Expert(1, 6));
+  }
+  auto hit = *full->Acquire(1, 6);
+  EXPECT_TRUE(hit.hit());
+  EXPECT_EQ(hit.data(), store_->Expert(1, 6));
+  EXPECT_EQ(full->Stats().total.misses, 1u);
+
+  auto partial = MakeCache(store_->num_experts() - 1);
+  auto copied = *partial->Acquire(1, 6);
+  EXPECT_NE(copied.data(), store_->Expert(1, 6));
+  EXPECT_EQ(0, std::memcmp(copied.data(), store_->Expert(1, 6), store_->blob_bytes()));
+
+  auto dropping = SlotCache::Create(store_.get(), store_->num_experts(),
+                                    std::make_unique<LruPolicy>(), Retention::kDrop);
+  ASSERT_TRUE(dropping.ok()) << dropping.status();
+  EXPECT_NE((*dropping)->Acquire(1, 6)->data(), store_->Expert(1, 6));  // the baseline copies
+}
+
 TEST_F(SlotCacheTest, LruEvictsTheLeastRecentlyUsed) {
   auto cache = MakeCache(2);
   ASSERT_TRUE(cache->Acquire(0, 1).ok());
