@@ -2,13 +2,15 @@
 // the fp32 path (OpenBLAS sgemv/sgemm through cpu::MatMulTransB) on the same matrix:
 // decode (1 token) and prefill (32 tokens), for the bundled model's expert shape and
 // Mixtral-8x7B's expert (w1: 14336 x 4096) and attention (q: 4096 x 4096) shapes, beside a
-// STREAM-like copy and read of memory (the bound a memory-bound decode kernel approaches).
-// Rates use wall time. Google Benchmark; one thread unless --threads says otherwise.
+// STREAM-like copy and read of memory (the bound a memory-bound decode kernel approaches);
+// and ExpertSweep734m: whole experts of the side-by-side shape decoded from memory, not
+// cache, per width (the weight GB/s a decoded token gets). Rates use wall time. Google Benchmark; one thread unless --threads says otherwise.
 //
 //   quant_kernel_bench [--threads N] [--benchmark_filter=Mixtral] [--benchmark_repetitions=3]
 #include <cblas.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -121,9 +123,74 @@ void StreamBench(benchmark::State& state, bool copy) {
                                               benchmark::Counter::kIs1000);
 }
 
+// One expert of the 734 M side-by-side shape (hidden 1024, expert width 3584: w1 and w3
+// [3584, 1024], w2 [1024, 3584]) run as the worker runs it (expert_ffn.cc: w1, w3,
+// SiLU * up, w2) on one token, cycling over copies of it that together span 256 MiB, so
+// that every call streams its weights from memory as a decoded token does. weights_GBps
+// counts the three matrices' stored bytes: compare it with Stream/read of the same run.
+struct SweepExperts {
+  int bits = 0;
+  quant::MatrixLayout w1, w2;  // w3's layout is w1's
+  int64_t expert_bytes = 0;    // w1 | w3 | w2, each 64-byte aligned
+  std::vector<std::unique_ptr<uint8_t[], decltype(&std::free)>> copies;
+};
+
+const SweepExperts& Sweep(int bits) {
+  static SweepExperts sweep;  // one width at a time: 256 MiB each
+  if (sweep.bits == bits) return sweep;
+  sweep.copies.clear();
+  constexpr int64_t kHidden = 1024, kInter = 3584;
+  static const Shape w1_shape{"Sweep734mW1", kInter, kHidden}, w2_shape{"Sweep734mW2", kHidden, kInter};
+  const quant::QuantizedMatrix& w1 = Packed(w1_shape, bits);
+  const quant::QuantizedMatrix& w2 = Packed(w2_shape, bits);
+  sweep.bits = bits;
+  sweep.w1 = w1.layout;
+  sweep.w2 = w2.layout;
+  const int64_t m1 = quant::AlignUp(w1.layout.total_bytes, 64);
+  sweep.expert_bytes = 2 * m1 + w2.layout.total_bytes;
+  const int64_t count = std::max<int64_t>(4, (int64_t{256} << 20) / sweep.expert_bytes);
+  for (int64_t k = 0; k < count; ++k) {
+    const size_t size = size_t(quant::AlignUp(sweep.expert_bytes, 4096));
+    auto* p = static_cast<uint8_t*>(std::aligned_alloc(4096, size));
+    if (p == nullptr) std::abort();
+    std::memcpy(p, w1.bytes.data(), w1.layout.total_bytes);
+    std::memcpy(p + m1, w1.bytes.data(), w1.layout.total_bytes);  // w3: same speed as w1
+    std::memcpy(p + 2 * m1, w2.bytes.data(), w2.layout.total_bytes);
+    sweep.copies.emplace_back(p, &std::free);
+  }
+  return sweep;
+}
+
+void ExpertSweep(benchmark::State& state, int bits) {
+  const SweepExperts& s = Sweep(bits);
+  const int64_t h = s.w1.cols, i = s.w1.rows;
+  const int64_t m1 = quant::AlignUp(s.w1.total_bytes, 64);
+  const std::vector<float> x = Input(1, h);
+  std::vector<float> gate(i), up(i), out(h);
+  size_t k = 0;
+  for (auto _ : state) {
+    const uint8_t* e = s.copies[k].get();
+    k = (k + 1) % s.copies.size();
+    cpu::QuantMatMulTransB({s.w1, e}, x.data(), gate.data(), 1);
+    cpu::QuantMatMulTransB({s.w1, e + m1}, x.data(), up.data(), 1);
+    cpu::SiluMul(gate.data(), up.data(), i);
+    cpu::QuantMatMulTransB({s.w2, e + 2 * m1}, gate.data(), out.data(), 1);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.counters["expert_MB"] = s.expert_bytes / 1e6;
+  state.counters["weights_GBps"] = benchmark::Counter(
+      double(s.expert_bytes), benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+}
+
 void RegisterAll() {
   benchmark::RegisterBenchmark("Stream/copy", StreamBench, true)->Unit(benchmark::kMillisecond)->UseRealTime();
   benchmark::RegisterBenchmark("Stream/read", StreamBench, false)->Unit(benchmark::kMillisecond)->UseRealTime();
+  for (int bits : {16, 8, 4, 3, 2}) {
+    benchmark::RegisterBenchmark(absl::StrCat("ExpertSweep734m/decode/", bits, "bit").c_str(),
+                                 ExpertSweep, bits)
+        ->Unit(benchmark::kMicrosecond)
+        ->UseRealTime();
+  }
   for (const Shape& s : kShapes) {
     for (int64_t n : {1, 32}) {
       for (int bits : {32, 16, 8, 4, 3, 2}) {

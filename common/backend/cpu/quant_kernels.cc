@@ -233,17 +233,27 @@ void PackedMatMul(const MatrixView& w, const float* x, float* y, int64_t n, bool
   thread_local PairActivationBuffers buffers;
   const tile::PairActivations a = buffers.Build(x, n, cols, w.layout.spec.bits, group);
   const tile::PackedTileFn fn = SimdPackedTile(path, w.layout.spec.bits);
+  // Row tiles of `tile_rows` (the last one shorter); each thread takes a contiguous run.
+  const int tile_rows = tile::TileRows(n);
+  const int64_t row_tiles = (rows + tile_rows - 1) / tile_rows;
 #pragma omp parallel if (parallel)
   {
-    RowScaleBuffers scales;
-    float out[tile::kMaxTileTokens];
+    RowScaleBuffers scales[tile::kMaxTileRows];
+    tile::RowScales rs[tile::kMaxTileRows];
+    float out[tile::kMaxTileRows * tile::kMaxTileTokens];
 #pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-      const tile::RowScales rs = scales.Compute(w, r);
+    for (int64_t rt = 0; rt < row_tiles; ++rt) {
+      const int64_t r = rt * tile_rows;
+      const int nr = int(std::min<int64_t>(tile_rows, rows - r));
+      for (int j = 0; j < nr; ++j) rs[j] = scales[j].Compute(w, r + j);
       for (int64_t t0 = 0; t0 < n; t0 += tile::kMaxTileTokens) {
         const int tokens = int(std::min<int64_t>(tile::kMaxTileTokens, n - t0));
-        fn(w, r, rs, a, t0, tokens, out);
-        for (int t = 0; t < tokens; ++t) Store(&y[(t0 + t) * rows + r], out[t], accumulate);
+        fn(w, r, nr, rs, a, t0, tokens, out);
+        for (int j = 0; j < nr; ++j) {
+          for (int t = 0; t < tokens; ++t) {
+            Store(&y[(t0 + t) * rows + r + j], out[j * tokens + t], accumulate);
+          }
+        }
       }
     }
   }

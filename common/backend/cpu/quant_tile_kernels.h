@@ -12,6 +12,10 @@ namespace moe::cpu::tile {
 
 // Tokens per tile: a weight row is decoded once per tile.
 inline constexpr int kMaxTileTokens = 4;
+// Rows per tile: kMaxTileRows for one token (decode), 2 for two, else 1 (the
+// accumulators, rows x tokens, must stay in registers).
+inline constexpr int kMaxTileRows = 4;
+inline int TileRows(int64_t tokens) { return tokens == 1 ? kMaxTileRows : tokens == 2 ? 2 : 1; }
 // Values per pair of blocks: the SIMD kernels' unit (block 2p in the low 128-bit lane of
 // a register, block 2p + 1 in the high one).
 inline constexpr int64_t kPair = 2 * quant::kBlock;
@@ -38,9 +42,11 @@ struct RowScales {
   const float* block_scale;
 };
 
-// out[t] = row r of w · token t0 + t, for t < tokens (1..kMaxTileTokens). `bits` 2/3/4/8.
-using PackedTileFn = void (*)(const quant::MatrixView& w, int64_t r, const RowScales& rs,
-                              const PairActivations& a, int64_t t0, int tokens, float* out);
+// out[j * tokens + t] = row r + j of w · token t0 + t, for j < rows (1..kMaxTileRows,
+// rs[j] that row's scales) and t < tokens (1..kMaxTileTokens). `bits` 2/3/4/8.
+using PackedTileFn = void (*)(const quant::MatrixView& w, int64_t r, int rows,
+                              const RowScales* rs, const PairActivations& a, int64_t t0,
+                              int tokens, float* out);
 // The same for a 16-bit matrix and fp32 activations x[n, cols].
 using Dense16TileFn = void (*)(const quant::MatrixView& w, int64_t r, const float* x,
                                int64_t t0, int tokens, float* out);
