@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -69,14 +70,15 @@ absl::StatusOr<std::vector<int>> PromptTokens(const LocalEngine& engine, int cou
 
 // The process's peak resident set (VmHWM), in MiB (as every _mb figure here): weights, KV
 // cache and scratch together.
-double PeakRssMb() {
+double StatusMb(const char* key) {
   std::ifstream status("/proc/self/status");
   std::string line;
   while (std::getline(status, line)) {
-    if (line.rfind("VmHWM:", 0) == 0) return std::strtod(line.c_str() + 6, nullptr) / 1024.0;
+    if (line.rfind(key, 0) == 0) return std::strtod(line.c_str() + std::strlen(key), nullptr) / 1024.0;
   }
   return 0;
 }
+double PeakRssMb() { return StatusMb("VmHWM:"); }
 
 // Bytes of the weights as the model directory stores them (a converted model's dense.bin
 // and experts.bin, or a checkpoint's safetensors files): what resident memory is
@@ -95,6 +97,9 @@ int64_t StoredWeightBytes(const std::string& dir) {
 }
 
 absl::Status Run() {
+  // Resident before any weight: the program and its libraries (a build with CUDA maps
+  // cuBLAS, ~0.2 GB, even on a machine without a GPU).
+  const double baseline_mb = StatusMb("VmRSS:");
   MOE_ASSIGN_OR_RETURN(auto engine, LocalEngine::Open(absl::GetFlag(FLAGS_model)));
   const int n_prompt = absl::GetFlag(FLAGS_prompt_tokens);
   const int n_decode = absl::GetFlag(FLAGS_decode_tokens);
@@ -142,10 +147,12 @@ absl::Status Run() {
         "\"prompt_tokens\": %d, \"decode_tokens\": %d, \"rounds\": %zu, "
         "\"prefill_tokens_per_s\": %.1f, \"decode_tokens_per_s\": %.1f, "
         "\"peak_rss_mb\": %.1f, \"weight_mb\": %.1f, \"kv_mb\": %.1f, "
-        "\"rss_over_weights_and_kv\": %.3f}\n",
+        "\"rss_over_weights_and_kv\": %.3f, \"baseline_rss_mb\": %.1f, "
+        "\"rss_above_baseline_over_weights_and_kv\": %.3f}\n",
         engine->dir().path.c_str(), c.threads, std::string(cpu::MatmulImplName(c.matmul)).c_str(),
         n_prompt, n_decode, c.prefill.size(), Median(c.prefill), Median(c.decode),
-        PeakRssMb(), weight_mb, kv_mb, PeakRssMb() / (weight_mb + kv_mb));
+        PeakRssMb(), weight_mb, kv_mb, PeakRssMb() / (weight_mb + kv_mb), baseline_mb,
+        (PeakRssMb() - baseline_mb) / (weight_mb + kv_mb));
   }
   const Config& base = configs.front();
   for (size_t i = 1; i < configs.size(); ++i) {

@@ -35,6 +35,12 @@ class MappedFile {
   size_t size_ = 0;
 };
 
+// Drops this process's resident copy of the whole pages inside [p, p + n) of a read-only
+// file mapping whose bytes the caller has copied elsewhere: without it the copied file
+// pages stay in the resident set beside the copy (RSS twice the weights). Reading them
+// again simply faults them back in from the page cache. Best effort.
+void ReleaseMappedPages(const void* p, size_t n);
+
 }  // namespace moe
 
 #endif  // MOE_COMMON_MAPPED_FILE_H_

@@ -7,18 +7,25 @@
 #include "absl/strings/str_cat.h"
 #include "common/backend/cpu/cpu_kernels.h"
 #include "common/backend/cpu/quant_kernels.h"
+#include "common/mapped_file.h"
 #include "common/model_dir.h"
 #include "common/status.h"
 
 namespace moe::coordinator {
 namespace {
 
+// The weights are copied out of the mapped files; their file pages are then released
+// (ReleaseMappedPages), so that they do not stay resident beside the copies.
 absl::Status Read(const Checkpoint& ckpt, const std::string& name,
                   std::initializer_list<int64_t> shape, std::vector<float>* dst) {
   int64_t count = 1;
   for (int64_t d : shape) count *= d;
   dst->resize(count);
-  return ckpt.ReadF32(name, shape, dst->data());
+  MOE_RETURN_IF_ERROR(ckpt.ReadF32(name, shape, dst->data()));
+  MOE_ASSIGN_OR_RETURN(Checkpoint::TensorRef ref, ckpt.Find(name));
+  const absl::Span<const uint8_t> bytes = ref.file->Data(*ref.info);
+  ReleaseMappedPages(bytes.data(), bytes.size());
+  return absl::OkStatus();
 }
 
 // A projection of a 16-bit checkpoint (BF16 or F16) kept as stored in `packed`, checked to
@@ -40,6 +47,7 @@ absl::Status ReadProjection(const Checkpoint& ckpt, const std::string& name, int
   const absl::Span<const uint8_t> bytes = ref.file->Data(*ref.info);
   packed->bytes.assign(size_t(packed->layout.total_bytes), 0);
   std::memcpy(packed->bytes.data(), bytes.data(), size_t(rows * cols) * 2);
+  ReleaseMappedPages(bytes.data(), bytes.size());
   return absl::OkStatus();
 }
 
@@ -49,10 +57,12 @@ absl::Status ReadConverted(const quant::OffloadModel& model, const std::string& 
   if (packed != nullptr) {
     packed->layout = view.layout;
     packed->bytes.assign(view.data, view.data + view.layout.total_bytes);
-    return absl::OkStatus();
+  } else {
+    dst->resize(view.layout.rows * view.layout.cols);
+    MOE_RETURN_IF_ERROR(model.ReadDenseF32(name, dst->data()));
   }
-  dst->resize(view.layout.rows * view.layout.cols);
-  return model.ReadDenseF32(name, dst->data());
+  ReleaseMappedPages(view.data, size_t(view.layout.total_bytes));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<DenseWeights> LoadConverted(const quant::OffloadModel& model, const ModelConfig& c) {

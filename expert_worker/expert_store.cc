@@ -1,7 +1,5 @@
 #include "expert_worker/expert_store.h"
 
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include <cstdint>
 #include <cstring>
@@ -12,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/backend/cpu/cpu_device.h"
 #include "common/logging.h"
+#include "common/mapped_file.h"
 #include "common/model_dir.h"
 #include "common/status.h"
 
@@ -66,17 +65,6 @@ absl::StatusOr<std::unique_ptr<ExpertStore>> ExpertStore::Generate(
 
 namespace {
 
-// Drops this process's mapping of the whole pages inside [p, p + n) of a read-only file
-// mapping the store has copied from: its own copy is what it reads from now on, and
-// without this the copied file pages stay resident too (RSS twice the experts). Reading
-// them again later simply faults them back in from the page cache. Best effort.
-void ReleaseCopiedPages(const void* p, size_t n) {
-  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
-  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + n) / page * page;
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
-}
-
 // The one 16-bit type every expert matrix of the checkpoint is stored in, if there is one:
 // then the store keeps them as stored (a 16-bit ExpertBlobLayout), else in fp32.
 std::optional<DType> Common16BitDType(const Checkpoint& checkpoint, const ModelConfig& config) {
@@ -106,7 +94,7 @@ absl::Status CopyStored16(const Checkpoint& checkpoint, const std::string& name,
   }
   const absl::Span<const uint8_t> bytes = ref.file->Data(*ref.info);
   std::memcpy(dst, bytes.data(), size_t(rows * cols) * 2);
-  ReleaseCopiedPages(bytes.data(), bytes.size());
+  ReleaseMappedPages(bytes.data(), bytes.size());
   return absl::OkStatus();
 }
 
@@ -209,7 +197,7 @@ absl::StatusOr<std::unique_ptr<ExpertStore>> ExpertStore::Load(const ModelDir& d
     for (int e = 0; e < experts; ++e) {
       std::memcpy(const_cast<float*>(store->Expert(l, e)), dir.offload->ExpertBlob(l, e),
                   m.expert.blob_bytes);
-      ReleaseCopiedPages(dir.offload->ExpertBlob(l, e), m.expert.blob_bytes);
+      ReleaseMappedPages(dir.offload->ExpertBlob(l, e), m.expert.blob_bytes);
     }
   }
   return store;
