@@ -65,23 +65,29 @@ float RowDot16Scalar(const uint8_t* row, DType dtype, const float* x, int64_t co
   return acc;
 }
 
-// s and s * z of each group of row r, and where a pair of blocks can straddle two groups
-// (an odd number of blocks per group), s of each block (the block past an odd count: 0).
+// s and s * z of each group of rows [r, r + count), and where a pair of blocks can
+// straddle two groups (an odd number of blocks per group), s of each block (the block
+// past an odd count: 0). The rows' groups are consecutive: one pass computes them all.
 struct RowScaleBuffers {
-  std::vector<float> block_scale, group_s, group_sz;
+  std::vector<float> group_s, group_sz;
+  std::vector<float> block_scale[tile::kMaxTileRows];
 
-  tile::RowScales Compute(const MatrixView& w, int64_t r) {
+  // Fills rs[0, count) (count <= kMaxTileRows). `simd`: tile::avx2::GroupScales() (the
+  // same values, faster), or null.
+  void Compute(const MatrixView& w, int64_t r, int count, tile::RowScales* rs,
+               tile::GroupScalesFn simd = nullptr) {
     const int64_t g = w.layout.spec.group_size, per_row = w.layout.cols / g;
     const int64_t blocks = w.layout.cols / kBlock, per_group = g / kBlock;
-    group_s.resize(per_row);
-    group_sz.resize(per_row);
-    const int64_t first = r * per_row;
+    const int64_t groups = per_row * count, first = r * per_row;
+    group_s.resize(groups);
+    group_sz.resize(groups);
     float* __restrict gs = group_s.data();
     float* __restrict gsz = group_sz.data();
-    for (int64_t k = 0; k < per_row;) {
+    if (simd != nullptr) simd(w, first, groups, gs, gsz);
+    for (int64_t k = simd != nullptr ? groups : 0; k < groups;) {
       // Groups sharing one meta-quantization entry: a plain loop the compiler vectorises.
       const int64_t m = (first + k) / quant::kMetaGroup;
-      const int64_t end = std::min(per_row, (m + 1) * quant::kMetaGroup - first);
+      const int64_t end = std::min(groups, (m + 1) * quant::kMetaGroup - first);
       const quant::MetaParams meta = w.meta()[m];
       const uint8_t* __restrict sc = w.scales() + first;
       const uint8_t* __restrict zc = w.zeros() + first;
@@ -92,16 +98,19 @@ struct RowScaleBuffers {
       }
       k = end;
     }
-    const float* bs = nullptr;
-    if (per_group % 2 != 0) {
-      block_scale.resize(blocks + 1);
-      for (int64_t k = 0; k < per_row; ++k) {
-        std::fill_n(block_scale.data() + k * per_group, per_group, group_s[k]);
+    for (int j = 0; j < count; ++j) {
+      const float* bs = nullptr;
+      if (per_group % 2 != 0) {
+        std::vector<float>& b = block_scale[j];
+        b.resize(blocks + 1);
+        for (int64_t k = 0; k < per_row; ++k) {
+          std::fill_n(b.data() + k * per_group, per_group, gs[j * per_row + k]);
+        }
+        b[blocks] = 0;
+        bs = b.data();
       }
-      block_scale[blocks] = 0;
-      bs = block_scale.data();
+      rs[j] = {gs + j * per_row, gsz + j * per_row, per_group, bs};
     }
-    return {group_s.data(), group_sz.data(), per_group, bs};
   }
 };
 
@@ -224,7 +233,8 @@ void PackedMatMul(const MatrixView& w, const float* x, float* y, int64_t n, bool
       RowScaleBuffers scales;
 #pragma omp for schedule(static)
       for (int64_t r = 0; r < rows; ++r) {
-        const tile::RowScales rs = scales.Compute(w, r);
+        tile::RowScales rs;
+        scales.Compute(w, r, 1, &rs);
         for (int64_t t = 0; t < n; ++t) Store(&y[t * rows + r], PackedRowScalar(w, r, rs, acts[t]), accumulate);
       }
     }
@@ -233,19 +243,20 @@ void PackedMatMul(const MatrixView& w, const float* x, float* y, int64_t n, bool
   thread_local PairActivationBuffers buffers;
   const tile::PairActivations a = buffers.Build(x, n, cols, w.layout.spec.bits, group);
   const tile::PackedTileFn fn = SimdPackedTile(path, w.layout.spec.bits);
+  const tile::GroupScalesFn group_scales = tile::avx2::GroupScales();
   // Row tiles of `tile_rows` (the last one shorter); each thread takes a contiguous run.
   const int tile_rows = tile::TileRows(n);
   const int64_t row_tiles = (rows + tile_rows - 1) / tile_rows;
 #pragma omp parallel if (parallel)
   {
-    RowScaleBuffers scales[tile::kMaxTileRows];
+    RowScaleBuffers scales;
     tile::RowScales rs[tile::kMaxTileRows];
     float out[tile::kMaxTileRows * tile::kMaxTileTokens];
 #pragma omp for schedule(static)
     for (int64_t rt = 0; rt < row_tiles; ++rt) {
       const int64_t r = rt * tile_rows;
       const int nr = int(std::min<int64_t>(tile_rows, rows - r));
-      for (int j = 0; j < nr; ++j) rs[j] = scales[j].Compute(w, r + j);
+      scales.Compute(w, r, nr, rs, group_scales);
       for (int64_t t0 = 0; t0 < n; t0 += tile::kMaxTileTokens) {
         const int tokens = int(std::min<int64_t>(tile::kMaxTileTokens, n - t0));
         fn(w, r, nr, rs, a, t0, tokens, out);

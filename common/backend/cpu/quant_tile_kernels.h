@@ -51,9 +51,16 @@ using PackedTileFn = void (*)(const quant::MatrixView& w, int64_t r, int rows,
 using Dense16TileFn = void (*)(const quant::MatrixView& w, int64_t r, const float* x,
                                int64_t t0, int tokens, float* out);
 
+// s and s * z (RowScales' group_s and group_sz) of `count` consecutive groups of w from
+// group `first`: s = s_min + s_step * code, z = z_min + z_step * code, the same fp32
+// steps as the scalar path's, eight groups at a time.
+using GroupScalesFn = void (*)(const quant::MatrixView& w, int64_t first, int64_t count,
+                               float* s, float* sz);
+
 namespace avx2 {
 PackedTileFn PackedTile(int bits);
 Dense16TileFn Dense16Tile();
+GroupScalesFn GroupScales();  // every SIMD path's (no integer dots in it)
 }  // namespace avx2
 namespace avxvnni {
 PackedTileFn PackedTile(int bits);

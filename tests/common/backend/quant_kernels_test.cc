@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/backend/cpu/cpu_kernels.h"
+#include "common/backend/cpu/quant_tile_kernels.h"
 #include "common/quant/hqq.h"
 #include "gtest/gtest.h"
 
@@ -167,6 +168,27 @@ TEST_P(QuantKernelsTest, DequantizeRowsMatchesTheReference) {
     DequantizeRows(q_.view(), 0, kRows, tile.data());
     for (int64_t i = 0; i < kRows * cols; ++i) {
       ASSERT_NEAR(tile[i], dense_[i], 1e-6f * (1 + std::fabs(dense_[i]))) << i;
+    }
+  }
+}
+
+// The SIMD paths' group scales (eight at a time, then a tail) are the format's formula
+// (MatrixView::Scale and Zero) bit for bit, for runs that start anywhere, cross a
+// meta-quantization group and end mid-vector.
+TEST_P(QuantKernelsTest, SimdGroupScalesAreTheFormatsFormula) {
+  if (GetParam().bits == 16 || !QuantKernelPathSupported(QuantKernelPath::kAvx2)) return;
+  const quant::MatrixView w = q_.view();
+  const tile::GroupScalesFn fn = tile::avx2::GroupScales();
+  for (int64_t first : {int64_t{0}, int64_t{3}, quant::kMetaGroup - 5}) {
+    for (int64_t count : {int64_t{1}, int64_t{8}, int64_t{13}, w.layout.groups - first}) {
+      if (count < 1 || first + count > w.layout.groups) continue;
+      SCOPED_TRACE(absl::StrCat("first ", first, " count ", count));
+      std::vector<float> s(count), sz(count);
+      fn(w, first, count, s.data(), sz.data());
+      for (int64_t k = 0; k < count; ++k) {
+        ASSERT_EQ(s[k], w.Scale(first + k)) << k;
+        ASSERT_EQ(sz[k], w.Scale(first + k) * w.Zero(first + k)) << k;
+      }
     }
   }
 }
