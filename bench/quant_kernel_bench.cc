@@ -124,10 +124,10 @@ void StreamBench(benchmark::State& state, bool copy) {
 }
 
 // One expert of the 734 M side-by-side shape (hidden 1024, expert width 3584: w1 and w3
-// [3584, 1024], w2 [1024, 3584]) run as the worker runs it (expert_ffn.cc: w1, w3,
-// SiLU * up, w2) on one token, cycling over copies of it that together span 256 MiB, so
-// that every call streams its weights from memory as a decoded token does. weights_GBps
-// counts the three matrices' stored bytes: compare it with Stream/read of the same run.
+// [3584, 1024], w2 [1024, 3584]) run as the worker runs it (expert_ffn.cc: w1 and w3 in
+// one call, SiLU * up, w2) on one token, cycling over copies of it that together span
+// 256 MiB, so that every call streams its weights from memory as a decoded token does.
+// weights_GBps counts the three matrices' stored bytes: compare it with Stream/read.
 struct SweepExperts {
   int bits = 0;
   quant::MatrixLayout w1, w2;  // w3's layout is w1's
@@ -171,8 +171,7 @@ void ExpertSweep(benchmark::State& state, int bits) {
   for (auto _ : state) {
     const uint8_t* e = s.copies[k].get();
     k = (k + 1) % s.copies.size();
-    cpu::QuantMatMulTransB({s.w1, e}, x.data(), gate.data(), 1);
-    cpu::QuantMatMulTransB({s.w1, e + m1}, x.data(), up.data(), 1);
+    cpu::QuantMatMulTransB2({s.w1, e}, {s.w1, e + m1}, x.data(), gate.data(), up.data(), 1);
     cpu::SiluMul(gate.data(), up.data(), i);
     cpu::QuantMatMulTransB({s.w2, e + 2 * m1}, gate.data(), out.data(), 1);
     benchmark::DoNotOptimize(out.data());

@@ -14,8 +14,9 @@ void RunExpertFfn(const float* blob, const ExpertLayout& layout, const float* x,
     // A converted blob: fused dequantise-and-multiply straight from the slot.
     const auto* bytes = reinterpret_cast<const uint8_t*>(blob);
     const quant::ExpertBlobLayout& p = *layout.packed;
-    cpu::QuantMatMulTransB({p.w1, bytes + p.w1_offset}, x, scratch.gate.data(), n);
-    cpu::QuantMatMulTransB({p.w3, bytes + p.w3_offset}, x, scratch.up.data(), n);
+    // w1 and w3 in one call: one activation rounding, one parallel region.
+    cpu::QuantMatMulTransB2({p.w1, bytes + p.w1_offset}, {p.w3, bytes + p.w3_offset}, x,
+                            scratch.gate.data(), scratch.up.data(), n);
     cpu::SiluMul(scratch.gate.data(), scratch.up.data(), n * i);
     cpu::QuantMatMulTransB({p.w2, bytes + p.w2_offset}, scratch.gate.data(), out, n);
     return;

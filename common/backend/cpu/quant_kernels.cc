@@ -221,30 +221,38 @@ tile::PackedTileFn SimdPackedTile(QuantKernelPath path, int bits) {
 
 inline void Store(float* y, float v, bool accumulate) { *y = accumulate ? *y + v : v; }
 
-void PackedMatMul(const MatrixView& w, const float* x, float* y, int64_t n, bool accumulate,
-                  QuantKernelPath path) {
-  const int64_t rows = w.layout.rows, cols = w.layout.cols, group = w.layout.spec.group_size;
-  const bool parallel = rows * cols * n >= kParallelMinValues;
+// count (1 or 2) matrices of one shape and format, ws[i] into ys[i], on the same x: one
+// activation rounding and one parallel region for all (an expert's w1 and w3).
+void PackedMatMul(const MatrixView* ws, float* const* ys, int count, const float* x, int64_t n,
+                  bool accumulate, QuantKernelPath path) {
+  const MatrixView& w0 = ws[0];
+  const int64_t rows = w0.layout.rows, cols = w0.layout.cols, group = w0.layout.spec.group_size;
+  const bool parallel = count * rows * cols * n >= kParallelMinValues;
   if (path == QuantKernelPath::kScalar) {
     std::vector<TokenActivations> acts(n);
     for (int64_t t = 0; t < n; ++t) acts[t].Quantize(x + t * cols, cols, group);
+    for (int i = 0; i < count; ++i) {
+      const MatrixView& w = ws[i];
+      float* y = ys[i];
 #pragma omp parallel if (parallel)
-    {
-      RowScaleBuffers scales;
+      {
+        RowScaleBuffers scales;
 #pragma omp for schedule(static)
-      for (int64_t r = 0; r < rows; ++r) {
-        tile::RowScales rs;
-        scales.Compute(w, r, 1, &rs);
-        for (int64_t t = 0; t < n; ++t) Store(&y[t * rows + r], PackedRowScalar(w, r, rs, acts[t]), accumulate);
+        for (int64_t r = 0; r < rows; ++r) {
+          tile::RowScales rs;
+          scales.Compute(w, r, 1, &rs);
+          for (int64_t t = 0; t < n; ++t) Store(&y[t * rows + r], PackedRowScalar(w, r, rs, acts[t]), accumulate);
+        }
       }
     }
     return;
   }
   thread_local PairActivationBuffers buffers;
-  const tile::PairActivations a = buffers.Build(x, n, cols, w.layout.spec.bits, group);
-  const tile::PackedTileFn fn = SimdPackedTile(path, w.layout.spec.bits);
+  const tile::PairActivations a = buffers.Build(x, n, cols, w0.layout.spec.bits, group);
+  const tile::PackedTileFn fn = SimdPackedTile(path, w0.layout.spec.bits);
   const tile::GroupScalesFn group_scales = tile::avx2::GroupScales();
-  // Row tiles of `tile_rows` (the last one shorter); each thread takes a contiguous run.
+  // Row tiles of `tile_rows` (each matrix's last one shorter), the matrices one after the
+  // other; each thread takes a contiguous run of tiles.
   const int tile_rows = tile::TileRows(n);
   const int64_t row_tiles = (rows + tile_rows - 1) / tile_rows;
 #pragma omp parallel if (parallel)
@@ -253,8 +261,10 @@ void PackedMatMul(const MatrixView& w, const float* x, float* y, int64_t n, bool
     tile::RowScales rs[tile::kMaxTileRows];
     float out[tile::kMaxTileRows * tile::kMaxTileTokens];
 #pragma omp for schedule(static)
-    for (int64_t rt = 0; rt < row_tiles; ++rt) {
-      const int64_t r = rt * tile_rows;
+    for (int64_t it = 0; it < count * row_tiles; ++it) {
+      const MatrixView& w = ws[it / row_tiles];
+      float* y = ys[it / row_tiles];
+      const int64_t r = (it % row_tiles) * tile_rows;
       const int nr = int(std::min<int64_t>(tile_rows, rows - r));
       scales.Compute(w, r, nr, rs, group_scales);
       for (int64_t t0 = 0; t0 < n; t0 += tile::kMaxTileTokens) {
@@ -270,29 +280,47 @@ void PackedMatMul(const MatrixView& w, const float* x, float* y, int64_t n, bool
   }
 }
 
-void Dense16MatMul(const MatrixView& w, const float* x, float* y, int64_t n, bool accumulate,
-                   QuantKernelPath path) {
-  const int64_t rows = w.layout.rows, cols = w.layout.cols;
-  const bool parallel = rows * cols * n >= kParallelMinValues;
+void Dense16MatMul(const MatrixView* ws, float* const* ys, int count, const float* x, int64_t n,
+                   bool accumulate, QuantKernelPath path) {
+  const int64_t rows = ws[0].layout.rows, cols = ws[0].layout.cols;
+  const bool parallel = count * rows * cols * n >= kParallelMinValues;
   if (path == QuantKernelPath::kScalar) {
+    for (int i = 0; i < count; ++i) {
+      const MatrixView& w = ws[i];
+      float* y = ys[i];
 #pragma omp parallel for schedule(static) if (parallel)
-    for (int64_t r = 0; r < rows; ++r) {
-      const uint8_t* row = w.codes() + r * cols * 2;
-      for (int64_t t = 0; t < n; ++t) {
-        Store(&y[t * rows + r], RowDot16Scalar(row, w.layout.spec.dtype16, x + t * cols, cols), accumulate);
+      for (int64_t r = 0; r < rows; ++r) {
+        const uint8_t* row = w.codes() + r * cols * 2;
+        for (int64_t t = 0; t < n; ++t) {
+          Store(&y[t * rows + r], RowDot16Scalar(row, w.layout.spec.dtype16, x + t * cols, cols), accumulate);
+        }
       }
     }
     return;
   }
   const tile::Dense16TileFn fn = tile::avx2::Dense16Tile();
 #pragma omp parallel for schedule(static) if (parallel)
-  for (int64_t r = 0; r < rows; ++r) {
+  for (int64_t it = 0; it < count * rows; ++it) {
+    const MatrixView& w = ws[it / rows];
+    float* y = ys[it / rows];
+    const int64_t r = it % rows;
     float out[tile::kMaxTileTokens];
     for (int64_t t0 = 0; t0 < n; t0 += tile::kMaxTileTokens) {
       const int tokens = int(std::min<int64_t>(tile::kMaxTileTokens, n - t0));
       fn(w, r, x, t0, tokens, out);
       for (int t = 0; t < tokens; ++t) Store(&y[(t0 + t) * rows + r], out[t], accumulate);
     }
+  }
+}
+
+void MatMulAll(const MatrixView* ws, float* const* ys, int count, const float* x, int64_t n,
+               bool accumulate) {
+  if (n <= 0 || ws[0].layout.rows <= 0) return;
+  const QuantKernelPath path = GetQuantKernelPath();
+  if (ws[0].layout.spec.quantized()) {
+    PackedMatMul(ws, ys, count, x, n, accumulate, path);
+  } else {
+    Dense16MatMul(ws, ys, count, x, n, accumulate, path);
   }
 }
 
@@ -422,13 +450,21 @@ void DequantizeRows(const MatrixView& w, int64_t r0, int64_t r1, float* dst) {
 
 void QuantMatMulTransB(const MatrixView& w, const float* x, float* y, int64_t n,
                        bool accumulate) {
-  if (n <= 0 || w.layout.rows <= 0) return;
-  const QuantKernelPath path = GetQuantKernelPath();
-  if (w.layout.spec.quantized()) {
-    PackedMatMul(w, x, y, n, accumulate, path);
-  } else {
-    Dense16MatMul(w, x, y, n, accumulate, path);
+  MatMulAll(&w, &y, 1, x, n, accumulate);
+}
+
+void QuantMatMulTransB2(const MatrixView& a, const MatrixView& b, const float* x, float* ya,
+                        float* yb, int64_t n) {
+  const quant::MatrixLayout &la = a.layout, &lb = b.layout;
+  if (la.rows != lb.rows || la.cols != lb.cols || la.spec.bits != lb.spec.bits ||
+      la.spec.group_size != lb.spec.group_size || la.spec.dtype16 != lb.spec.dtype16) {
+    QuantMatMulTransB(a, x, ya, n);  // different formats: one call each
+    QuantMatMulTransB(b, x, yb, n);
+    return;
   }
+  const MatrixView ws[2] = {a, b};
+  float* const ys[2] = {ya, yb};
+  MatMulAll(ws, ys, 2, x, n, /*accumulate=*/false);
 }
 
 }  // namespace moe::cpu

@@ -50,6 +50,12 @@ const char* QuantKernelPathName(QuantKernelPath path);
 void QuantMatMulTransB(const quant::MatrixView& w, const float* x, float* y, int64_t n,
                        bool accumulate = false);
 
+// ya = x · dequant(a)^T and yb = x · dequant(b)^T, bit for bit the two calls above, but
+// with one activation rounding and one parallel region when a and b have one shape and
+// format (an expert's w1 and w3).
+void QuantMatMulTransB2(const quant::MatrixView& a, const quant::MatrixView& b, const float* x,
+                        float* ya, float* yb, int64_t n);
+
 // The activation quantization every path uses for packed matrices: x[cols] (cols a
 // multiple of quant::kBlock) to q[cols] int8 and scale[cols / kBlock], x ~= scale * q.
 void QuantizeActivationBlocks(const float* x, int64_t cols, int8_t* q, float* scale);

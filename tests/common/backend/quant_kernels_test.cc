@@ -172,6 +172,41 @@ TEST_P(QuantKernelsTest, DequantizeRowsMatchesTheReference) {
   }
 }
 
+// Two matrices in one call (an expert's w1 and w3) give the bits of one call each, on
+// every path; a second matrix of another format falls back to one call each.
+TEST_P(QuantKernelsTest, TwoMatricesInOneCallAreTwoCalls) {
+  const Case c = GetParam();
+  const std::vector<float> w2 = Random(kRows * c.cols, 12);
+  quant::QuantizeOptions o;
+  o.spec.bits = c.bits;
+  o.spec.dtype16 = c.dtype16;
+  o.spec.group_size = c.group;
+  auto q2 = quant::QuantizeMatrix(w2.data(), kRows, c.cols, o);
+  ASSERT_TRUE(q2.ok()) << q2.status();
+  if (c.bits == 16) {  // the other 16-bit type (cols need not hold a packed group)
+    o.spec.dtype16 = c.dtype16 == DType::kBF16 ? DType::kF16 : DType::kBF16;
+  } else {
+    o.spec.bits = c.bits == 4 ? 2 : 4;
+  }
+  auto other = quant::QuantizeMatrix(w2.data(), kRows, c.cols, o);
+  ASSERT_TRUE(other.ok()) << other.status();
+  for (QuantKernelPath path : Paths()) {
+    SCOPED_TRACE(QuantKernelPathName(path));
+    for (int64_t n : {1, 2, 5}) {
+      const std::vector<float> x = Random(n * c.cols, 200 + n);
+      for (const quant::QuantizedMatrix* b : {&*q2, &*other}) {
+        SetQuantKernelPath(path);
+        std::vector<float> ya(n * kRows), yb(n * kRows), ea(n * kRows), eb(n * kRows);
+        QuantMatMulTransB2(q_.view(), b->view(), x.data(), ya.data(), yb.data(), n);
+        QuantMatMulTransB(q_.view(), x.data(), ea.data(), n);
+        QuantMatMulTransB(b->view(), x.data(), eb.data(), n);
+        ASSERT_EQ(ya, ea) << "n " << n;
+        ASSERT_EQ(yb, eb) << "n " << n;
+      }
+    }
+  }
+}
+
 // The SIMD paths' group scales (eight at a time, then a tail) are the format's formula
 // (MatrixView::Scale and Zero) bit for bit, for runs that start anywhere, cross a
 // meta-quantization group and end mid-vector.
