@@ -67,7 +67,9 @@ struct OffloadManifest {
   std::vector<DenseTensor> dense;
   int64_t experts_bytes = 0;   // size of experts.bin
   ExpertBlobLayout expert;
-  std::vector<int64_t> blob_offsets;  // [layer * experts + expert] -> offset in experts.bin
+  // [layer * experts + expert] -> offset in experts.bin; layer counts the sparse layers
+  // only (ModelConfig::ExpertLayer), like the expert worker.
+  std::vector<int64_t> blob_offsets;
   // Relative weight error ||W - W^||/||W|| measured at conversion (-1: not recorded).
   double attn_rel_error = -1, expert_rel_error = -1;
 

@@ -63,6 +63,12 @@ void CheckModelAgainstReference(const fs::path& model_dir, const fs::path& refer
     ASSERT_TRUE(model.Forward(tokens, cache, MixtralModel::Logits::kAll, &logits).ok());
     EXPECT_LT(RelativeMaxError(logits, expected->data), kTolerance)
         << model_dir << " prefill, " << tokens.size() << " tokens";
+    for (size_t t = 0; t < tokens.size(); ++t) {  // and the same argmax at every position
+      const float* got = logits.data() + t * vocab;
+      const float* want = expected->data.data() + t * vocab;
+      EXPECT_EQ(std::max_element(got, got + vocab) - got, std::max_element(want, want + vocab) - want)
+          << model_dir << " argmax at position " << t;
+    }
 
     // Half prefill, then one token at a time through the KV cache.
     KvCache cache2(model.config(), tokens.size());
@@ -111,6 +117,15 @@ INSTANTIATE_TEST_SUITE_P(Shapes, RandomCheckpointTest,
                                            "bf16_gqa4_e8_top2", "f32_headdim16_e4_top2_tied",
                                            "bf16_sharded_gqa4_e4_top1",
                                            "f16_sliding5_gqa2_e8_top2"));
+
+// The other families, F32 and sharded BF16 each: qwen2_moe (q/k/v bias, shared expert,
+// dense layers), qwen3_moe (per-head q/k norms, explicit head_dim, top-4 of 16), olmoe
+// (whole q/k norms, clip_qkv, weights not renormalised).
+INSTANTIATE_TEST_SUITE_P(Families, RandomCheckpointTest,
+                         ::testing::Values("qwen2_moe_f32_shared_dense",
+                                           "qwen2_moe_bf16_sharded_step2",
+                                           "qwen3_moe_f32_e16_top4", "qwen3_moe_bf16_sharded",
+                                           "olmoe_f32_clip", "olmoe_bf16_sharded"));
 
 // Offloading never changes the output: every cache size from one slot per layer to all
 // experts gives bit-identical logits.
