@@ -81,6 +81,12 @@ CASES = [
           dense_intermediate_size=64, head_dim=32, num_attention_heads=4, num_key_value_heads=1,
           num_local_experts=8, num_experts_per_tok=2, norm_topk_prob=True, tie_word_embeddings=False),
      "BF16", 70000, 0.2),
+    # The largest routing the worker is sized for (Qwen3-30B-A3B's): top-8 of 128.
+    ("qwen3_moe_f32_e128_top8",
+     dict(model_type="qwen3_moe", vocab_size=64, hidden_size=32, intermediate_size=8,
+          dense_intermediate_size=32, head_dim=8, num_attention_heads=4, num_key_value_heads=2,
+          num_local_experts=128, num_experts_per_tok=8, norm_topk_prob=True, tie_word_embeddings=True),
+     "F32", None, 0.5),
     # OLMoE: q/k norms over the whole projection, clip_qkv, weights not renormalised.
     ("olmoe_f32_clip",
      dict(model_type="olmoe", vocab_size=64, hidden_size=32, intermediate_size=24,

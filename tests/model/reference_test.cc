@@ -125,6 +125,7 @@ INSTANTIATE_TEST_SUITE_P(Families, RandomCheckpointTest,
                          ::testing::Values("qwen2_moe_f32_shared_dense",
                                            "qwen2_moe_bf16_sharded_step2",
                                            "qwen3_moe_f32_e16_top4", "qwen3_moe_bf16_sharded",
+                                           "qwen3_moe_f32_e128_top8",
                                            "olmoe_f32_clip", "olmoe_bf16_sharded"));
 
 // Offloading never changes the output: every cache size from one slot per layer to all
@@ -156,6 +157,32 @@ TEST(CacheSizeTest, LogitsAreIdenticalForEveryCacheSize) {
       if (slots == 1) {
         EXPECT_GT(misses, distinct_experts);
       }
+    }
+  }
+}
+
+// Top-8 of 128 experts (Qwen3-30B-A3B's routing) through the expert cache: 8 slots per
+// layer (every token's experts evicting others) gives the logits of all 128 resident.
+TEST(CacheSizeTest, TopEightOfOneHundredTwentyEightAgreesAtEverySize) {
+  const std::string dir =
+      (fs::path(MOE_BINARY_DIR) / "random_checkpoints" / "qwen3_moe_f32_e128_top8").string();
+  const nlohmann::json ref = ReadJson(fs::path(dir) / "reference.json");
+  const std::vector<int> tokens = ref["cases"][0]["tokens"].get<std::vector<int>>();
+  std::vector<float> baseline;
+  for (int slots : {128, 8}) {
+    auto engine = LocalEngine::Open(dir, slots);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    KvCache cache((*engine)->config(), tokens.size());
+    std::vector<float> logits, all;
+    for (int t : tokens) {
+      ASSERT_TRUE((*engine)->model().Forward({&t, 1}, cache, MixtralModel::Logits::kLast, &logits).ok());
+      all.insert(all.end(), logits.begin(), logits.end());
+    }
+    if (slots == 128) {
+      baseline = all;
+    } else {
+      EXPECT_EQ(all, baseline);
+      EXPECT_GT((*engine)->cache()->Stats().total.misses, 8u * 2);  // it did churn
     }
   }
 }
