@@ -103,6 +103,12 @@ TEST(BundledModelTest, LogitsAndGreedyContinuationsMatchPyTorchReference) {
   CheckModelAgainstReference(dir, dir / "reference");
 }
 
+// The second family's trained fixture (Qwen3-MoE layout, 16 experts, top-4).
+TEST(BundledModelTest, Qwen3FixtureMatchesPyTorchReference) {
+  const fs::path dir = fs::path(MOE_SOURCE_DIR) / "models" / "kjv-qwen3";
+  CheckModelAgainstReference(dir, dir / "reference");
+}
+
 // Names match tools/make_random_checkpoints.py; a case it stops making fails here.
 class RandomCheckpointTest : public ::testing::TestWithParam<const char*> {};
 
@@ -216,6 +222,35 @@ TEST(SpeculationTest, SameTokensAndRecallWellAboveChanceOnTheBundledModel) {
                                     std::to_string(stats.recall()));
     std::printf("lookahead %d: recall %.3f precision %.3f over %llu router choices\n", lookahead,
                 stats.recall(), stats.precision(), (unsigned long long)stats.nearest.needed);
+  }
+}
+
+// The same on the second family's fixture: 4 guesses per token for its top-4 of 16
+// (chance: 25%), with 4 experts cached per layer.
+TEST(SpeculationTest, SameTokensAndRecallWellAboveChanceOnTheQwen3Fixture) {
+  const std::string dir = (fs::path(MOE_SOURCE_DIR) / "models" / "kjv-qwen3").string();
+  const nlohmann::json ref = ReadJson(fs::path(dir) / "reference" / "reference.json");
+  const std::vector<int> prompt = ref["greedy"][1]["prompt_tokens"].get<std::vector<int>>();
+  coordinator::GenerateOptions options;
+  options.max_new_tokens = 48;
+  options.stop_at_eos = false;
+  std::vector<int> baseline;
+  for (int lookahead : {0, 1, 2}) {
+    auto engine = LocalEngine::Open(dir, /*cache_per_layer=*/4);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    (*engine)->model().set_speculation({lookahead, 4});
+    auto result = coordinator::Generate((*engine)->model(), prompt, options, nullptr);
+    ASSERT_TRUE(result.ok()) << result.status();
+    if (lookahead == 0) {
+      baseline = result->tokens;
+      continue;
+    }
+    EXPECT_EQ(result->tokens, baseline) << "lookahead " << lookahead;
+    const auto stats = (*engine)->model().speculation_stats();
+    EXPECT_GT(stats.recall(), 0.5) << "lookahead " << lookahead;
+    std::printf("kjv-qwen3 lookahead %d: recall %.3f precision %.3f over %llu router choices\n",
+                lookahead, stats.recall(), stats.precision(),
+                (unsigned long long)stats.nearest.needed);
   }
 }
 
