@@ -254,6 +254,43 @@ TEST(SpeculationTest, SameTokensAndRecallWellAboveChanceOnTheQwen3Fixture) {
   }
 }
 
+// With dense layers (qwen2_moe's mlp_only_layers and decoder_sparse_step) the speculator
+// guesses expert layers only, skipping the dense ones: the logits do not change, and
+// every guess is scored against the router of the layer it was made for.
+TEST(SpeculationTest, DenseLayersAreSkippedAndTheLogitsKept) {
+  for (const char* name : {"qwen2_moe_f32_shared_dense", "qwen2_moe_bf16_sharded_step2"}) {
+    SCOPED_TRACE(name);
+    const std::string dir = (fs::path(MOE_BINARY_DIR) / "random_checkpoints" / name).string();
+    const nlohmann::json ref = ReadJson(fs::path(dir) / "reference.json");
+    const std::vector<int> tokens = ref["cases"][0]["tokens"].get<std::vector<int>>();
+    std::vector<float> baseline;
+    for (int lookahead : {0, 1, 3}) {
+      auto engine = LocalEngine::Open(dir, /*cache_per_layer=*/2);
+      ASSERT_TRUE(engine.ok()) << engine.status();
+      const ModelConfig& c = (*engine)->config();
+      ASSERT_EQ(c.num_expert_layers(), 2);
+      ASSERT_LT(c.num_expert_layers(), c.num_hidden_layers);
+      (*engine)->model().set_speculation({lookahead, 2});
+      KvCache cache(c, tokens.size());
+      std::vector<float> logits, all;
+      for (int t : tokens) {
+        ASSERT_TRUE((*engine)->model().Forward({&t, 1}, cache, MixtralModel::Logits::kLast, &logits).ok());
+        all.insert(all.end(), logits.begin(), logits.end());
+      }
+      const auto stats = (*engine)->model().speculation_stats();
+      if (lookahead == 0) {
+        baseline = all;
+        EXPECT_EQ(stats.hinted, 0u);
+        continue;
+      }
+      EXPECT_EQ(all, baseline) << "lookahead " << lookahead;
+      // One guess per token for the second expert layer (the first has none before it).
+      EXPECT_EQ(stats.nearest.needed, tokens.size() * c.num_experts_per_tok);
+      EXPECT_EQ(stats.by_distance[1].needed, 0u);  // no third expert layer to guess 2 ahead
+    }
+  }
+}
+
 // The BLAS and plain-loop matmuls give the same model outputs as the default
 // (batch-invariant) one.
 TEST(MatmulImplTest, LoopsAndBlasMatchTheReferenceOnRandomCheckpoint) {
