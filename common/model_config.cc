@@ -156,9 +156,13 @@ absl::StatusOr<const FamilyInfo*> ReadFamily(const json& j, FieldReader& r,
   if (model_type->empty() && architecture.empty()) return &kFamilies[0];
   const FamilyInfo* by_type = model_type->empty() ? nullptr : FindFamily(*model_type, "");
   const FamilyInfo* by_arch = architecture.empty() ? nullptr : FindFamily("", architecture);
-  if ((!model_type->empty() && by_type == nullptr) || (!architecture.empty() && by_arch == nullptr)) {
-    return r.Error(absl::StrCat("model_type \"", model_type->substr(0, 40), "\" / architecture \"",
-                                architecture.substr(0, 60), "\" is not supported; supported: ",
+  if (!model_type->empty() && by_type == nullptr) {
+    return r.Error(absl::StrCat("model_type \"", model_type->substr(0, 40),
+                                "\" is not supported; supported: ", SupportedFamilies()));
+  }
+  if (!architecture.empty() && by_arch == nullptr) {
+    return r.Error(absl::StrCat("architecture \"", architecture.substr(0, 60),
+                                "\" is not supported; supported model types: ",
                                 SupportedFamilies()));
   }
   if (by_type != nullptr && by_arch != nullptr && by_type != by_arch) {

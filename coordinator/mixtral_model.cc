@@ -92,6 +92,7 @@ absl::StatusOr<std::unique_ptr<MixtralModel>> MixtralModel::Create(const ModelCo
   if (weights.layers.size() != size_t(config.num_hidden_layers)) {
     return absl::InvalidArgumentError("MixtralModel: weights do not match the config's layers");
   }
+  MOE_RETURN_IF_ERROR(Annotate(ModelFamilyOps::CheckWeights(config, weights), "MixtralModel"));
   std::unique_ptr<MixtralModel> model(new MixtralModel(config, experts, device));
   MOE_RETURN_IF_ERROR(device.BindThread());
   MOE_ASSIGN_OR_RETURN(model->kernels_, backend::CreateKernels(device));

@@ -2,9 +2,58 @@
 
 #include <algorithm>
 
+#include "absl/strings/str_cat.h"
 #include "common/status.h"
 
 namespace moe::coordinator {
+
+namespace {
+
+absl::Status CheckSize(const std::vector<float>& t, int64_t expected, int layer,
+                       absl::string_view name) {
+  if (int64_t(t.size()) == expected) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("layer ", layer, ": ", name, " holds ", t.size(),
+                                                 " floats, the config implies ", expected));
+}
+
+absl::Status CheckMlp(const MlpWeights& mlp, int64_t width, int64_t h, int layer,
+                      absl::string_view name) {
+  MOE_RETURN_IF_ERROR(CheckSize(mlp.gate, width * h, layer, absl::StrCat(name, " gate_proj")));
+  MOE_RETURN_IF_ERROR(CheckSize(mlp.up, width * h, layer, absl::StrCat(name, " up_proj")));
+  return CheckSize(mlp.down, width * h, layer, absl::StrCat(name, " down_proj"));
+}
+
+}  // namespace
+
+absl::Status ModelFamilyOps::CheckWeights(const ModelConfig& c, const DenseWeights& w) {
+  const int64_t h = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim();
+  for (int l = 0; l < int(w.layers.size()); ++l) {
+    const LayerWeights& lw = w.layers[size_t(l)];
+    MOE_RETURN_IF_ERROR(CheckSize(lw.q_bias, c.qkv_bias ? qd : 0, l, "q_proj.bias"));
+    MOE_RETURN_IF_ERROR(CheckSize(lw.k_bias, c.qkv_bias ? kvd : 0, l, "k_proj.bias"));
+    MOE_RETURN_IF_ERROR(CheckSize(lw.v_bias, c.qkv_bias ? kvd : 0, l, "v_proj.bias"));
+    const int64_t q_norm = c.qk_norm == QkNorm::kPerHead ? c.head_dim
+                           : c.qk_norm == QkNorm::kWhole ? qd
+                                                         : 0;
+    const int64_t k_norm = c.qk_norm == QkNorm::kPerHead ? c.head_dim
+                           : c.qk_norm == QkNorm::kWhole ? kvd
+                                                         : 0;
+    MOE_RETURN_IF_ERROR(CheckSize(lw.q_norm, q_norm, l, "q_norm"));
+    MOE_RETURN_IF_ERROR(CheckSize(lw.k_norm, k_norm, l, "k_norm"));
+    if (!c.IsSparseLayer(l)) {
+      MOE_RETURN_IF_ERROR(CheckSize(lw.gate, 0, l, "router (a dense layer has none)"));
+      MOE_RETURN_IF_ERROR(CheckMlp(lw.dense_mlp, c.dense_intermediate_size, h, l, "dense MLP"));
+      continue;
+    }
+    MOE_RETURN_IF_ERROR(CheckSize(lw.gate, c.num_local_experts * h, l, "router"));
+    MOE_RETURN_IF_ERROR(CheckMlp(lw.dense_mlp, 0, h, l, "dense MLP (a sparse layer has none)"));
+    const int64_t shared = c.shared_expert_intermediate_size;
+    MOE_RETURN_IF_ERROR(CheckMlp(lw.shared_expert, shared, h, l, "shared expert"));
+    MOE_RETURN_IF_ERROR(
+        CheckSize(lw.shared_expert_gate, shared > 0 ? h : 0, l, "shared_expert_gate"));
+  }
+  return absl::OkStatus();
+}
 
 MlpScratch ModelFamilyOps::Carve(const ModelConfig& c, int64_t n, ScratchCarver& device) {
   MlpScratch s;

@@ -10,6 +10,7 @@
 #include "absl/status/status.h"
 #include "common/backend/kernels.h"
 #include "common/model_config.h"
+#include "coordinator/dense_weights.h"
 #include "coordinator/device_scratch.h"
 #include "coordinator/device_weights.h"
 
@@ -27,6 +28,12 @@ class ModelFamilyOps {
  public:
   ModelFamilyOps(const ModelConfig& config, backend::Kernels& kernels)
       : c_(config), kern_(kernels) {}
+
+  // INVALID_ARGUMENT naming the layer and tensor when `weights` lack (or have the wrong
+  // size of) a tensor the hooks read for `config`: biases, q/k norms, a shared expert
+  // and its gate, a dense layer's MLP, a router. DenseWeights::Load gives them by
+  // construction; this guards weights made otherwise (benchmarks, tests).
+  static absl::Status CheckWeights(const ModelConfig& config, const DenseWeights& weights);
 
   // Lays out (or, over a null carver's base, sizes) the MLP scratch for n rows; nothing
   // when the config has no shared expert and no dense layer.

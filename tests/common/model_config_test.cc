@@ -361,9 +361,10 @@ TEST(ModelFamilyConfigTest, UnsupportedOrInconsistentFamiliesAreRefused) {
   clip["clip_qkv"] = -1;
   const std::vector<Case> cases = {
       {"unknown model_type", deepseek.dump(),
-       "\"deepseek_v3\" / architecture \"\" is not supported; supported: mixtral, qwen2_moe, "
-       "qwen3_moe, olmoe"},
-      {"unknown architecture", gpt_oss.dump(), "\"GptOssForCausalLM\" is not supported"},
+       "model_type \"deepseek_v3\" is not supported; supported: mixtral, qwen2_moe, qwen3_moe, "
+       "olmoe"},
+      {"unknown architecture", gpt_oss.dump(),
+       "architecture \"GptOssForCausalLM\" is not supported; supported model types: mixtral"},
       {"disagreeing", disagree.dump(),
        "model_type \"qwen3_moe\" disagrees with architecture \"OlmoeForCausalLM\""},
       {"top-k above experts", top_k.dump(), "num_experts_per_tok 17 exceeds num_local_experts 16"},
