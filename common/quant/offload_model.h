@@ -2,8 +2,9 @@
 //   DIR/manifest.json    format version, the model config, the schemes, every dense
 //                        tensor's place in dense.bin and every expert blob's in experts.bin
 //   DIR/dense.bin        dense tensors: attention projections at --attn-bits, embeddings,
-//                        norms, routers and LM head in 16 bits (64-byte aligned each)
-//   DIR/experts.bin      one 4096-aligned blob per (layer, expert): w1 | w3 | w2, each a
+//                        norms, routers, LM head and a family's biases, q/k norms, shared
+//                        experts and dense MLPs in 16 bits (64-byte aligned each)
+//   DIR/experts.bin      one 4096-aligned blob per (expert layer, expert): w1 | w3 | w2, each a
 //                        matrix in the layout of quant_format.h, so one copy moves one expert
 //   DIR/tokenizer.model  copied from the source (or tokenizer.json, and
 //                        tokenizer_config.json when the source has it)
