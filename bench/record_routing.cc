@@ -44,7 +44,7 @@ absl::Status Run() {
   const ModelConfig& config = engine->config();
   bench::RoutingTrace trace;
   trace.tokens = count;
-  trace.layers = config.num_hidden_layers;
+  trace.layers = config.num_expert_layers();
   trace.experts = config.num_local_experts;
   trace.top_k = config.num_experts_per_tok;
   trace.ids.resize(size_t(count) * trace.layers * trace.top_k);

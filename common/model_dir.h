@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/model_config.h"
+#include "common/model_tensors.h"
 #include "common/quant/offload_model.h"
 #include "common/safetensors.h"
 #include "common/tokenizer.h"
@@ -29,14 +30,6 @@ struct ModelDir {
   absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer() const;
 };
 
-// Hugging Face tensor names of the Mixtral layout.
-namespace tensor_names {
-std::string Embedding();
-std::string FinalNorm();
-std::string LmHead();
-std::string Layer(int layer, absl::string_view suffix);  // model.layers.{i}.{suffix}
-std::string Expert(int layer, int expert, absl::string_view w);  // w in {w1, w2, w3}
-}  // namespace tensor_names
 
 }  // namespace moe
 

@@ -1,6 +1,7 @@
 #include "coordinator/dense_weights.h"
 
 #include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -9,6 +10,7 @@
 #include "common/backend/cpu/quant_kernels.h"
 #include "common/mapped_file.h"
 #include "common/model_dir.h"
+#include "common/model_tensors.h"
 #include "common/status.h"
 
 namespace moe::coordinator {
@@ -65,26 +67,71 @@ absl::Status ReadConverted(const quant::OffloadModel& model, const std::string& 
   return absl::OkStatus();
 }
 
-absl::StatusOr<DenseWeights> LoadConverted(const quant::OffloadModel& model, const ModelConfig& c) {
+// Where tensor `t` goes in `w`: fp32 `f32`, or, for the projections that may stay as
+// stored (attention, an untied LM head), `packed`.
+struct Destination {
+  std::vector<float>* f32 = nullptr;
+  PackedMatrix* packed = nullptr;
+};
+
+absl::StatusOr<Destination> DestinationOf(DenseWeights& w, const ModelConfig& c,
+                                          const ModelTensor& t) {
   namespace tn = tensor_names;
+  if (t.layer < 0) {
+    if (t.name == tn::Embedding()) return Destination{&w.embedding, nullptr};
+    if (t.name == tn::FinalNorm()) return Destination{&w.final_norm, nullptr};
+    if (t.name == tn::LmHead()) return Destination{&w.lm_head, &w.lm_head_packed};
+  } else {
+    LayerWeights& lw = w.layers[size_t(t.layer)];
+    const std::string prefix = tn::Layer(t.layer, "");
+    const absl::string_view suffix = absl::string_view(t.name).substr(prefix.size());
+    const std::pair<const char*, Destination> table[] = {
+        {"input_layernorm.weight", {&lw.input_norm, nullptr}},
+        {"post_attention_layernorm.weight", {&lw.post_norm, nullptr}},
+        {"self_attn.q_proj.weight", {&lw.q, &lw.q_packed}},
+        {"self_attn.k_proj.weight", {&lw.k, &lw.k_packed}},
+        {"self_attn.v_proj.weight", {&lw.v, &lw.v_packed}},
+        {"self_attn.o_proj.weight", {&lw.o, &lw.o_packed}},
+        {"self_attn.q_proj.bias", {&lw.q_bias, nullptr}},
+        {"self_attn.k_proj.bias", {&lw.k_bias, nullptr}},
+        {"self_attn.v_proj.bias", {&lw.v_bias, nullptr}},
+        {"self_attn.q_norm.weight", {&lw.q_norm, nullptr}},
+        {"self_attn.k_norm.weight", {&lw.k_norm, nullptr}},
+        {"mlp.shared_expert.gate_proj.weight", {&lw.shared_expert.gate, nullptr}},
+        {"mlp.shared_expert.up_proj.weight", {&lw.shared_expert.up, nullptr}},
+        {"mlp.shared_expert.down_proj.weight", {&lw.shared_expert.down, nullptr}},
+        {"mlp.shared_expert_gate.weight", {&lw.shared_expert_gate, nullptr}},
+        {"mlp.gate_proj.weight", {&lw.dense_mlp.gate, nullptr}},
+        {"mlp.up_proj.weight", {&lw.dense_mlp.up, nullptr}},
+        {"mlp.down_proj.weight", {&lw.dense_mlp.down, nullptr}},
+    };
+    if (t.name == tn::Router(c, t.layer)) return Destination{&lw.gate, nullptr};
+    for (const auto& [name, dest] : table) {
+      if (suffix == name) return dest;
+    }
+  }
+  return absl::InternalError(absl::StrCat("DenseWeights: no place for tensor \"", t.name, "\""));
+}
+
+// Reads every tensor but the routed experts through `read`.
+absl::StatusOr<DenseWeights> LoadEach(
+    const ModelConfig& c,
+    const std::function<absl::Status(const ModelTensor&, const Destination&)>& read) {
   DenseWeights w;
-  MOE_RETURN_IF_ERROR(ReadConverted(model, tn::Embedding(), &w.embedding, nullptr));
-  MOE_RETURN_IF_ERROR(ReadConverted(model, tn::FinalNorm(), &w.final_norm, nullptr));
-  if (!c.tie_word_embeddings) {
-    MOE_RETURN_IF_ERROR(ReadConverted(model, tn::LmHead(), &w.lm_head, &w.lm_head_packed));
-  }
   w.layers.resize(c.num_hidden_layers);
-  for (int l = 0; l < c.num_hidden_layers; ++l) {
-    LayerWeights& lw = w.layers[l];
-    MOE_RETURN_IF_ERROR(ReadConverted(model, tn::Layer(l, "input_layernorm.weight"), &lw.input_norm, nullptr));
-    MOE_RETURN_IF_ERROR(ReadConverted(model, tn::Layer(l, "self_attn.q_proj.weight"), &lw.q, &lw.q_packed));
-    MOE_RETURN_IF_ERROR(ReadConverted(model, tn::Layer(l, "self_attn.k_proj.weight"), &lw.k, &lw.k_packed));
-    MOE_RETURN_IF_ERROR(ReadConverted(model, tn::Layer(l, "self_attn.v_proj.weight"), &lw.v, &lw.v_packed));
-    MOE_RETURN_IF_ERROR(ReadConverted(model, tn::Layer(l, "self_attn.o_proj.weight"), &lw.o, &lw.o_packed));
-    MOE_RETURN_IF_ERROR(ReadConverted(model, tn::Layer(l, "post_attention_layernorm.weight"), &lw.post_norm, nullptr));
-    MOE_RETURN_IF_ERROR(ReadConverted(model, tn::Layer(l, "block_sparse_moe.gate.weight"), &lw.gate, nullptr));
-  }
+  MOE_RETURN_IF_ERROR(ForEachModelTensor(c, /*experts=*/false,
+                                         [&](const ModelTensor& t) -> absl::Status {
+                                           MOE_ASSIGN_OR_RETURN(Destination d,
+                                                                DestinationOf(w, c, t));
+                                           return read(t, d);
+                                         }));
   return w;
+}
+
+absl::StatusOr<DenseWeights> LoadConverted(const quant::OffloadModel& model, const ModelConfig& c) {
+  return LoadEach(c, [&](const ModelTensor& t, const Destination& d) {
+    return ReadConverted(model, t.name, d.f32, d.packed);
+  });
 }
 
 }  // namespace
@@ -105,27 +152,15 @@ absl::StatusOr<DenseWeights> DenseWeights::Load(const ModelDir& dir) {
 
 absl::StatusOr<DenseWeights> DenseWeights::Load(const Checkpoint& ckpt,
                                                 const ModelConfig& c) {
-  namespace tn = tensor_names;
-  const int64_t h = c.hidden_size;
-  DenseWeights w;
-  MOE_RETURN_IF_ERROR(Read(ckpt, tn::Embedding(), {c.vocab_size, h}, &w.embedding));
-  MOE_RETURN_IF_ERROR(Read(ckpt, tn::FinalNorm(), {h}, &w.final_norm));
-  if (!c.tie_word_embeddings) {
-    MOE_RETURN_IF_ERROR(ReadProjection(ckpt, tn::LmHead(), c.vocab_size, h, &w.lm_head, &w.lm_head_packed));
-  }
-  w.layers.resize(c.num_hidden_layers);
-  for (int l = 0; l < c.num_hidden_layers; ++l) {
-    LayerWeights& lw = w.layers[l];
-    MOE_RETURN_IF_ERROR(Read(ckpt, tn::Layer(l, "input_layernorm.weight"), {h}, &lw.input_norm));
-    MOE_RETURN_IF_ERROR(ReadProjection(ckpt, tn::Layer(l, "self_attn.q_proj.weight"), c.q_dim(), h, &lw.q, &lw.q_packed));
-    MOE_RETURN_IF_ERROR(ReadProjection(ckpt, tn::Layer(l, "self_attn.k_proj.weight"), c.kv_dim(), h, &lw.k, &lw.k_packed));
-    MOE_RETURN_IF_ERROR(ReadProjection(ckpt, tn::Layer(l, "self_attn.v_proj.weight"), c.kv_dim(), h, &lw.v, &lw.v_packed));
-    MOE_RETURN_IF_ERROR(ReadProjection(ckpt, tn::Layer(l, "self_attn.o_proj.weight"), h, c.q_dim(), &lw.o, &lw.o_packed));
-    MOE_RETURN_IF_ERROR(Read(ckpt, tn::Layer(l, "post_attention_layernorm.weight"), {h}, &lw.post_norm));
-    MOE_RETURN_IF_ERROR(Read(ckpt, tn::Layer(l, "block_sparse_moe.gate.weight"),
-                             {c.num_local_experts, h}, &lw.gate));
-  }
-  return w;
+  return LoadEach(c, [&](const ModelTensor& t, const Destination& d) {
+    if (d.packed != nullptr) {
+      return ReadProjection(ckpt, t.name, t.shape[0], t.shape[1], d.f32, d.packed);
+    }
+    int64_t count = 1;
+    for (int64_t dim : t.shape) count *= dim;
+    d.f32->resize(size_t(count));
+    return ckpt.ReadF32(t.name, t.shape, d.f32->data());
+  });
 }
 
 }  // namespace moe::coordinator

@@ -23,6 +23,15 @@ struct PackedMatrix {
   quant::MatrixView view() const { return {layout, bytes.data()}; }
 };
 
+// A SwiGLU MLP on the coordinator: down(silu(gate(x)) * up(x)).
+struct MlpWeights {
+  std::vector<float> gate, up;  // [I, H]
+  std::vector<float> down;      // [H, I]
+  bool empty() const { return gate.empty(); }
+};
+
+// One decoder layer. The family-specific tensors (model_tensors.h) are empty where the
+// config has none.
 struct LayerWeights {
   std::vector<float> input_norm;  // [H]
   std::vector<float> q;           // [nH * hd, H]
@@ -30,9 +39,14 @@ struct LayerWeights {
   std::vector<float> v;           // [nKV * hd, H]
   std::vector<float> o;           // [H, nH * hd]
   std::vector<float> post_norm;   // [H]
-  std::vector<float> gate;        // [E, H], the router
+  std::vector<float> gate;        // [E, H], the router; empty in a dense layer
   // Set instead of q/k/v/o for a converted model (quantized or 16-bit attention).
   PackedMatrix q_packed, k_packed, v_packed, o_packed;
+  std::vector<float> q_bias, k_bias, v_bias;  // qwen2_moe: [q_dim], [kv_dim], [kv_dim]
+  std::vector<float> q_norm, k_norm;  // qwen3_moe: [head_dim]; olmoe: [q_dim], [kv_dim]
+  MlpWeights shared_expert;               // qwen2_moe sparse layers
+  std::vector<float> shared_expert_gate;  // [1, H]
+  MlpWeights dense_mlp;                   // a dense layer's MLP, instead of experts
 };
 
 // y[n, m] (=|+=) x[n, k] · W^T, W the fp32 `w` or, when set, the packed `packed`.

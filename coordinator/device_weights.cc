@@ -23,6 +23,10 @@ struct Slots {
   struct Layer {
     const void *input_norm = nullptr, *post_norm = nullptr, *gate = nullptr;
     const void *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr;
+    const void *q_bias = nullptr, *k_bias = nullptr, *v_bias = nullptr;
+    const void *q_norm = nullptr, *k_norm = nullptr, *shared_expert_gate = nullptr;
+    const void* shared[3] = {nullptr, nullptr, nullptr};  // gate, up, down
+    const void* dense[3] = {nullptr, nullptr, nullptr};
   };
   std::vector<Layer> layers;
 };
@@ -52,7 +56,35 @@ void VisitTensors(const DenseWeights& w, Slots& slots, const TensorVisitor& visi
     matrix(lw.k, lw.k_packed, &s.k);
     matrix(lw.v, lw.v_packed, &s.v);
     matrix(lw.o, lw.o_packed, &s.o);
+    f32(lw.q_bias, &s.q_bias);
+    f32(lw.k_bias, &s.k_bias);
+    f32(lw.v_bias, &s.v_bias);
+    f32(lw.q_norm, &s.q_norm);
+    f32(lw.k_norm, &s.k_norm);
+    f32(lw.shared_expert_gate, &s.shared_expert_gate);
+    for (const auto& [mlp, where] : {std::pair{&lw.shared_expert, s.shared},
+                                     std::pair{&lw.dense_mlp, s.dense}}) {
+      f32(mlp->gate, &where[0]);
+      f32(mlp->up, &where[1]);
+      f32(mlp->down, &where[2]);
+    }
   }
+}
+
+// The device pointer of host vector `t`: null when it is empty (the tensor is absent).
+const float* Optional(const std::vector<float>& t, const void* where) {
+  return t.empty() ? nullptr : static_cast<const float*>(where);
+}
+
+DeviceMlp Mlp(const MlpWeights& w, const void* const where[3], int64_t h) {
+  DeviceMlp d;
+  if (w.empty()) return d;
+  const int64_t width = int64_t(w.gate.size()) / h;
+  d.present = true;
+  d.gate = backend::WeightView::F32(static_cast<const float*>(where[0]), width, h);
+  d.up = backend::WeightView::F32(static_cast<const float*>(where[1]), width, h);
+  d.down = backend::WeightView::F32(static_cast<const float*>(where[2]), h, width);
+  return d;
 }
 
 backend::WeightView Matrix(const void* data, const PackedMatrix& packed, int64_t rows,
@@ -133,6 +165,16 @@ absl::StatusOr<std::unique_ptr<DeviceWeights>> DeviceWeights::Create(DenseWeight
     d.k = Matrix(s.k, lw.k_packed, kvd, h);
     d.v = Matrix(s.v, lw.v_packed, kvd, h);
     d.o = Matrix(s.o, lw.o_packed, h, qd);
+    d.q_bias = Optional(lw.q_bias, s.q_bias);
+    d.k_bias = Optional(lw.k_bias, s.k_bias);
+    d.v_bias = Optional(lw.v_bias, s.v_bias);
+    d.q_norm = Optional(lw.q_norm, s.q_norm);
+    d.k_norm = Optional(lw.k_norm, s.k_norm);
+    d.shared_expert = Mlp(lw.shared_expert, s.shared, h);
+    d.shared_expert_gate = backend::WeightView::F32(
+        Optional(lw.shared_expert_gate, s.shared_expert_gate),
+        int64_t(lw.shared_expert_gate.size()) / h, h);
+    d.dense_mlp = Mlp(lw.dense_mlp, s.dense, h);
   }
   // Uploaded: the host copy is no longer read.
   if (device.kind() != backend::DeviceKind::kCpu) out->host_ = DenseWeights();

@@ -15,12 +15,24 @@
 
 namespace moe::coordinator {
 
-// One layer's dense weights as device memory. Shapes as in LayerWeights.
+// A SwiGLU MLP's matrices (MlpWeights) in device memory; `present` false when absent.
+struct DeviceMlp {
+  bool present = false;
+  backend::WeightView gate, up, down;
+};
+
+// One layer's dense weights as device memory. Shapes as in LayerWeights; the family's
+// optional tensors are null (or not present) where the layer has none.
 struct DeviceLayerWeights {
   const float* input_norm = nullptr;  // [H]
   const float* post_norm = nullptr;   // [H]
   backend::WeightView q, k, v, o;     // fp32 or packed in the offload format
-  backend::WeightView gate;           // [E, H] fp32, the router
+  backend::WeightView gate;           // [E, H] fp32, the router (rows 0 in a dense layer)
+  const float *q_bias = nullptr, *k_bias = nullptr, *v_bias = nullptr;
+  const float *q_norm = nullptr, *k_norm = nullptr;
+  DeviceMlp shared_expert;
+  backend::WeightView shared_expert_gate;  // [1, H]
+  DeviceMlp dense_mlp;
 };
 
 // Immutable after Create; thread-safe to read.

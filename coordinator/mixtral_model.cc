@@ -7,6 +7,7 @@
 #include "common/backend/cpu/cpu_device.h"
 #include "common/logging.h"
 #include "common/status.h"
+#include "coordinator/model_family.h"
 
 namespace moe::coordinator {
 namespace {
@@ -30,6 +31,7 @@ struct PassBuffers {
   int32_t* logit_rows = nullptr;  // [rows]: the rows that get logits
   float* logits = nullptr;        // [rows, V]; null when written straight to the caller
   Speculator::Buffers speculation;
+  MlpScratch mlp;  // shared experts and dense layers
 
   int32_t* host_tokens = nullptr;      // [n]
   int32_t* host_route_ids = nullptr;   // [n, k]
@@ -54,6 +56,7 @@ void Carve(const ModelConfig& c, int64_t n, int64_t rows, const SpeculationOptio
   b.route_w = dev.Take<float>(n * k);
   b.logit_rows = dev.Take<int32_t>(rows);
   b.speculation = Speculator::Carve(c, speculation, n, dev, host);
+  b.mlp = ModelFamilyOps::Carve(c, n, dev);
   if (device_logits) b.logits = dev.Take<float>(rows * c.vocab_size);
   b.host_tokens = host.Take<int32_t>(n);
   b.host_route_ids = host.Take<int32_t>(n * k);
@@ -89,6 +92,7 @@ absl::StatusOr<std::unique_ptr<MixtralModel>> MixtralModel::Create(const ModelCo
   if (weights.layers.size() != size_t(config.num_hidden_layers)) {
     return absl::InvalidArgumentError("MixtralModel: weights do not match the config's layers");
   }
+  MOE_RETURN_IF_ERROR(Annotate(ModelFamilyOps::CheckWeights(config, weights), "MixtralModel"));
   std::unique_ptr<MixtralModel> model(new MixtralModel(config, experts, device));
   MOE_RETURN_IF_ERROR(device.BindThread());
   MOE_ASSIGN_OR_RETURN(model->kernels_, backend::CreateKernels(device));
@@ -189,6 +193,7 @@ absl::Status MixtralModel::Forward(absl::Span<const Sequence> batch,
 
   const int64_t h = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim();
   const int64_t e = c.num_local_experts, k = c.num_experts_per_tok;
+  const ModelFamilyOps family(c, *kernels_);
   const float eps = static_cast<float>(c.rms_norm_eps);
   const int64_t window = c.sliding_window.value_or(0);
   const backend::RopeParams rope{c.head_dim, c.rope_theta};
@@ -242,6 +247,7 @@ absl::Status MixtralModel::Forward(absl::Span<const Sequence> batch,
     MOE_RETURN_IF_ERROR(kern.MatMul(lw.q, b.xn, b.q, n, /*accumulate=*/false, stream));
     MOE_RETURN_IF_ERROR(kern.MatMul(lw.k, b.xn, b.k, n, /*accumulate=*/false, stream));
     MOE_RETURN_IF_ERROR(kern.MatMul(lw.v, b.xn, b.v, n, /*accumulate=*/false, stream));
+    MOE_RETURN_IF_ERROR(family.PrepareQkv(lw, b.q, b.k, b.v, n, stream));
     for (size_t s = 0; s < batch.size(); ++s) {
       KvCache& cache = *batch[s].cache;
       const int64_t start = cache.length(), rows_s = offset[s + 1] - offset[s];
@@ -261,19 +267,28 @@ absl::Status MixtralModel::Forward(absl::Span<const Sequence> batch,
     }
     MOE_RETURN_IF_ERROR(kern.MatMul(lw.o, b.attn, b.x, n, /*accumulate=*/true, stream));
 
+    // A dense layer (qwen's decoder_sparse_step, mlp_only_layers): x = h + MLP(RMSNorm(h)),
+    // all here; the expert worker and the speculator number only the sparse layers.
+    const int expert_layer = c.ExpertLayer(l);
+    if (expert_layer < 0) {
+      MOE_RETURN_IF_ERROR(kern.RmsNorm(b.x, lw.post_norm, b.xn, n, h, eps, stream));
+      MOE_RETURN_IF_ERROR(family.DenseMlp(lw, b.xn, b.x, n, b.mlp, stream));
+      continue;
+    }
+
     // Guesses are queued before this layer's router so that the prefetches can start
     // as soon as they reach the host, while the router still computes.
-    MOE_RETURN_IF_ERROR(speculator.Guess(l, b.x, stream));
+    MOE_RETURN_IF_ERROR(speculator.Guess(expert_layer, b.x, stream));
 
     // x = h + MoE(RMSNorm(h)): route here, compute where the experts live.
     MOE_RETURN_IF_ERROR(kern.RmsNorm(b.x, lw.post_norm, b.xn, n, h, eps, stream));
-    MOE_RETURN_IF_ERROR(kern.MatMul(lw.gate, b.xn, b.router, n, /*accumulate=*/false, stream));
-    MOE_RETURN_IF_ERROR(kern.TopKRouting(b.router, n, e, k, b.route_ids, b.route_w, stream));
+    MOE_RETURN_IF_ERROR(family.Route(lw, b.xn, n, b.router, b.route_ids, b.route_w, stream));
     MOE_RETURN_IF_ERROR(
         device.CopyToHost(b.host_route_ids, b.route_ids, n * k * sizeof(int32_t), stream));
     MOE_RETURN_IF_ERROR(
         device.CopyToHost(b.host_route_w, b.route_w, n * k * sizeof(float), stream));
-    MOE_RETURN_IF_ERROR(speculator.Hint(l));
+    MOE_RETURN_IF_ERROR(family.SharedExpert(lw, b.xn, n, b.mlp, stream));
+    MOE_RETURN_IF_ERROR(speculator.Hint(expert_layer));
     // The worker reads ids and weights on the host, and x (xn) once the stream is done.
     MOE_RETURN_IF_ERROR(stream.Synchronize());
     for (size_t s = 0; s < batch.size(); ++s) {
@@ -281,7 +296,7 @@ absl::Status MixtralModel::Forward(absl::Span<const Sequence> batch,
       const absl::Span<int32_t> ids = route_ids.subspan(offset[s] * k, rows_s * k);
       const absl::Span<float> gains = route_w.subspan(offset[s] * k, rows_s * k);
       if (routing_override_) {
-        MOE_RETURN_IF_ERROR(routing_override_(l, start, rows_s, ids, gains));
+        MOE_RETURN_IF_ERROR(routing_override_(expert_layer, start, rows_s, ids, gains));
         for (int64_t i = 0; i < rows_s * k; ++i) {
           if (ids[i] < 0 || ids[i] >= e) {
             return absl::InvalidArgumentError(absl::StrCat(
@@ -290,22 +305,24 @@ absl::Status MixtralModel::Forward(absl::Span<const Sequence> batch,
           }
         }
       }
-      if (observer_) observer_(LayerRouting{l, start, ids, gains});
+      if (observer_) observer_(LayerRouting{expert_layer, start, ids, gains});
     }
-    speculator.Score(l, route_ids);
+    speculator.Score(expert_layer, route_ids);
 
     // One call for every row of the pass: an expert loaded once serves all its rows.
     const absl::Span<const float> xn(b.xn, size_t(n * h));
     const absl::Span<float> moe_out(b.moe_out, size_t(n * h));
-    absl::Status ran = experts_->RunExperts(l, xn, n, route_ids, route_w, moe_out, &pass.experts);
+    absl::Status ran =
+        experts_->RunExperts(expert_layer, xn, n, route_ids, route_w, moe_out, &pass.experts);
     // A lost expert worker may come back (restarted): then redo this layer's experts with
     // the same inputs, so the tokens are those of an undisturbed run. Bounded, in case a
     // worker answers health checks but never RunExperts.
     for (int redo = 0; absl::IsUnavailable(ran) && redo < kMaxLayerRedos; ++redo) {
       MOE_RETURN_IF_ERROR(experts_->AwaitRecovery(cancelled));
-      ran = experts_->RunExperts(l, xn, n, route_ids, route_w, moe_out, &pass.experts);
+      ran = experts_->RunExperts(expert_layer, xn, n, route_ids, route_w, moe_out, &pass.experts);
     }
     MOE_RETURN_IF_ERROR(ran);
+    MOE_RETURN_IF_ERROR(family.AddSharedExpert(lw, b.moe_out, n, b.mlp, stream));
     // RunExperts is synchronous: out is complete before this is queued.
     MOE_RETURN_IF_ERROR(kern.Add(b.x, b.moe_out, n * h, stream));
   }

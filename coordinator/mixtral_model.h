@@ -1,7 +1,9 @@
-// The coordinator's half of a Mixtral forward pass: embeddings, attention with its KV
-// cache, norms, routers and the LM head, computed through backend::Kernels on one
-// backend::Device (the CPU, bit-identical to the CPU engine's functions, or CUDA). Each
-// MoE layer's expert FFN is delegated to an ExpertBackend, which owns the experts.
+// The coordinator's half of a forward pass of any family read (Mixtral, Qwen2/3-MoE,
+// OLMoE; their differences are ModelFamilyOps' hooks): embeddings, attention with its KV
+// cache, norms, routers, shared experts, dense MLP layers and the LM head, computed
+// through backend::Kernels on one backend::Device (the CPU, bit-identical to the CPU
+// engine's functions, or CUDA). Each sparse layer's routed experts are delegated to an
+// ExpertBackend, which owns them and numbers layers by ModelConfig::ExpertLayer.
 #ifndef MOE_COORDINATOR_MIXTRAL_MODEL_H_
 #define MOE_COORDINATOR_MIXTRAL_MODEL_H_
 
@@ -29,13 +31,13 @@ namespace moe::coordinator {
 // The router's choice for one layer of one sequence: ids and weights, [n,
 // experts_per_tok] each.
 struct LayerRouting {
-  int layer = 0;
+  int layer = 0;  // an expert layer (ModelConfig::ExpertLayer), as the worker numbers them
   int64_t start = 0;  // position of the first token
   absl::Span<const int32_t> ids;
   absl::Span<const float> weights;
 };
 
-// Replaces the router's choice of one layer (e.g. to replay a recorded routing trace):
+// Replaces the router's choice of one expert layer (ModelConfig::ExpertLayer) (e.g. to replay a recorded routing trace):
 // called per sequence of the pass with the router's ids and weights for its n tokens at
 // positions start.., [n, experts_per_tok] host memory each, which it may overwrite. A non-OK status ends the pass with it. Ids must stay in
 // [0, num_local_experts) (checked; INVALID_ARGUMENT otherwise).

@@ -48,7 +48,8 @@ absl::StatusOr<Speculator> Speculator::Create(const ModelConfig& config,
   s.b_ = buffers;
   if (s.lookahead_ > 0) {
     MOE_ASSIGN_OR_RETURN(s.guessed_, device.CreateEvent());
-    s.guesses_.assign(s.lookahead_, std::vector<std::vector<int32_t>>(config.num_hidden_layers));
+    s.guesses_.assign(s.lookahead_,
+                      std::vector<std::vector<int32_t>>(size_t(config.num_expert_layers())));
   }
   return s;
 }
@@ -58,12 +59,13 @@ absl::Status Speculator::Guess(int layer, const float* x, backend::Stream& strea
   const int64_t n = n_, m = m_, e = c.num_local_experts;
   const float eps = static_cast<float>(c.rms_norm_eps);
   pending_ = 0;
-  for (int j = 1; j <= lookahead_ && layer + j < c.num_hidden_layers; ++j, ++pending_) {
-    const DeviceLayerWeights& next = weights_->layer(layer + j);
+  for (int j = 1; j <= lookahead_ && layer + j < c.num_expert_layers(); ++j, ++pending_) {
+    const DeviceLayerWeights& next = weights_->layer(c.DecoderLayer(layer + j));
     int32_t* ids = b_.ids + (j - 1) * n * m;
     MOE_RETURN_IF_ERROR(kernels_->RmsNorm(x, next.post_norm, b_.xn, n, c.hidden_size, eps, stream));
     MOE_RETURN_IF_ERROR(kernels_->MatMul(next.gate, b_.xn, b_.logits, n, /*accumulate=*/false, stream));
-    MOE_RETURN_IF_ERROR(kernels_->TopKRouting(b_.logits, n, e, m, ids, b_.weights, stream));
+    MOE_RETURN_IF_ERROR(kernels_->TopKRouting(b_.logits, n, e, m, c.norm_topk_prob, ids,
+                                              b_.weights, stream));
     MOE_RETURN_IF_ERROR(device_->CopyToHost(b_.host_ids + (j - 1) * n * m, ids,
                                             n * m * sizeof(int32_t), stream));
   }

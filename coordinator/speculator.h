@@ -1,6 +1,8 @@
 // Speculative expert loading (Eliseev & Mazur): after layer L's attention, the gates of
 // layers L+1..L+lookahead applied to the current hidden state (each through its own
-// post-attention norm) guess those layers' experts; the top `experts` per row are sent
+// post-attention norm) guess those layers' experts. Layers are expert layers
+// (ModelConfig::ExpertLayer): a family's dense layers are skipped, as they have no
+// experts to load; the top `experts` per row are sent
 // to the expert backend as Prefetch hints while layer L computes, and each guess is
 // scored once its layer's router has chosen. Guessing never changes what the forward
 // pass computes: it only moves copies earlier.

@@ -114,13 +114,14 @@ absl::StatusOr<v1::AttachArenaResponse> WorkerClient::AttachRpc(
 }
 
 absl::Status WorkerClient::CheckWorkerModel(const v1::AttachArenaResponse& response) const {
-  if (response.num_layers() != config_.num_hidden_layers ||
+  // The worker holds the sparse layers only (ModelConfig::ExpertLayer).
+  if (response.num_layers() != config_.num_expert_layers() ||
       response.num_experts() != config_.num_local_experts ||
       response.hidden_size() != config_.hidden_size) {
     return absl::FailedPreconditionError(absl::StrCat(
         "expert worker at ", options_.address, " serves ", response.num_layers(), " layers x ",
         response.num_experts(), " experts of width ", response.hidden_size(),
-        ", not this model's ", config_.num_hidden_layers, " x ", config_.num_local_experts, " x ",
+        ", not this model's ", config_.num_expert_layers(), " x ", config_.num_local_experts, " x ",
         config_.hidden_size));
   }
   return absl::OkStatus();

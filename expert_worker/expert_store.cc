@@ -69,10 +69,11 @@ namespace {
 // then the store keeps them as stored (a 16-bit ExpertBlobLayout), else in fp32.
 std::optional<DType> Common16BitDType(const Checkpoint& checkpoint, const ModelConfig& config) {
   std::optional<DType> common;
-  for (int l = 0; l < config.num_hidden_layers; ++l) {
+  for (int l = 0; l < config.num_expert_layers(); ++l) {
     for (int e = 0; e < config.num_local_experts; ++e) {
       for (const char* w : {"w1", "w3", "w2"}) {
-        absl::StatusOr<Checkpoint::TensorRef> ref = checkpoint.Find(tensor_names::Expert(l, e, w));
+        absl::StatusOr<Checkpoint::TensorRef> ref =
+            checkpoint.Find(tensor_names::Expert(config, config.DecoderLayer(l), e, w));
         if (!ref.ok()) return std::nullopt;  // ReadF32 below names what is missing
         const DType d = ref->info->dtype;
         if ((d != DType::kBF16 && d != DType::kF16) || (common && *common != d)) return std::nullopt;
@@ -115,26 +116,29 @@ absl::StatusOr<std::unique_ptr<ExpertStore>> ExpertStore::Load(const Checkpoint&
     layout.packed = packed;
   }
   const size_t stride = BlobStride(layout);
-  const int layers = static_cast<int>(config.num_hidden_layers);
+  // The sparse layers only (ModelConfig::ExpertLayer): dense ones have no experts.
+  const int layers = static_cast<int>(config.num_expert_layers());
   const int experts = static_cast<int>(config.num_local_experts);
   MOE_ASSIGN_OR_RETURN(std::unique_ptr<ExpertStore> store,
                        Allocate(layout, layers, experts, stride, device));
   const int64_t h = layout.hidden, i = layout.intermediate;
   namespace tn = tensor_names;
   for (int l = 0; l < layers; ++l) {
+    const int decoder_layer = config.DecoderLayer(l);
+    auto name = [&](int e, const char* w) { return tn::Expert(config, decoder_layer, e, w); };
     for (int e = 0; e < experts; ++e) {
       float* blob = const_cast<float*>(store->Expert(l, e));
       if (layout.packed) {
         const quant::ExpertBlobLayout& p = *layout.packed;
         auto* bytes = reinterpret_cast<uint8_t*>(blob);
-        MOE_RETURN_IF_ERROR(CopyStored16(checkpoint, tn::Expert(l, e, "w1"), i, h, *dtype16, bytes + p.w1_offset));
-        MOE_RETURN_IF_ERROR(CopyStored16(checkpoint, tn::Expert(l, e, "w3"), i, h, *dtype16, bytes + p.w3_offset));
-        MOE_RETURN_IF_ERROR(CopyStored16(checkpoint, tn::Expert(l, e, "w2"), h, i, *dtype16, bytes + p.w2_offset));
+        MOE_RETURN_IF_ERROR(CopyStored16(checkpoint, name(e, "w1"), i, h, *dtype16, bytes + p.w1_offset));
+        MOE_RETURN_IF_ERROR(CopyStored16(checkpoint, name(e, "w3"), i, h, *dtype16, bytes + p.w3_offset));
+        MOE_RETURN_IF_ERROR(CopyStored16(checkpoint, name(e, "w2"), h, i, *dtype16, bytes + p.w2_offset));
         continue;
       }
-      MOE_RETURN_IF_ERROR(checkpoint.ReadF32(tn::Expert(l, e, "w1"), {i, h}, blob + layout.w1_offset()));
-      MOE_RETURN_IF_ERROR(checkpoint.ReadF32(tn::Expert(l, e, "w3"), {i, h}, blob + layout.w3_offset()));
-      MOE_RETURN_IF_ERROR(checkpoint.ReadF32(tn::Expert(l, e, "w2"), {h, i}, blob + layout.w2_offset()));
+      MOE_RETURN_IF_ERROR(checkpoint.ReadF32(name(e, "w1"), {i, h}, blob + layout.w1_offset()));
+      MOE_RETURN_IF_ERROR(checkpoint.ReadF32(name(e, "w3"), {i, h}, blob + layout.w3_offset()));
+      MOE_RETURN_IF_ERROR(checkpoint.ReadF32(name(e, "w2"), {h, i}, blob + layout.w2_offset()));
     }
   }
   return store;
@@ -166,7 +170,7 @@ absl::StatusOr<std::unique_ptr<ExpertStore>> ExpertStore::Load(const ModelDir& d
   ExpertLayout layout{m.config.hidden_size, m.config.intermediate_size, std::nullopt};
   layout.packed = m.expert;
   const size_t stride = m.expert.blob_stride;
-  const int layers = static_cast<int>(m.config.num_hidden_layers);
+  const int layers = static_cast<int>(m.config.num_expert_layers());
   const int experts = static_cast<int>(m.config.num_local_experts);
   if (stride % kBlobAlignment != 0 || stride < size_t(m.expert.blob_bytes)) {
     return absl::InvalidArgumentError(absl::StrCat("expert store: blob stride ", stride,

@@ -72,9 +72,9 @@ def main():
     case("matrix_offset_mismatch", "do not match the expected",
          set_(["experts", "matrices", "w2", "offset"], e["matrices"]["w2"]["offset"] + 64))
     case("missing_matrices", 'missing field "matrices"', delete(["experts", "matrices"]))
-    case("blobs_missing_one", "blobs lists 31 experts but the config has 4 layers x 8 experts",
+    case("blobs_missing_one", "blobs lists 31 experts but the config has 4 expert layers x 8 experts",
          lambda m: m["experts"]["blobs"].pop())
-    case("experts_huge_count", "blobs lists 32 experts but the config has 4 layers x 16777216",
+    case("experts_huge_count", "blobs lists 32 experts but the config has 4 expert layers x 16777216",
          set_(["config", "num_local_experts"], 16777216))
     case("blob_not_array", "is not [layer, expert, offset]", set_(["experts", "blobs", 3], {"layer": 0}))
     case("blob_layer_out_of_range", "layer must be in [0, 3]",

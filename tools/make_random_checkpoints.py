@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Creates tiny, randomly initialised Mixtral checkpoints with reference outputs.
+"""Creates tiny, randomly initialised checkpoints of every family read (Mixtral,
+Qwen2-MoE, Qwen3-MoE, OLMoE) with reference outputs.
 
     /usr/bin/python3 tools/make_random_checkpoints.py --out DIR
 
@@ -56,6 +57,45 @@ CASES = [
      dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2,
           num_local_experts=8, num_experts_per_tok=2, tie_word_embeddings=False, sliding_window=5),
      "F16", None, 0.3),
+    # The other families, F32 and sharded BF16 each (tools/mixtral_torch.py lists what
+    # differs). Qwen2-MoE: shared expert and dense layers (mlp_only_layers, then
+    # decoder_sparse_step), renormalised and not.
+    ("qwen2_moe_f32_shared_dense",
+     dict(model_type="qwen2_moe", vocab_size=72, hidden_size=32, intermediate_size=24,
+          dense_intermediate_size=56, shared_expert_intermediate_size=40, num_hidden_layers=3,
+          mlp_only_layers=[1], num_attention_heads=4, num_key_value_heads=2, num_local_experts=6,
+          num_experts_per_tok=2, norm_topk_prob=False, tie_word_embeddings=False), "F32", None, 0.25),
+    ("qwen2_moe_bf16_sharded_step2",
+     dict(model_type="qwen2_moe", vocab_size=64, hidden_size=64, intermediate_size=32,
+          dense_intermediate_size=48, shared_expert_intermediate_size=64, num_hidden_layers=4,
+          decoder_sparse_step=2, num_attention_heads=4, num_key_value_heads=2, num_local_experts=8,
+          num_experts_per_tok=2, norm_topk_prob=True, tie_word_embeddings=True), "BF16", 60000, 0.2),
+    # Qwen3-MoE: per-head q/k norms, head_dim explicit (q_dim 64 != hidden 32), top-4 of 16.
+    ("qwen3_moe_f32_e16_top4",
+     dict(model_type="qwen3_moe", vocab_size=80, hidden_size=32, intermediate_size=16,
+          dense_intermediate_size=64, head_dim=16, num_attention_heads=4, num_key_value_heads=2,
+          num_local_experts=16, num_experts_per_tok=4, norm_topk_prob=True, tie_word_embeddings=False),
+     "F32", None, 0.3),
+    ("qwen3_moe_bf16_sharded",
+     dict(model_type="qwen3_moe", vocab_size=96, hidden_size=64, intermediate_size=32,
+          dense_intermediate_size=64, head_dim=32, num_attention_heads=4, num_key_value_heads=1,
+          num_local_experts=8, num_experts_per_tok=2, norm_topk_prob=True, tie_word_embeddings=False),
+     "BF16", 70000, 0.2),
+    # The largest routing the worker is sized for (Qwen3-30B-A3B's): top-8 of 128.
+    ("qwen3_moe_f32_e128_top8",
+     dict(model_type="qwen3_moe", vocab_size=64, hidden_size=32, intermediate_size=8,
+          dense_intermediate_size=32, head_dim=8, num_attention_heads=4, num_key_value_heads=2,
+          num_local_experts=128, num_experts_per_tok=8, norm_topk_prob=True, tie_word_embeddings=True),
+     "F32", None, 0.5),
+    # OLMoE: q/k norms over the whole projection, clip_qkv, weights not renormalised.
+    ("olmoe_f32_clip",
+     dict(model_type="olmoe", vocab_size=64, hidden_size=32, intermediate_size=24,
+          num_attention_heads=4, num_key_value_heads=4, num_local_experts=8, num_experts_per_tok=3,
+          norm_topk_prob=False, clip_qkv=0.6, tie_word_embeddings=False), "F32", None, 0.3),
+    ("olmoe_bf16_sharded",
+     dict(model_type="olmoe", vocab_size=80, hidden_size=64, intermediate_size=32,
+          num_attention_heads=4, num_key_value_heads=2, num_local_experts=8, num_experts_per_tok=2,
+          norm_topk_prob=False, tie_word_embeddings=True), "BF16", 60000, 0.2),
 ]
 
 SEQ_LEN = 12
@@ -116,7 +156,7 @@ def make_case(out_root: str, idx: int, name: str, overrides: dict, dtype: str, s
         json.dump(ref, f, indent=1)
         f.write("\n")
     kv_ratio = cfg.num_attention_heads // cfg.num_key_value_heads
-    return (f"{name}: dtype={dtype} files={len(files)} hidden={cfg.hidden_size} heads={cfg.num_attention_heads}"
+    return (f"{name}: {cfg.model_type} dtype={dtype} files={len(files)} hidden={cfg.hidden_size} heads={cfg.num_attention_heads}"
             f"/{cfg.num_key_value_heads} (ratio {kv_ratio}) head_dim={cfg.hd} experts={cfg.num_local_experts}"
             f" top{cfg.num_experts_per_tok} tied={cfg.tie_word_embeddings} window={cfg.sliding_window}"
             f" router_margin={min_rm:.2g} greedy_margin={gm:.2g} greedy={new}")

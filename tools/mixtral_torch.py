@@ -1,7 +1,15 @@
-"""Independent PyTorch implementation of the Mixtral (sparse Mixture-of-Experts) decoder.
+"""Independent PyTorch implementation of the sparse Mixture-of-Experts decoders the engine
+reads: Mixtral, Qwen2-MoE, Qwen3-MoE and OLMoE.
 
-Written from the semantics of Hugging Face's ``modeling_mixtral`` (transformers is not
-imported). Used to train the bundled fixture model and to produce the reference logits
+Written from the semantics of Hugging Face's ``modeling_mixtral``, ``modeling_qwen2_moe``,
+``modeling_qwen3_moe`` and ``modeling_olmoe`` (transformers is not imported). The families
+differ only where those files do:
+  qwen2_moe  q/k/v bias; softmax router, top-k renormalised iff norm_topk_prob; a shared
+             expert of its own width scaled by sigmoid(shared_expert_gate(x)); dense MLP
+             layers from decoder_sparse_step / mlp_only_layers
+  qwen3_moe  RMSNorm over head_dim on each query and key head (q_norm, k_norm) before RoPE
+  olmoe      RMSNorm over the whole projected q and k (before the head split); clip_qkv
+Expert tensors are w1/w3/w2 for Mixtral, gate_proj/up_proj/down_proj for the others. Used to train the bundled fixture model and to produce the reference logits
 and greedy continuations that the C++ engine is tested against.
 
 Only Debian packages are needed: python3-torch, python3-numpy.
@@ -37,11 +45,18 @@ import torch.nn.functional as F
 # Config
 # --------------------------------------------------------------------------------------
 
+FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe")
+ARCHITECTURES = {"mixtral": "MixtralForCausalLM", "qwen2_moe": "Qwen2MoeForCausalLM",
+                 "qwen3_moe": "Qwen3MoeForCausalLM", "olmoe": "OlmoeForCausalLM"}
+
+
 @dataclass
 class MixtralConfig:
+    """One config for every family, with Mixtral's field names; to_dict/from_dict map to the
+    family's own (num_experts, moe_intermediate_size ...)."""
     vocab_size: int = 32000
     hidden_size: int = 4096
-    intermediate_size: int = 14336
+    intermediate_size: int = 14336  # width of one routed expert
     num_hidden_layers: int = 32
     num_attention_heads: int = 32
     num_key_value_heads: int = 8
@@ -55,13 +70,38 @@ class MixtralConfig:
     sliding_window: Optional[int] = None
     bos_token_id: int = 1
     eos_token_id: int = 2
+    model_type: str = "mixtral"
+    norm_topk_prob: bool = True  # Mixtral always renormalises
+    dense_intermediate_size: int = 0  # qwen2/3_moe: width of a dense MLP layer
+    shared_expert_intermediate_size: int = 0  # qwen2_moe: 0 = no shared expert
+    decoder_sparse_step: int = 1
+    mlp_only_layers: List[int] = dataclasses.field(default_factory=list)
+    clip_qkv: Optional[float] = None  # olmoe
 
     @property
     def hd(self) -> int:
         return self.head_dim if self.head_dim is not None else self.hidden_size // self.num_attention_heads
 
+    def is_sparse(self, layer: int) -> bool:
+        return layer not in self.mlp_only_layers and (layer + 1) % self.decoder_sparse_step == 0
+
     @classmethod
     def from_dict(cls, d: dict) -> "MixtralConfig":
+        d = dict(d)
+        mt_ = d.get("model_type", "mixtral")
+        if mt_ not in FAMILIES:
+            raise ValueError(f"model_type {mt_!r} is not one of {FAMILIES}")
+        if mt_ != "mixtral":
+            d["num_local_experts"] = d.pop("num_experts")
+        if mt_ in ("qwen2_moe", "qwen3_moe"):
+            d["dense_intermediate_size"] = d.pop("intermediate_size")
+            d["intermediate_size"] = d.pop("moe_intermediate_size")
+        if mt_ == "mixtral":
+            d["norm_topk_prob"] = True
+        elif mt_ == "qwen3_moe":
+            d.setdefault("norm_topk_prob", True)
+        else:
+            d.setdefault("norm_topk_prob", False)
         names = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in d.items() if k in names}
         return cls(**kw)
@@ -70,6 +110,24 @@ class MixtralConfig:
         d = dataclasses.asdict(self)
         if d["head_dim"] is None:
             del d["head_dim"]  # like real Mixtral configs: derived from hidden/heads
+        t = self.model_type
+        if t == "mixtral":
+            for k in ("norm_topk_prob", "dense_intermediate_size", "shared_expert_intermediate_size",
+                      "decoder_sparse_step", "mlp_only_layers", "clip_qkv"):
+                del d[k]
+            return d
+        d["num_experts"] = d.pop("num_local_experts")
+        if t in ("qwen2_moe", "qwen3_moe"):
+            d["moe_intermediate_size"] = d.pop("intermediate_size")
+            d["intermediate_size"] = d.pop("dense_intermediate_size")
+        else:
+            del d["dense_intermediate_size"]
+        if t != "qwen2_moe":
+            del d["shared_expert_intermediate_size"]
+        if t == "olmoe":
+            del d["decoder_sparse_step"], d["mlp_only_layers"]
+        else:
+            del d["clip_qkv"]
         return d
 
 
@@ -127,17 +185,34 @@ class MixtralAttention(nn.Module):
         self.n_kv = cfg.num_key_value_heads
         assert self.n_heads % self.n_kv == 0
         self.head_dim = hd
-        self.q_proj = nn.Linear(cfg.hidden_size, self.n_heads * hd, bias=False)
-        self.k_proj = nn.Linear(cfg.hidden_size, self.n_kv * hd, bias=False)
-        self.v_proj = nn.Linear(cfg.hidden_size, self.n_kv * hd, bias=False)
+        bias = cfg.model_type == "qwen2_moe"
+        self.q_proj = nn.Linear(cfg.hidden_size, self.n_heads * hd, bias=bias)
+        self.k_proj = nn.Linear(cfg.hidden_size, self.n_kv * hd, bias=bias)
+        self.v_proj = nn.Linear(cfg.hidden_size, self.n_kv * hd, bias=bias)
         self.o_proj = nn.Linear(self.n_heads * hd, cfg.hidden_size, bias=False)
+        if cfg.model_type == "qwen3_moe":  # per head, over head_dim
+            self.q_norm = RMSNorm(hd, cfg.rms_norm_eps)
+            self.k_norm = RMSNorm(hd, cfg.rms_norm_eps)
+        elif cfg.model_type == "olmoe":  # over the whole projection, before the head split
+            self.q_norm = RMSNorm(self.n_heads * hd, cfg.rms_norm_eps)
+            self.k_norm = RMSNorm(self.n_kv * hd, cfg.rms_norm_eps)
 
     def forward(self, x, cos, sin, mask):
         B, T, _ = x.shape
         hd = self.head_dim
-        q = self.q_proj(x).view(B, T, self.n_heads, hd).transpose(1, 2)  # [B,nH,T,hd]
-        k = self.k_proj(x).view(B, T, self.n_kv, hd).transpose(1, 2)
-        v = self.v_proj(x).view(B, T, self.n_kv, hd).transpose(1, 2)
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        if self.cfg.model_type == "olmoe":
+            q, k = self.q_norm(q), self.k_norm(k)
+            if self.cfg.clip_qkv is not None:
+                c = self.cfg.clip_qkv
+                q, k, v = q.clamp(-c, c), k.clamp(-c, c), v.clamp(-c, c)
+        q = q.view(B, T, self.n_heads, hd)
+        k = k.view(B, T, self.n_kv, hd)
+        if self.cfg.model_type == "qwen3_moe":
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = q.transpose(1, 2)  # [B,nH,T,hd]
+        k = k.transpose(1, 2)
+        v = v.view(B, T, self.n_kv, hd).transpose(1, 2)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         rep = self.n_heads // self.n_kv
@@ -153,14 +228,20 @@ class MixtralAttention(nn.Module):
 
 
 class MixtralExpert(nn.Module):
-    def __init__(self, cfg: MixtralConfig):
+    """SwiGLU MLP: down(silu(gate(x)) * up(x)); Mixtral names them w1, w3, w2."""
+
+    def __init__(self, cfg: MixtralConfig, width: Optional[int] = None):
         super().__init__()
-        self.w1 = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
-        self.w2 = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
-        self.w3 = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        width = cfg.intermediate_size if width is None else width
+        self.names = ("w1", "w3", "w2") if cfg.model_type == "mixtral" else ("gate_proj", "up_proj", "down_proj")
+        g, u, dn = self.names
+        setattr(self, g, nn.Linear(cfg.hidden_size, width, bias=False))
+        setattr(self, dn, nn.Linear(width, cfg.hidden_size, bias=False))
+        setattr(self, u, nn.Linear(cfg.hidden_size, width, bias=False))
 
     def forward(self, x):
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        g, u, dn = (getattr(self, n) for n in self.names)
+        return dn(F.silu(g(x)) * u(x))
 
 
 class MixtralSparseMoeBlock(nn.Module):
@@ -168,8 +249,12 @@ class MixtralSparseMoeBlock(nn.Module):
         super().__init__()
         self.num_experts = cfg.num_local_experts
         self.top_k = cfg.num_experts_per_tok
+        self.norm_topk_prob = cfg.norm_topk_prob
         self.gate = nn.Linear(cfg.hidden_size, cfg.num_local_experts, bias=False)
         self.experts = nn.ModuleList([MixtralExpert(cfg) for _ in range(cfg.num_local_experts)])
+        if cfg.shared_expert_intermediate_size > 0:
+            self.shared_expert = MixtralExpert(cfg, cfg.shared_expert_intermediate_size)
+            self.shared_expert_gate = nn.Linear(cfg.hidden_size, 1, bias=False)
 
     def forward(self, x):
         B, T, H = x.shape
@@ -177,7 +262,8 @@ class MixtralSparseMoeBlock(nn.Module):
         router_logits = self.gate(x2)  # [N, E]
         probs = F.softmax(router_logits, dim=-1, dtype=torch.float32)
         topw, topi = torch.topk(probs, self.top_k, dim=-1)
-        topw = topw / topw.sum(dim=-1, keepdim=True)
+        if self.norm_topk_prob:
+            topw = topw / topw.sum(dim=-1, keepdim=True)
         topw = topw.to(x.dtype)
         out = torch.zeros_like(x2)
         for e in range(self.num_experts):
@@ -186,20 +272,29 @@ class MixtralSparseMoeBlock(nn.Module):
                 continue
             y = self.experts[e](x2[tok]) * topw[tok, slot].unsqueeze(-1)
             out.index_add_(0, tok, y)
+        if hasattr(self, "shared_expert"):
+            out = out + torch.sigmoid(self.shared_expert_gate(x2)) * self.shared_expert(x2)
         return out.view(B, T, H), router_logits
 
 
 class MixtralDecoderLayer(nn.Module):
-    def __init__(self, cfg: MixtralConfig):
+    def __init__(self, cfg: MixtralConfig, layer: int = 0):
         super().__init__()
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.self_attn = MixtralAttention(cfg)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.block_sparse_moe = MixtralSparseMoeBlock(cfg)
+        self.sparse = cfg.is_sparse(layer)
+        # Mixtral calls the block block_sparse_moe; the others mlp (dense or sparse).
+        self.ffn_name = "block_sparse_moe" if cfg.model_type == "mixtral" else "mlp"
+        block = MixtralSparseMoeBlock(cfg) if self.sparse else MixtralExpert(cfg, cfg.dense_intermediate_size)
+        setattr(self, self.ffn_name, block)
 
     def forward(self, x, cos, sin, mask):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
-        h, router_logits = self.block_sparse_moe(self.post_attention_layernorm(x))
+        block = getattr(self, self.ffn_name)
+        if not self.sparse:
+            return x + block(self.post_attention_layernorm(x)), None
+        h, router_logits = block(self.post_attention_layernorm(x))
         return x + h, router_logits
 
 
@@ -207,7 +302,7 @@ class MixtralModel(nn.Module):
     def __init__(self, cfg: MixtralConfig):
         super().__init__()
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.layers = nn.ModuleList([MixtralDecoderLayer(cfg) for _ in range(cfg.num_hidden_layers)])
+        self.layers = nn.ModuleList([MixtralDecoderLayer(cfg, i) for i in range(cfg.num_hidden_layers)])
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
 
@@ -258,7 +353,8 @@ class MixtralForCausalLM(nn.Module):
         all_router = []
         for layer in self.model.layers:
             x, rl = layer(x, cos, sin, mask)
-            all_router.append(rl)
+            if rl is not None:  # dense layers have no router
+                all_router.append(rl)
         x = self.model.norm(x)
         logits = F.linear(x, self.head_weight())
         out = {"logits": logits, "router_logits": all_router}
@@ -273,11 +369,11 @@ def init_weights(model: MixtralForCausalLM, std: float = 0.02, norm_std: float =
     norms 1 + Normal(0, norm_std)."""
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("layernorm.weight") or name == "model.norm.weight":
+            if name.endswith("norm.weight"):  # layernorms, q_norm/k_norm, final norm
                 p.copy_(1.0 + norm_std * torch.randn(p.shape, generator=generator))
             else:
                 s = std
-                if name.endswith("o_proj.weight") or name.endswith("w2.weight"):
+                if name.endswith(("o_proj.weight", "w2.weight", "down_proj.weight")):
                     s = std * residual_scale
                 p.copy_(s * torch.randn(p.shape, generator=generator))
 
@@ -285,7 +381,7 @@ def init_weights(model: MixtralForCausalLM, std: float = 0.02, norm_std: float =
 def hf_state_dict(model: MixtralForCausalLM) -> Dict[str, torch.Tensor]:
     """HF-named tensors in HF order (lm_head absent when tied)."""
     sd = {}
-    for name, p in model.named_parameters():
+    for name, p in model.named_parameters():  # named_parameters skips the tied lm_head
         sd[name] = p.detach()
     return sd
 
@@ -405,8 +501,7 @@ def save_sharded_safetensors(out_dir: str, tensors: Dict[str, torch.Tensor], dty
 
 def hf_config_dict(cfg: MixtralConfig, dtype: str = "F32") -> dict:
     d = {
-        "architectures": ["MixtralForCausalLM"],
-        "model_type": "mixtral",
+        "architectures": [ARCHITECTURES[cfg.model_type]],
         "hidden_act": "silu",
         "attention_dropout": 0.0,
         "initializer_range": 0.02,

@@ -17,11 +17,13 @@ def load(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
-def main(out):
+def main(out, with_ablation=True):
     hits = load(os.path.join(out, "hit_ratio.jsonl"))
     recall = load(os.path.join(out, "recall.jsonl"))
-    ablation = load(os.path.join(out, "ablation.jsonl"))
     experts = hits[0]["experts_per_layer"]
+    # docs/studies holds kjv-moe's; another model's go to docs/studies/<its name>.
+    name = os.path.basename(os.path.normpath(out))
+    name = "kjv-moe" if name == "studies" else name
 
     print("### (a) LRU hit ratio against cache size (no prefetch)\n")
     print("| k of %d | hit ratio |\n|---|---|" % experts)
@@ -33,7 +35,7 @@ def main(out):
     ax.set_ylabel("LRU hit ratio")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    ax.set_title("LRU cache hit ratio, kjv-moe held-out text")
+    ax.set_title(f"LRU cache hit ratio, {name} held-out text")
     fig.tight_layout()
     fig.savefig(os.path.join(out, "hit_ratio.png"), dpi=120)
 
@@ -52,9 +54,12 @@ def main(out):
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend()
-    ax.set_title("Speculative loading recall, kjv-moe")
+    ax.set_title(f"Speculative loading recall, {name}")
     fig.tight_layout()
     fig.savefig(os.path.join(out, "recall.png"), dpi=120)
+    if not with_ablation:
+        return
+    ablation = load(os.path.join(out, "ablation.jsonl"))
 
     print("\n### (b) Ablation at %g GB/s, %d of %d experts cached\n"
           % (ablation[0]["link_gbps"], ablation[0]["cache_per_layer"], experts))
@@ -87,4 +92,5 @@ def main(out):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "docs/studies")
+    args = [a for a in sys.argv[1:] if a != "--no-ablation"]
+    main(args[0] if args else "docs/studies", with_ablation="--no-ablation" not in sys.argv)

@@ -1,9 +1,10 @@
 #!/usr/bin/python3
-"""Trains the bundled Mixtral-architecture fixture model (models/kjv-moe) on the King James
-Bible and writes its reference outputs.
+"""Trains a bundled fixture model on the King James Bible and writes its reference outputs:
+models/kjv-moe (Mixtral layout, --family mixtral, the default) or models/kjv-qwen3
+(Qwen3-MoE layout, --family qwen3_moe: per-head q/k norms, 16 experts, top-4).
 
-    /usr/bin/python3 tools/train_fixture.py --steps N [--seed S] [--out models/kjv-moe]
-    /usr/bin/python3 tools/train_fixture.py --reference-only [--out models/kjv-moe]
+    /usr/bin/python3 tools/train_fixture.py --steps N [--seed S] [--family F] [--out DIR]
+    /usr/bin/python3 tools/train_fixture.py --reference-only [--out DIR]
 
 Needs only Debian packages: python3-torch, python3-numpy, python3-sentencepiece and
 bible-kjv (`bible -f gen1:1-rev22:21` prints the text, one verse a line, each prefixed
@@ -68,6 +69,16 @@ MODEL_CFG = dict(
     rope_theta=1e6, rms_norm_eps=1e-5, max_position_embeddings=1024, tie_word_embeddings=False,
     sliding_window=None, bos_token_id=BOS, eos_token_id=EOS,
 )
+# The second family's fixture: smaller experts, but twice as many and top-4, so that
+# routing spreads over more experts per layer than Mixtral's 2 of 8.
+MODEL_CFGS = {
+    "mixtral": MODEL_CFG,
+    "qwen3_moe": dict(
+        MODEL_CFG, model_type="qwen3_moe", hidden_size=128, head_dim=32, intermediate_size=64,
+        dense_intermediate_size=256, num_local_experts=16, num_experts_per_tok=4,
+        norm_topk_prob=True),
+}
+DEFAULT_OUT = {"mixtral": "kjv-moe", "qwen3_moe": "kjv-qwen3"}
 
 
 # --------------------------------------------------------------------------------------
@@ -239,7 +250,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=1100)
     ap.add_argument("--seed", type=int, default=1234)
-    ap.add_argument("--out", default=os.path.join(REPO, "models", "kjv-moe"))
+    ap.add_argument("--family", choices=sorted(MODEL_CFGS), default="mixtral")
+    ap.add_argument("--out", default=None, help="default: models/kjv-moe or models/kjv-qwen3")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--lr", type=float, default=2e-3)
@@ -247,13 +259,16 @@ def main():
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--weight-decay", type=float, default=0.1)
     ap.add_argument("--aux-coef", type=float, default=0.02)
-    ap.add_argument("--intermediate", type=int, default=MODEL_CFG["intermediate_size"])
+    ap.add_argument("--intermediate", type=int, default=None, help="expert width (default: the family's)")
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--reference-only", action="store_true",
                     help="recompute reference/ from the exported model in --out, no training")
     args = ap.parse_args()
-    out = os.path.abspath(args.out)
+    out = os.path.abspath(args.out or os.path.join(REPO, "models", DEFAULT_OUT[args.family]))
+    model_cfg = MODEL_CFGS[args.family]
+    if args.intermediate is not None:
+        model_cfg = dict(model_cfg, intermediate_size=args.intermediate)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
 
     if args.reference_only:
@@ -288,7 +303,7 @@ def main():
     log(f"tokens: train {len(tr_stream)}, held-out {len(ho_stream)}")
     tr_starts = tr_starts[tr_starts + args.seq <= len(tr_stream)]
 
-    cfg = mt.MixtralConfig(**{**MODEL_CFG, "intermediate_size": args.intermediate})
+    cfg = mt.MixtralConfig(**model_cfg)
     model = mt.MixtralForCausalLM(cfg)
     mt.init_weights(model, std=0.02, residual_scale=1.0 / math.sqrt(2 * cfg.num_hidden_layers))
     nparams = sum(p.numel() for p in model.parameters())
@@ -367,7 +382,7 @@ def main():
     }
     log("summary: " + json.dumps(summary))
     with open(os.path.join(out, "train_log.txt"), "w", encoding="utf-8") as f:
-        f.write("kjv-moe training log\n")
+        f.write(f"{os.path.basename(out)} training log ({args.family})\n")
         f.write("loss curve (step, mean train cross-entropy over the preceding log interval):\n")
         f.write("  " + ", ".join(f"{s}:{l:.3f}" for s, l in curve) + "\n\n")
         for line in log_lines:

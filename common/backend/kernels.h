@@ -80,11 +80,23 @@ class Kernels {
   // y[i] += x[i] for i < count.
   [[nodiscard]] virtual absl::Status Add(float* y, const float* x, int64_t count,
                                          Stream& stream) = 0;
-  // Mixtral's router for n tokens: softmax over logits[n, experts], the k largest (ties to
-  // the lower id), weights renormalised to sum 1: ids[n, k], weights[n, k].
+  // The router for n tokens: softmax over logits[n, experts], the k largest (ties to the
+  // lower id): ids[n, k], weights[n, k] their probabilities, renormalised to sum 1 when
+  // `renormalize` (Mixtral; norm_topk_prob of the others).
   [[nodiscard]] virtual absl::Status TopKRouting(const float* logits, int64_t n,
-                                                 int64_t experts, int64_t k, int32_t* ids,
-                                                 float* weights, Stream& stream) = 0;
+                                                 int64_t experts, int64_t k, bool renormalize,
+                                                 int32_t* ids, float* weights,
+                                                 Stream& stream) = 0;
+  // x[i, j] += bias[j] for i < n, j < d (a projection's bias).
+  [[nodiscard]] virtual absl::Status AddBias(float* x, const float* bias, int64_t n, int64_t d,
+                                             Stream& stream) = 0;
+  // x[i] = min(max(x[i], -limit), limit) for i < count (OLMoE's clip_qkv).
+  [[nodiscard]] virtual absl::Status Clamp(float* x, int64_t count, float limit,
+                                           Stream& stream) = 0;
+  // y[i, :] += sigmoid(gate[i]) * x[i, :] for i < n; x, y [n, d], gate [n] (a shared
+  // expert's output scaled by its gate).
+  [[nodiscard]] virtual absl::Status SigmoidGatedAdd(float* y, const float* gate, const float* x,
+                                                     int64_t n, int64_t d, Stream& stream) = 0;
   // out[i, :] = table[rows[i], :] for i < n; table[*, d]. Rows are not range-checked
   // here: callers validate them on the host.
   [[nodiscard]] virtual absl::Status GatherRows(const float* table, const int32_t* rows,

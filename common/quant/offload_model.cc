@@ -8,18 +8,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/json_util.h"
+#include "common/model_tensors.h"
 #include "common/status.h"
 
 namespace moe::quant {
 namespace {
 
 using json = nlohmann::json;
-
-// Hugging Face names (as common/model_dir's tensor_names; repeated here so the manifest
-// parser builds on its own, for the fuzz target).
-std::string LayerName(int64_t layer, absl::string_view suffix) {
-  return absl::StrCat("model.layers.", layer, ".", suffix);
-}
 
 // Reads fields of one JSON object; every error names the file and the field's path.
 class Reader {
@@ -128,19 +123,12 @@ void ForEachDenseTensor(
   MatrixSpec plain;
   plain.bits = 16;
   plain.dtype16 = dtype16;
-  const int64_t h = c.hidden_size;
-  visit("model.embed_tokens.weight", {c.vocab_size, h}, plain);
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    visit(LayerName(l, "input_layernorm.weight"), {h}, plain);
-    visit(LayerName(l, "self_attn.q_proj.weight"), {c.q_dim(), h}, attn);
-    visit(LayerName(l, "self_attn.k_proj.weight"), {c.kv_dim(), h}, attn);
-    visit(LayerName(l, "self_attn.v_proj.weight"), {c.kv_dim(), h}, attn);
-    visit(LayerName(l, "self_attn.o_proj.weight"), {h, c.q_dim()}, attn);
-    visit(LayerName(l, "post_attention_layernorm.weight"), {h}, plain);
-    visit(LayerName(l, "block_sparse_moe.gate.weight"), {c.num_local_experts, h}, plain);
-  }
-  visit("model.norm.weight", {h}, plain);
-  if (!c.tie_word_embeddings) visit("lm_head.weight", {c.vocab_size, h}, plain);
+  // The model's tensors but the routed experts (model_tensors.h): attention in its own
+  // spec, everything else 16-bit.
+  (void)ForEachModelTensor(c, /*experts=*/false, [&](const ModelTensor& t) {
+    visit(t.name, t.shape, t.kind == TensorKind::kAttention ? attn : plain);
+    return absl::OkStatus();
+  });
 }
 
 const DenseTensor* OffloadManifest::FindDense(absl::string_view name) const {
@@ -229,17 +217,20 @@ absl::StatusOr<OffloadManifest> ParseOffloadManifest(absl::string_view text,
     }
   }
   MOE_ASSIGN_OR_RETURN(const json* blobs, er.Field("blobs", json::value_t::array, "an array"));
-  const int64_t num_blobs = c.num_hidden_layers * c.num_local_experts;
+  // Layers are numbered among the sparse ones (ModelConfig::ExpertLayer).
+  const int64_t expert_layers = c.num_expert_layers();
+  const int64_t num_blobs = expert_layers * c.num_local_experts;
   if (int64_t(blobs->size()) != num_blobs) {
     return er.Error(absl::StrCat("blobs lists ", blobs->size(), " experts but the config has ",
-                                 c.num_hidden_layers, " layers x ", c.num_local_experts, " experts"));
+                                 expert_layers, " expert layers x ", c.num_local_experts,
+                                 " experts"));
   }
   m.blob_offsets.assign(num_blobs, -1);
   for (size_t i = 0; i < blobs->size(); ++i) {
     const json& b = (*blobs)[i];
     const std::string what = absl::StrCat("blobs[", i, "]");
     if (!b.is_array() || b.size() != 3) return er.Error(absl::StrCat(what, " is not [layer, expert, offset]"));
-    MOE_ASSIGN_OR_RETURN(int64_t layer, er.CheckInt(b[0], what + " layer", 0, c.num_hidden_layers - 1));
+    MOE_ASSIGN_OR_RETURN(int64_t layer, er.CheckInt(b[0], what + " layer", 0, expert_layers - 1));
     MOE_ASSIGN_OR_RETURN(int64_t expert, er.CheckInt(b[1], what + " expert", 0, c.num_local_experts - 1));
     MOE_ASSIGN_OR_RETURN(int64_t offset, er.CheckInt(b[2], what + " offset", 0, kMaxBytes));
     if (offset % kBlobAlignment != 0) {
@@ -274,10 +265,15 @@ absl::StatusOr<OffloadManifest> ParseOffloadManifest(absl::string_view text,
   MOE_ASSIGN_OR_RETURN(m.dense_bytes, dr.Int("file_bytes", 0, kMaxBytes));
   MOE_ASSIGN_OR_RETURN(const json* tensors, dr.Field("tensors", json::value_t::array, "an array"));
   std::map<std::string, std::pair<std::vector<int64_t>, MatrixSpec>, std::less<>> expected;
-  const int64_t expected_count = 1 + c.num_hidden_layers * 7 + 1 + (c.tie_word_embeddings ? 0 : 1);
-  if (int64_t(tensors->size()) != expected_count) {
+  // Counted to a bound past the list's length: a hostile config may imply billions.
+  const int64_t count_bound = int64_t(tensors->size()) + 1024;
+  int64_t expected_count = 0;
+  const absl::Status counted = ForEachModelTensor(c, /*experts=*/false, [&](const ModelTensor&) {
+    return ++expected_count > count_bound ? absl::OutOfRangeError("more") : absl::OkStatus();
+  });
+  if (!counted.ok() || expected_count != int64_t(tensors->size())) {
     return dr.Error(absl::StrCat("tensors lists ", tensors->size(), " tensors but the config implies ",
-                                 expected_count));
+                                 counted.ok() ? "" : "more than ", expected_count - !counted.ok()));
   }
   ForEachDenseTensor(c, m.attn_spec, m.dtype16,
                      [&](const std::string& name, const std::vector<int64_t>& shape,
@@ -373,7 +369,7 @@ std::string SerializeOffloadManifest(const OffloadManifest& m) {
       {"w3", {{"offset", m.expert.w3_offset}, {"bytes", m.expert.w3.total_bytes}}},
       {"w2", {{"offset", m.expert.w2_offset}, {"bytes", m.expert.w2.total_bytes}}}};
   json blobs = json::array();
-  for (int64_t l = 0; l < m.config.num_hidden_layers; ++l) {
+  for (int64_t l = 0; l < m.config.num_expert_layers(); ++l) {
     for (int64_t e = 0; e < m.config.num_local_experts; ++e) {
       blobs.push_back({l, e, m.blob_offset(int(l), int(e))});
     }

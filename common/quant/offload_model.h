@@ -2,8 +2,9 @@
 //   DIR/manifest.json    format version, the model config, the schemes, every dense
 //                        tensor's place in dense.bin and every expert blob's in experts.bin
 //   DIR/dense.bin        dense tensors: attention projections at --attn-bits, embeddings,
-//                        norms, routers and LM head in 16 bits (64-byte aligned each)
-//   DIR/experts.bin      one 4096-aligned blob per (layer, expert): w1 | w3 | w2, each a
+//                        norms, routers, LM head and a family's biases, q/k norms, shared
+//                        experts and dense MLPs in 16 bits (64-byte aligned each)
+//   DIR/experts.bin      one 4096-aligned blob per (expert layer, expert): w1 | w3 | w2, each a
 //                        matrix in the layout of quant_format.h, so one copy moves one expert
 //   DIR/tokenizer.model  copied from the source (or tokenizer.json, and
 //                        tokenizer_config.json when the source has it)
@@ -67,7 +68,9 @@ struct OffloadManifest {
   std::vector<DenseTensor> dense;
   int64_t experts_bytes = 0;   // size of experts.bin
   ExpertBlobLayout expert;
-  std::vector<int64_t> blob_offsets;  // [layer * experts + expert] -> offset in experts.bin
+  // [layer * experts + expert] -> offset in experts.bin; layer counts the sparse layers
+  // only (ModelConfig::ExpertLayer), like the expert worker.
+  std::vector<int64_t> blob_offsets;
   // Relative weight error ||W - W^||/||W|| measured at conversion (-1: not recorded).
   double attn_rel_error = -1, expert_rel_error = -1;
 

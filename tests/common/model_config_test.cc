@@ -247,6 +247,146 @@ TEST(ModelConfigTest, EachBadConfigIsRefusedNamingTheFileAndTheField) {
   }
 }
 
+// ---------------------------------------------------------------------------------------
+// Families: model_type and architectures pick one; unknown ones are refused naming the
+// supported set; each family's fields under its own names and defaults.
+
+json Qwen3Config() {
+  return json::parse(R"({
+    "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "vocab_size": 64,
+    "hidden_size": 32, "intermediate_size": 96, "moe_intermediate_size": 16,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+    "num_experts": 16, "num_experts_per_tok": 4, "norm_topk_prob": true,
+    "sliding_window": 4096, "use_sliding_window": false, "hidden_act": "silu"})");
+}
+
+TEST(ModelFamilyConfigTest, Qwen3MoeReadsItsOwnFieldNames) {
+  const auto c = ModelConfig::FromJson(Qwen3Config().dump());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->family, ModelFamily::kQwen3Moe);
+  EXPECT_EQ(c->num_local_experts, 16);
+  EXPECT_EQ(c->intermediate_size, 16);  // moe_intermediate_size: the expert width
+  EXPECT_EQ(c->head_dim, 16);
+  EXPECT_EQ(c->q_dim(), 64);
+  EXPECT_EQ(c->qk_norm, QkNorm::kPerHead);
+  EXPECT_TRUE(c->norm_topk_prob);
+  EXPECT_FALSE(c->qkv_bias);
+  EXPECT_FALSE(c->sliding_window.has_value());  // only with use_sliding_window
+  EXPECT_EQ(c->num_expert_layers(), 2);
+}
+
+TEST(ModelFamilyConfigTest, Qwen2MoeDenseLayersAndSharedExpert) {
+  json j = Qwen3Config();
+  j["model_type"] = "qwen2_moe";
+  j["architectures"] = {"Qwen2MoeForCausalLM"};
+  j.erase("norm_topk_prob");
+  j["num_hidden_layers"] = 6;
+  j["decoder_sparse_step"] = 2;
+  j["mlp_only_layers"] = {3};
+  j["shared_expert_intermediate_size"] = 40;
+  const auto c = ModelConfig::FromJson(j.dump());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->family, ModelFamily::kQwen2Moe);
+  EXPECT_TRUE(c->qkv_bias);
+  EXPECT_FALSE(c->norm_topk_prob);  // HF's default
+  EXPECT_EQ(c->shared_expert_intermediate_size, 40);
+  EXPECT_EQ(c->dense_intermediate_size, 96);
+  // Sparse: (l + 1) % 2 == 0 and not in mlp_only_layers: layers 1 and 5.
+  EXPECT_EQ(c->num_expert_layers(), 2);
+  const std::vector<int> expert_layers = {-1, 0, -1, -1, -1, 1};
+  for (int l = 0; l < 6; ++l) EXPECT_EQ(c->ExpertLayer(l), expert_layers[l]) << l;
+  EXPECT_EQ(c->DecoderLayer(0), 1);
+  EXPECT_EQ(c->DecoderLayer(1), 5);
+  EXPECT_EQ(c->DecoderLayer(2), -1);
+}
+
+TEST(ModelFamilyConfigTest, OlmoeReadsClipAndWholeQkNorms) {
+  const auto c = ModelConfig::FromJson(R"({
+    "architectures": ["OlmoeForCausalLM"], "model_type": "olmoe", "vocab_size": 64,
+    "hidden_size": 32, "intermediate_size": 24, "num_hidden_layers": 2,
+    "num_attention_heads": 4, "num_experts": 8, "num_experts_per_tok": 2,
+    "clip_qkv": 8.0})");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->family, ModelFamily::kOlmoe);
+  EXPECT_EQ(c->qk_norm, QkNorm::kWhole);
+  EXPECT_FALSE(c->norm_topk_prob);
+  ASSERT_TRUE(c->clip_qkv.has_value());
+  EXPECT_EQ(*c->clip_qkv, 8.0);
+  EXPECT_EQ(c->intermediate_size, 24);
+}
+
+TEST(ModelFamilyConfigTest, NoModelTypeIsMixtralAndArchitecturesAloneChooseTheFamily) {
+  json j = ValidConfig();
+  j.erase("model_type");
+  auto c = ModelConfig::FromJson(j.dump());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->family, ModelFamily::kMixtral);
+  json q = Qwen3Config();
+  q.erase("model_type");
+  c = ModelConfig::FromJson(q.dump());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->family, ModelFamily::kQwen3Moe);
+  EXPECT_EQ(c->model_type, "qwen3_moe");
+}
+
+TEST(ModelFamilyConfigTest, UnsupportedOrInconsistentFamiliesAreRefused) {
+  struct Case {
+    std::string name, text, expected;
+  };
+  json deepseek = ValidConfig();
+  deepseek["model_type"] = "deepseek_v3";
+  json gpt_oss = ValidConfig();
+  gpt_oss.erase("model_type");
+  gpt_oss["architectures"] = {"GptOssForCausalLM"};
+  json disagree = Qwen3Config();
+  disagree["architectures"] = {"OlmoeForCausalLM"};
+  json top_k = Qwen3Config();
+  top_k["num_experts_per_tok"] = 17;
+  json gelu = Qwen3Config();
+  gelu["hidden_act"] = "gelu";
+  json window = Qwen3Config();
+  window["use_sliding_window"] = true;
+  json bias = Qwen3Config();
+  bias["attention_bias"] = true;
+  json shared_missing = Qwen3Config();
+  shared_missing["model_type"] = "qwen2_moe";
+  shared_missing.erase("architectures");
+  json all_dense = Qwen3Config();
+  all_dense["mlp_only_layers"] = {0, 1};
+  json bad_layer = Qwen3Config();
+  bad_layer["mlp_only_layers"] = {2};
+  json clip = ValidConfig();
+  clip["model_type"] = "olmoe";
+  clip["num_experts"] = 4;
+  clip["clip_qkv"] = -1;
+  const std::vector<Case> cases = {
+      {"unknown model_type", deepseek.dump(),
+       "model_type \"deepseek_v3\" is not supported; supported: mixtral, qwen2_moe, qwen3_moe, "
+       "olmoe"},
+      {"unknown architecture", gpt_oss.dump(),
+       "architecture \"GptOssForCausalLM\" is not supported; supported model types: mixtral"},
+      {"disagreeing", disagree.dump(),
+       "model_type \"qwen3_moe\" disagrees with architecture \"OlmoeForCausalLM\""},
+      {"top-k above experts", top_k.dump(), "num_experts_per_tok 17 exceeds num_local_experts 16"},
+      {"activation", gelu.dump(), "hidden_act \"gelu\" is not supported"},
+      {"sliding window", window.dump(), "use_sliding_window true is not supported"},
+      {"attention bias", bias.dump(), "attention_bias true is not supported"},
+      {"qwen2 without shared expert width", shared_missing.dump(),
+       "missing field \"shared_expert_intermediate_size\""},
+      {"no sparse layer", all_dense.dump(), "no layer has routed experts"},
+      {"mlp_only_layers out of range", bad_layer.dump(),
+       "field \"mlp_only_layers\" holds 2, not a layer index in [0, 2)"},
+      {"negative clip", clip.dump(), "field \"clip_qkv\" must be positive"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    const auto parsed = ModelConfig::FromJson(c.text);
+    ASSERT_FALSE(parsed.ok());
+    EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(parsed.status().message()), HasSubstr(c.expected));
+  }
+}
+
 TEST(ModelConfigTest, FromJsonNamesTheSourceItIsGiven) {
   const auto c = ModelConfig::FromJson(With("hidden_size", 0), "some/dir/config.json");
   ASSERT_FALSE(c.ok());

@@ -38,16 +38,28 @@ void WriteText(const fs::path& path, const std::string& text) {
   std::ofstream(path, std::ios::binary | std::ios::trunc) << text;
 }
 
-// Rewrites the safetensors file `src` to `dst` without tensor `drop`; the rest keep their
-// bytes, packed back to back.
-void WriteSafetensorsWithout(const fs::path& src, const fs::path& dst, const std::string& drop) {
+// Rewrites the safetensors file `src` to `dst` without tensor `drop`, or, when `reshape` is
+// given, with `drop` zero-filled in that shape instead; the rest keep their bytes, packed
+// back to back.
+void WriteSafetensorsWithout(const fs::path& src, const fs::path& dst, const std::string& drop,
+                             const std::vector<int64_t>& reshape = {}) {
   auto file = SafetensorsFile::Open(src.string());
   ASSERT_TRUE(file.ok()) << file.status();
   ASSERT_NE((*file)->Find(drop), nullptr) << drop << " not in " << src;
   json header = json::object();
   std::string data;
   for (const TensorInfo& t : (*file)->tensors()) {
-    if (t.name == drop) continue;
+    if (t.name == drop) {
+      if (reshape.empty()) continue;
+      int64_t count = 1;
+      for (int64_t d : reshape) count *= d;
+      const size_t begin = data.size();
+      data.append(size_t(count) * DTypeSize(t.dtype), '\0');
+      header[t.name] = {{"dtype", std::string(DTypeName(t.dtype))},
+                        {"shape", reshape},
+                        {"data_offsets", {begin, data.size()}}};
+      continue;
+    }
     const auto bytes = (*file)->Data(t);
     const size_t begin = data.size();
     data.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
@@ -65,12 +77,12 @@ void WriteSafetensorsWithout(const fs::path& src, const fs::path& dst, const std
 // A copy of the random checkpoint in a fresh temporary directory, removed at scope exit.
 class CheckpointCopy {
  public:
-  CheckpointCopy() {
+  explicit CheckpointCopy(const fs::path& source = kCheckpoint) {
     std::string pattern = (fs::path(::testing::TempDir()) / "model_dir_test.XXXXXX").string();
     if (::mkdtemp(pattern.data()) == nullptr) return;
     root_ = pattern;
     for (const char* name : {"config.json", "model.safetensors"}) {
-      fs::copy_file(kCheckpoint / name, root_ / name);
+      fs::copy_file(source / name, root_ / name);
     }
   }
   ~CheckpointCopy() {
@@ -145,7 +157,7 @@ TEST_F(ModelDirTest, UntyingEmbeddingsNamesTheMissingLmHead) {
 }
 
 TEST_F(ModelDirTest, MissingExpertTensorIsNamed) {
-  const std::string drop = tensor_names::Expert(1, 1, "w2");
+  const std::string drop = tensor_names::Expert(ModelConfig(), 1, 1, "w2");
   WriteSafetensorsWithout(copy_.weights_path(), copy_.weights_path(), drop);
   EXPECT_THAT(OpenError(), AllOf(StartsWith(copy_.dir().string() + ": "),
                                  HasSubstr(absl::StrCat("missing tensor \"", drop, "\""))));
@@ -203,6 +215,58 @@ TEST(ModelDirPathTest, NonDirectoryIsRefused) {
   ASSERT_FALSE(dir.ok());
   EXPECT_THAT(std::string(dir.status().message()),
               StartsWith("/nonexistent/model/dir: not a directory"));
+}
+
+// Malformed tensors of the other families get clean errors naming the tensor.
+class FamilyTensorTest : public ::testing::Test {
+ protected:
+  static fs::path Source(const char* name) {
+    return fs::path(MOE_BINARY_DIR) / "random_checkpoints" / name;
+  }
+  static std::string OpenError(const CheckpointCopy& copy) {
+    auto dir = ModelDir::Open(copy.dir().string());
+    EXPECT_FALSE(dir.ok()) << "opened a broken model directory";
+    return dir.ok() ? "" : std::string(dir.status().message());
+  }
+};
+
+TEST_F(FamilyTensorTest, EveryFamilyCheckpointOpens) {
+  for (const char* name : {"qwen2_moe_f32_shared_dense", "qwen3_moe_f32_e16_top4", "olmoe_f32_clip"}) {
+    auto dir = ModelDir::Open(Source(name).string());
+    EXPECT_TRUE(dir.ok()) << name << ": " << dir.status();
+  }
+}
+
+TEST_F(FamilyTensorTest, MissingSharedExpertGateIsNamed) {
+  const CheckpointCopy copy(Source("qwen2_moe_f32_shared_dense"));
+  const std::string drop = tensor_names::Layer(0, "mlp.shared_expert_gate.weight");
+  WriteSafetensorsWithout(copy.weights_path(), copy.weights_path(), drop);
+  EXPECT_THAT(OpenError(copy), HasSubstr(absl::StrCat("missing tensor \"", drop, "\"")));
+}
+
+TEST_F(FamilyTensorTest, QNormOfTheWrongSizeIsNamed) {
+  const CheckpointCopy copy(Source("qwen3_moe_f32_e16_top4"));
+  const std::string name = tensor_names::Layer(1, "self_attn.q_norm.weight");
+  WriteSafetensorsWithout(copy.weights_path(), copy.weights_path(), name, {8});
+  EXPECT_THAT(OpenError(copy),
+              AllOf(HasSubstr(absl::StrCat("tensor \"", name, "\" has shape [8]")),
+                    HasSubstr("config.json implies [16]")));
+}
+
+TEST_F(FamilyTensorTest, WholeKNormOfTheWrongSizeIsNamed) {
+  const CheckpointCopy copy(Source("olmoe_f32_clip"));
+  const std::string name = tensor_names::Layer(0, "self_attn.k_norm.weight");
+  WriteSafetensorsWithout(copy.weights_path(), copy.weights_path(), name, {8});  // head_dim
+  EXPECT_THAT(OpenError(copy), HasSubstr("config.json implies [32]"));  // kv_dim
+}
+
+TEST_F(FamilyTensorTest, TopKAboveTheExpertCountIsRefused) {
+  const CheckpointCopy copy(Source("qwen3_moe_f32_e16_top4"));
+  json config = copy.Config();
+  config["num_experts_per_tok"] = 17;
+  copy.SetConfig(config);
+  EXPECT_THAT(OpenError(copy), AllOf(StartsWith(copy.config_path().string() + ": "),
+                                     HasSubstr("num_experts_per_tok 17 exceeds num_local_experts 16")));
 }
 
 }  // namespace

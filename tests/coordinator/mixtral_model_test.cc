@@ -4,6 +4,7 @@
 // speculation; the routing override replaces the router's choice everywhere it is used;
 // caches are refused beyond the context limit.
 #include <cstring>
+#include <functional>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -18,6 +19,7 @@
 #include "expert_worker/expert_runner.h"
 #include "expert_worker/expert_store.h"
 #include "expert_worker/slot_cache.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace moe::coordinator {
@@ -335,6 +337,34 @@ TEST(RoutingOverrideTest, BadIdsAndErrorsEndThePassAndLeaveTheCache) {
   model->set_routing_override(nullptr);
   EXPECT_TRUE(model->Forward(tokens, cache, MixtralModel::Logits::kLast, &logits).ok());
   EXPECT_EQ(cache.length(), int64_t(tokens.size()));
+}
+
+// Weights made other than by DenseWeights::Load that lack a family tensor the hooks read
+// are refused at Create, naming the layer and the tensor (not a crash in Forward).
+TEST(MixtralModelCpuTest, FamilyWeightsMissingATensorAreRefusedAtCreate) {
+  const fs::path path = fs::path(MOE_BINARY_DIR) / "random_checkpoints" / "qwen2_moe_f32_shared_dense";
+  auto f = Fixture::Open(path);
+  ASSERT_NE(f, nullptr);
+  using Break = std::function<void(DenseWeights&)>;
+  const std::vector<std::pair<Break, std::string>> cases = {
+      {[](DenseWeights& w) { w.layers[2].q_bias.clear(); },
+       "layer 2: q_proj.bias holds 0 floats, the config implies 32"},
+      {[](DenseWeights& w) { w.layers[0].shared_expert_gate.clear(); },
+       "layer 0: shared_expert_gate holds 0 floats"},
+      {[](DenseWeights& w) { w.layers[1].dense_mlp.down.resize(3); },
+       "layer 1: dense MLP down_proj holds 3 floats"},
+      {[](DenseWeights& w) { w.layers[0].q_norm.assign(8, 1.0f); },
+       "layer 0: q_norm holds 8 floats, the config implies 0"},
+  };
+  for (const auto& [corrupt, message] : cases) {
+    DenseWeights w = f->Dense();
+    corrupt(w);
+    auto model = MixtralModel::Create(f->dir.config, std::move(w), f->experts.get());
+    ASSERT_FALSE(model.ok()) << message;
+    EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(model.status().message()), ::testing::HasSubstr(message));
+  }
+  EXPECT_NE(f->Model(), nullptr);  // the weights as loaded are accepted
 }
 
 TEST(MixtralModelCpuTest, CachesAndGenerationsBeyondTheContextLimitAreRefused) {

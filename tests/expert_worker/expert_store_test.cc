@@ -36,7 +36,7 @@ void ExpectHoldsTheCheckpoint(const ExpertStore& store, const ModelDir& dir) {
       for (const auto& [name, offset] : parts) {
         const bool w2 = std::string(name) == "w2";
         ASSERT_TRUE(dir.checkpoint
-                        ->ReadF32(tensor_names::Expert(l, e, name), {w2 ? h : i, w2 ? i : h}, w.data())
+                        ->ReadF32(tensor_names::Expert(ModelConfig(), l, e, name), {w2 ? h : i, w2 ? i : h}, w.data())
                         .ok());
         if (layout.packed) {
           ConvertToF32(bytes + offset, layout.packed->w1.spec.dtype16, int64_t(w.size()), got.data());

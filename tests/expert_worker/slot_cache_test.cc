@@ -35,7 +35,7 @@ class SlotCacheTest : public ::testing::Test {
 TEST_F(SlotCacheTest, ExpertStoreBlobsArePageAlignedAndHoldTheWeights) {
   EXPECT_EQ(reinterpret_cast<uintptr_t>(store_->Expert(1, 3)) % ExpertStore::kBlobAlignment, 0u);
   std::vector<float> w2(store_->layout().hidden * store_->layout().intermediate);
-  ASSERT_TRUE(dir_.checkpoint->ReadF32(tensor_names::Expert(1, 3, "w2"),
+  ASSERT_TRUE(dir_.checkpoint->ReadF32(tensor_names::Expert(ModelConfig(), 1, 3, "w2"),
                                        {store_->layout().hidden, store_->layout().intermediate},
                                        w2.data()).ok());
   // The BF16 checkpoint's experts are stored as BF16 (ExpertStore).

@@ -620,6 +620,13 @@ class RunLocalTest(TimedTestCase):
 
 
 def main():
+    rest = parse_flags()
+    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+
+
+def parse_flags():
+    """Reads the flags and the model's config into this module's globals (other test files
+    reuse its fleet and clients through it); returns the arguments left for unittest."""
     global ARGS, STUBS, CONFIG
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     env = os.environ.get
@@ -639,7 +646,7 @@ def main():
     with open(os.path.join(ARGS.model, "config.json")) as f:
         CONFIG = json.load(f)
     STUBS = moe_client.load_stubs(ARGS.stub_dir)
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    return rest
 
 
 if __name__ == "__main__":

@@ -192,7 +192,7 @@ TEST_P(ConvertShapesTest, SixteenBitReproducesAndFourBitRunsOrIsRefused) {
     max_err = std::max(max_err, double(std::fabs(a[i] - b[i])));
     max_ref = std::max(max_ref, double(std::fabs(a[i])));
   }
-  const bool f32_source = std::string(GetParam()).rfind("f32", 0) == 0;
+  const bool f32_source = std::string(GetParam()).find("f32") != std::string::npos;
   EXPECT_LT(max_err / max_ref, f32_source ? 3e-2 : 1e-4);
 
   o.out_dir = (tmp.path() / "4").string();
@@ -217,6 +217,15 @@ INSTANTIATE_TEST_SUITE_P(RandomCheckpoints, ConvertShapesTest,
                          ::testing::Values("bf16_gqa4_e8_top2", "bf16_sharded_gqa4_e4_top1",
                                            "f16_gqa2_e4_top2", "f16_sliding5_gqa2_e8_top2",
                                            "f32_headdim16_e4_top2_tied", "f32_mha_e2_top1_tied"));
+
+// The other families: their extra tensors (biases, q/k norms, shared experts, dense MLP
+// layers) travel in dense.bin, their experts by expert layer in experts.bin. BF16 sources
+// only: rounding an F32 family source to BF16 moves the routing of these random weights
+// (olmoe_f32_clip: 0.197 relative on this prompt, in PyTorch as here), so its 16/16
+// logits say nothing about the conversion.
+INSTANTIATE_TEST_SUITE_P(Families, ConvertShapesTest,
+                         ::testing::Values("qwen2_moe_bf16_sharded_step2", "qwen3_moe_bf16_sharded",
+                                           "olmoe_bf16_sharded"));
 
 }  // namespace
 }  // namespace moe

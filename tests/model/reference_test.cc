@@ -63,6 +63,12 @@ void CheckModelAgainstReference(const fs::path& model_dir, const fs::path& refer
     ASSERT_TRUE(model.Forward(tokens, cache, MixtralModel::Logits::kAll, &logits).ok());
     EXPECT_LT(RelativeMaxError(logits, expected->data), kTolerance)
         << model_dir << " prefill, " << tokens.size() << " tokens";
+    for (size_t t = 0; t < tokens.size(); ++t) {  // and the same argmax at every position
+      const float* got = logits.data() + t * vocab;
+      const float* want = expected->data.data() + t * vocab;
+      EXPECT_EQ(std::max_element(got, got + vocab) - got, std::max_element(want, want + vocab) - want)
+          << model_dir << " argmax at position " << t;
+    }
 
     // Half prefill, then one token at a time through the KV cache.
     KvCache cache2(model.config(), tokens.size());
@@ -97,6 +103,12 @@ TEST(BundledModelTest, LogitsAndGreedyContinuationsMatchPyTorchReference) {
   CheckModelAgainstReference(dir, dir / "reference");
 }
 
+// The second family's trained fixture (Qwen3-MoE layout, 16 experts, top-4).
+TEST(BundledModelTest, Qwen3FixtureMatchesPyTorchReference) {
+  const fs::path dir = fs::path(MOE_SOURCE_DIR) / "models" / "kjv-qwen3";
+  CheckModelAgainstReference(dir, dir / "reference");
+}
+
 // Names match tools/make_random_checkpoints.py; a case it stops making fails here.
 class RandomCheckpointTest : public ::testing::TestWithParam<const char*> {};
 
@@ -111,6 +123,16 @@ INSTANTIATE_TEST_SUITE_P(Shapes, RandomCheckpointTest,
                                            "bf16_gqa4_e8_top2", "f32_headdim16_e4_top2_tied",
                                            "bf16_sharded_gqa4_e4_top1",
                                            "f16_sliding5_gqa2_e8_top2"));
+
+// The other families, F32 and sharded BF16 each: qwen2_moe (q/k/v bias, shared expert,
+// dense layers), qwen3_moe (per-head q/k norms, explicit head_dim, top-4 of 16), olmoe
+// (whole q/k norms, clip_qkv, weights not renormalised).
+INSTANTIATE_TEST_SUITE_P(Families, RandomCheckpointTest,
+                         ::testing::Values("qwen2_moe_f32_shared_dense",
+                                           "qwen2_moe_bf16_sharded_step2",
+                                           "qwen3_moe_f32_e16_top4", "qwen3_moe_bf16_sharded",
+                                           "qwen3_moe_f32_e128_top8",
+                                           "olmoe_f32_clip", "olmoe_bf16_sharded"));
 
 // Offloading never changes the output: every cache size from one slot per layer to all
 // experts gives bit-identical logits.
@@ -145,6 +167,32 @@ TEST(CacheSizeTest, LogitsAreIdenticalForEveryCacheSize) {
   }
 }
 
+// Top-8 of 128 experts (Qwen3-30B-A3B's routing) through the expert cache: 8 slots per
+// layer (every token's experts evicting others) gives the logits of all 128 resident.
+TEST(CacheSizeTest, TopEightOfOneHundredTwentyEightAgreesAtEverySize) {
+  const std::string dir =
+      (fs::path(MOE_BINARY_DIR) / "random_checkpoints" / "qwen3_moe_f32_e128_top8").string();
+  const nlohmann::json ref = ReadJson(fs::path(dir) / "reference.json");
+  const std::vector<int> tokens = ref["cases"][0]["tokens"].get<std::vector<int>>();
+  std::vector<float> baseline;
+  for (int slots : {128, 8}) {
+    auto engine = LocalEngine::Open(dir, slots);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    KvCache cache((*engine)->config(), tokens.size());
+    std::vector<float> logits, all;
+    for (int t : tokens) {
+      ASSERT_TRUE((*engine)->model().Forward({&t, 1}, cache, MixtralModel::Logits::kLast, &logits).ok());
+      all.insert(all.end(), logits.begin(), logits.end());
+    }
+    if (slots == 128) {
+      baseline = all;
+    } else {
+      EXPECT_EQ(all, baseline);
+      EXPECT_GT((*engine)->cache()->Stats().total.misses, 8u * 2);  // it did churn
+    }
+  }
+}
+
 // Speculative prefetch changes which experts are loaded when, never the tokens; on the
 // trained model its guesses are far better than chance (2 of 8 experts: 25%).
 TEST(SpeculationTest, SameTokensAndRecallWellAboveChanceOnTheBundledModel) {
@@ -174,6 +222,72 @@ TEST(SpeculationTest, SameTokensAndRecallWellAboveChanceOnTheBundledModel) {
                                     std::to_string(stats.recall()));
     std::printf("lookahead %d: recall %.3f precision %.3f over %llu router choices\n", lookahead,
                 stats.recall(), stats.precision(), (unsigned long long)stats.nearest.needed);
+  }
+}
+
+// The same on the second family's fixture: 4 guesses per token for its top-4 of 16
+// (chance: 25%), with 4 experts cached per layer.
+TEST(SpeculationTest, SameTokensAndRecallWellAboveChanceOnTheQwen3Fixture) {
+  const std::string dir = (fs::path(MOE_SOURCE_DIR) / "models" / "kjv-qwen3").string();
+  const nlohmann::json ref = ReadJson(fs::path(dir) / "reference" / "reference.json");
+  const std::vector<int> prompt = ref["greedy"][1]["prompt_tokens"].get<std::vector<int>>();
+  coordinator::GenerateOptions options;
+  options.max_new_tokens = 48;
+  options.stop_at_eos = false;
+  std::vector<int> baseline;
+  for (int lookahead : {0, 1, 2}) {
+    auto engine = LocalEngine::Open(dir, /*cache_per_layer=*/4);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    (*engine)->model().set_speculation({lookahead, 4});
+    auto result = coordinator::Generate((*engine)->model(), prompt, options, nullptr);
+    ASSERT_TRUE(result.ok()) << result.status();
+    if (lookahead == 0) {
+      baseline = result->tokens;
+      continue;
+    }
+    EXPECT_EQ(result->tokens, baseline) << "lookahead " << lookahead;
+    const auto stats = (*engine)->model().speculation_stats();
+    EXPECT_GT(stats.recall(), 0.5) << "lookahead " << lookahead;
+    std::printf("kjv-qwen3 lookahead %d: recall %.3f precision %.3f over %llu router choices\n",
+                lookahead, stats.recall(), stats.precision(),
+                (unsigned long long)stats.nearest.needed);
+  }
+}
+
+// With dense layers (qwen2_moe's mlp_only_layers and decoder_sparse_step) the speculator
+// guesses expert layers only, skipping the dense ones: the logits do not change, and
+// every guess is scored against the router of the layer it was made for.
+TEST(SpeculationTest, DenseLayersAreSkippedAndTheLogitsKept) {
+  for (const char* name : {"qwen2_moe_f32_shared_dense", "qwen2_moe_bf16_sharded_step2"}) {
+    SCOPED_TRACE(name);
+    const std::string dir = (fs::path(MOE_BINARY_DIR) / "random_checkpoints" / name).string();
+    const nlohmann::json ref = ReadJson(fs::path(dir) / "reference.json");
+    const std::vector<int> tokens = ref["cases"][0]["tokens"].get<std::vector<int>>();
+    std::vector<float> baseline;
+    for (int lookahead : {0, 1, 3}) {
+      auto engine = LocalEngine::Open(dir, /*cache_per_layer=*/2);
+      ASSERT_TRUE(engine.ok()) << engine.status();
+      const ModelConfig& c = (*engine)->config();
+      ASSERT_EQ(c.num_expert_layers(), 2);
+      ASSERT_LT(c.num_expert_layers(), c.num_hidden_layers);
+      (*engine)->model().set_speculation({lookahead, 2});
+      KvCache cache(c, tokens.size());
+      std::vector<float> logits, all;
+      for (int t : tokens) {
+        ASSERT_TRUE((*engine)->model().Forward({&t, 1}, cache, MixtralModel::Logits::kLast, &logits).ok());
+        all.insert(all.end(), logits.begin(), logits.end());
+      }
+      const auto stats = (*engine)->model().speculation_stats();
+      if (lookahead == 0) {
+        baseline = all;
+        EXPECT_EQ(stats.hinted, 0u);
+        continue;
+      }
+      EXPECT_EQ(all, baseline) << "lookahead " << lookahead;
+      // One guess per token for the second expert layer (the first has none before it).
+      EXPECT_EQ(stats.nearest.needed, tokens.size() * c.num_experts_per_tok);
+      EXPECT_EQ(stats.by_distance[1].needed, 0u);  // no third expert layer to guess 2 ahead
+    }
   }
 }
 

@@ -178,7 +178,7 @@ absl::Status PlanLayout(quant::OffloadManifest* m) {
       });
   MOE_RETURN_IF_ERROR(status);
   m->dense_bytes = offset;
-  const int64_t blobs = m->config.num_hidden_layers * m->config.num_local_experts;
+  const int64_t blobs = m->config.num_expert_layers() * m->config.num_local_experts;
   m->blob_offsets.resize(blobs);
   for (int64_t b = 0; b < blobs; ++b) m->blob_offsets[b] = b * m->expert.blob_stride;
   m->experts_bytes = blobs * m->expert.blob_stride;
@@ -262,7 +262,7 @@ absl::StatusOr<quant::OffloadManifest> Convert(const ConvertOptions& options) {
       qopt.spec = t.layout.spec;
       MOE_ASSIGN_OR_RETURN(quant::QuantizedMatrix q,
                            quant::QuantizeMatrix(w.data(), t.layout.rows, t.layout.cols, qopt));
-      if (absl::StrContains(t.name, ".self_attn.")) attn_error.Add(q);
+      if (absl::StrContains(t.name, ".self_attn.") && absl::EndsWith(t.name, "_proj.weight")) attn_error.Add(q);
       MOE_RETURN_IF_ERROR(dense.PadTo(t.offset));
       MOE_RETURN_IF_ERROR(dense.Append(q.bytes.data(), q.layout.total_bytes, 1).status());
       progress.Advance(source_bytes(t.name), t.name);
@@ -276,14 +276,15 @@ absl::StatusOr<quant::OffloadManifest> Convert(const ConvertOptions& options) {
     const ModelConfig& c = m.config;
     qopt.spec = m.expert_spec;
     std::vector<uint8_t> blob(m.expert.blob_stride);
-    for (int l = 0; l < c.num_hidden_layers; ++l) {
+    // Blobs by expert layer (ModelConfig::ExpertLayer): dense layers have none.
+    for (int l = 0; l < c.num_expert_layers(); ++l) {
       for (int e = 0; e < c.num_local_experts; ++e) {
         std::fill(blob.begin(), blob.end(), 0);
         for (auto [name, rows, cols, offset] :
              {std::tuple<const char*, int64_t, int64_t, int64_t>{"w1", c.intermediate_size, c.hidden_size, m.expert.w1_offset},
               {"w3", c.intermediate_size, c.hidden_size, m.expert.w3_offset},
               {"w2", c.hidden_size, c.intermediate_size, m.expert.w2_offset}}) {
-          const std::string tensor = tensor_names::Expert(l, e, name);
+          const std::string tensor = tensor_names::Expert(c, c.DecoderLayer(l), e, name);
           MOE_RETURN_IF_ERROR(read(tensor, {rows, cols}));
           MOE_ASSIGN_OR_RETURN(quant::QuantizedMatrix q, quant::QuantizeMatrix(w.data(), rows, cols, qopt));
           expert_error.Add(q);

@@ -274,11 +274,12 @@ absl::Status RunInfo() {
   MOE_ASSIGN_OR_RETURN(std::string dir_path, RequiredFlag(FLAGS_model, "model"));
   MOE_ASSIGN_OR_RETURN(ModelDir dir, ModelDir::Open(dir_path));
   const ModelConfig& c = dir.config;
-  const int64_t experts = c.num_hidden_layers * c.num_local_experts;
+  const int64_t experts = c.num_expert_layers() * c.num_local_experts;
   const int64_t expert_params = experts * c.ExpertParams();
   std::printf("model            %s\n", dir.path.c_str());
   std::printf("model_type       %s\n", c.model_type.c_str());
-  std::printf("layers           %lld\n", (long long)c.num_hidden_layers);
+  std::printf("layers           %lld (%lld with routed experts)\n", (long long)c.num_hidden_layers,
+              (long long)c.num_expert_layers());
   std::printf("hidden_size      %lld\n", (long long)c.hidden_size);
   std::printf("intermediate     %lld (per expert)\n", (long long)c.intermediate_size);
   std::printf("heads            %lld query, %lld key-value, head_dim %lld\n",
@@ -298,9 +299,9 @@ absl::Status RunInfo() {
   if (dir.offload != nullptr) {
     PrintConvertedInfo(dir);
   } else {
-    MOE_ASSIGN_OR_RETURN(auto w1, dir.checkpoint->Find(tensor_names::Expert(0, 0, "w1")));
+    MOE_ASSIGN_OR_RETURN(auto w1, dir.checkpoint->Find(tensor_names::Expert(c, c.DecoderLayer(0), 0, "w1")));
     const size_t stored = DTypeSize(w1.info->dtype);
-    std::printf("stored dtype     %s (expert w1 of layer 0)\n",
+    std::printf("stored dtype     %s (expert w1 of the first sparse layer)\n",
                 std::string(DTypeName(w1.info->dtype)).c_str());
     std::printf("bytes per expert %s stored, %s as fp32 in the expert store\n",
                 Bytes(double(c.ExpertParams()) * stored).c_str(),

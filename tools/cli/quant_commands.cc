@@ -107,7 +107,7 @@ absl::Status RunSizesCommand() {
 
 void PrintConvertedInfo(const ModelDir& dir) {
   const quant::OffloadManifest& m = dir.offload->manifest();
-  const int64_t experts = m.config.num_hidden_layers * m.config.num_local_experts;
+  const int64_t experts = m.config.num_expert_layers() * m.config.num_local_experts;
   std::printf("format           converted (moe-offload v%d): %s\n", m.version, m.Scheme().c_str());
   std::printf("bytes per expert %s (one blob, %lld-byte stride); fp32 would be %s\n",
               Mb(m.expert.blob_bytes).c_str(), (long long)m.expert.blob_stride,

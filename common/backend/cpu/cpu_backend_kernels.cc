@@ -55,9 +55,30 @@ absl::Status CpuKernels::Add(float* y, const float* x, int64_t count, Stream&) {
 }
 
 absl::Status CpuKernels::TopKRouting(const float* logits, int64_t n, int64_t experts, int64_t k,
-                                     int32_t* ids, float* weights, Stream&) {
+                                     bool renormalize, int32_t* ids, float* weights, Stream&) {
   for (int64_t t = 0; t < n; ++t) {
-    cpu::TopKRouting(logits + t * experts, experts, k, ids + t * k, weights + t * k);
+    cpu::TopKRouting(logits + t * experts, experts, k, ids + t * k, weights + t * k, renormalize);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuKernels::AddBias(float* x, const float* bias, int64_t n, int64_t d, Stream&) {
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < d; ++j) x[i * d + j] += bias[j];
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuKernels::Clamp(float* x, int64_t count, float limit, Stream&) {
+  for (int64_t i = 0; i < count; ++i) x[i] = std::min(std::max(x[i], -limit), limit);
+  return absl::OkStatus();
+}
+
+absl::Status CpuKernels::SigmoidGatedAdd(float* y, const float* gate, const float* x, int64_t n,
+                                         int64_t d, Stream&) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = 1.0f / (1.0f + std::exp(-gate[i]));
+    for (int64_t j = 0; j < d; ++j) y[i * d + j] += g * x[i * d + j];
   }
   return absl::OkStatus();
 }

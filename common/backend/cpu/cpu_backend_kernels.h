@@ -23,7 +23,13 @@ class CpuKernels : public backend::Kernels {
                        backend::Stream& stream) override;
   absl::Status Add(float* y, const float* x, int64_t count, backend::Stream& stream) override;
   absl::Status TopKRouting(const float* logits, int64_t n, int64_t experts, int64_t k,
-                           int32_t* ids, float* weights, backend::Stream& stream) override;
+                           bool renormalize, int32_t* ids, float* weights,
+                           backend::Stream& stream) override;
+  absl::Status AddBias(float* x, const float* bias, int64_t n, int64_t d,
+                       backend::Stream& stream) override;
+  absl::Status Clamp(float* x, int64_t count, float limit, backend::Stream& stream) override;
+  absl::Status SigmoidGatedAdd(float* y, const float* gate, const float* x, int64_t n, int64_t d,
+                               backend::Stream& stream) override;
   absl::Status GatherRows(const float* table, const int32_t* rows, int64_t n, int64_t d,
                           float* out, backend::Stream& stream) override;
   absl::Status ScatterAddRows(const float* x, const int32_t* rows, const float* scale, int64_t n,

@@ -108,7 +108,7 @@ void Softmax(float* x, int64_t n) {
 }
 
 void TopKRouting(const float* logits, int64_t n_experts, int64_t k, int32_t* ids,
-                 float* weights) {
+                 float* weights, bool renormalize) {
   float probs[256];
   std::vector<float> heap_probs;
   float* p = probs;
@@ -130,6 +130,7 @@ void TopKRouting(const float* logits, int64_t n_experts, int64_t k, int32_t* ids
     weights[slot] = p[best];
     total += p[best];
   }
+  if (!renormalize) return;
   for (int64_t slot = 0; slot < k; ++slot) {
     weights[slot] = static_cast<float>(weights[slot] / total);
   }

@@ -41,10 +41,11 @@ void SiluMul(float* gate, const float* up, int64_t count);
 // In-place numerically stable softmax of x[n].
 void Softmax(float* x, int64_t n);
 
-// Mixtral's router for one token: softmax over logits[n_experts], the k largest
-// (ties go to the lower id, as torch.topk does on CPU), weights renormalised to sum 1.
+// The router for one token: softmax over logits[n_experts], the k largest (ties go to
+// the lower id, as torch.topk does on CPU); their probabilities as weights, renormalised
+// to sum 1 when `renormalize` (Mixtral; Qwen/OLMoE's norm_topk_prob).
 void TopKRouting(const float* logits, int64_t n_experts, int64_t k, int32_t* ids,
-                 float* weights);
+                 float* weights, bool renormalize = true);
 
 // Index of the largest value (the first among equals).
 int64_t ArgMax(const float* x, int64_t n);

@@ -67,7 +67,11 @@ cudaError_t Attention(const float* q, const float* k_cache, const float* v_cache
 cudaError_t SiluMul(float* gate, const float* up, int64_t count, cudaStream_t stream);
 cudaError_t Add(float* y, const float* x, int64_t count, cudaStream_t stream);
 cudaError_t TopKRouting(const float* logits, int64_t n, int64_t experts, int64_t k,
-                        int32_t* ids, float* weights, cudaStream_t stream);
+                        bool renormalize, int32_t* ids, float* weights, cudaStream_t stream);
+cudaError_t AddBias(float* x, const float* bias, int64_t n, int64_t d, cudaStream_t stream);
+cudaError_t Clamp(float* x, int64_t count, float limit, cudaStream_t stream);
+cudaError_t SigmoidGatedAdd(float* y, const float* gate, const float* x, int64_t n, int64_t d,
+                            cudaStream_t stream);
 cudaError_t GatherRows(const float* table, const int32_t* rows, int64_t n, int64_t d, float* out,
                        cudaStream_t stream);
 cudaError_t ScatterAddRows(const float* x, const int32_t* rows, const float* scale, int64_t n,

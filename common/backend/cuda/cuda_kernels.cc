@@ -246,7 +246,8 @@ class CudaKernels : public backend::Kernels {
   }
 
   absl::Status TopKRouting(const float* logits, int64_t n, int64_t experts, int64_t k,
-                           int32_t* ids, float* weights, Stream& stream) override {
+                           bool renormalize, int32_t* ids, float* weights,
+                           Stream& stream) override {
     MOE_RETURN_IF_ERROR(CheckCount(n, "n", "TopKRouting"));
     if (experts <= 0 || k <= 0 || k > experts) {
       return absl::InvalidArgumentError(absl::StrCat("TopKRouting: k (", k,
@@ -255,8 +256,39 @@ class CudaKernels : public backend::Kernels {
     MOE_ASSIGN_OR_RETURN(cudaStream_t s, NativeStream(stream, "TopKRouting"));
     if (n == 0) return absl::OkStatus();
     MOE_RETURN_IF_ERROR(device_.BindThread());
-    MOE_CUDA_RETURN_IF_ERROR(launch::TopKRouting(logits, n, experts, k, ids, weights, s),
-                             "TopKRouting");
+    MOE_CUDA_RETURN_IF_ERROR(
+        launch::TopKRouting(logits, n, experts, k, renormalize, ids, weights, s), "TopKRouting");
+    return absl::OkStatus();
+  }
+
+  absl::Status AddBias(float* x, const float* bias, int64_t n, int64_t d,
+                       Stream& stream) override {
+    MOE_RETURN_IF_ERROR(CheckCount(n, "n", "AddBias"));
+    MOE_RETURN_IF_ERROR(CheckCount(d, "d", "AddBias"));
+    MOE_ASSIGN_OR_RETURN(cudaStream_t s, NativeStream(stream, "AddBias"));
+    if (n == 0 || d == 0) return absl::OkStatus();
+    MOE_RETURN_IF_ERROR(device_.BindThread());
+    MOE_CUDA_RETURN_IF_ERROR(launch::AddBias(x, bias, n, d, s), "AddBias");
+    return absl::OkStatus();
+  }
+
+  absl::Status Clamp(float* x, int64_t count, float limit, Stream& stream) override {
+    MOE_RETURN_IF_ERROR(CheckCount(count, "count", "Clamp"));
+    MOE_ASSIGN_OR_RETURN(cudaStream_t s, NativeStream(stream, "Clamp"));
+    if (count == 0) return absl::OkStatus();
+    MOE_RETURN_IF_ERROR(device_.BindThread());
+    MOE_CUDA_RETURN_IF_ERROR(launch::Clamp(x, count, limit, s), "Clamp");
+    return absl::OkStatus();
+  }
+
+  absl::Status SigmoidGatedAdd(float* y, const float* gate, const float* x, int64_t n, int64_t d,
+                               Stream& stream) override {
+    MOE_RETURN_IF_ERROR(CheckCount(n, "n", "SigmoidGatedAdd"));
+    MOE_RETURN_IF_ERROR(CheckCount(d, "d", "SigmoidGatedAdd"));
+    MOE_ASSIGN_OR_RETURN(cudaStream_t s, NativeStream(stream, "SigmoidGatedAdd"));
+    if (n == 0 || d == 0) return absl::OkStatus();
+    MOE_RETURN_IF_ERROR(device_.BindThread());
+    MOE_CUDA_RETURN_IF_ERROR(launch::SigmoidGatedAdd(y, gate, x, n, d, s), "SigmoidGatedAdd");
     return absl::OkStatus();
   }
 

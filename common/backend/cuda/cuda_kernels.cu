@@ -317,7 +317,7 @@ __global__ void AddKernel(float* y, const float* x, int64_t count) {
 // of cpu::TopKRouting is cheaper than any cooperation. Probabilities are recomputed from
 // the logits instead of stored, with the CPU's arithmetic (exp in float, sum in double).
 __global__ void TopKRoutingKernel(const float* logits, int64_t n, int64_t experts, int64_t k,
-                                  int32_t* ids, float* weights) {
+                                  bool renormalize, int32_t* ids, float* weights) {
   for (int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; t < n;
        t += int64_t(gridDim.x) * blockDim.x) {
     const float* l = logits + t * experts;
@@ -345,7 +345,33 @@ __global__ void TopKRoutingKernel(const float* logits, int64_t n, int64_t expert
       wt[slot] = best_p;
       total += best_p;
     }
+    if (!renormalize) continue;
     for (int64_t slot = 0; slot < k; ++slot) wt[slot] = static_cast<float>(wt[slot] / total);
+  }
+}
+
+__global__ void AddBiasKernel(float* x, const float* bias, int64_t n, int64_t d) {
+  const int64_t count = n * d;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    x[i] += bias[i % d];
+  }
+}
+
+__global__ void ClampKernel(float* x, int64_t count, float limit) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    x[i] = fminf(fmaxf(x[i], -limit), limit);
+  }
+}
+
+__global__ void SigmoidGatedAddKernel(float* y, const float* gate, const float* x, int64_t n,
+                                      int64_t d) {
+  const int64_t count = n * d;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const float g = 1.0f / (1.0f + expf(-gate[i / d]));
+    y[i] += g * x[i];
   }
 }
 
@@ -601,8 +627,25 @@ cudaError_t Add(float* y, const float* x, int64_t count, cudaStream_t stream) {
 }
 
 cudaError_t TopKRouting(const float* logits, int64_t n, int64_t experts, int64_t k,
-                        int32_t* ids, float* weights, cudaStream_t stream) {
-  TopKRoutingKernel<<<GridFor(n, 128), 128, 0, stream>>>(logits, n, experts, k, ids, weights);
+                        bool renormalize, int32_t* ids, float* weights, cudaStream_t stream) {
+  TopKRoutingKernel<<<GridFor(n, 128), 128, 0, stream>>>(logits, n, experts, k, renormalize, ids,
+                                                         weights);
+  return cudaGetLastError();
+}
+
+cudaError_t AddBias(float* x, const float* bias, int64_t n, int64_t d, cudaStream_t stream) {
+  AddBiasKernel<<<GridFor(n * d, kThreads), kThreads, 0, stream>>>(x, bias, n, d);
+  return cudaGetLastError();
+}
+
+cudaError_t Clamp(float* x, int64_t count, float limit, cudaStream_t stream) {
+  ClampKernel<<<GridFor(count, kThreads), kThreads, 0, stream>>>(x, count, limit);
+  return cudaGetLastError();
+}
+
+cudaError_t SigmoidGatedAdd(float* y, const float* gate, const float* x, int64_t n, int64_t d,
+                            cudaStream_t stream) {
+  SigmoidGatedAddKernel<<<GridFor(n * d, kThreads), kThreads, 0, stream>>>(y, gate, x, n, d);
   return cudaGetLastError();
 }
 

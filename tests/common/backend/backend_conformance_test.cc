@@ -392,6 +392,58 @@ void ReferenceTopK(const float* logits, int64_t experts, int64_t k, int32_t* ids
   }
 }
 
+TEST_P(ConformanceTest, AddBiasClampAndSigmoidGatedAdd) {
+  const int64_t n = 7, d = 131;
+  const std::vector<float> x = Random(n * d, 61, -4.0f, 4.0f);
+  const std::vector<float> bias = Random(d, 62);
+  const std::vector<float> gate = Random(n, 63, -5.0f, 5.0f);
+  auto x_dev = Up(x);
+  auto b_dev = Up(bias);
+  auto g_dev = Up(gate);
+  ASSERT_TRUE(kernels_->AddBias(x_dev->as<float>(), b_dev->as<float>(), n, d, *stream_).ok());
+  std::vector<float> want = x;
+  for (int64_t i = 0; i < n * d; ++i) want[i] += bias[i % d];
+  ASSERT_EQ(Down<float>(*x_dev, n * d), want);  // one rounding each
+  ASSERT_TRUE(kernels_->Clamp(x_dev->as<float>(), n * d, 1.5f, *stream_).ok());
+  for (float& v : want) v = std::min(std::max(v, -1.5f), 1.5f);
+  ASSERT_EQ(Down<float>(*x_dev, n * d), want);
+  auto y_dev = Up(std::vector<float>(n * d, 1.0f));
+  ASSERT_TRUE(kernels_->SigmoidGatedAdd(y_dev->as<float>(), g_dev->as<float>(), x_dev->as<float>(),
+                                        n, d, *stream_).ok());
+  const std::vector<float> y = Down<float>(*y_dev, n * d);
+  for (int64_t i = 0; i < n * d; ++i) {
+    const double expect = 1.0 + want[i] / (1.0 + std::exp(-double(gate[i / d])));
+    ASSERT_NEAR(y[i], expect, 1e-6) << i;
+  }
+}
+
+TEST_P(ConformanceTest, TopKRoutingWithoutRenormalizingKeepsTheProbabilities) {
+  const int64_t n = 5, experts = 16, k = 4;
+  const std::vector<float> logits = Random(n * experts, 64, -3.0f, 3.0f);
+  auto l_dev = Up(logits);
+  auto ids_dev = Up(std::vector<int32_t>(n * k, -1));
+  auto w_dev = Up(std::vector<float>(n * k, NAN));
+  ASSERT_TRUE(kernels_->TopKRouting(l_dev->as<float>(), n, experts, k, /*renormalize=*/false,
+                                    ids_dev->as<int32_t>(), w_dev->as<float>(), *stream_).ok());
+  const std::vector<int32_t> ids = Down<int32_t>(*ids_dev, n * k);
+  const std::vector<float> w = Down<float>(*w_dev, n * k);
+  for (int64_t t = 0; t < n; ++t) {
+    std::vector<int32_t> want_ids(k);
+    std::vector<float> renormalised(k);
+    ReferenceTopK(&logits[t * experts], experts, k, want_ids.data(), renormalised.data());
+    double max = logits[t * experts], sum = 0, top = 0;
+    for (int64_t e = 0; e < experts; ++e) max = std::max<double>(max, logits[t * experts + e]);
+    for (int64_t e = 0; e < experts; ++e) sum += std::exp(logits[t * experts + e] - max);
+    for (int64_t s = 0; s < k; ++s) {
+      EXPECT_EQ(ids[t * k + s], want_ids[s]);
+      const double p = std::exp(logits[t * experts + want_ids[s]] - max) / sum;
+      top += p;
+      EXPECT_NEAR(w[t * k + s], p, 1e-6);
+    }
+    EXPECT_LT(top, 0.999);  // not renormalised: the top 4 of 16 do not sum to 1
+  }
+}
+
 TEST_P(ConformanceTest, TopKRoutingPicksTheLargestWithTiesToTheLowerId) {
   using Case = std::tuple<int64_t, int64_t, int64_t>;  // tokens, experts, k
   for (const auto& [n, experts, k] : std::vector<Case>{{37, 8, 2}, {4, 300, 5}, {3, 8, 8}}) {
@@ -408,8 +460,8 @@ TEST_P(ConformanceTest, TopKRoutingPicksTheLargestWithTiesToTheLowerId) {
     auto l_dev = Up(logits);
     auto ids_dev = Up(std::vector<int32_t>(n * k, -1));
     auto w_dev = Up(std::vector<float>(n * k, NAN));
-    ASSERT_TRUE(kernels_->TopKRouting(l_dev->as<float>(), n, experts, k, ids_dev->as<int32_t>(),
-                                      w_dev->as<float>(), *stream_).ok());
+    ASSERT_TRUE(kernels_->TopKRouting(l_dev->as<float>(), n, experts, k, /*renormalize=*/true,
+                                      ids_dev->as<int32_t>(), w_dev->as<float>(), *stream_).ok());
     EXPECT_EQ(Down<int32_t>(*ids_dev, n * k), want_ids);
     const std::vector<float> w = Down<float>(*w_dev, n * k);
     for (int64_t i = 0; i < n * k; ++i) ASSERT_NEAR(w[i], want_w[i], 1e-6f) << i;
@@ -465,7 +517,7 @@ TEST_P(ConformanceTest, CudaRejectsBadShapesNamingThem) {
   EXPECT_NE(s.message().find("kv_heads"), absl::string_view::npos) << s;
   s = kernels_->Attention(p, p, p, p, 0, 1, 4, 4, 512, 0, *stream_);
   EXPECT_NE(s.message().find("head_dim"), absl::string_view::npos) << s;
-  s = kernels_->TopKRouting(p, 1, 8, 9, reinterpret_cast<int32_t*>(p), p, *stream_);
+  s = kernels_->TopKRouting(p, 1, 8, 9, true, reinterpret_cast<int32_t*>(p), p, *stream_);
   EXPECT_NE(s.message().find("k (9)"), absl::string_view::npos) << s;
   s = kernels_->Rope(p, 0, 1, 1, RopeParams{63, 1e4}, *stream_);
   EXPECT_NE(s.message().find("even"), absl::string_view::npos) << s;
