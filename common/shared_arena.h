@@ -51,6 +51,8 @@ class SharedArena {
   size_t size() const { return size_; }  // usable bytes
   // `count` floats at byte `offset` (relative to the usable region), or OUT_OF_RANGE.
   absl::StatusOr<absl::Span<float>> Floats(uint64_t offset, uint64_t count) const;
+  // `bytes` at byte `offset` of the usable region, `align`-aligned there, or OUT_OF_RANGE.
+  absl::StatusOr<void*> At(uint64_t offset, uint64_t bytes, uint64_t align = 1) const;
 
  private:
   SharedArena(std::string id, int fd, uint8_t* base, size_t size)

@@ -1,5 +1,7 @@
 #include "expert_worker/worker_service.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -40,6 +42,7 @@ void WorkerService::WatchArenaOwner() {
       // The coordinator is gone; our mapping alone would keep its memory alive.
       MOE_LOG(WARNING) << "coordinator pid " << arena_->owner_pid() << " exited; released its arena "
                        << arena_->id() << " (" << arena_->size() << " bytes)";
+      ring_.reset();   // joins its thread (which never takes mu_)
       arena_.reset();  // calls in flight hold their own reference
       ++arenas_released_;
     }
@@ -85,6 +88,7 @@ absl::Status WorkerService::AttachDeviceArena(const v1::AttachArenaRequest& requ
                        backend::DeviceIpcArena::Open(*device_, handle, request.arena_id()));
   std::lock_guard<std::mutex> lock(mu_);
   device_arena_ = std::move(arena);
+  ring_.reset();
   arena_.reset();
   arena_call_tokens_ = call_tokens;
   return absl::OkStatus();
@@ -106,14 +110,43 @@ absl::StatusOr<int64_t> WorkerService::DoAttachArena(const v1::AttachArenaReques
   MOE_ASSIGN_OR_RETURN(std::unique_ptr<SharedArena> arena,
                        SharedArena::Attach(shm.pid(), shm.fd(), request.size_bytes(),
                                            request.arena_id(), options_.arena_policy));
+  std::shared_ptr<SharedArena> shared = std::move(arena);
+  std::unique_ptr<RingServer> ring;
+  if (shape.ring && options_.serve_ring) {
+    const ExpertStore& store = cache_->store();
+    RingLimits limits;
+    limits.epoch = shape.ring_epoch;
+    limits.num_layers = store.num_layers();
+    limits.num_experts = store.num_experts();
+    limits.hidden = store.layout().hidden;
+    limits.max_tokens = shape.call_tokens;
+    limits.arena_bytes = shared->size();
+    limits.ring_offset = shape.ring_offset;
+    limits.ring_bytes = ring::RingBytes(shape.ring_slots);
+    const SharedArena* raw = shared.get();  // the server holds the arena alive
+    MOE_ASSIGN_OR_RETURN(
+        ring, RingServer::Start(shared, shape.ring_offset, shape.ring_slots, shape.ring_epoch,
+                                options_.ring_spin,
+                                [this, raw, limits](const ring::RingRequest& request) {
+                                  return ServeRingCall(*raw, limits, request);
+                                }));
+  }
+  std::unique_ptr<RingServer> previous;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    arena_ = std::move(arena);
+    previous = std::move(ring_);
+    ring_ = std::move(ring);
+    arena_ = std::move(shared);
     device_arena_.reset();
     arena_call_tokens_ = shape.call_tokens;
   }
+  previous.reset();  // joins the old ring's thread outside the lock
   MOE_LOG(INFO) << "attached arena " << request.arena_id() << " of pid " << shm.pid() << " ("
-                << request.size_bytes() << " bytes)";
+                << request.size_bytes() << " bytes"
+                << (shape.ring && options_.serve_ring
+                        ? absl::StrCat(", calls through its ring of ", shape.ring_slots, " slots")
+                        : std::string(", calls by RPC"))
+                << ")";
   return shape.call_tokens;
 }
 
@@ -126,6 +159,11 @@ grpc::Status WorkerService::AttachArena(grpc::ServerContext*, const v1::AttachAr
   response->set_num_experts(store.num_experts());
   response->set_hidden_size(store.layout().hidden);
   response->set_max_tokens_per_call(static_cast<uint32_t>(*call_tokens));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    response->set_ring_served(ring_ != nullptr);
+  }
+  response->set_worker_pid(static_cast<uint32_t>(::getpid()));
   return grpc::Status::OK;
 }
 
@@ -207,19 +245,59 @@ absl::Status WorkerService::DoRunExperts(const v1::RunExpertsRequest& request,
   return FinishRunExperts(t0, counters, response);
 }
 
-absl::Status WorkerService::FinishRunExperts(std::chrono::steady_clock::time_point start,
-                                             const RunCounters& counters,
-                                             v1::RunExpertsResponse* response) {
+void WorkerService::CountCall(std::chrono::steady_clock::time_point start) {
   const auto elapsed = std::chrono::steady_clock::now() - start;
   run_experts_ns_.fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count(),
                             std::memory_order_relaxed);
   run_experts_latency_.Observe(std::chrono::duration<double>(elapsed).count());
+  calls_.fetch_add(1, std::memory_order_relaxed);
+}
+
+absl::Status WorkerService::DoServeRingCall(const SharedArena& arena, const RingLimits& limits,
+                                            const ring::RingRequest& request,
+                                            RunCounters* counters) {
+  MOE_ASSIGN_OR_RETURN(const RingShape shape, CheckRingRequest(request, limits));
+  // The routes are copied out of the shared pages before they are checked.
+  std::vector<uint32_t> raw_ids(shape.routes);
+  std::vector<float> weights(shape.routes);
+  MOE_ASSIGN_OR_RETURN(const void* ids_at, arena.At(request.ids_offset, shape.routes * 4, 4));
+  MOE_ASSIGN_OR_RETURN(const void* weights_at, arena.At(request.weights_offset, shape.routes * 4, 4));
+  std::memcpy(raw_ids.data(), ids_at, shape.routes * 4);
+  std::memcpy(weights.data(), weights_at, shape.routes * 4);
+  MOE_RETURN_IF_ERROR(CheckRoutes(raw_ids, weights, limits.num_experts));
+  const std::vector<int32_t> ids(raw_ids.begin(), raw_ids.end());
+  const uint64_t floats = shape.tensor_bytes / sizeof(float);
+  MOE_ASSIGN_OR_RETURN(absl::Span<float> x, arena.Floats(request.x_offset, floats));
+  MOE_ASSIGN_OR_RETURN(absl::Span<float> out, arena.Floats(request.out_offset, floats));
+  return runner_.Run(shape.layer, x, shape.tokens, ids, weights, out, counters);
+}
+
+ring::RingReply WorkerService::ServeRingCall(const SharedArena& arena, const RingLimits& limits,
+                                             const ring::RingRequest& request) {
+  const auto t0 = std::chrono::steady_clock::now();
+  RunCounters counters;
+  const absl::Status status = DoServeRingCall(arena, limits, request, &counters);
+  ring::RingReply reply = ring::ReplyFor(status);
+  if (!status.ok()) return reply;
+  CountCall(t0);
+  ring_calls_.fetch_add(1, std::memory_order_relaxed);
+  reply.hits = counters.hits;
+  reply.misses = counters.misses;
+  reply.prefetch_hits = counters.prefetch_hits;
+  reply.load_wait_s = counters.load_wait_s;
+  reply.compute_s = counters.compute_s;
+  return reply;
+}
+
+absl::Status WorkerService::FinishRunExperts(std::chrono::steady_clock::time_point start,
+                                             const RunCounters& counters,
+                                             v1::RunExpertsResponse* response) {
+  CountCall(start);
   response->set_cache_hits(counters.hits);
   response->set_cache_misses(counters.misses);
   response->set_load_wait_s(counters.load_wait_s);
   response->set_compute_s(counters.compute_s);
   response->set_prefetch_hits(counters.prefetch_hits);
-  calls_.fetch_add(1, std::memory_order_relaxed);
   return absl::OkStatus();
 }
 
@@ -303,6 +381,7 @@ v1::WorkerStats WorkerService::Stats() const {
   response.set_misses(stats.total.misses);
   response.set_bytes_copied(stats.total.bytes_copied);
   response.set_run_experts_calls(calls_.load());
+  response.set_ring_calls(ring_calls_.load());
   FillCounters(stats.total, response.mutable_total());
   response.set_policy_changes(stats.policy_changes);
   response.set_resizes(stats.resizes);
@@ -321,6 +400,7 @@ v1::WorkerStats WorkerService::Stats() const {
       response.set_arena_on_device(true);
     }
     response.set_arenas_released(arenas_released_);
+    response.set_ring_served(ring_ != nullptr);
   }
   for (size_t l = 0; l < stats.layers.size(); ++l) {
     auto* layer = response.add_layers();
@@ -370,6 +450,8 @@ std::string WorkerService::RenderMetrics() const {
   out.Counter("moe_worker_policy_changes_total", "SetCachePolicy policy swaps", stats.policy_changes());
   out.Counter("moe_worker_cache_resizes_total", "SetCachePolicy size changes", stats.resizes());
   out.Counter("moe_worker_run_experts_calls_total", "RunExperts calls served", stats.run_experts_calls());
+  out.Counter("moe_worker_ring_calls_total", "Of those, calls taken from the activation ring",
+              stats.ring_calls());
   out.Counter("moe_worker_run_experts_seconds_total", "Seconds inside RunExperts (copies and compute)",
               stats.run_experts_s());
   out.Histogram("moe_worker_run_experts_latency_seconds",
