@@ -240,8 +240,12 @@ class RingTest(TimedTestCase):
         # The slow link model keeps each call in the worker for tens of ms: the kill
         # lands with a call in the ring.
         worker.stop(signal.SIGKILL)
-        wait_for(lambda: "with a call in the ring" in coordinator.output(), 10,
-                 "the coordinator to notice the worker's death from the ring")
+        try:
+            wait_for(lambda: "with a call in the ring" in coordinator.output(), 10,
+                     "the coordinator to notice the worker's death from the ring")
+        except AssertionError:
+            print(coordinator.output()[-3000:])
+            raise
         replacement = start_worker(fleet, worker_addr, SLOW_WORKER, wait=False)
         for s in disturbed:
             s.join(120)
