@@ -6,7 +6,7 @@
 
 namespace moe::expert_worker {
 
-absl::StatusOr<std::unique_ptr<RingServer>> RingServer::Start(std::shared_ptr<SharedArena> arena,
+absl::StatusOr<std::unique_ptr<RingServer>> RingServer::Start(std::shared_ptr<ActivationArena> arena,
                                                               uint64_t offset, uint32_t slots,
                                                               uint32_t epoch, absl::Duration spin,
                                                               Handler handler) {
@@ -14,8 +14,10 @@ absl::StatusOr<std::unique_ptr<RingServer>> RingServer::Start(std::shared_ptr<Sh
     return absl::InvalidArgumentError(absl::StrCat("a ring of ", slots, " slots is not in [1, ",
                                                    ring::kMaxRingSlots, "]"));
   }
-  MOE_ASSIGN_OR_RETURN(void* base,
-                       arena->At(offset, ring::RingBytes(slots), alignof(ring::RingHeader)));
+  if (arena->on_device()) {
+    return absl::InvalidArgumentError("a ring must lie in host memory, not in a device arena");
+  }
+  MOE_ASSIGN_OR_RETURN(void* base, arena->At(offset, ring::RingBytes(slots)));
   MOE_ASSIGN_OR_RETURN(ring::Ring ring, ring::Ring::At(base, slots));
   auto server = std::unique_ptr<RingServer>(
       new RingServer(std::move(arena), ring, epoch, spin, std::move(handler)));

@@ -13,7 +13,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/activation_ring.h"
-#include "common/shared_arena.h"
+#include "common/activation_arena.h"
 
 namespace moe::expert_worker {
 
@@ -25,8 +25,9 @@ class RingServer {
   // Starts serving the ring of `slots` entries at `offset` in `arena`. `spin`: how long
   // the thread polls the doorbell before it sleeps on it (a shorter wake-up for a
   // coordinator that posts again soon, at the price of a busy core meanwhile).
-  // INVALID_ARGUMENT when the ring does not lie inside the arena, 64-byte aligned.
-  static absl::StatusOr<std::unique_ptr<RingServer>> Start(std::shared_ptr<SharedArena> arena,
+  // INVALID_ARGUMENT when the ring does not lie inside the arena, 64-byte aligned, or
+  // the arena is device memory (the ring's words are host memory).
+  static absl::StatusOr<std::unique_ptr<RingServer>> Start(std::shared_ptr<ActivationArena> arena,
                                                            uint64_t offset, uint32_t slots,
                                                            uint32_t epoch, absl::Duration spin,
                                                            Handler handler);
@@ -39,7 +40,7 @@ class RingServer {
   uint64_t calls() const { return calls_.load(std::memory_order_relaxed); }
 
  private:
-  RingServer(std::shared_ptr<SharedArena> arena, ring::Ring ring, uint32_t epoch,
+  RingServer(std::shared_ptr<ActivationArena> arena, ring::Ring ring, uint32_t epoch,
              absl::Duration spin, Handler handler)
       : arena_(std::move(arena)), ring_(ring), epoch_(epoch), spin_(spin),
         handler_(std::move(handler)) {}
@@ -48,7 +49,7 @@ class RingServer {
   // How long one sleep on the doorbell lasts before the thread looks at stop_ again.
   static constexpr absl::Duration kStopCheck = absl::Milliseconds(100);
 
-  std::shared_ptr<SharedArena> arena_;
+  std::shared_ptr<ActivationArena> arena_;
   ring::Ring ring_;
   uint32_t epoch_;
   absl::Duration spin_;

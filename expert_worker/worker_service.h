@@ -14,6 +14,7 @@
 
 #include "absl/time/time.h"
 #include "common/backend/device.h"
+#include "common/activation_arena.h"
 #include "common/backend/device_ipc_arena.h"
 #include "common/prometheus_text.h"
 #include "common/shared_arena.h"
@@ -90,9 +91,9 @@ class WorkerService final : public moe::v1::ExpertWorker::Service {
   // Counts a served call (RPC or ring).
   void CountCall(std::chrono::steady_clock::time_point start);
   // One call taken from the ring: checked against `limits`, computed in `arena`.
-  ring::RingReply ServeRingCall(const SharedArena& arena, const RingLimits& limits,
+  ring::RingReply ServeRingCall(const ActivationArena& arena, const RingLimits& limits,
                                 const ring::RingRequest& request);
-  absl::Status DoServeRingCall(const SharedArena& arena, const RingLimits& limits,
+  absl::Status DoServeRingCall(const ActivationArena& arena, const RingLimits& limits,
                                const ring::RingRequest& request, RunCounters* counters);
   void WatchArenaOwner();
 
@@ -108,10 +109,9 @@ class WorkerService final : public moe::v1::ExpertWorker::Service {
   std::atomic<uint64_t> run_experts_ns_{0};
   LatencyHistogram run_experts_latency_;  // for /metrics
   mutable std::mutex mu_;
-  // In-flight calls hold their own reference, so a re-attach never unmaps under them.
-  // At most one of the two is attached.
-  std::shared_ptr<SharedArena> arena_;                   // guarded by mu_
-  std::shared_ptr<backend::DeviceIpcArena> device_arena_;  // guarded by mu_
+  // The attached arena (shared host memory or a CUDA IPC mapping). In-flight calls hold
+  // their own reference, so a re-attach never unmaps under them.
+  std::shared_ptr<ActivationArena> arena_;  // guarded by mu_
   uint64_t arenas_released_ = 0;       // guarded by mu_
   bool stopping_ = false;              // guarded by mu_
   std::condition_variable stop_;
