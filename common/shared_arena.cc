@@ -174,4 +174,13 @@ absl::StatusOr<absl::Span<float>> SharedArena::Floats(uint64_t offset, uint64_t 
   return absl::Span<float>(reinterpret_cast<float*>(base_ + kHeaderBytes + offset), count);
 }
 
+absl::StatusOr<void*> SharedArena::At(uint64_t offset, uint64_t bytes, uint64_t align) const {
+  if (align == 0 || offset % align != 0 || !RangeWithin(offset, bytes, size_)) {
+    return absl::OutOfRangeError(absl::StrCat("arena range of ", bytes, " bytes at ", offset,
+                                              " is not ", align, "-byte aligned inside the ",
+                                              size_, "-byte arena"));
+  }
+  return static_cast<void*>(base_ + kHeaderBytes + offset);
+}
+
 }  // namespace moe

@@ -19,13 +19,14 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "common/activation_arena.h"
 #include "common/arena_trust.h"
 
 namespace moe {
 
 // Owns one mapping. Thread-safe for concurrent readers. The first kHeaderBytes hold the arena id (a check that the worker
 // mapped what the coordinator meant); usable offsets start after it.
-class SharedArena {
+class SharedArena final : public ActivationArena {
  public:
   static constexpr size_t kHeaderBytes = 64;
 
@@ -37,20 +38,26 @@ class SharedArena {
   static absl::StatusOr<std::unique_ptr<SharedArena>> Attach(uint32_t pid, int fd, uint64_t bytes,
                                                              const std::string& id,
                                                              const ArenaAttachPolicy& policy = {});
-  ~SharedArena();
+  ~SharedArena() override;
   SharedArena(const SharedArena&) = delete;
   SharedArena& operator=(const SharedArena&) = delete;
 
-  const std::string& id() const { return id_; }
+  const std::string& id() const override { return id_; }
   int fd() const { return fd_; }
   // For an attachment: the creator's pid, and whether that process still runs (a pidfd
   // taken at attach time, so a reused pid is never mistaken for it). An attachment
   // outliving its creator pins the memory; the attacher should drop it.
-  uint32_t owner_pid() const { return owner_pid_; }
-  bool OwnerAlive() const;
-  size_t size() const { return size_; }  // usable bytes
+  uint32_t owner_pid() const override { return owner_pid_; }
+  bool OwnerAlive() const override;
+  size_t size() const override { return size_; }  // usable bytes
+  bool on_device() const override { return false; }
   // `count` floats at byte `offset` (relative to the usable region), or OUT_OF_RANGE.
   absl::StatusOr<absl::Span<float>> Floats(uint64_t offset, uint64_t count) const;
+  // `bytes` at byte `offset` of the usable region, `align`-aligned there, or OUT_OF_RANGE.
+  absl::StatusOr<void*> At(uint64_t offset, uint64_t bytes, uint64_t align) const;
+  absl::StatusOr<void*> At(uint64_t offset, uint64_t bytes) const override {
+    return At(offset, bytes, sizeof(float));
+  }
 
  private:
   SharedArena(std::string id, int fd, uint8_t* base, size_t size)

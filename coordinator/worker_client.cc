@@ -31,12 +31,32 @@ const char* PathName(ActivationPath path) {
   return "?";
 }
 
+uint64_t RoundUp64(uint64_t v) { return (v + 63) / 64 * 64; }
+
+// How long one sleep of a ring call lasts before it looks at the worker's process and
+// the call's deadline again.
+constexpr absl::Duration kRingWatchInterval = absl::Milliseconds(20);
+
 }  // namespace
+
+HostArenaLayout HostArenaLayout::For(int slots, int64_t max_tokens, const ModelConfig& config) {
+  HostArenaLayout l;
+  l.slot_bytes = RoundUp64(2 * uint64_t(max_tokens) * uint64_t(config.hidden_size) * sizeof(float));
+  l.routes_offset = l.slot_bytes * uint64_t(slots);
+  l.route_bytes = RoundUp64(2 * uint64_t(max_tokens) *
+                            uint64_t(std::max<int64_t>(config.num_experts_per_tok, 1)) * 4);
+  l.ring_offset = l.routes_offset + l.route_bytes * uint64_t(slots);
+  l.total = l.ring_offset + ring::RingBytes(static_cast<uint32_t>(slots));
+  return l;
+}
 
 absl::StatusOr<std::unique_ptr<WorkerClient>> WorkerClient::Create(
     const WorkerClientOptions& options, const ModelConfig& config) {
-  if (options.arena_slots < 1 || options.max_tokens_per_call < 1) {
-    return absl::InvalidArgumentError("worker client: arena_slots and max_tokens_per_call must be >= 1");
+  if (options.arena_slots < 1 || options.arena_slots > int(ring::kMaxRingSlots) ||
+      options.max_tokens_per_call < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "worker client: arena_slots must be in [1, ", ring::kMaxRingSlots,
+        "] and max_tokens_per_call >= 1"));
   }
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
@@ -51,8 +71,9 @@ absl::StatusOr<std::unique_ptr<WorkerClient>> WorkerClient::Create(
   std::unique_ptr<SharedArena> arena;
   std::unique_ptr<backend::DeviceIpcArena> device_arena;
   if (absl::StartsWith(options.address, "unix:") && !options.force_inline) {
-    const uint64_t slot_bytes = 2 * options.max_tokens_per_call * config.hidden_size * sizeof(float);
-    MOE_ASSIGN_OR_RETURN(arena, SharedArena::Create(slot_bytes * options.arena_slots));
+    const HostArenaLayout layout =
+        HostArenaLayout::For(options.arena_slots, options.max_tokens_per_call, config);
+    MOE_ASSIGN_OR_RETURN(arena, SharedArena::Create(layout.total));
     if (OnCudaDevice(options)) {
       // Created once and kept for the client's life: a worker may hold it mapped.
       // Its own id: a call staged for one arena can never be served from the other.
@@ -89,7 +110,8 @@ WorkerClient::WorkerClient(const WorkerClientOptions& options, const ModelConfig
       arena_(std::move(arena)),
       device_arena_(std::move(device_arena)),
       streams_(std::move(streams)),
-      slot_bytes_(2 * options.max_tokens_per_call * config.hidden_size * sizeof(float)),
+      layout_(HostArenaLayout::For(options.arena_slots, options.max_tokens_per_call, config)),
+      slot_bytes_(layout_.slot_bytes),
       call_tokens_(options.max_tokens_per_call) {
   use_device_arena_ = device_arena_ != nullptr;
   for (int s = 0; s < options.arena_slots; ++s) free_slots_.push_back(s);
@@ -165,13 +187,44 @@ absl::Status WorkerClient::Attach() {
     use_device_arena_ = false;
     path_logged_ = false;
   }
-  MOE_ASSIGN_OR_RETURN(const v1::AttachArenaResponse response, AttachRpc(HostArenaRequest()));
+  v1::AttachArenaRequest request = HostArenaRequest();
+  ring_active_ = false;
+  worker_watch_.reset();
+  if (options_.use_ring) {
+    // A fresh epoch: whatever an earlier worker left in the ring is void.
+    MOE_ASSIGN_OR_RETURN(const ring::Ring ring, RingView());
+    ring.Reset(++ring_epoch_);
+    request.mutable_ring()->set_offset(layout_.ring_offset);
+    request.mutable_ring()->set_slots(static_cast<uint32_t>(options_.arena_slots));
+    request.mutable_ring()->set_epoch(ring_epoch_);
+  }
+  MOE_ASSIGN_OR_RETURN(const v1::AttachArenaResponse response, AttachRpc(request));
   MOE_RETURN_IF_ERROR(CheckWorkerModel(response));
   AdoptCallTokens(response);
+  if (options_.use_ring && response.ring_served()) {
+    // Without a watch on the worker a call in the ring could not tell a dead worker from
+    // a slow one before its deadline: then RPCs it is.
+    absl::StatusOr<std::unique_ptr<ProcessWatch>> watch = ProcessWatch::Open(response.worker_pid());
+    if (watch.ok()) {
+      worker_watch_ = *std::move(watch);
+      ring_active_ = true;
+    } else {
+      MOE_LOG(WARNING) << "not using the activation ring: " << watch.status().message();
+    }
+  }
   if (!path_logged_.exchange(true)) {
-    MOE_LOG(INFO) << "activations cross to the expert worker " << PathName(path());
+    MOE_LOG(INFO) << "activations cross to the expert worker " << PathName(path())
+                  << (ring_active_ ? ", calls through the activation ring" : ", calls by RPC");
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<ring::Ring> WorkerClient::RingView() const {
+  MOE_ASSIGN_OR_RETURN(void* base,
+                       arena_->At(layout_.ring_offset,
+                                  ring::RingBytes(static_cast<uint32_t>(options_.arena_slots)),
+                                  alignof(ring::RingHeader)));
+  return ring::Ring::At(base, static_cast<uint32_t>(options_.arena_slots));
 }
 
 void WorkerClient::AdoptCallTokens(const v1::AttachArenaResponse& response) {
@@ -224,6 +277,7 @@ absl::Status WorkerClient::RenewArena() {
                       "replaced arena " << arena_->id() << " with " << fresh->id();
   arena_ = std::move(fresh);
   attached_ = false;
+  ring_active_ = false;
   return absl::OkStatus();
 }
 
@@ -340,6 +394,115 @@ absl::Status WorkerClient::ReadOutput(int slot, ActivationPath path,
   return absl::InternalError("unknown activation path");
 }
 
+absl::Status WorkerClient::RpcCall(int slot, ActivationPath path, v1::RunExpertsRequest* request,
+                                   absl::Span<const float> x, absl::Span<float> out,
+                                   CallFigures* figures, bool* retire) {
+  MOE_RETURN_IF_ERROR(StageInput(slot, path, x, request));
+  v1::RunExpertsResponse response;
+  grpc::ClientContext context;
+  // A worker that stops answering is lost like a dead one, within the grace.
+  context.set_deadline(absl::ToChronoTime(CallDeadline()));
+  const absl::Time sent = absl::Now();
+  const auto t0 = std::chrono::steady_clock::now();
+  grpc::Status rpc = stub_->RunExperts(&context, *request, &response);
+  figures->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (rpc.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
+      rpc.error_code() == grpc::StatusCode::CANCELLED) {
+    // The worker may still write this call's output into the slot: never reuse it.
+    *retire = true;
+  }
+  if (rpc.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    // Hung, not slow: the grace counts from when the call went out, and the caller
+    // sees UNAVAILABLE (DEADLINE_EXCEEDED belongs to its client's own deadline).
+    NoteWorkerLostSince(sent);
+    rpc = grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                       absl::StrCat("RunExperts got no answer within ",
+                                    absl::ToDoubleSeconds(CallTimeout()),
+                                    " s; the worker is hung (", rpc.error_message(), ")"));
+  }
+  MOE_RETURN_IF_ERROR(FromGrpcStatus(rpc));
+  MOE_RETURN_IF_ERROR(ReadOutput(slot, path, response, out));
+  figures->hits = response.cache_hits();
+  figures->misses = response.cache_misses();
+  figures->prefetch_hits = response.prefetch_hits();
+  figures->load_wait_s = response.load_wait_s();
+  figures->compute_s = response.compute_s();
+  return absl::OkStatus();
+}
+
+absl::Status WorkerClient::RingCall(int slot, int layer, absl::Span<const float> x, int64_t n,
+                                    absl::Span<const int32_t> ids, absl::Span<const float> weights,
+                                    absl::Span<float> out, CallFigures* figures, bool* retire) {
+  std::shared_ptr<ProcessWatch> watch;
+  uint32_t epoch;
+  {
+    std::lock_guard<std::mutex> lock(attach_mu_);
+    watch = worker_watch_;
+    epoch = ring_epoch_;
+  }
+  if (watch == nullptr) return absl::UnavailableError("the expert worker's ring is gone");
+  MOE_ASSIGN_OR_RETURN(const ring::Ring ring, RingView());
+  const uint64_t bytes = x.size() * sizeof(float);
+  const uint64_t route_bytes = ids.size() * sizeof(int32_t);
+  ring::RingRequest request;
+  request.epoch = epoch;
+  request.layer = static_cast<uint32_t>(layer);
+  request.num_tokens = static_cast<uint32_t>(n);
+  request.experts_per_token = static_cast<uint32_t>(ids.size() / n);
+  request.x_offset = uint64_t(slot) * slot_bytes_;
+  request.out_offset = request.x_offset + slot_bytes_ / 2;
+  request.ids_offset = layout_.routes_offset + uint64_t(slot) * layout_.route_bytes;
+  request.weights_offset = request.ids_offset + layout_.route_bytes / 2;
+  MOE_ASSIGN_OR_RETURN(void* x_at, arena_->At(request.x_offset, bytes, 4));
+  MOE_ASSIGN_OR_RETURN(void* ids_at, arena_->At(request.ids_offset, route_bytes, 4));
+  MOE_ASSIGN_OR_RETURN(void* weights_at, arena_->At(request.weights_offset, route_bytes, 4));
+  MOE_RETURN_IF_ERROR(CopyFromCaller(slot, x_at, x.data(), bytes));
+  std::memcpy(ids_at, ids.data(), route_bytes);  // int32 ids >= 0 read as uint32
+  std::memcpy(weights_at, weights.data(), route_bytes);
+
+  const absl::Time sent = absl::Now();
+  const absl::Time deadline = CallDeadline();
+  const auto t0 = std::chrono::steady_clock::now();
+  ring.Post(static_cast<uint32_t>(slot), request);
+  absl::Duration spin = options_.ring_spin;
+  // Checked before each wait too: a ring stopped before our post would never wake us.
+  while (!ring.Stopped(epoch) &&
+         !ring.AwaitDone(static_cast<uint32_t>(slot), spin,
+                         std::min(kRingWatchInterval, deadline - absl::Now()))) {
+    spin = absl::ZeroDuration();
+    if (ring.Stopped(epoch)) break;
+    if (!watch->Alive()) {
+      // Nobody will answer: the next attach resets the ring under a new epoch.
+      return absl::UnavailableError(absl::StrCat("expert worker pid ", watch->pid(),
+                                                 " exited with a call in the ring"));
+    }
+    if (absl::Now() >= deadline) {
+      *retire = true;  // it may still answer into this slot
+      NoteWorkerLostSince(sent);
+      return absl::UnavailableError(absl::StrCat("a ring call got no answer within ",
+                                                 absl::ToDoubleSeconds(CallTimeout()),
+                                                 " s; the worker is hung"));
+    }
+  }
+  if (ring.entry(static_cast<uint32_t>(slot)).state.load(std::memory_order_acquire) != ring::kDone) {
+    // Stopped without taking the call: the worker attached another arena or shuts down.
+    return absl::FailedPreconditionError("the expert worker stopped serving this ring");
+  }
+  figures->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const ring::RingReply reply = ring.entry(static_cast<uint32_t>(slot)).reply;
+  ring.Release(static_cast<uint32_t>(slot));
+  MOE_RETURN_IF_ERROR(ring::StatusOf(reply));
+  MOE_ASSIGN_OR_RETURN(void* out_at, arena_->At(request.out_offset, bytes, 4));
+  MOE_RETURN_IF_ERROR(CopyToCaller(slot, out.data(), out_at, bytes));
+  figures->hits = reply.hits;
+  figures->misses = reply.misses;
+  figures->prefetch_hits = reply.prefetch_hits;
+  figures->load_wait_s = reply.load_wait_s;
+  figures->compute_s = reply.compute_s;
+  figures->ring = true;
+  return absl::OkStatus();
+}
+
 absl::Status WorkerClient::RunChunk(int slot, int layer, absl::Span<const float> x, int64_t n,
                                     absl::Span<const int32_t> ids, absl::Span<const float> weights,
                                     absl::Span<float> out, ExpertCallStats* stats, bool* retire) {
@@ -356,61 +519,45 @@ absl::Status WorkerClient::RunChunk(int slot, int layer, absl::Span<const float>
       if (absl::IsUnavailable(attached)) NoteWorker(false);
       return attached;
     }
-    // Staged after attaching: a worker may just have refused the device arena.
+    // Chosen after attaching: a worker may just have refused the device arena or the ring.
     const ActivationPath path = this->path();
-    MOE_RETURN_IF_ERROR(StageInput(slot, path, x, &request));
-    v1::RunExpertsResponse response;
-    grpc::ClientContext context;
-    // A worker that stops answering is lost like a dead one, within the grace.
-    context.set_deadline(absl::ToChronoTime(CallDeadline()));
-    const absl::Time sent = absl::Now();
-    const auto t0 = std::chrono::steady_clock::now();
-    grpc::Status rpc = stub_->RunExperts(&context, request, &response);
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (rpc.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
-        rpc.error_code() == grpc::StatusCode::CANCELLED) {
-      // The worker may still write this call's output into the slot: never reuse it.
-      *retire = true;
-    }
-    if (rpc.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-      // Hung, not slow: the grace counts from when the call went out, and the caller
-      // sees UNAVAILABLE (DEADLINE_EXCEEDED belongs to its client's own deadline).
-      NoteWorkerLostSince(sent);
-      rpc = grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                         absl::StrCat("RunExperts got no answer within ",
-                                      absl::ToDoubleSeconds(CallTimeout()),
-                                      " s; the worker is hung (", rpc.error_message(), ")"));
-    }
-    if (rpc.error_code() == grpc::StatusCode::FAILED_PRECONDITION && arena_ != nullptr && attempt == 0) {
+    // The ring's route area holds max_tokens_per_call x num_experts_per_tok routes.
+    const bool by_ring = path == ActivationPath::kHostArena && ring_active_.load() && n > 0 &&
+                         2 * ids.size() * sizeof(int32_t) <= layout_.route_bytes;
+    CallFigures figures;
+    absl::Status status = by_ring ? RingCall(slot, layer, x, n, ids, weights, out, &figures, retire)
+                                  : RpcCall(slot, path, &request, x, out, &figures, retire);
+    if (absl::IsFailedPrecondition(status) && arena_ != nullptr && attempt == 0) {
       std::lock_guard<std::mutex> lock(attach_mu_);
       attached_ = false;
       continue;
     }
-    if (rpc.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    if (absl::IsUnavailable(status)) {
+      MOE_LOG(WARNING) << "expert worker at " << options_.address << " lost: " << status.message();
       {
         std::lock_guard<std::mutex> lock(attach_mu_);
         attached_ = false;  // whatever answers next may be a new worker
       }
       NoteWorker(false);
     }
-    MOE_RETURN_IF_ERROR(Annotate(FromGrpcStatus(rpc), absl::StrCat("expert worker at ", options_.address)));
-    MOE_RETURN_IF_ERROR(ReadOutput(slot, path, response, out));
+    MOE_RETURN_IF_ERROR(Annotate(status, absl::StrCat("expert worker at ", options_.address)));
     if (stats != nullptr) {
       stats->calls += 1;
-      stats->hits += response.cache_hits();
-      stats->misses += response.cache_misses();
-      stats->prefetch_hits += response.prefetch_hits();
-      stats->stall_s += response.load_wait_s();
-      stats->compute_s += response.compute_s();
-      stats->rpc_s += seconds;
+      stats->hits += figures.hits;
+      stats->misses += figures.misses;
+      stats->prefetch_hits += figures.prefetch_hits;
+      stats->stall_s += figures.load_wait_s;
+      stats->compute_s += figures.compute_s;
+      stats->rpc_s += figures.seconds;
     }
     NoteWorker(true);
     std::lock_guard<std::mutex> lock(stats_mu_);
     ++stats_.calls;
-    stats_.rpc_seconds += seconds;
-    stats_.worker_seconds += response.load_wait_s() + response.compute_s();
-    stats_.hits += response.cache_hits();
-    stats_.misses += response.cache_misses();
+    stats_.ring_calls += figures.ring ? 1 : 0;
+    stats_.rpc_seconds += figures.seconds;
+    stats_.worker_seconds += figures.load_wait_s + figures.compute_s;
+    stats_.hits += figures.hits;
+    stats_.misses += figures.misses;
     return absl::OkStatus();
   }
 }

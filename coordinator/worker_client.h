@@ -21,7 +21,9 @@
 #include "common/backend/device_ipc_arena.h"
 #include "common/expert_backend.h"
 #include "common/grpc_security.h"
+#include "common/activation_ring.h"
 #include "common/model_config.h"
+#include "common/process_watch.h"
 #include "common/shared_arena.h"
 #include "moe/v1/expert_worker.grpc.pb.h"
 
@@ -42,6 +44,22 @@ struct WorkerClientOptions {
   // The device the coordinator computes on, where RunExperts' x and out live; it must
   // outlive the client. nullptr or a CPU device: host memory, as before.
   backend::Device* device = nullptr;
+  // With the shared host arena: offer the worker a ring in it (common/activation_ring.h),
+  // so that RunExperts is a doorbell instead of an RPC when the worker serves it; and how
+  // long a call polls for its reply before it sleeps on it.
+  bool use_ring = true;
+  absl::Duration ring_spin = absl::ZeroDuration();
+};
+
+// Where the host arena's bytes go: per slot the input then the output rows, then per slot
+// the expert ids and weights of a ring call, then the ring. Offsets 64-byte aligned.
+struct HostArenaLayout {
+  uint64_t slot_bytes = 0;     // input then output, each [max_tokens, hidden] fp32
+  uint64_t routes_offset = 0;  // slot s's ids at routes_offset + s * route_bytes
+  uint64_t route_bytes = 0;    // ids then weights, each [max_tokens, experts_per_tok]
+  uint64_t ring_offset = 0;
+  uint64_t total = 0;
+  static HostArenaLayout For(int slots, int64_t max_tokens, const ModelConfig& config);
 };
 
 // How a call's activations reach the worker.
@@ -58,6 +76,7 @@ struct WorkerClientStats {
   uint64_t hits = 0;
   uint64_t misses = 0;
   uint64_t recoveries = 0;  // times a lost worker answered again within the grace
+  uint64_t ring_calls = 0;  // of calls, those through the activation ring
 };
 
 // Thread-safe: concurrent RunExperts calls each use their own arena slot (and, on a CUDA
@@ -87,6 +106,8 @@ class WorkerClient : public ExpertBackend {
   // counts the grace from: the first failed answer (or call) after a good one.
   bool WorkerServing(absl::Duration timeout = absl::Milliseconds(500));
   bool zero_copy() const { return arena_ != nullptr; }
+  // Whether calls go through the activation ring now (the worker serves it).
+  bool ring_active() const { return ring_active_.load(); }
   // The path calls take now (the device arena until a worker refuses it).
   ActivationPath path() const;
   WorkerClientStats Stats() const;
@@ -115,6 +136,24 @@ class WorkerClient : public ExpertBackend {
   // Host <-> caller memory: a memcpy, or a copy on the slot's stream, waited for.
   absl::Status CopyFromCaller(int slot, void* host, const void* caller, size_t bytes);
   absl::Status CopyToCaller(int slot, void* caller, const void* host, size_t bytes);
+  // One call's figures, as the worker reported them.
+  struct CallFigures {
+    uint64_t hits = 0, misses = 0, prefetch_hits = 0;
+    double load_wait_s = 0, compute_s = 0;
+    double seconds = 0;  // the round trip as we saw it
+    bool ring = false;
+  };
+  // One chunk as an RPC, or through the ring; out is written when OK. Both set *retire
+  // when the worker may still write into the slot (a call that timed out), and answer
+  // UNAVAILABLE for a lost or hung worker.
+  absl::Status RpcCall(int slot, ActivationPath path, v1::RunExpertsRequest* request,
+                       absl::Span<const float> x, absl::Span<float> out, CallFigures* figures,
+                       bool* retire);
+  absl::Status RingCall(int slot, int layer, absl::Span<const float> x, int64_t n,
+                        absl::Span<const int32_t> ids, absl::Span<const float> weights,
+                        absl::Span<float> out, CallFigures* figures, bool* retire);
+  // The ring in the current host arena.
+  absl::StatusOr<ring::Ring> RingView() const;
   // Sets *retire when the worker may still write into the slot (a call that timed out).
   absl::Status RunChunk(int slot, int layer, absl::Span<const float> x, int64_t n,
                         absl::Span<const int32_t> ids, absl::Span<const float> weights,
@@ -141,6 +180,7 @@ class WorkerClient : public ExpertBackend {
   std::unique_ptr<backend::DeviceIpcArena> device_arena_;
   // One per arena slot when the caller's activations are device memory, else empty.
   std::vector<std::unique_ptr<backend::Stream>> streams_;
+  const HostArenaLayout layout_;
   uint64_t slot_bytes_ = 0;             // per slot: input then output, each [max_tokens, H]
   // Tokens per RunExperts: max_tokens_per_call, or less if the worker said so.
   std::atomic<int64_t> call_tokens_;
@@ -150,6 +190,11 @@ class WorkerClient : public ExpertBackend {
   // False once a worker refused the device arena: from then on the host arena.
   std::atomic<bool> use_device_arena_{false};
   std::atomic<bool> path_logged_{false};
+  // Set at each attach: whether the worker serves the ring, under which epoch, and a
+  // watch on its process (a call in the ring learns of its death only from that).
+  std::atomic<bool> ring_active_{false};
+  uint32_t ring_epoch_ = 0;                     // guarded by attach_mu_
+  std::shared_ptr<ProcessWatch> worker_watch_;  // guarded by attach_mu_
 
   std::mutex slot_mu_;
   std::condition_variable slot_free_;

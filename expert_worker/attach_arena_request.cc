@@ -3,7 +3,9 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "common/activation_ring.h"
 #include "common/arena_trust.h"
+#include "common/checked_math.h"
 #include "common/status.h"
 
 namespace moe::expert_worker {
@@ -65,6 +67,27 @@ absl::StatusOr<AttachArenaShape> CheckAttachArenaRequest(const v1::AttachArenaRe
   shape.call_tokens = request.max_tokens_per_call() == 0
                           ? limits.max_call_tokens
                           : std::min<int64_t>(request.max_tokens_per_call(), limits.max_call_tokens);
+  if (request.has_ring()) {
+    const v1::RingOffer& offer = request.ring();
+    if (shape.cuda_ipc) {
+      return absl::InvalidArgumentError(
+          "AttachArena: a ring is offered only with a shared-memory arena");
+    }
+    if (offer.slots() < 1 || offer.slots() > ring::kMaxRingSlots) {
+      return absl::InvalidArgumentError(absl::StrCat("AttachArena: ring.slots ", offer.slots(),
+                                                     " is not in [1, ", ring::kMaxRingSlots, "]"));
+    }
+    if (offer.offset() % alignof(ring::RingHeader) != 0 ||
+        !RangeWithin(offer.offset(), ring::RingBytes(offer.slots()), shape.bytes)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "AttachArena: a ring of ", ring::RingBytes(offer.slots()), " bytes at ", offer.offset(),
+          " is not 64-byte aligned inside the ", shape.bytes, "-byte arena"));
+    }
+    shape.ring = true;
+    shape.ring_offset = offer.offset();
+    shape.ring_slots = offer.slots();
+    shape.ring_epoch = offer.epoch();
+  }
   return shape;
 }
 

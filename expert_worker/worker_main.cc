@@ -43,6 +43,11 @@ ABSL_FLAG(double, link_latency_us, 0, "Link model: fixed cost per copy in micros
 ABSL_FLAG(std::string, metrics_listen, "",
           "HOST:PORT for Prometheus text on GET /metrics (empty: no endpoint)");
 ABSL_FLAG(double, shutdown_grace_s, 10, "On SIGTERM/SIGINT: seconds in-flight calls may run on");
+ABSL_FLAG(bool, ring, true,
+          "Serve the activation ring a coordinator on this machine offers (RunExperts without "
+          "an RPC per call); false: every call by RPC");
+ABSL_FLAG(double, ring_spin_us, 0,
+          "Microseconds the ring thread polls the doorbell before sleeping on it, in [0, 10000]");
 ABSL_FLAG(int64_t, max_call_tokens, 4096,
           "Most tokens one RunExperts may carry (a coordinator asking for more per call is "
           "capped at attach time; larger calls are refused)");
@@ -124,6 +129,13 @@ absl::Status Run() {
                                                    " is not in [1, 1048576]"));
   }
   MOE_ASSIGN_OR_RETURN(service_options.arena_policy.allowed_uids, AllowedUidsFlag());
+  service_options.serve_ring = absl::GetFlag(FLAGS_ring);
+  const double spin_us = absl::GetFlag(FLAGS_ring_spin_us);
+  if (!(spin_us >= 0 && spin_us <= 10000)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--ring-spin-us ", spin_us, " is not in [0, 10000]"));
+  }
+  service_options.ring_spin = absl::Microseconds(spin_us);
   WorkerService service(cache.get(), service_options);
   if (metrics != nullptr) {
     metrics->Serve([&](httplib::Server& s) { AddMetricsRoute(s, [&] { return service.RenderMetrics(); }); });

@@ -1,5 +1,7 @@
 #include "expert_worker/worker_service.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -37,18 +39,13 @@ void WorkerService::WatchArenaOwner() {
   while (!stop_.wait_for(lock, absl::ToChronoMilliseconds(options_.owner_check_interval),
                          [this] { return stopping_; })) {
     if (arena_ != nullptr && !arena_->OwnerAlive()) {
-      // The coordinator is gone; our mapping alone would keep its memory alive.
-      MOE_LOG(WARNING) << "coordinator pid " << arena_->owner_pid() << " exited; released its arena "
-                       << arena_->id() << " (" << arena_->size() << " bytes)";
+      // The coordinator is gone; our mapping alone would keep its memory (host pages or
+      // an IPC-exported device allocation) alive.
+      MOE_LOG(WARNING) << "coordinator pid " << arena_->owner_pid() << " exited; released its "
+                       << (arena_->on_device() ? "device arena " : "arena ") << arena_->id()
+                       << " (" << arena_->size() << " bytes)";
+      ring_.reset();   // joins its thread (which never takes mu_)
       arena_.reset();  // calls in flight hold their own reference
-      ++arenas_released_;
-    }
-    if (device_arena_ != nullptr && !device_arena_->OwnerAlive()) {
-      // Our IPC mapping would keep the dead coordinator's device memory allocated.
-      MOE_LOG(WARNING) << "coordinator pid " << device_arena_->handle().exporter_pid
-                       << " exited; closed its device arena " << device_arena_->id() << " ("
-                       << device_arena_->size() << " bytes)";
-      device_arena_.reset();
       ++arenas_released_;
     }
   }
@@ -71,22 +68,26 @@ absl::Status WorkerService::AttachDeviceArena(const v1::AttachArenaRequest& requ
   handle.size_bytes = request.size_bytes();
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (device_arena_ != nullptr && device_arena_->id() == request.arena_id() &&
-        device_arena_->handle().ipc_mem_handle == handle.ipc_mem_handle &&
-        device_arena_->size() == handle.size_bytes) {
+    if (arena_ != nullptr && arena_->on_device()) {
+      // An id names one exported allocation for good (128 random bits, checked in its
+      // header when it was opened): the same id and size is the arena we hold.
+      if (arena_->id() == request.arena_id() && arena_->size() == handle.size_bytes) {
+        arena_call_tokens_ = call_tokens;
+        return absl::OkStatus();  // already mapped: a handle opens once per process
+      }
+      // Close our previous mapping before opening another (in-flight calls keep theirs).
       arena_.reset();
-      arena_call_tokens_ = call_tokens;
-      return absl::OkStatus();  // already mapped: a handle opens once per process
     }
-    // Close our previous mapping before opening another (in-flight calls keep theirs).
-    device_arena_.reset();
   }
   MOE_ASSIGN_OR_RETURN(std::unique_ptr<backend::DeviceIpcArena> arena,
                        backend::DeviceIpcArena::Open(*device_, handle, request.arena_id()));
-  std::lock_guard<std::mutex> lock(mu_);
-  device_arena_ = std::move(arena);
-  arena_.reset();
-  arena_call_tokens_ = call_tokens;
+  std::unique_ptr<RingServer> previous_ring;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    previous_ring = std::move(ring_);  // a host arena's ring goes with it
+    arena_ = std::move(arena);
+    arena_call_tokens_ = call_tokens;
+  }
   return absl::OkStatus();
 }
 
@@ -106,14 +107,42 @@ absl::StatusOr<int64_t> WorkerService::DoAttachArena(const v1::AttachArenaReques
   MOE_ASSIGN_OR_RETURN(std::unique_ptr<SharedArena> arena,
                        SharedArena::Attach(shm.pid(), shm.fd(), request.size_bytes(),
                                            request.arena_id(), options_.arena_policy));
+  std::shared_ptr<ActivationArena> shared = std::move(arena);
+  std::unique_ptr<RingServer> ring;
+  if (shape.ring && options_.serve_ring) {
+    const ExpertStore& store = cache_->store();
+    RingLimits limits;
+    limits.epoch = shape.ring_epoch;
+    limits.num_layers = store.num_layers();
+    limits.num_experts = store.num_experts();
+    limits.hidden = store.layout().hidden;
+    limits.max_tokens = shape.call_tokens;
+    limits.arena_bytes = shared->size();
+    limits.ring_offset = shape.ring_offset;
+    limits.ring_bytes = ring::RingBytes(shape.ring_slots);
+    const ActivationArena* raw = shared.get();  // the server holds the arena alive
+    MOE_ASSIGN_OR_RETURN(
+        ring, RingServer::Start(shared, shape.ring_offset, shape.ring_slots, shape.ring_epoch,
+                                options_.ring_spin,
+                                [this, raw, limits](const ring::RingRequest& request) {
+                                  return ServeRingCall(*raw, limits, request);
+                                }));
+  }
+  std::unique_ptr<RingServer> previous;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    arena_ = std::move(arena);
-    device_arena_.reset();
+    previous = std::move(ring_);
+    ring_ = std::move(ring);
+    arena_ = std::move(shared);
     arena_call_tokens_ = shape.call_tokens;
   }
+  previous.reset();  // joins the old ring's thread outside the lock
   MOE_LOG(INFO) << "attached arena " << request.arena_id() << " of pid " << shm.pid() << " ("
-                << request.size_bytes() << " bytes)";
+                << request.size_bytes() << " bytes"
+                << (shape.ring && options_.serve_ring
+                        ? absl::StrCat(", calls through its ring of ", shape.ring_slots, " slots")
+                        : std::string(", calls by RPC"))
+                << ")";
   return shape.call_tokens;
 }
 
@@ -126,67 +155,50 @@ grpc::Status WorkerService::AttachArena(grpc::ServerContext*, const v1::AttachAr
   response->set_num_experts(store.num_experts());
   response->set_hidden_size(store.layout().hidden);
   response->set_max_tokens_per_call(static_cast<uint32_t>(*call_tokens));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    response->set_ring_served(ring_ != nullptr);
+  }
+  response->set_worker_pid(static_cast<uint32_t>(::getpid()));
   return grpc::Status::OK;
 }
 
 absl::Status WorkerService::DoRunExperts(const v1::RunExpertsRequest& request,
                                          v1::RunExpertsResponse* response) {
   const ExpertStore& store = cache_->store();
-  std::shared_ptr<SharedArena> arena;
-  std::shared_ptr<backend::DeviceIpcArena> device_arena;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    arena = arena_;  // in-flight calls keep the mapping alive through a re-attach
-    device_arena = device_arena_;
-  }
+  const bool slices = request.has_input_slice() || request.has_output_slice();
   RunExpertsLimits limits;
   limits.num_layers = store.num_layers();
   limits.num_experts = store.num_experts();
   limits.hidden = store.layout().hidden;
+  std::shared_ptr<ActivationArena> arena;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    arena = arena_;  // in-flight calls keep the mapping alive through a re-attach
     // Inline tensors are bounded by the worker's own limit; slices by the attached slots.
-    limits.max_tokens = (request.has_input_slice() || request.has_output_slice()) &&
-                                (arena != nullptr || device_arena != nullptr)
-                            ? arena_call_tokens_
-                            : options_.max_call_tokens;
+    limits.max_tokens = slices && arena != nullptr ? arena_call_tokens_ : options_.max_call_tokens;
   }
   if (arena != nullptr) {
     limits.arena_bytes = arena->size();
     limits.arena_id = arena->id();
-  } else if (device_arena != nullptr) {
-    limits.arena_bytes = device_arena->size();
-    limits.arena_id = device_arena->id();
   }
   MOE_ASSIGN_OR_RETURN(const RunExpertsShape shape, CheckRunExpertsRequest(request, limits));
-  const int64_t n = shape.tokens;
+  const bool on_device = slices && arena->on_device();
+  if (on_device && (!request.has_input_slice() || !request.has_output_slice())) {
+    // Inline bytes are host memory; the device arena's kernels take device memory only.
+    return absl::InvalidArgumentError(
+        "RunExperts: on a device arena both input and output must be slices");
+  }
   const uint64_t floats = shape.tensor_bytes / sizeof(float);
   const std::vector<int32_t> ids(request.expert_ids().begin(), request.expert_ids().end());
   const std::vector<float> weights(request.weights().begin(), request.weights().end());
   RunCounters counters;
   const auto t0 = std::chrono::steady_clock::now();
-  if (device_arena != nullptr && (request.has_input_slice() || request.has_output_slice())) {
-    // x and out stay in the coordinator's device memory; nothing crosses to the host.
-    if (!request.has_input_slice() || !request.has_output_slice()) {
-      return absl::InvalidArgumentError(
-          "RunExperts: on a device arena both input and output must be slices");
-    }
-    MOE_ASSIGN_OR_RETURN(void* in, device_arena->At(request.input_slice().offset(), shape.tensor_bytes));
-    MOE_ASSIGN_OR_RETURN(void* outp, device_arena->At(request.output_slice().offset(), shape.tensor_bytes));
-    MOE_RETURN_IF_ERROR(device_->BindThread());
-    // Run returns once out is written (on the device too), so the reply orders the
-    // coordinator's read after our writes.
-    MOE_RETURN_IF_ERROR(runner_.Run(static_cast<int>(request.layer()),
-                                    absl::Span<const float>(static_cast<const float*>(in), floats),
-                                    n, ids, weights,
-                                    absl::Span<float>(static_cast<float*>(outp), floats), &counters,
-                                    ActivationPlacement::kDevice));
-    return FinishRunExperts(t0, counters, response);
-  }
   absl::Span<const float> x;
   std::vector<float> inline_x;
   if (request.has_input_slice()) {
-    MOE_ASSIGN_OR_RETURN(x, arena->Floats(request.input_slice().offset(), floats));
+    MOE_ASSIGN_OR_RETURN(void* in, arena->At(request.input_slice().offset(), shape.tensor_bytes));
+    x = absl::Span<const float>(static_cast<const float*>(in), floats);
   } else {
     inline_x.resize(floats);
     std::memcpy(inline_x.data(), request.input_inline().data(), shape.tensor_bytes);
@@ -195,31 +207,80 @@ absl::Status WorkerService::DoRunExperts(const v1::RunExpertsRequest& request,
   absl::Span<float> out;
   std::vector<float> inline_out;
   if (request.has_output_slice()) {
-    MOE_ASSIGN_OR_RETURN(out, arena->Floats(request.output_slice().offset(), floats));
+    MOE_ASSIGN_OR_RETURN(void* o, arena->At(request.output_slice().offset(), shape.tensor_bytes));
+    out = absl::Span<float>(static_cast<float*>(o), floats);
   } else {
     inline_out.resize(floats);
     out = absl::MakeSpan(inline_out);
   }
-  MOE_RETURN_IF_ERROR(runner_.Run(static_cast<int>(request.layer()), x, n, ids, weights, out, &counters));
+  // On a device arena x and out stay in the coordinator's device memory. Run returns once
+  // out is written (on the device too), so the reply orders the coordinator's read after
+  // our writes.
+  if (on_device) MOE_RETURN_IF_ERROR(device_->BindThread());
+  MOE_RETURN_IF_ERROR(runner_.Run(shape.layer, x, shape.tokens, ids, weights, out, &counters,
+                                  on_device ? ActivationPlacement::kDevice
+                                            : ActivationPlacement::kHost));
   if (!request.has_output_slice()) {
     response->set_output_inline(inline_out.data(), inline_out.size() * sizeof(float));
   }
   return FinishRunExperts(t0, counters, response);
 }
 
-absl::Status WorkerService::FinishRunExperts(std::chrono::steady_clock::time_point start,
-                                             const RunCounters& counters,
-                                             v1::RunExpertsResponse* response) {
+void WorkerService::CountCall(std::chrono::steady_clock::time_point start) {
   const auto elapsed = std::chrono::steady_clock::now() - start;
   run_experts_ns_.fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count(),
                             std::memory_order_relaxed);
   run_experts_latency_.Observe(std::chrono::duration<double>(elapsed).count());
+  calls_.fetch_add(1, std::memory_order_relaxed);
+}
+
+absl::Status WorkerService::DoServeRingCall(const ActivationArena& arena, const RingLimits& limits,
+                                            const ring::RingRequest& request,
+                                            RunCounters* counters) {
+  MOE_ASSIGN_OR_RETURN(const RingShape shape, CheckRingRequest(request, limits));
+  // The routes are copied out of the shared pages before they are checked.
+  std::vector<uint32_t> raw_ids(shape.routes);
+  std::vector<float> weights(shape.routes);
+  MOE_ASSIGN_OR_RETURN(const void* ids_at, arena.At(request.ids_offset, shape.routes * 4));
+  MOE_ASSIGN_OR_RETURN(const void* weights_at, arena.At(request.weights_offset, shape.routes * 4));
+  std::memcpy(raw_ids.data(), ids_at, shape.routes * 4);
+  std::memcpy(weights.data(), weights_at, shape.routes * 4);
+  MOE_RETURN_IF_ERROR(CheckRoutes(raw_ids, weights, limits.num_experts));
+  const std::vector<int32_t> ids(raw_ids.begin(), raw_ids.end());
+  const uint64_t floats = shape.tensor_bytes / sizeof(float);
+  MOE_ASSIGN_OR_RETURN(void* x, arena.At(request.x_offset, shape.tensor_bytes));
+  MOE_ASSIGN_OR_RETURN(void* out, arena.At(request.out_offset, shape.tensor_bytes));
+  return runner_.Run(shape.layer, absl::Span<const float>(static_cast<const float*>(x), floats),
+                     shape.tokens, ids, weights, absl::Span<float>(static_cast<float*>(out), floats),
+                     counters);
+}
+
+ring::RingReply WorkerService::ServeRingCall(const ActivationArena& arena, const RingLimits& limits,
+                                             const ring::RingRequest& request) {
+  const auto t0 = std::chrono::steady_clock::now();
+  RunCounters counters;
+  const absl::Status status = DoServeRingCall(arena, limits, request, &counters);
+  ring::RingReply reply = ring::ReplyFor(status);
+  if (!status.ok()) return reply;
+  CountCall(t0);
+  ring_calls_.fetch_add(1, std::memory_order_relaxed);
+  reply.hits = counters.hits;
+  reply.misses = counters.misses;
+  reply.prefetch_hits = counters.prefetch_hits;
+  reply.load_wait_s = counters.load_wait_s;
+  reply.compute_s = counters.compute_s;
+  return reply;
+}
+
+absl::Status WorkerService::FinishRunExperts(std::chrono::steady_clock::time_point start,
+                                             const RunCounters& counters,
+                                             v1::RunExpertsResponse* response) {
+  CountCall(start);
   response->set_cache_hits(counters.hits);
   response->set_cache_misses(counters.misses);
   response->set_load_wait_s(counters.load_wait_s);
   response->set_compute_s(counters.compute_s);
   response->set_prefetch_hits(counters.prefetch_hits);
-  calls_.fetch_add(1, std::memory_order_relaxed);
   return absl::OkStatus();
 }
 
@@ -303,6 +364,7 @@ v1::WorkerStats WorkerService::Stats() const {
   response.set_misses(stats.total.misses);
   response.set_bytes_copied(stats.total.bytes_copied);
   response.set_run_experts_calls(calls_.load());
+  response.set_ring_calls(ring_calls_.load());
   FillCounters(stats.total, response.mutable_total());
   response.set_policy_changes(stats.policy_changes);
   response.set_resizes(stats.resizes);
@@ -315,12 +377,10 @@ v1::WorkerStats WorkerService::Stats() const {
     if (arena_ != nullptr) {
       response.set_arena_owner_pid(arena_->owner_pid());
       response.set_arena_bytes(arena_->size());
-    } else if (device_arena_ != nullptr) {
-      response.set_arena_owner_pid(device_arena_->handle().exporter_pid);
-      response.set_arena_bytes(device_arena_->size());
-      response.set_arena_on_device(true);
+      response.set_arena_on_device(arena_->on_device());
     }
     response.set_arenas_released(arenas_released_);
+    response.set_ring_served(ring_ != nullptr);
   }
   for (size_t l = 0; l < stats.layers.size(); ++l) {
     auto* layer = response.add_layers();
@@ -370,6 +430,8 @@ std::string WorkerService::RenderMetrics() const {
   out.Counter("moe_worker_policy_changes_total", "SetCachePolicy policy swaps", stats.policy_changes());
   out.Counter("moe_worker_cache_resizes_total", "SetCachePolicy size changes", stats.resizes());
   out.Counter("moe_worker_run_experts_calls_total", "RunExperts calls served", stats.run_experts_calls());
+  out.Counter("moe_worker_ring_calls_total", "Of those, calls taken from the activation ring",
+              stats.ring_calls());
   out.Counter("moe_worker_run_experts_seconds_total", "Seconds inside RunExperts (copies and compute)",
               stats.run_experts_s());
   out.Histogram("moe_worker_run_experts_latency_seconds",

@@ -14,11 +14,14 @@
 
 #include "absl/time/time.h"
 #include "common/backend/device.h"
+#include "common/activation_arena.h"
 #include "common/backend/device_ipc_arena.h"
 #include "common/prometheus_text.h"
 #include "common/shared_arena.h"
 #include "expert_worker/expert_runner.h"
 #include "expert_worker/prefetch_queue.h"
+#include "expert_worker/ring_request.h"
+#include "expert_worker/ring_server.h"
 #include "expert_worker/slot_cache.h"
 #include "moe/v1/expert_worker.grpc.pb.h"
 
@@ -48,6 +51,10 @@ struct WorkerServiceOptions {
   // worker's time and scratch memory per call (inline tensors are also bounded by the
   // gRPC message size).
   int64_t max_call_tokens = 4096;
+  // Serve a ring the coordinator offers with a shared-memory arena (else every call is
+  // an RPC), and how long its thread polls the doorbell before sleeping on it.
+  bool serve_ring = true;
+  absl::Duration ring_spin = absl::ZeroDuration();
 };
 
 class WorkerService final : public moe::v1::ExpertWorker::Service {
@@ -81,6 +88,13 @@ class WorkerService final : public moe::v1::ExpertWorker::Service {
   // Counts the call and fills the response's figures.
   absl::Status FinishRunExperts(std::chrono::steady_clock::time_point start,
                                 const RunCounters& counters, v1::RunExpertsResponse* response);
+  // Counts a served call (RPC or ring).
+  void CountCall(std::chrono::steady_clock::time_point start);
+  // One call taken from the ring: checked against `limits`, computed in `arena`.
+  ring::RingReply ServeRingCall(const ActivationArena& arena, const RingLimits& limits,
+                                const ring::RingRequest& request);
+  absl::Status DoServeRingCall(const ActivationArena& arena, const RingLimits& limits,
+                               const ring::RingRequest& request, RunCounters* counters);
   void WatchArenaOwner();
 
 
@@ -95,16 +109,19 @@ class WorkerService final : public moe::v1::ExpertWorker::Service {
   std::atomic<uint64_t> run_experts_ns_{0};
   LatencyHistogram run_experts_latency_;  // for /metrics
   mutable std::mutex mu_;
-  // In-flight calls hold their own reference, so a re-attach never unmaps under them.
-  // At most one of the two is attached.
-  std::shared_ptr<SharedArena> arena_;                   // guarded by mu_
-  std::shared_ptr<backend::DeviceIpcArena> device_arena_;  // guarded by mu_
+  // The attached arena (shared host memory or a CUDA IPC mapping). In-flight calls hold
+  // their own reference, so a re-attach never unmaps under them.
+  std::shared_ptr<ActivationArena> arena_;  // guarded by mu_
   uint64_t arenas_released_ = 0;       // guarded by mu_
   bool stopping_ = false;              // guarded by mu_
   std::condition_variable stop_;
   // Tokens per call the attached arena's slots hold (AttachArena's
   // max_tokens_per_call, capped by options_.max_call_tokens).
   int64_t arena_call_tokens_ = 0;  // guarded by mu_
+  // Serves the attached host arena's ring, if the coordinator offered one; stopped and
+  // replaced with the arena. Declared after runner_: stopped before it goes.
+  std::unique_ptr<RingServer> ring_;  // guarded by mu_
+  std::atomic<uint64_t> ring_calls_{0};
   std::thread owner_watch_;
 };
 

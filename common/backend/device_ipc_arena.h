@@ -13,6 +13,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/activation_arena.h"
 #include "common/backend/device.h"
 
 namespace moe::cuda {
@@ -36,7 +37,7 @@ struct DeviceIpcHandle {
 // told; offsets count from after them. Exported memory must outlive every importer's
 // mapping: the coordinator keeps its arena for its whole life, and a worker drops its
 // mapping on re-attach or when the exporter exits (OwnerAlive). Thread-safe to read.
-class DeviceIpcArena {
+class DeviceIpcArena final : public ActivationArena {
  public:
   static constexpr size_t kHeaderBytes = 64;
 
@@ -51,19 +52,21 @@ class DeviceIpcArena {
   static absl::StatusOr<std::unique_ptr<DeviceIpcArena>> Open(Device& device,
                                                               const DeviceIpcHandle& handle,
                                                               const std::string& id);
-  ~DeviceIpcArena();
+  ~DeviceIpcArena() override;
   DeviceIpcArena(const DeviceIpcArena&) = delete;
   DeviceIpcArena& operator=(const DeviceIpcArena&) = delete;
 
   const DeviceIpcHandle& handle() const { return handle_; }
-  const std::string& id() const { return id_; }
-  size_t size() const { return handle_.size_bytes; }  // usable bytes
+  const std::string& id() const override { return id_; }
+  size_t size() const override { return handle_.size_bytes; }  // usable bytes
+  bool on_device() const override { return true; }
+  uint32_t owner_pid() const override { return importer_ ? handle_.exporter_pid : 0; }
   // Device address of `bytes` at `offset` of the usable region: OUT_OF_RANGE when the
   // range is not inside it or not 4-byte aligned.
-  absl::StatusOr<void*> At(uint64_t offset, uint64_t bytes) const;
+  absl::StatusOr<void*> At(uint64_t offset, uint64_t bytes) const override;
   // For an importer: whether the exporting process still runs (a pidfd taken at open,
   // so a reused pid is not mistaken for it). Always true for the exporter.
-  bool OwnerAlive() const;
+  bool OwnerAlive() const override;
 
  private:
   DeviceIpcArena(std::unique_ptr<cuda::CudaIpcArena> cuda, DeviceIpcHandle handle, std::string id);

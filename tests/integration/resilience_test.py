@@ -213,6 +213,75 @@ class CoordinatorLossTest(TimedTestCase):
         self.assertTrue(worker.alive())
 
 
+class RingTest(TimedTestCase):
+    """Issue 15, point 3: the activation ring (RunExperts without an RPC per layer) under
+    kill -9 of either process. A call in the ring learns of a dead worker from a pidfd,
+    and is then handled as an RPC's UNAVAILABLE: wait in the grace, attach, redo."""
+
+    def test_calls_go_through_the_ring_and_a_killed_worker_mid_call_loses_no_token(self):
+        fleet = self.make_fleet("ringw")
+        worker_addr, addr = fleet.sock("worker"), fleet.sock("moe")
+        worker = start_worker(fleet, worker_addr, SLOW_WORKER)
+        coordinator = fleet.coordinator(addr, worker_addr, extra=["--worker-grace-s", "30"])
+        tokens = 16
+        undisturbed = [Stream(addr, r) for r in streams_requests(tokens)]
+        for s in undisturbed:
+            s.join(120)
+            self.assertIsNone(s.error)
+        stats = tp.worker_stats(worker_addr)
+        self.assertTrue(stats.ring_served)
+        self.assertGreater(stats.ring_calls, 0)
+        self.assertEqual(stats.ring_calls, stats.run_experts_calls, "a call went by RPC")
+        self.assertIn("calls through the activation ring", coordinator.output())
+
+        disturbed = [Stream(addr, r) for r in streams_requests(tokens)]
+        for s in disturbed:
+            self.assertTrue(s.first.wait(60))
+        # The slow link model keeps each call in the worker for tens of ms: the kill
+        # lands with a call in the ring.
+        worker.stop(signal.SIGKILL)
+        try:
+            wait_for(lambda: "with a call in the ring" in coordinator.output(), 10,
+                     "the coordinator to notice the worker's death from the ring")
+        except AssertionError:
+            print(coordinator.output()[-3000:])
+            raise
+        replacement = start_worker(fleet, worker_addr, SLOW_WORKER, wait=False)
+        for s in disturbed:
+            s.join(120)
+        for before, after in zip(undisturbed, disturbed):
+            self.assertIsNone(after.error, after.error and after.error.details())
+            self.assertEqual(after.ids, before.ids)
+        stats = tp.worker_stats(worker_addr)
+        self.assertTrue(stats.ring_served, "the new worker was not offered the ring again")
+        self.assertGreater(stats.ring_calls, 0)
+        self.assertTrue(replacement.alive())
+
+    def test_a_coordinator_killed_mid_call_leaves_the_worker_serving_the_next_ring(self):
+        fleet = self.make_fleet("ringc")
+        worker_addr, addr = fleet.sock("worker"), fleet.sock("moe")
+        worker = start_worker(fleet, worker_addr, SLOW_WORKER)
+        first = fleet.coordinator(addr, worker_addr)
+        streams = [Stream(addr, r) for r in streams_requests(64)]
+        for s in streams:
+            self.assertTrue(s.first.wait(60))
+        self.assertTrue(tp.worker_stats(worker_addr).ring_served)
+        first.stop(signal.SIGKILL)
+        wait_for(lambda: tp.worker_stats(worker_addr).arena_owner_pid == 0, 5,
+                 "the worker to release the dead coordinator's arena and ring")
+        stats = tp.worker_stats(worker_addr)
+        self.assertFalse(stats.ring_served)
+        self.assertEqual(arena_mappings(worker.pid), 0, "the memory is still mapped")
+        calls_before = stats.ring_calls
+
+        fleet.coordinator(addr, worker_addr)
+        self.assertEqual(len(tp.py_generate(addr, tp.request(max_new_tokens=8))[2]), 8)
+        stats = tp.worker_stats(worker_addr)
+        self.assertTrue(stats.ring_served)
+        self.assertGreater(stats.ring_calls, calls_before)
+        self.assertTrue(worker.alive())
+
+
 class ShutdownTest(TimedTestCase):
     """(7) SIGTERM: refuse new requests, drain in-flight ones within the grace, exit 0."""
 

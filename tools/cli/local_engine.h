@@ -28,6 +28,8 @@ struct EngineOptions {
   int cache_per_layer = 0;     // in-process worker: experts cached per layer (0: all)
   std::string worker_address;  // set: experts run in that worker process instead
   bool force_inline = false;   // with a worker: tensors inside RPCs even on a unix socket
+  bool use_ring = true;        // with a worker on a unix socket: calls through the arena's ring
+  double ring_spin_us = 0;     // how long a ring call polls for its reply before sleeping
   // In-process worker only:
   expert_worker::LinkModel link;  // what a copy into the cache costs
   std::string policy = "lru";     // eviction policy (expert_worker::kCachePolicyNames)
