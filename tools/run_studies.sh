@@ -1,35 +1,86 @@
 #!/usr/bin/env bash
 # The paper's two studies (Eliseev & Mazur, 2023) on the bundled model's held-out text,
-# run with `moe bench` (teacher-forced decoding, one thread). Writes JSON lines to
-# docs/studies/*.jsonl, then tables (stdout) and PNG plots via tools/plot_studies.py.
+# run with `moe bench` (teacher-forced decoding, one thread): JSON lines, then tables
+# (stdout) and PNG plots via tools/plot_studies.py. Each run is announced on stderr as
+# it starts ("[3/12 0:12] moe bench ..."); the whole takes about 90 s on two cores.
 #
-#   tools/run_studies.sh [BUILD_DIR]     (default build/)
+#   tools/run_studies.sh [--build DIR] [--out DIR] [--update-docs] [--quick]
+#
+# --build       the CMake build tree (default build/; a lone positional DIR works too)
+# --out         where the JSON lines and plots go (default: a new directory under
+#               ${TMPDIR:-/tmp}); nothing tracked is touched unless...
+# --update-docs ...which copies them into docs/studies (the figures README cites)
+# --quick       a few tokens per run, to check the script end to end (tests use it);
+#               its figures mean nothing and --update-docs refuses it
 set -euo pipefail
 cd "$(dirname "$0")/.."
-build=${1:-build}
+usage() {
+  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
+  exit 2
+}
+build=build
+out=""
+update_docs=0
+quick=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --build) build=${2:?--build needs a directory}; shift 2 ;;
+    --out) out=${2:?--out needs a directory}; shift 2 ;;
+    --update-docs) update_docs=1; shift ;;
+    --quick) quick=1; shift ;;
+    -h|--help) usage ;;
+    -*) echo "run_studies.sh: unknown flag $1" >&2; usage ;;
+    *) build=$1; shift ;;
+  esac
+done
+if [ $update_docs -eq 1 ] && [ $quick -eq 1 ]; then
+  echo "run_studies.sh: --quick figures do not belong in docs/studies" >&2
+  exit 2
+fi
 moe="$build/tools/moe"
+[ -x "$moe" ] || { echo "run_studies.sh: no $moe (build first, or give --build)" >&2; exit 1; }
+[ -n "$out" ] || out=$(mktemp -d "${TMPDIR:-/tmp}/moe-studies.XXXXXX")
+mkdir -p "$out"
 model=models/kjv-moe
 text=$model/heldout.txt
-out=docs/studies
-mkdir -p "$out"
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
 common=(--model "$model" --text-file "$text" --threads 1)
+long=1000 short=512 warmup=()
+if [ $quick -eq 1 ]; then long=8 short=8 warmup=(--warmup-tokens 2); fi
+
+runs=12 run=0 started=$SECONDS  # `moe bench` invocations below
+bench() {  # bench OUT_FILE FLAGS...: one `moe bench`, announced with its place and time
+  local file=$1
+  shift
+  run=$((run + 1))
+  local t=$((SECONDS - started))
+  printf '[%d/%d %d:%02d] moe bench %s\n' "$run" "$runs" $((t / 60)) $((t % 60)) "$*" >&2
+  "$moe" bench "${common[@]}" "${warmup[@]}" "$@" >> "$file"
+}
 
 # (a) LRU hit ratio against the cache size k (no prefetch; routing only, so no link).
 : > "$out/hit_ratio.jsonl"
 for k in 1 2 3 4 5 6 7 8; do
-  "$moe" bench "${common[@]}" --max-tokens 1000 --variant no-prefetch --cache-per-layer "$k" \
-    >> "$out/hit_ratio.jsonl"
+  bench "$out/hit_ratio.jsonl" --max-tokens $long --variant no-prefetch --cache-per-layer "$k"
 done
 # (a) Speculative recall against experts prefetched (1-3) and lookahead (1-3 layers ahead):
 # one run per m with lookahead 3 scores every distance.
 : > "$out/recall.jsonl"
 for m in 1 2 3; do
-  "$moe" bench "${common[@]}" --max-tokens 1000 --variant full --cache-per-layer 2 \
-    --lookahead 3 --prefetch-experts "$m" >> "$out/recall.jsonl"
+  bench "$out/recall.jsonl" --max-tokens $long --variant full --cache-per-layer 2 \
+    --lookahead 3 --prefetch-experts "$m"
 done
 # (b) Ablation: the four variants at 16 GB/s with a quarter of the experts cached,
-# interleaved three times so that machine noise hits them alike.
-"$moe" bench "${common[@]}" --max-tokens 512 --variant all --cache-per-layer 2 --link-gbps 16 \
-  --repeat 3 > "$out/ablation.jsonl"
+# interleaved three times so that machine noise hits them alike (one invocation).
+: > "$out/ablation.jsonl"
+bench "$out/ablation.jsonl" --max-tokens $short --variant all --cache-per-layer 2 \
+  --link-gbps 16 --repeat 3
+echo "run_studies.sh: $((SECONDS - started)) s of benches; plotting" >&2
 /usr/bin/python3 tools/plot_studies.py "$out"
+if [ $update_docs -eq 1 ]; then
+  mkdir -p docs/studies
+  cp "$out"/*.jsonl "$out"/*.png docs/studies/
+  echo "run_studies.sh: docs/studies updated from $out" >&2
+else
+  echo "run_studies.sh: results in $out (docs/studies untouched; --update-docs copies them there)" >&2
+fi
