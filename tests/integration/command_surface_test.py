@@ -287,6 +287,31 @@ class GenerateTest(Case):
         self.assertRegex(err, r"finish (eos|length);")
         self.assertNotIn("FINISH_REASON", err)
 
+    def test_cli_and_http_api_share_their_defaults(self):
+        """`moe generate` with no sampling or length flag gives the text of an HTTP request
+        that leaves those fields out (so the server applies the shared defaults): same
+        seed, same sampled text, if and only if temperature, top-p, top-k and the token
+        limit agree."""
+        out = run([ARGS.moe_bin, "generate", "--model", ARGS.model, "--prompt", PROMPT,
+                   "--seed", "5", "--threads", "1"], timeout=120)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("finish ", out.stderr)
+        worker_address, port = f"unix:{self.dir}/w.sock", free_port()
+        worker = self.worker(worker_address)
+        self.wait_serving(worker, worker_address)
+        coordinator = self.coordinator(f"unix:{self.dir}/c.sock", worker_address,
+                                       "--http-listen", f"127.0.0.1:{port}")
+        self.wait_serving(coordinator, f"unix:{self.dir}/c.sock", "moe.v1.Generation")
+        body = json.dumps({"model": os.path.basename(ARGS.model.rstrip("/")), "prompt": PROMPT,
+                           "seed": 5}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=120) as r:
+            reply = json.loads(r.read())
+        self.assertEqual(reply["choices"][0]["text"] + "\n", out.stdout)
+        generated = int(re.search(r"(\d+) new", out.stderr).group(1))
+        self.assertEqual(reply["usage"]["completion_tokens"], generated)
+
     def test_finish_length_is_spelled_length(self):
         _, err = self.generate("--model", ARGS.model, "--max-new-tokens", "2")
         self.assertIn("2 new, finish length;", err)
