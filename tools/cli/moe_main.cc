@@ -18,7 +18,6 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "common/backend/backend.h"
-#include "common/chat_template.h"
 #include "common/command_line.h"
 #include "common/npy.h"
 #include "common/status.h"
