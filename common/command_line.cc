@@ -6,8 +6,10 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <sstream>
 #include <string>
 
+#include "absl/flags/flag.h"
 #include "absl/flags/internal/program_name.h"
 #include "absl/flags/internal/usage.h"
 #include "absl/flags/parse.h"
@@ -17,6 +19,11 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/logging.h"
+
+// Every binary's: ParseFlags applies it.
+ABSL_FLAG(std::string, log_level, "info",
+          "Least severe log lines printed to stderr: debug, info, warning or error");
 
 namespace moe {
 
@@ -65,10 +72,32 @@ std::vector<char*> ExpandFlagfiles(int argc, char** argv) {
   return out;
 }
 
+// Abseil's help names flags with underscores; users type (and docs show) dashes.
+std::string DashedFlagNames(const std::string& help) {
+  std::string out;
+  for (absl::string_view line : absl::StrSplit(help, '\n')) {
+    std::string copy(line);
+    if (absl::StartsWith(line, "    --")) {
+      for (size_t i = 6; i < copy.size() && copy[i] != ' '; ++i) {
+        if (copy[i] == '_') copy[i] = '-';
+      }
+    }
+    absl::StrAppend(&out, copy, "\n");
+  }
+  out.pop_back();  // StrSplit saw one more line than there were newlines
+  return out;
+}
+
+// The arguments ParseFlags parsed: flagfiles expanded, names normalized.
+std::vector<char*>& ParsedArguments() {
+  static std::vector<char*> arguments;
+  return arguments;
+}
+
 }  // namespace
 
 std::vector<char*> ParseFlags(int argc, char** argv) {
-  static std::vector<char*> expanded;
+  std::vector<char*>& expanded = ParsedArguments();
   expanded = ExpandFlagfiles(argc, argv);
   argc = static_cast<int>(expanded.size());
   expanded.push_back(nullptr);
@@ -86,13 +115,42 @@ std::vector<char*> ParseFlags(int argc, char** argv) {
     for (const char* help : {"--help", "-help", "--helpfull", "-helpfull", "--helpshort", "-h"}) {
       if (std::strcmp(argv[i], help) == 0) {
         absl::flags_internal::SetProgramInvocationName(argv[0]);
-        absl::flags_internal::FlagsHelp(std::cout, "", absl::flags_internal::HelpFormat::kHumanReadable,
+        std::ostringstream text;
+        absl::flags_internal::FlagsHelp(text, "", absl::flags_internal::HelpFormat::kHumanReadable,
                                         absl::ProgramUsageMessage());
+        std::cout << DashedFlagNames(text.str());
         std::exit(0);
       }
     }
   }
-  return absl::ParseCommandLine(argc, argv);
+  std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  const absl::StatusOr<logging::Severity> level = logging::ParseSeverity(absl::GetFlag(FLAGS_log_level));
+  if (!level.ok()) {
+    std::fprintf(stderr, "%s: error: %s\n",
+                 absl::flags_internal::ShortProgramInvocationName().c_str(),
+                 std::string(level.status().message()).c_str());
+    std::exit(1);
+  }
+  logging::SetMinSeverity(*level);
+  return positional;
+}
+
+std::vector<std::string> RepeatedFlagValues(absl::string_view name) {
+  std::vector<std::string> values;
+  const std::vector<char*>& args = ParsedArguments();
+  const std::string flag = absl::StrCat("--", name), prefix = absl::StrCat(flag, "=");
+  for (size_t i = 1; i < args.size() && args[i] != nullptr; ++i) {
+    const absl::string_view arg = args[i];
+    if (arg == "--") break;
+    // One dash is Abseil's spelling too.
+    const std::string dashed = absl::StartsWith(arg, "--") ? std::string(arg) : absl::StrCat("-", arg);
+    if (absl::StartsWith(dashed, prefix)) {
+      values.push_back(dashed.substr(prefix.size()));
+    } else if (dashed == flag && i + 1 < args.size() && args[i + 1] != nullptr) {
+      values.emplace_back(args[++i]);
+    }
+  }
+  return values;
 }
 
 int ExitCode(absl::string_view tool, const absl::Status& status) {

@@ -3,6 +3,7 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/server_posix.h>
+#include <netdb.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -36,6 +37,62 @@ absl::Status ValidateAddress(const std::string& address) {
   }
   return absl::InvalidArgumentError(
       absl::StrCat("address \"", address, "\" is neither unix:PATH nor HOST:PORT"));
+}
+
+absl::Status CheckListenAddress(const std::string& address) {
+  MOE_RETURN_IF_ERROR(ValidateAddress(address));
+  if (absl::StartsWith(address, "unix:")) {
+    const std::string path = address.substr(5);
+    if (path.size() >= sizeof(sockaddr_un{}.sun_path)) {
+      return absl::InvalidArgumentError(absl::StrCat("cannot listen on ", address, ": the path is longer than ",
+                                                     sizeof(sockaddr_un{}.sun_path) - 1, " bytes"));
+    }
+    const size_t slash = path.rfind('/');
+    const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+    struct stat st;
+    if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot listen on ", address, ": directory ", dir, " does not exist"));
+    }
+    if (::access(dir.c_str(), W_OK | X_OK) != 0) {
+      return absl::PermissionDeniedError(absl::StrCat("cannot listen on ", address, ": directory ",
+                                                      dir, " is not writable: ", std::strerror(errno)));
+    }
+    return absl::OkStatus();
+  }
+  const size_t colon = address.rfind(':');
+  std::string host = address.substr(0, colon);
+  const std::string port = address.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  const int resolved = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &found);
+  if (resolved != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot listen on ", address, ": host \"", host,
+                                                   "\" does not resolve (", ::gai_strerror(resolved), ")"));
+  }
+  std::string why;
+  bool bound = false;
+  for (addrinfo* a = found; a != nullptr && !bound; a = a->ai_next) {
+    const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) {
+      why = std::strerror(errno);
+      continue;
+    }
+    const int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));  // as gRPC binds
+    bound = ::bind(fd, a->ai_addr, a->ai_addrlen) == 0;
+    if (!bound) why = std::strerror(errno);
+    ::close(fd);
+  }
+  ::freeaddrinfo(found);
+  if (!bound) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", address, ": ", why));
+  }
+  return absl::OkStatus();
 }
 
 namespace {

@@ -30,6 +30,13 @@ struct ServerOptions {
 // Checks an address is "unix:PATH" or "HOST:PORT".
 absl::Status ValidateAddress(const std::string& address);
 
+// Checks that a server could listen on `address` now, without listening: the syntax
+// (ValidateAddress), then for unix:PATH a short enough path in an existing writable
+// directory, for HOST:PORT a host that resolves and a port that binds (the trial socket
+// is closed at once). Called before a model loads, which takes minutes at Mixtral size,
+// so a typo or a taken port fails at once. The error names the address and why.
+absl::Status CheckListenAddress(const std::string& address);
+
 // Builds and starts a server with `services`, the standard grpc.health.v1 service
 // (every service SERVING) and server reflection. Blocks until SIGINT or SIGTERM, then
 // shuts down gracefully (in-flight calls get `shutdown_grace`). `on_started` runs once

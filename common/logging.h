@@ -1,18 +1,32 @@
-// The project's one logging facility (Debian's Abseil predates absl/log). Messages go to
-// stderr with a severity letter; MOE_CHECK aborts on broken invariants, never on bad
-// input (bad input is an absl::Status).
+// The project's one logging facility (Debian's Abseil predates absl/log). Each message is
+// one line on stderr: severity letter, UTC time to the microsecond, pid, file:line
+//   I 2026-12-03T13:20:01.123456Z 4711 worker_main.cc:96] moe-expert-worker serving ...
+// so that the interleaved logs of a coordinator and its worker can be told apart and
+// ordered. MOE_CHECK aborts on broken invariants, never on bad input (bad input is an
+// absl::Status).
 #ifndef MOE_COMMON_LOGGING_H_
 #define MOE_COMMON_LOGGING_H_
 
 #include <sstream>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace moe::logging {
 
-enum class Severity { kInfo, kWarning, kError, kFatal };
+enum class Severity { kDebug, kInfo, kWarning, kError, kFatal };
 
-// Minimum severity printed; set once at start-up (e.g. from a --verbose flag).
+// Minimum severity printed (kFatal always is); set once at start-up from --log-level.
 void SetMinSeverity(Severity severity);
 Severity MinSeverity();
+
+// "debug", "info", "warning" or "error" (any case); INVALID_ARGUMENT naming the choices
+// otherwise.
+absl::StatusOr<Severity> ParseSeverity(absl::string_view name);
+
+// The line prefix of a message: "I 2026-12-03T13:20:01.123456Z 4711 file.cc:12] ".
+std::string Prefix(Severity severity, const char* file, int line);
 
 // Collects one message and emits it (and aborts for kFatal) on destruction.
 class LogMessage {
@@ -35,6 +49,7 @@ struct Voidify {
 
 }  // namespace moe::logging
 
+#define MOE_LOG_SEVERITY_DEBUG ::moe::logging::Severity::kDebug
 #define MOE_LOG_SEVERITY_INFO ::moe::logging::Severity::kInfo
 #define MOE_LOG_SEVERITY_WARNING ::moe::logging::Severity::kWarning
 #define MOE_LOG_SEVERITY_ERROR ::moe::logging::Severity::kError

@@ -1,5 +1,7 @@
 #include "coordinator/batch_scheduler.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -49,8 +51,14 @@ absl::StatusOr<std::unique_ptr<BatchScheduler>> BatchScheduler::Create(
   return std::unique_ptr<BatchScheduler>(new BatchScheduler(model, options));
 }
 
+// OpenMP's thread count is a per-thread setting that a new thread does not inherit: the
+// step thread takes its creator's, so that `moe generate --threads N` (omp_set_num_threads
+// on the main thread) reaches the kernels the steps run.
 BatchScheduler::BatchScheduler(const MixtralModel* model, BatchSchedulerOptions options)
-    : model_(model), options_(options), thread_([this] { Loop(); }) {}
+    : model_(model), options_(options), thread_([this, threads = omp_get_max_threads()] {
+        omp_set_num_threads(threads);
+        Loop();
+      }) {}
 
 BatchScheduler::~BatchScheduler() {
   {

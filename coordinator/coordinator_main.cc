@@ -106,7 +106,7 @@ absl::Status Run() {
   if (options.listen.empty()) {
     MOE_ASSIGN_OR_RETURN(options.listen, DefaultSocketAddress("moe.sock"));
   }
-  MOE_RETURN_IF_ERROR(ValidateAddress(options.listen));
+  MOE_RETURN_IF_ERROR(Annotate(CheckListenAddress(options.listen), "--listen"));
   MOE_RETURN_IF_ERROR(ApplyServerSecurityFlags(&options));
   const TlsFiles worker_tls{absl::GetFlag(FLAGS_worker_tls_cert), absl::GetFlag(FLAGS_worker_tls_key),
                             absl::GetFlag(FLAGS_worker_tls_ca)};

@@ -8,6 +8,7 @@
 #include "common/chat_template.h"
 #include "common/grpc_security.h"
 #include "common/grpc_status.h"
+#include "coordinator/generation_defaults.h"
 #include "common/logging.h"
 #include "common/proto_parse.h"
 #include "common/prometheus_text.h"
@@ -16,6 +17,15 @@
 #include "coordinator/stop_string_filter.h"
 
 namespace moe::coordinator {
+
+absl::string_view FinishReasonName(v1::FinishReason reason) {
+  switch (reason) {
+    case v1::FINISH_REASON_EOS: return "eos";
+    case v1::FINISH_REASON_LENGTH: return "length";
+    case v1::FINISH_REASON_STOP_STRING: return "stop";
+    default: return "";
+  }
+}
 
 absl::StatusOr<std::vector<int>> GenerationService::PromptIds(const v1::GenerateRequest& request) const {
   const bool has_prompt = !request.prompt().empty();
@@ -177,18 +187,24 @@ absl::Status GenerationService::DoGenerate(const v1::GenerateRequest& request,
   }
   // uint32 on the wire: bound it before it becomes an int.
   const int64_t context_length = model_->max_context_tokens();
-  if (request.max_new_tokens() >= context_length) {
-    return absl::InvalidArgumentError(absl::StrCat("max_new_tokens ", request.max_new_tokens(),
+  // Absent fields take the defaults every caller shares.
+  const GenerationDefaults& defaults = kGenerationDefaults;
+  const uint32_t max_new_tokens =
+      request.has_max_new_tokens() ? request.max_new_tokens() : defaults.max_new_tokens;
+  if (max_new_tokens >= context_length) {
+    return absl::InvalidArgumentError(absl::StrCat("max_new_tokens ", max_new_tokens,
                                                    " is not below the context of ", context_length,
                                                    " tokens"));
   }
   GenerateOptions options;
-  options.max_new_tokens = static_cast<int>(request.max_new_tokens());
-  options.sampling.temperature = request.temperature();
-  options.sampling.top_p = request.top_p() == 0.0f ? 1.0f : request.top_p();
+  options.max_new_tokens = static_cast<int>(max_new_tokens);
+  options.sampling.temperature =
+      request.has_temperature() ? request.temperature() : static_cast<float>(defaults.temperature);
+  const float top_p = request.has_top_p() ? request.top_p() : static_cast<float>(defaults.top_p);
+  options.sampling.top_p = top_p == 0.0f ? 1.0f : top_p;
   // k at or past the vocabulary keeps every token; clamping keeps the cast in range.
-  options.sampling.top_k = static_cast<int>(
-      std::min<uint64_t>(request.top_k(), uint64_t(model_->config().vocab_size)));
+  options.sampling.top_k = static_cast<int>(std::min<uint64_t>(
+      request.has_top_k() ? request.top_k() : defaults.top_k, uint64_t(model_->config().vocab_size)));
   options.sampling.seed = request.seed();
   // Past the drain deadline of a shutdown, in-flight generations stop like cancelled ones.
   auto drained = [this] {

@@ -40,6 +40,10 @@ struct GenerationServiceOptions {
   std::string api_key;
 };
 
+// How every command line prints a finish reason: "eos", "length" or "stop" ("" for
+// FINISH_REASON_UNSPECIFIED). The HTTP API says OpenAI's words (openai_json.h).
+absl::string_view FinishReasonName(v1::FinishReason reason);
+
 // Thread-safe. `model` and `tokenizer` must outlive the service.
 class GenerationService final : public v1::Generation::Service {
  public:

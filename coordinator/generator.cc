@@ -5,15 +5,6 @@
 
 namespace moe::coordinator {
 
-absl::string_view FinishReasonName(FinishReason reason) {
-  switch (reason) {
-    case FinishReason::kEos: return "eos";
-    case FinishReason::kLength: return "length";
-    case FinishReason::kStopped: return "stopped";
-  }
-  return "?";
-}
-
 absl::StatusOr<GenerationResult> Generate(const MixtralModel& model,
                                           absl::Span<const int> prompt,
                                           const GenerateOptions& options,

@@ -29,8 +29,8 @@ struct GenerateOptions {
   BatchScheduler* scheduler = nullptr;
 };
 
+// Printed as "eos", "length" and "stop" (FinishReasonName in generation_service.h).
 enum class FinishReason { kEos, kLength, kStopped };
-absl::string_view FinishReasonName(FinishReason reason);
 
 struct GenerationResult {
   std::vector<int> tokens;  // new tokens, EOS included when it ended the generation

@@ -199,7 +199,7 @@ class HttpApi {
  private:
   absl::StatusOr<ApiRequest> Parse(ApiEndpoint endpoint, const httplib::Request& req) const {
     MOE_RETURN_IF_ERROR(Authorize(req));
-    MOE_ASSIGN_OR_RETURN(ApiRequest request, ParseApiRequest(endpoint, req.body, options_.defaults));
+    MOE_ASSIGN_OR_RETURN(ApiRequest request, ParseApiRequest(endpoint, req.body));
     if (request.model != options_.model_id) {
       return WithApiErrorParam(
           absl::NotFoundError(absl::StrCat("the model '", request.model, "' does not exist; this server serves '",

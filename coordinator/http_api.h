@@ -26,7 +26,6 @@ struct HttpApiOptions {
   // When set, /v1/* requests need "Authorization: Bearer <api_key>" (401 otherwise,
   // before anything reaches the generator). /, /health and /metrics stay open.
   std::string api_key;
-  ApiDefaults defaults;
   // OK while generations can be served; otherwise the reason (GET /health answers 503).
   std::function<absl::Status()> health;
   // Prometheus text for GET /metrics.

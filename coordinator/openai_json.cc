@@ -178,8 +178,7 @@ std::string ApiErrorParam(const absl::Status& status) {
   return payload.has_value() ? std::string(*payload) : std::string();
 }
 
-absl::StatusOr<ApiRequest> ParseApiRequest(ApiEndpoint endpoint, absl::string_view body_text,
-                                           const ApiDefaults& defaults) {
+absl::StatusOr<ApiRequest> ParseApiRequest(ApiEndpoint endpoint, absl::string_view body_text) {
   absl::StatusOr<json> parsed = ParseJsonObject(body_text, "the request body", /*max_depth=*/8);
   if (!parsed.ok()) return parsed.status();
   const json& body = *parsed;
@@ -192,7 +191,7 @@ absl::StatusOr<ApiRequest> ParseApiRequest(ApiEndpoint endpoint, absl::string_vi
   if (absl::Status s = ParsePrompt(endpoint, body, &out.generate); !s.ok()) return s;
 
   v1::GenerateRequest& g = out.generate;
-  g.set_max_new_tokens(defaults.max_tokens);
+  // A field left out stays absent: the service applies the shared defaults.
   for (const char* name : {"max_tokens", "max_completion_tokens"}) {
     if (const json* v = Field(body, name)) {
       auto n = UnsignedField(*v, name, std::numeric_limits<uint32_t>::max());
@@ -202,13 +201,11 @@ absl::StatusOr<ApiRequest> ParseApiRequest(ApiEndpoint endpoint, absl::string_vi
       out.max_tokens_field = name;
     }
   }
-  g.set_temperature(defaults.temperature);
   if (const json* v = Field(body, "temperature")) {
     auto t = NumberField(*v, "temperature");
     if (!t.ok()) return t.status();
     g.set_temperature(*t);
   }
-  g.set_top_p(defaults.top_p);
   if (const json* v = Field(body, "top_p")) {
     auto p = NumberField(*v, "top_p");
     if (!p.ok()) return p.status();

@@ -17,13 +17,6 @@ namespace moe::coordinator {
 
 enum class ApiEndpoint { kChatCompletions, kCompletions };
 
-// What a request that leaves a field out gets: the defaults of `moe generate`.
-struct ApiDefaults {
-  uint32_t max_tokens = 128;
-  float temperature = 0.7f;
-  float top_p = 0.95f;
-};
-
 // A request body, parsed.
 struct ApiRequest {
   v1::GenerateRequest generate;  // prompt or messages, sampling, stop strings
@@ -40,9 +33,9 @@ struct ApiRequest {
 // top_p, seed, stop (a string or up to 4), stream, stream_options.include_usage, n (1
 // only), and the extension top_k. Unknown fields are ignored, as OpenAI's clients send
 // many; logprobs, echo and n other than 1 are refused. INVALID_ARGUMENT naming the field
-// (ApiErrorParam gives it back).
-absl::StatusOr<ApiRequest> ParseApiRequest(ApiEndpoint endpoint, absl::string_view body,
-                                           const ApiDefaults& defaults = {});
+// (ApiErrorParam gives it back). Sampling and length fields left out stay absent in
+// `generate`: the service gives them the shared defaults (generation_defaults.h).
+absl::StatusOr<ApiRequest> ParseApiRequest(ApiEndpoint endpoint, absl::string_view body);
 
 // The request field a status is about, "" when none.
 std::string ApiErrorParam(const absl::Status& status);

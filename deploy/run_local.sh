@@ -7,15 +7,20 @@
 #
 #   deploy/run_local.sh --model models/kjv-moe [--socket-dir DIR] [--cache-per-layer K]
 #                       [--policy lru] [--bin-dir build] [--wait-s 60]
-#                       [--worker-flag FLAG]... [-- extra coordinator flags]
+#                       [--worker-metrics HOST:PORT] [--worker-flag FLAG]...
+#                       [-- extra coordinator flags]
 #
-# --bin-dir is a CMake build tree (build/expert_worker/moe-expert-worker, ...) or a
-# directory holding the three binaries. Exit status: 0 after a signal, 1 when the
-# processes do not start or the coordinator dies.
+# --worker-metrics serves the worker's Prometheus text on http://HOST:PORT/metrics;
+# --worker-flag passes any other worker flag (repeat it: --worker-flag --log-level=debug
+# --worker-flag --max-call-tokens=2048); after --, flags go to the coordinator (e.g.
+# --http-listen 127.0.0.1:8080 --metrics-listen 127.0.0.1:9100). --bin-dir is a CMake
+# build tree (build/expert_worker/moe-expert-worker, ...) or a directory holding the
+# three binaries. Exit status: 0 after a signal, 1 when the processes do not start or
+# the coordinator dies.
 set -uo pipefail
 
 usage() {
-  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -28,6 +33,7 @@ bin_dir="$root/build"
 wait_s=60
 coordinator_extra=()
 worker_extra=()
+worker_metrics=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --model) model=${2:?}; shift 2 ;;
@@ -37,6 +43,8 @@ while [ $# -gt 0 ]; do
     --bin-dir) bin_dir=${2:?}; shift 2 ;;
     --wait-s) wait_s=${2:?}; shift 2 ;;
     --worker-flag) worker_extra+=("${2:?}"); shift 2 ;;
+    --worker-flag=*) worker_extra+=("${1#--worker-flag=}"); shift ;;
+    --worker-metrics) worker_metrics=${2:?}; shift 2 ;;
     --) shift; coordinator_extra=("$@"); break ;;
     -h|--help) usage ;;
     *) echo "run_local.sh: unknown argument $1" >&2; usage ;;
@@ -74,8 +82,10 @@ log() { echo "run_local.sh: $*" >&2; }
 worker_pid=""
 coordinator_pid=""
 start_worker() {
+  local metrics=()
+  [ -z "$worker_metrics" ] || metrics=(--metrics-listen "$worker_metrics")
   "$worker_bin" --model "$model" --listen "$worker_addr" --cache-per-layer "$cache_per_layer" \
-    --policy "$policy" "${worker_extra[@]}" &
+    --policy "$policy" "${metrics[@]}" "${worker_extra[@]}" &
   worker_pid=$!
 }
 start_coordinator() {
@@ -141,7 +151,8 @@ wait_healthy "$coordinator_addr" moe.v1.Generation "$coordinator_pid" moe-coordi
 cat <<EOF
 moe-offload is serving $model
   coordinator (moe.v1.Generation)  $coordinator_addr   pid $coordinator_pid
-  expert worker                    $worker_addr   pid $worker_pid
+  expert worker                    $worker_addr   pid $worker_pid${worker_metrics:+
+  worker metrics                   http://$worker_metrics/metrics}
 Try:
   $moe_bin generate --server $coordinator_addr --prompt "And God said," --max-new-tokens 48
   $moe_bin health --server $coordinator_addr --service moe.v1.Generation

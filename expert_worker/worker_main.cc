@@ -82,7 +82,16 @@ absl::Status Run() {
   }
   std::unique_ptr<backend::Device> device = *std::move(opened);
   MOE_RETURN_IF_ERROR(device->BindThread());
-  // Claimed before the experts load (minutes at Mixtral size): a taken port fails now.
+  // Addresses are checked, and the metrics port claimed, before the experts load
+  // (minutes at Mixtral size): a typo or a taken port fails now.
+  ServerOptions options;
+  options.listen = absl::GetFlag(FLAGS_listen);
+  if (options.listen.empty()) {
+    MOE_ASSIGN_OR_RETURN(options.listen, DefaultSocketAddress("worker.sock"));
+  }
+  MOE_RETURN_IF_ERROR(Annotate(CheckListenAddress(options.listen), "--listen"));
+  options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  MOE_RETURN_IF_ERROR(ApplyServerSecurityFlags(&options));
   std::unique_ptr<HttpServer> metrics;
   if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
     MOE_ASSIGN_OR_RETURN(metrics, HttpServer::Bind(absl::GetFlag(FLAGS_metrics_listen)));
@@ -141,13 +150,6 @@ absl::Status Run() {
     metrics->Serve([&](httplib::Server& s) { AddMetricsRoute(s, [&] { return service.RenderMetrics(); }); });
     MOE_LOG(INFO) << "metrics on http://" << metrics->address() << "/metrics";
   }
-  ServerOptions options;
-  options.listen = absl::GetFlag(FLAGS_listen);
-  if (options.listen.empty()) {
-    MOE_ASSIGN_OR_RETURN(options.listen, DefaultSocketAddress("worker.sock"));
-  }
-  options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
-  MOE_RETURN_IF_ERROR(ApplyServerSecurityFlags(&options));
   if (!(absl::GetFlag(FLAGS_shutdown_grace_s) >= 0)) {
     return absl::InvalidArgumentError("--shutdown-grace-s must be >= 0");
   }

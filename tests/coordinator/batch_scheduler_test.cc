@@ -4,6 +4,8 @@
 // and on its 4/3-bit conversion. Cancellation and stops stay per stream.
 #include "coordinator/batch_scheduler.h"
 
+#include <omp.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
@@ -241,6 +243,29 @@ TEST_P(BatchSchedulerTest, BadRequestsFailAloneBeforeAnyStep) {
   EXPECT_NE(result.status().message().find("outside the vocabulary"), absl::string_view::npos);
   EXPECT_EQ(scheduler->totals().steps, 0u);
   EXPECT_FALSE(BatchScheduler::Create(&engine_->model(), {0}).ok());
+}
+
+// The step thread computes with its creator's OpenMP thread count (`moe generate
+// --threads N`), not the process default a new thread would start with.
+TEST(BatchSchedulerThreadsTest, StepsRunWithTheCreatorsOpenMpThreadCount) {
+  auto engine = LocalEngine::Open(std::string(MOE_SOURCE_DIR) + "/models/kjv-moe");
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  const int saved = omp_get_max_threads();
+  for (const int threads : {saved + 1, 1}) {
+    omp_set_num_threads(threads);
+    std::atomic<int> seen{0};
+    GenerateOptions options;
+    options.max_new_tokens = 2;
+    options.cancelled = [&] {  // runs on the step thread
+      seen = omp_get_max_threads();
+      return false;
+    };
+    auto scheduler = BatchScheduler::Create(&(*engine)->model(), {});
+    ASSERT_TRUE(scheduler.ok()) << scheduler.status();
+    ASSERT_TRUE((*scheduler)->Generate({1, 5, 9}, options, [](int) { return true; }).ok());
+    EXPECT_EQ(seen.load(), threads);
+  }
+  omp_set_num_threads(saved);
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, BatchSchedulerTest, ::testing::Values("bundled", "hqq_4_3"),

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/chat_template.h"
+#include "coordinator/generation_defaults.h"
 #include "coordinator/kv_cache.h"
 #include "gtest/gtest.h"
 #include "tools/cli/local_engine.h"
@@ -79,6 +80,7 @@ TEST_F(GenerationServiceTest, GreedyStreamEqualsDirectGeneration) {
   v1::GenerateRequest request;
   request.set_prompt("In the beginning");
   request.set_max_new_tokens(24);
+  request.set_temperature(0);
   std::string text;
   v1::GenerateResponse last;
   ASSERT_TRUE(Run(request, &text, &last).ok());
@@ -95,6 +97,7 @@ TEST_F(GenerationServiceTest, StopStringEndsTheStreamBeforeIt) {
   v1::GenerateRequest request;
   request.set_prompt("And the LORD said unto Moses,");
   request.set_max_new_tokens(32);
+  request.set_temperature(0);
   request.add_stop(stop);
   std::string text;
   v1::GenerateResponse last;
@@ -115,6 +118,30 @@ TEST_F(GenerationServiceTest, SameSeedSameSampledText) {
   EXPECT_EQ(a, b);
 }
 
+TEST_F(GenerationServiceTest, AbsentFieldsTakeTheSharedDefaults) {
+  v1::GenerateRequest bare;
+  bare.set_prompt("Blessed are the");
+  bare.set_seed(11);
+  v1::GenerateRequest spelled = bare;
+  spelled.set_max_new_tokens(kGenerationDefaults.max_new_tokens);
+  spelled.set_temperature(kGenerationDefaults.temperature);
+  spelled.set_top_p(kGenerationDefaults.top_p);
+  spelled.set_top_k(kGenerationDefaults.top_k);
+  std::string a, b;
+  v1::GenerateResponse last_a, last_b;
+  ASSERT_TRUE(Run(bare, &a, &last_a).ok());
+  ASSERT_TRUE(Run(spelled, &b, &last_b).ok());
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(last_a.stats().generated_tokens(), last_b.stats().generated_tokens());
+  EXPECT_LE(last_a.stats().generated_tokens(), kGenerationDefaults.max_new_tokens);
+  // And the defaults sample: a greedy run of the same request differs.
+  v1::GenerateRequest greedy = bare;
+  greedy.set_temperature(0);
+  std::string g;
+  ASSERT_TRUE(Run(greedy, &g).ok());
+  EXPECT_NE(a, g);
+}
+
 TEST_F(GenerationServiceTest, BadRequestsAreInvalidArgumentWithTheReason) {
   const int64_t context = engine_->config().max_position_embeddings;
   struct Case {
@@ -123,7 +150,7 @@ TEST_F(GenerationServiceTest, BadRequestsAreInvalidArgumentWithTheReason) {
   };
   const std::vector<Case> cases = {
       {[](auto* r) { r->set_max_new_tokens(4); }, "prompt is empty"},
-      {[](auto* r) { r->set_prompt("hi"); }, "max_new_tokens must be at least 1"},
+      {[](auto* r) { r->set_prompt("hi"); r->set_max_new_tokens(0); }, "max_new_tokens must be at least 1"},
       {[&](auto* r) { r->set_prompt("hi"); r->set_max_new_tokens(context); }, "context"},
       {[&](auto* r) {
          std::string long_prompt;
@@ -193,6 +220,7 @@ v1::GenerateRequest LongRequest() {
   v1::GenerateRequest request;
   request.set_prompt("In the beginning");
   request.set_max_new_tokens(1000);  // seconds of work: it never ends by itself here
+  request.set_temperature(0);        // greedy, as measured: no early end-of-sequence
   return request;
 }
 

@@ -25,10 +25,10 @@ TEST(ParseApiRequestTest, ChatRequestGetsMessagesAndTheDefaults) {
   EXPECT_EQ(parsed->generate.messages(0).role(), "system");
   EXPECT_EQ(parsed->generate.messages(1).content(), "Hi there");
   EXPECT_TRUE(parsed->generate.prompt().empty());
-  const ApiDefaults defaults;
-  EXPECT_EQ(parsed->generate.max_new_tokens(), defaults.max_tokens);
-  EXPECT_FLOAT_EQ(parsed->generate.temperature(), defaults.temperature);
-  EXPECT_FLOAT_EQ(parsed->generate.top_p(), defaults.top_p);
+  // Left out, so the service applies the shared defaults (generation_defaults.h).
+  EXPECT_FALSE(parsed->generate.has_max_new_tokens());
+  EXPECT_FALSE(parsed->generate.has_temperature());
+  EXPECT_FALSE(parsed->generate.has_top_p());
   EXPECT_FALSE(parsed->stream);
 }
 
@@ -42,6 +42,7 @@ TEST(ParseApiRequestTest, CompletionRequestTakesEveryField) {
   EXPECT_EQ(g.prompt(), "Once");
   EXPECT_EQ(g.max_new_tokens(), 7u);
   EXPECT_EQ(parsed->max_tokens_field, "max_completion_tokens");
+  EXPECT_TRUE(g.has_temperature());  // 0 given is greedy, not "absent"
   EXPECT_EQ(g.temperature(), 0.0f);
   EXPECT_FLOAT_EQ(g.top_p(), 0.5f);
   EXPECT_EQ(g.top_k(), 3u);

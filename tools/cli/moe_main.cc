@@ -1,18 +1,6 @@
-// `moe`: generate text, dump logits and describe a model, all in one process.
-//
-//   moe generate --model DIR --prompt TEXT [--chat] [--max-new-tokens N]
-//                [--temperature T] [--top-p P] [--top-k K] [--seed S]
-//                [--worker ADDR | --cache-per-layer K]   (coordinator in this process)
-//   moe generate --server ADDR --prompt TEXT ...          (a running moe-coordinator)
-//   moe logits   --model DIR --tokens 1,2,3 --out FILE.npy
-//   moe info     --model DIR
-//   moe bench    --model DIR --text-file F [--max-tokens N] [--cache-per-layer K]
-//                [--link-gbps X] [--variant full|no-prefetch|no-cache|naive|all] [--repeat R]
-//   moe worker-stats  --worker ADDR            (a running moe-expert-worker's GetStats)
-//   moe set-policy    --worker ADDR [--policy P] [--cache-per-layer K]
-//   moe convert  --in HF_DIR --out DIR --attn-bits 4 --expert-bits 3   (tools/cli/quant_commands.h)
-//   moe perplexity --model DIR --text-file F
-//   moe sizes    --config config.json
+// `moe`: generate text, dump logits and describe a model, all in one process; talk to a
+// running coordinator or worker. Its subcommands are listed once, in kSubcommands below
+// (dispatch, --help and the error for an unknown command all read it).
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -30,13 +18,13 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "common/backend/backend.h"
-#include "common/chat_template.h"
 #include "common/command_line.h"
 #include "common/npy.h"
 #include "common/status.h"
 #include "common/grpc_security.h"
 #include "common/grpc_status.h"
-#include "coordinator/generator.h"
+#include "coordinator/generation_defaults.h"
+#include "coordinator/generation_service.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "moe/v1/generation.grpc.pb.h"
 #include "google/protobuf/util/json_util.h"
@@ -48,11 +36,18 @@
 ABSL_FLAG(std::string, model, "", "Model directory (Hugging Face Mixtral layout)");
 ABSL_FLAG(std::string, prompt, "", "generate: the prompt text");
 ABSL_FLAG(bool, chat, false, "generate: render the prompt as one user turn of the chat template");
-ABSL_FLAG(int, max_new_tokens, 128, "generate: most tokens to generate");
-ABSL_FLAG(double, temperature, 0.7, "generate: sampling temperature; 0 is greedy");
-ABSL_FLAG(double, top_p, 0.95, "generate: nucleus sampling mass in (0, 1]");
-ABSL_FLAG(int, top_k, 0, "generate: sample among the k most likely tokens (0: all)");
+// The defaults are the server's for an absent field (coordinator/generation_defaults.h).
+ABSL_FLAG(int, max_new_tokens, int(moe::coordinator::kGenerationDefaults.max_new_tokens),
+          "generate: most tokens to generate");
+ABSL_FLAG(double, temperature, moe::coordinator::kGenerationDefaults.temperature,
+          "generate: sampling temperature; 0 is greedy");
+ABSL_FLAG(double, top_p, moe::coordinator::kGenerationDefaults.top_p,
+          "generate: nucleus sampling mass in (0, 1]");
+ABSL_FLAG(int, top_k, int(moe::coordinator::kGenerationDefaults.top_k),
+          "generate: sample among the k most likely tokens (0: all)");
 ABSL_FLAG(uint64_t, seed, 0, "generate: random seed (same seed, same text)");
+ABSL_FLAG(std::string, stop, "",
+          "generate: end the text before this string; give --stop several times for several");
 ABSL_FLAG(bool, stats, true, "generate: print tokens/s to stderr at the end");
 ABSL_FLAG(std::string, tokens, "", "logits: comma-separated token ids");
 ABSL_FLAG(std::string, out, "", "logits: output .npy file");
@@ -85,7 +80,9 @@ ABSL_FLAG(int, warmup_tokens, 16, "bench: decode steps run first and not measure
 ABSL_FLAG(std::string, variant, "full",
           "bench: full, no-prefetch, no-cache, naive, or a comma list, or all");
 ABSL_FLAG(int, repeat, 1, "bench: runs of each variant, interleaved (A B C A B C ...)");
-ABSL_FLAG(std::string, policy, "lru", "bench, set-policy: cache policy (lru, lfu, fifo, random, lfu-decay)");
+ABSL_FLAG(std::string, policy, "",
+          "bench: cache policy (lru, lfu, fifo, random, lfu-decay; default lru); set-policy: "
+          "the new policy (default: keep the worker's)");
 
 namespace moe {
 namespace {
@@ -119,10 +116,9 @@ std::shared_ptr<grpc::Channel> ClientChannel(const std::string& address) {
   return grpc::CreateChannel(address, *credentials);
 }
 
-// The C++ client of moe.v1.Generation: streams from a running coordinator.
-absl::Status RunGenerateRemote(const std::string& server, const std::string& prompt) {
-  auto channel = ClientChannel(server);
-  auto stub = v1::Generation::NewStub(channel);
+// The request `moe generate` makes, whether the model runs here or in --server: every
+// field is set from the flags, whose defaults are the server's.
+v1::GenerateRequest GenerateRequestFromFlags(const std::string& prompt) {
   v1::GenerateRequest request;
   if (absl::GetFlag(FLAGS_chat)) {
     auto* m = request.add_messages();
@@ -136,6 +132,41 @@ absl::Status RunGenerateRemote(const std::string& server, const std::string& pro
   request.set_top_p(static_cast<float>(absl::GetFlag(FLAGS_top_p)));
   request.set_top_k(static_cast<uint32_t>(std::max(0, absl::GetFlag(FLAGS_top_k))));
   request.set_seed(absl::GetFlag(FLAGS_seed));
+  for (const std::string& stop : RepeatedFlagValues("stop")) request.add_stop(stop);
+  return request;
+}
+
+// Writes a generation's text to stdout as it streams, then its figures to stderr: the
+// same lines whether the model ran here or in a coordinator.
+class GenerationPrinter {
+ public:
+  bool Write(const v1::GenerateResponse& response) {
+    std::fwrite(response.text().data(), 1, response.text().size(), stdout);
+    std::fflush(stdout);
+    if (response.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) last_ = response;
+    return true;
+  }
+  void Finish(const std::string& where) {
+    std::fputc('\n', stdout);
+    std::fflush(stdout);  // the figures go to stderr after the text
+    if (!absl::GetFlag(FLAGS_stats)) return;
+    const v1::GenerationStats& st = last_.stats();
+    std::fprintf(stderr,
+                 "[%u prompt tokens, %u new, finish %s; time to first token %.3f s, prefill %.1f "
+                 "tok/s, decode %.1f tok/s, %s]\n",
+                 st.prompt_tokens(), st.generated_tokens(),
+                 std::string(coordinator::FinishReasonName(last_.finish_reason())).c_str(),
+                 st.time_to_first_token_s(), st.prefill_tokens_per_s(), st.decode_tokens_per_s(),
+                 where.c_str());
+  }
+
+ private:
+  v1::GenerateResponse last_;
+};
+
+// The C++ client of moe.v1.Generation: streams from a running coordinator.
+absl::Status RunGenerateRemote(const std::string& server, const v1::GenerateRequest& request) {
+  auto stub = v1::Generation::NewStub(ClientChannel(server));
   grpc::ClientContext context;
   std::string api_key = absl::GetFlag(FLAGS_api_key);
   if (api_key.empty() && std::getenv("MOE_API_KEY") != nullptr) api_key = std::getenv("MOE_API_KEY");
@@ -145,79 +176,32 @@ absl::Status RunGenerateRemote(const std::string& server, const std::string& pro
                          std::chrono::milliseconds(int64_t(absl::GetFlag(FLAGS_timeout) * 1000)));
   }
   auto reader = stub->Generate(&context, request);
+  GenerationPrinter printer;
   v1::GenerateResponse response;
-  v1::GenerateResponse last;
-  while (reader->Read(&response)) {
-    std::fwrite(response.text().data(), 1, response.text().size(), stdout);
-    std::fflush(stdout);
-    if (response.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) last = response;
-  }
+  while (reader->Read(&response)) printer.Write(response);
   MOE_RETURN_IF_ERROR(Annotate(FromGrpcStatus(reader->Finish()), server));
-  std::fputc('\n', stdout);
-  std::fflush(stdout);  // the figures go to stderr after the text
-  if (absl::GetFlag(FLAGS_stats)) {
-    const auto& st = last.stats();
-    std::fprintf(stderr,
-                 "[%u prompt tokens, %u new, finish %s; time to first token %.3f s, prefill %.1f "
-                 "tok/s, decode %.1f tok/s, via %s]\n",
-                 st.prompt_tokens(), st.generated_tokens(),
-                 v1::FinishReason_Name(last.finish_reason()).c_str(), st.time_to_first_token_s(),
-                 st.prefill_tokens_per_s(), st.decode_tokens_per_s(), server.c_str());
-  }
+  printer.Finish(absl::StrCat("via ", server));
   return absl::OkStatus();
 }
 
+// In-process, the request goes through the coordinator's own GenerationService::Serve:
+// the checks, defaults, stop strings and figures are the server's.
 absl::Status RunGenerate() {
   MOE_ASSIGN_OR_RETURN(std::string prompt, RequiredFlag(FLAGS_prompt, "prompt"));
-  if (!absl::GetFlag(FLAGS_server).empty()) return RunGenerateRemote(absl::GetFlag(FLAGS_server), prompt);
+  const v1::GenerateRequest request = GenerateRequestFromFlags(prompt);
+  if (!absl::GetFlag(FLAGS_server).empty()) return RunGenerateRemote(absl::GetFlag(FLAGS_server), request);
   MOE_ASSIGN_OR_RETURN(std::string dir, RequiredFlag(FLAGS_model, "model"));
   MOE_ASSIGN_OR_RETURN(auto engine, LocalEngine::Open(dir, EngineFlags()));
   engine->model().set_speculation({absl::GetFlag(FLAGS_lookahead), absl::GetFlag(FLAGS_prefetch_experts)});
   MOE_ASSIGN_OR_RETURN(auto tokenizer, engine->dir().LoadTokenizer());
-
-  std::vector<int> ids;
-  if (absl::GetFlag(FLAGS_chat)) {
-    const ChatMessage turn{"user", prompt};
-    MOE_ASSIGN_OR_RETURN(ids, RenderChat(*tokenizer, {&turn, 1}));
-  } else {
-    MOE_ASSIGN_OR_RETURN(ids, tokenizer->Encode(prompt, /*add_bos=*/true));
-  }
-  coordinator::GenerateOptions options;
-  options.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
-  options.sampling.temperature = static_cast<float>(absl::GetFlag(FLAGS_temperature));
-  options.sampling.top_p = static_cast<float>(absl::GetFlag(FLAGS_top_p));
-  options.sampling.top_k = absl::GetFlag(FLAGS_top_k);
-  options.sampling.seed = absl::GetFlag(FLAGS_seed);
-
-  StreamingDecoder decoder(*tokenizer, ids);
-  absl::Status stream_status;
-  auto on_token = [&](int token) {
-    if (token == engine->config().eos_token_id) return true;
-    auto piece = decoder.Push(token);
-    if (!piece.ok()) {
-      stream_status = piece.status();
-      return false;
-    }
-    std::fwrite(piece->data(), 1, piece->size(), stdout);
-    std::fflush(stdout);
-    return true;
-  };
-  MOE_ASSIGN_OR_RETURN(auto result, coordinator::Generate(engine->model(), ids, options, on_token));
-  MOE_RETURN_IF_ERROR(stream_status);
-  MOE_ASSIGN_OR_RETURN(std::string tail, decoder.Flush());
-  std::fwrite(tail.data(), 1, tail.size(), stdout);
-  std::fputc('\n', stdout);
-  std::fflush(stdout);  // the figures go to stderr after the text
-  if (absl::GetFlag(FLAGS_stats)) {
-    const size_t decoded = result.tokens.size() > 1 ? result.tokens.size() - 1 : 0;
-    std::fprintf(stderr,
-                 "[%d prompt tokens, %zu new, finish %s; prefill %.1f tok/s, decode %.1f tok/s, "
-                 "%d threads]\n",
-                 result.prompt_tokens, result.tokens.size(),
-                 std::string(coordinator::FinishReasonName(result.finish_reason)).c_str(),
-                 result.prompt_tokens / result.prefill_seconds,
-                 decoded > 0 ? decoded / result.decode_seconds : 0.0, ComputeThreads());
-  }
+  coordinator::GenerationServiceOptions options;
+  options.max_requests = 1;
+  coordinator::GenerationService service(&engine->model(), tokenizer.get(), options);
+  GenerationPrinter printer;
+  MOE_RETURN_IF_ERROR(service.Serve(
+      request, [] { return false; },
+      [&](const v1::GenerateResponse& response) { return printer.Write(response); }));
+  printer.Finish(absl::StrCat("in-process, ", ComputeThreads(), " threads"));
   return absl::OkStatus();
 }
 
@@ -334,7 +318,7 @@ absl::Status RunBenchCommand() {
   options.max_tokens = max_tokens > 0 ? max_tokens : 256;
   options.warmup_tokens = std::max(0, absl::GetFlag(FLAGS_warmup_tokens));
   options.cache_per_layer = absl::GetFlag(FLAGS_cache_per_layer);
-  options.policy = absl::GetFlag(FLAGS_policy);
+  options.policy = absl::GetFlag(FLAGS_policy).empty() ? "lru" : absl::GetFlag(FLAGS_policy);
   if (absl::GetFlag(FLAGS_link_gbps) < 0 || absl::GetFlag(FLAGS_link_latency_us) < 0) {
     return absl::InvalidArgumentError("--link-gbps and --link-latency-us must be >= 0");
   }
@@ -387,7 +371,8 @@ absl::Status RunWorkerStats() {
 }
 
 // `moe set-policy --worker ADDR [--policy P] [--cache-per-layer K]`: swaps the running
-// worker's cache policy and/or size; the coordinator is not involved.
+// worker's cache policy and/or size; the coordinator is not involved. What is not given
+// is kept (an empty policy, size 0).
 absl::Status RunSetPolicy() {
   MOE_ASSIGN_OR_RETURN(std::string worker, RequiredFlag(FLAGS_worker, "worker"));
   grpc::ClientContext context;
@@ -405,75 +390,116 @@ absl::Status RunSetPolicy() {
   return absl::OkStatus();
 }
 
-// `moe health --server ADDR [--service NAME]`: exit 0 when SERVING.
-absl::Status RunHealth() {
-  MOE_ASSIGN_OR_RETURN(std::string server, RequiredFlag(FLAGS_server, "server"));
+// `moe health`'s exit codes, for scripts and probes (listed in --help).
+constexpr int kHealthServing = 0;
+constexpr int kHealthUsageOrOther = 1;
+constexpr int kHealthNotServing = 3;
+constexpr int kHealthUnreachable = 4;
+
+// `moe health --server ADDR [--service NAME]`: prints the serving status.
+int RunHealth() {
+  const std::string server = absl::GetFlag(FLAGS_server);
+  if (server.empty()) {
+    std::fprintf(stderr, "moe: error: --server is required\n");
+    return kHealthUsageOrOther;
+  }
   auto stub = grpc::health::v1::Health::NewStub(ClientChannel(server));
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
   grpc::health::v1::HealthCheckRequest request;
   request.set_service(absl::GetFlag(FLAGS_service));
   grpc::health::v1::HealthCheckResponse response;
-  MOE_RETURN_IF_ERROR(Annotate(FromGrpcStatus(stub->Check(&context, request, &response)), server));
-  std::printf("%s\n", grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status()).c_str());
-  if (response.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
-    return absl::UnavailableError(absl::StrCat(server, " is not serving"));
+  const grpc::Status status = stub->Check(&context, request, &response);
+  if (!status.ok()) {
+    const bool unreachable = status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+                             status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+    std::fprintf(stderr, "moe: error: %s\n",
+                 std::string(Annotate(FromGrpcStatus(status), server).message()).c_str());
+    return unreachable ? kHealthUnreachable : kHealthUsageOrOther;
   }
-  return absl::OkStatus();
+  std::printf("%s\n", grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status()).c_str());
+  return response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? kHealthServing
+                                                                              : kHealthNotServing;
+}
+
+template <absl::Status (*Command)()>
+int ExitCodeOf() {
+  return ExitCode("moe", Command());
+}
+
+// Every subcommand, once: dispatch, --help and the unknown-command error read this.
+struct Subcommand {
+  const char* name;
+  const char* usage;  // its flags, for --help
+  int (*run)();       // the process's exit code
+};
+constexpr Subcommand kSubcommands[] = {
+    {"generate",
+     "--model DIR --prompt TEXT [--chat] [--max-new-tokens N] [--temperature T]\n"
+     "      [--top-p P] [--top-k K] [--seed S] [--stop STR]... [--worker ADDR | --cache-per-layer K]\n"
+     "      (or --server ADDR: the model runs in that moe-coordinator)",
+     ExitCodeOf<RunGenerate>},
+    {"logits", "--model DIR --tokens 1,2,3 --out FILE.npy   (float32 [tokens, vocab])",
+     ExitCodeOf<RunLogits>},
+    {"info", "--model DIR   (config, parameters, bytes per expert, devices)", ExitCodeOf<RunInfo>},
+    {"health",
+     "--server ADDR [--service moe.v1.Generation]   (exit 0 SERVING, 3 NOT_SERVING,\n"
+     "      4 unreachable, 1 usage or other errors)",
+     RunHealth},
+    {"bench",
+     "--model DIR --text-file F [--max-tokens N] [--cache-per-layer K] [--link-gbps X]\n"
+     "      [--variant full|no-prefetch|no-cache|naive|all] [--lookahead D]\n"
+     "      [--prefetch-experts M] [--policy P] [--repeat R] [--worker ADDR]",
+     ExitCodeOf<RunBenchCommand>},
+    {"worker-stats", "--worker ADDR   (a running moe-expert-worker's GetStats as JSON)",
+     ExitCodeOf<RunWorkerStats>},
+    {"set-policy",
+     "--worker ADDR [--policy P] [--cache-per-layer K]   (live; what is not given is kept)",
+     ExitCodeOf<RunSetPolicy>},
+    {"convert",
+     "--in HF_DIR --out DIR --attn-bits 4|8|16 --expert-bits 2|3|4|16 [--group-size 64]\n"
+     "      [--method hqq|rtn]",
+     ExitCodeOf<RunConvertCommand>},
+    {"perplexity", "--model DIR --text-file F [--max-tokens N] [--window 128]",
+     ExitCodeOf<RunPerplexityCommand>},
+    {"sizes", "--config config.json [--group-size 64]   (bytes of each quantization scheme)",
+     ExitCodeOf<RunSizesCommand>},
+};
+
+std::string SubcommandNames() {
+  std::string names;
+  for (const Subcommand& c : kSubcommands) absl::StrAppend(&names, names.empty() ? "" : ", ", c.name);
+  return names;
+}
+
+std::string UsageMessage() {
+  std::string usage = "moe COMMAND [flags]; COMMAND is one of:\n";
+  for (const Subcommand& c : kSubcommands) {
+    absl::StrAppend(&usage, absl::StrFormat("  %-12s %s\n", c.name, c.usage));
+  }
+  absl::StrAppend(&usage,
+                  "generate, logits, bench and perplexity also take --device cpu|cuda|cuda:N and\n"
+                  "--vram-budget-gib X (the coordinator half's device memory, checked at start).\n"
+                  "Flags take dashes or underscores; --flagfile=F reads one flag per line.");
+  return usage;
 }
 
 }  // namespace
 }  // namespace moe
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "moe <generate|logits|info|health|convert|perplexity|sizes> --model DIR [flags]   (or generate --server ADDR)\n"
-      "  generate --prompt TEXT [--chat] [--max-new-tokens N] [--temperature T]\n"
-      "           [--top-p P] [--top-k K] [--seed S]\n"
-      "  logits   --tokens 1,2,3 --out FILE.npy\n"
-      "  info\n"
-      "  bench    --text-file F [--max-tokens N] [--cache-per-layer K] [--link-gbps X]\n"
-      "           [--variant full|no-prefetch|no-cache|naive|all] [--lookahead D]\n"
-      "           [--prefetch-experts M] [--policy P] [--repeat R] [--worker ADDR]\n"
-      "  worker-stats --worker ADDR\n"
-      "  set-policy   --worker ADDR [--policy P] [--cache-per-layer K]\n"
-      "  health   --server ADDR [--service moe.v1.Generation]\n"
-      "  convert  --in HF_DIR --out DIR --attn-bits 4|8|16 --expert-bits 2|3|4|16 [--group-size 64] [--method hqq|rtn]\n"
-      "  perplexity --model DIR --text-file F [--max-tokens N] [--window 128]\n"
-      "  sizes    --config config.json [--group-size 64]\n"
-      "generate, logits, bench and perplexity also take --device cpu|cuda|cuda:N and\n"
-      "--vram-budget-gib X (the coordinator half's device memory, checked at start)");
+  const std::string usage = moe::UsageMessage();
+  absl::SetProgramUsageMessage(usage);
   std::vector<char*> positional = moe::ParseFlags(argc, argv);
   if (positional.size() != 2) {
-    std::fprintf(stderr, "moe: expected one command (generate, logits, info, bench, worker-stats, set-policy, health, convert, perplexity or sizes); see --help\n");
+    std::fprintf(stderr, "moe: expected one command (%s); see --help\n", moe::SubcommandNames().c_str());
     return 2;
   }
   moe::SetComputeThreads(absl::GetFlag(FLAGS_threads));
   const std::string command = positional[1];
-  absl::Status status;
-  if (command == "generate") {
-    status = moe::RunGenerate();
-  } else if (command == "logits") {
-    status = moe::RunLogits();
-  } else if (command == "info") {
-    status = moe::RunInfo();
-  } else if (command == "health") {
-    status = moe::RunHealth();
-  } else if (command == "bench") {
-    status = moe::RunBenchCommand();
-  } else if (command == "worker-stats") {
-    status = moe::RunWorkerStats();
-  } else if (command == "set-policy") {
-    status = moe::RunSetPolicy();
-  } else if (command == "convert") {
-    status = moe::RunConvertCommand();
-  } else if (command == "perplexity") {
-    status = moe::RunPerplexityCommand();
-  } else if (command == "sizes") {
-    status = moe::RunSizesCommand();
-  } else {
-    std::fprintf(stderr, "moe: unknown command \"%s\" (generate, logits, info, bench, worker-stats, set-policy, health, convert, perplexity or sizes)\n", command.c_str());
-    return 2;
+  for (const moe::Subcommand& c : moe::kSubcommands) {
+    if (command == c.name) return c.run();
   }
-  return moe::ExitCode("moe", status);
+  std::fprintf(stderr, "moe: unknown command \"%s\" (%s)\n", command.c_str(), moe::SubcommandNames().c_str());
+  return 2;
 }

@@ -129,7 +129,12 @@ class CudaEvent : public backend::Event {
 
 absl::StatusOr<std::vector<backend::DeviceInfo>> ListDevices() {
   int count = 0;
-  MOE_CUDA_RETURN_IF_ERROR(cudaGetDeviceCount(&count), "listing CUDA devices");
+  const cudaError_t error = cudaGetDeviceCount(&count);
+  if (error != cudaSuccess) {
+    cudaGetLastError();
+    // No driver, or one too old: to a user, simply no GPU (`moe info` prints this).
+    return absl::UnavailableError(absl::StrCat("no CUDA device (", cudaGetErrorString(error), ")"));
+  }
   if (count == 0) return absl::UnavailableError("no CUDA device is visible");
   std::vector<backend::DeviceInfo> devices;
   for (int i = 0; i < count; ++i) {
