@@ -460,9 +460,11 @@ class RunStudiesTest(Case):
         docs = os.path.join(SOURCE_DIR, "docs", "studies")
         def digest():
             h = hashlib.sha256()
-            for name in sorted(os.listdir(docs)):
-                with open(os.path.join(docs, name), "rb") as f:
-                    h.update(name.encode() + f.read())
+            for root, dirs, files in sorted(os.walk(docs)):  # kjv-qwen3's studies in a folder
+                for name in sorted(files):
+                    path = os.path.join(root, name)
+                    with open(path, "rb") as f:
+                        h.update(os.path.relpath(path, docs).encode() + f.read())
             return h.hexdigest()
         before = digest()
         out_dir = os.path.join(self.dir, "studies")
