@@ -286,7 +286,12 @@ class CredentialsTest(TimedTestCase):
              "except OSError: print(0)\n")
 
     def probe_as_nobody(self, path):
-        run = subprocess.run([sys.executable, "-c", self.PROBE, path], user=65534, group=65534,
+        # setpriv (util-linux, essential) changes uid after exec: subprocess's own user= makes
+        # Python fork() instead of vfork(), and grpc's fork handlers in this process then
+        # wait forever for its thread pool to idle ("Waiting for thread pool to idle before
+        # forking"; a 300 s ctest timeout under load).
+        run = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                              sys.executable, "-c", self.PROBE, path],
                              capture_output=True, timeout=30)
         self.assertEqual(run.returncode, 0, run.stderr.decode())
         return int(run.stdout.decode().strip())
