@@ -15,9 +15,10 @@
 // tile of up to 4 tokens and used for each, and every (row, token) result is accumulated
 // in the same order whatever the number of tokens in the call and wherever the token
 // falls in a tile (batch invariance: a token's outputs do not depend on its batch).
-// One token runs 4 rows at a time (2 tokens, 2 rows), so that independent accumulator
-// chains hide the FMA latency and the per-row costs are shared (a row of the 734 M
-// model's w1 is only 16 pairs of blocks).
+// One token runs 4 rows at a time (more tokens: 2 rows, on AVX-512 VNNI's 32 registers
+// with tiles of up to 4 tokens), so that independent accumulator chains hide the FMA
+// latency and the per-row costs are shared (a row of the 734 M model's w1 is only 16
+// pairs of blocks).
 // Parallel over output rows (OpenMP): each thread streams its own contiguous run of rows.
 #ifndef MOE_COMMON_BACKEND_CPU_QUANT_KERNELS_H_
 #define MOE_COMMON_BACKEND_CPU_QUANT_KERNELS_H_

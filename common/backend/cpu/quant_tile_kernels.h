@@ -12,10 +12,11 @@ namespace moe::cpu::tile {
 
 // Tokens per tile: a weight row is decoded once per tile.
 inline constexpr int kMaxTileTokens = 4;
-// Rows per tile: kMaxTileRows for one token (decode), 2 for two, else 1 (the
-// accumulators, rows x tokens, must stay in registers).
+// Rows per tile: kMaxTileRows for one token (decode), else 2. A variant whose registers
+// cannot hold rows x tokens accumulators (AVX2's 16 for 2 x 4) runs such a tile row by
+// row, with the same results.
 inline constexpr int kMaxTileRows = 4;
-inline int TileRows(int64_t tokens) { return tokens == 1 ? kMaxTileRows : tokens == 2 ? 2 : 1; }
+inline int TileRows(int64_t tokens) { return tokens == 1 ? kMaxTileRows : 2; }
 // Values per pair of blocks: the SIMD kernels' unit (block 2p in the low 128-bit lane of
 // a register, block 2p + 1 in the high one).
 inline constexpr int64_t kPair = 2 * quant::kBlock;
