@@ -35,7 +35,9 @@ struct ModelConfig {
   std::string model_type;  // as written ("" when absent: a Mixtral checkpoint)
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
-  int64_t intermediate_size = 0;  // width of one expert
+  // Width of one routed expert (Qwen's moe_intermediate_size; Mixtral's and OLMoE's
+  // intermediate_size).
+  int64_t intermediate_size = 0;
   int64_t num_hidden_layers = 0;
   int64_t num_attention_heads = 0;
   int64_t num_key_value_heads = 0;
@@ -81,7 +83,6 @@ struct ModelConfig {
   // Parameters of layer l on the coordinator: attention, norms, and the router and shared
   // expert of a sparse layer or the MLP of a dense one.
   int64_t DenseParamsOfLayer(int64_t layer) const;
-  int64_t DenseParamsPerLayer() const { return DenseParamsOfLayer(0); }
   int64_t TotalParams() const;
 
   // Parses and validates config.json text. `source` names the file in errors.

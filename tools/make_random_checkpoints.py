@@ -21,6 +21,7 @@ router top-k choice / greedy argmax is within a small margin of a tie.
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -87,6 +88,18 @@ CASES = [
           dense_intermediate_size=32, head_dim=8, num_attention_heads=4, num_key_value_heads=2,
           num_local_experts=128, num_experts_per_tok=8, norm_topk_prob=True, tie_word_embeddings=True),
      "F32", None, 0.5),
+    # For `moe bench` on the families without a trained fixture: the bundled tokenizer's
+    # vocabulary (its tokenizer.model is copied in), so that text can be decoded.
+    ("qwen2_moe_bench_tokenizer",
+     dict(model_type="qwen2_moe", vocab_size=2000, hidden_size=32, intermediate_size=32,
+          dense_intermediate_size=64, shared_expert_intermediate_size=32, num_hidden_layers=4,
+          mlp_only_layers=[2], num_attention_heads=4, num_key_value_heads=2, num_local_experts=8,
+          num_experts_per_tok=2, norm_topk_prob=False, tie_word_embeddings=False), "BF16", None, 0.3),
+    ("olmoe_bench_tokenizer",
+     dict(model_type="olmoe", vocab_size=2000, hidden_size=32, intermediate_size=32,
+          num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=4, num_local_experts=8,
+          num_experts_per_tok=2, norm_topk_prob=False, clip_qkv=1.0, tie_word_embeddings=False),
+     "BF16", None, 0.3),
     # OLMoE: q/k norms over the whole projection, clip_qkv, weights not renormalised.
     ("olmoe_f32_clip",
      dict(model_type="olmoe", vocab_size=64, hidden_size=32, intermediate_size=24,
@@ -117,6 +130,10 @@ def make_case(out_root: str, idx: int, name: str, overrides: dict, dtype: str, s
         if fn.endswith(".npy") or fn == "reference.json":
             os.remove(os.path.join(d, fn))
     files = mt.export_hf_dir(model, cfg, d, dtype, shard_bytes=shard_bytes)
+    if name.endswith("_tokenizer"):
+        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        shutil.copyfile(os.path.join(repo, "models", "kjv-moe", "tokenizer.model"),
+                        os.path.join(d, "tokenizer.model"))
     ref_model = mt.load_hf_dir(d)  # the weights exactly as stored
 
     rng = np.random.default_rng(2000 + idx)
