@@ -351,9 +351,9 @@ std::string GenerationService::RenderMetrics() const {
   out.Counter("moe_coordinator_expert_cache_hits_total", "Expert uses found resident", e.hits);
   out.Counter("moe_coordinator_expert_cache_misses_total", "Expert uses loaded on demand", e.misses);
   out.Gauge("moe_coordinator_expert_hit_ratio", "hits / (hits + misses) since start",
-            e.hits + e.misses ? double(e.hits) / (e.hits + e.misses) : 0);
+            e.hit_ratio());
   out.Gauge("moe_coordinator_prefetch_recall", "Expert uses a prefetch had loaded / expert uses",
-            e.hits + e.misses ? double(e.prefetch_hits) / (e.hits + e.misses) : 0);
+            e.prefetch_recall());
   const SpeculationStats& sp = batches.forward.speculation;
   out.Counter("moe_coordinator_guesses_total", "Speculative (token, layer, expert) guesses sent",
               sp.hinted);

@@ -22,6 +22,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/backend/device.h"
+#include "common/expert_stats.h"
 #include "expert_worker/cache_policy.h"
 #include "expert_worker/expert_store.h"
 
@@ -36,7 +37,7 @@ struct CacheCounters {
   double stall_s = 0;           // demand time spent waiting for copies (inside Acquire)
 
   uint64_t uses() const { return hits + misses; }
-  double hit_ratio() const { return uses() ? double(hits) / uses() : 0; }
+  double hit_ratio() const { return HitRatio(hits, misses); }
   // Of the experts used, the share a hint had loaded.
   double prefetch_recall() const { return uses() ? double(prefetch_hits) / uses() : 0; }
   // Of the experts hints loaded, the share then used.
