@@ -1,6 +1,7 @@
 #include "expert_worker/slot_cache.h"
 
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <cstdlib>
 #include <thread>
@@ -436,7 +437,18 @@ LinkModel SlotCache::link() const {
   return link_;
 }
 
+absl::Status CheckLinkModel(const LinkModel& link) {
+  if (!std::isfinite(link.gbps) || link.gbps < 0 || !std::isfinite(link.latency_us) ||
+      link.latency_us < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a link model needs a bandwidth and a latency >= 0 (got ", link.gbps, " GB/s and ",
+        link.latency_us, " us)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status SlotCache::set_link(const LinkModel& link) {
+  MOE_RETURN_IF_ERROR(CheckLinkModel(link));
   if (link.modelled() && device_->kind() != backend::DeviceKind::kCpu) {
     return absl::InvalidArgumentError(absl::StrCat(
         "a modelled link (", link.gbps, " GB/s, ", link.latency_us,

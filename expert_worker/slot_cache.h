@@ -69,6 +69,12 @@ struct LinkModel {
   }
 };
 
+// The one check of a link model, whichever binary's flags it came from (a negative
+// bandwidth used to be clamped to "no model" by one command and refused by another):
+// INVALID_ARGUMENT for a negative or non-finite figure. SlotCache::set_link applies it;
+// a binary may call it first to refuse bad flags before loading anything.
+absl::Status CheckLinkModel(const LinkModel& link);
+
 struct CacheStats {
   std::string policy;
   int slots_per_layer = 0;
@@ -148,6 +154,7 @@ class SlotCache {
 
   // Sets the link model for later copies (thread-safe). INVALID_ARGUMENT for a modelled
   // link on a device other than the CPU (a real link needs no model).
+  // INVALID_ARGUMENT for a negative or non-finite figure, or a modelled link off the CPU.
   absl::Status set_link(const LinkModel& link);
   LinkModel link() const;
 
