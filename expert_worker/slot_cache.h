@@ -200,6 +200,12 @@ class SlotCache {
   };
   // Loading, or its modelled copy not done at `now`: neither usable nor evictable.
   static bool Busy(const Slot& slot, std::chrono::steady_clock::time_point now);
+  // The resident expert's slot a load or a shrink takes next: the policy's victim among
+  // the idle (unleased, off the link) residents that are not unused prefetches, or with
+  // `take_protected` among those too when there is no other; nullptr when every resident
+  // is leased or on the link. The one victim search of Load and Resize. mu_ held.
+  Slot* VictimLocked(int layer, const std::vector<std::unique_ptr<Slot>>& slots,
+                     std::chrono::steady_clock::time_point now, bool take_protected);
   absl::StatusOr<std::unique_ptr<Slot>> NewSlot() const;
   // Blocks until every copy into `slot` and every recorded read of it has run (before
   // its memory is freed).

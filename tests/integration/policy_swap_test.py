@@ -21,7 +21,7 @@ import grpc
 import two_process_test as tp
 
 STREAMS = 8
-TOKENS = 160  # long enough to outlast both swaps now that the 8 streams share steps
+TOKENS = 320  # long enough to outlast both swaps with shared steps and the activation ring
 
 
 def scrape(port):
