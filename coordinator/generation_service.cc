@@ -343,6 +343,8 @@ std::string GenerationService::RenderMetrics() const {
               batches.aborted);
   const ExpertCallStats& e = batches.forward.experts;
   out.Counter("moe_coordinator_expert_calls_total", "RunExperts calls", e.calls);
+  out.Counter("moe_coordinator_expert_ring_calls_total",
+              "Of those, calls through the activation ring (no RPC)", e.ring_calls);
   out.Counter("moe_coordinator_expert_rpc_seconds_total", "Round trips of RunExperts calls", e.rpc_s);
   out.Counter("moe_coordinator_expert_stall_seconds_total", "Worker time waiting for expert copies",
               e.stall_s);
