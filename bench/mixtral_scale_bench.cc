@@ -35,6 +35,7 @@
 #include "bench/synthetic_weights.h"
 #include "common/backend/device.h"
 #include "common/command_line.h"
+#include "common/expert_stats.h"
 #include "common/status.h"
 #include "coordinator/device_weights.h"
 #include "coordinator/kv_cache.h"
@@ -327,7 +328,7 @@ absl::Status Main() {
     row["tokens"] = tokens;
     row["seconds"] = seconds;
     row["decode_tokens_per_s"] = tokens / seconds;
-    row["hit_ratio"] = hits + misses ? double(hits) / (hits + misses) : 0.0;
+    row["hit_ratio"] = HitRatio(hits, misses);
     row["prefetch_recall"] = hits + misses ? double(prefetch_hits) / (hits + misses) : 0.0;
     row["prefetch_precision"] = prefetch_loads ? double(prefetch_hits) / prefetch_loads : 0.0;
     row["bytes_copied"] = bytes;

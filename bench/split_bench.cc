@@ -66,8 +66,8 @@ absl::Status Round(Split& split, int p, int n) {
   MOE_ASSIGN_OR_RETURN(double s, DecodeSecondsPerToken(split.engine->model(), p, n));
   const auto after = split.engine->worker()->Stats();
   split.seconds_per_token.push_back(s);
-  split.call_s += after.rpc_seconds - before.rpc_seconds;
-  split.worker_s += after.worker_seconds - before.worker_seconds;
+  split.call_s += after.rpc_s - before.rpc_s;
+  split.worker_s += after.worker_s() - before.worker_s();
   split.calls += after.calls - before.calls;
   split.ring_calls += after.ring_calls - before.ring_calls;
   return absl::OkStatus();

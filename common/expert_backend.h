@@ -8,30 +8,9 @@
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
+#include "common/expert_stats.h"
 
 namespace moe {
-
-// What RunExperts calls cost, summed over calls (the caller zeroes it).
-struct ExpertCallStats {
-  uint64_t calls = 0;
-  uint64_t hits = 0;      // experts found resident in the cache
-  uint64_t misses = 0;    // experts loaded on demand
-  uint64_t prefetch_hits = 0;  // of hits, experts a prefetch had loaded
-  double stall_s = 0;     // waiting for expert copies
-  double compute_s = 0;   // expert FFNs
-  double rpc_s = 0;       // round trips as the caller saw them (0 in-process)
-
-  ExpertCallStats& operator+=(const ExpertCallStats& o) {
-    calls += o.calls;
-    hits += o.hits;
-    misses += o.misses;
-    prefetch_hits += o.prefetch_hits;
-    stall_s += o.stall_s;
-    compute_s += o.compute_s;
-    rpc_s += o.rpc_s;
-    return *this;
-  }
-};
 
 class ExpertBackend {
  public:

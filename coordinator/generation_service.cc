@@ -359,6 +359,8 @@ std::string GenerationService::RenderMetrics() const {
               batches.aborted);
   const ExpertCallStats& e = batches.forward.experts;
   out.Counter("moe_coordinator_expert_calls_total", "RunExperts calls", e.calls);
+  out.Counter("moe_coordinator_expert_ring_calls_total",
+              "Of those, calls through the activation ring (no RPC)", e.ring_calls);
   out.Counter("moe_coordinator_expert_rpc_seconds_total", "Round trips of RunExperts calls", e.rpc_s);
   out.Counter("moe_coordinator_expert_stall_seconds_total", "Worker time waiting for expert copies",
               e.stall_s);
@@ -367,9 +369,9 @@ std::string GenerationService::RenderMetrics() const {
   out.Counter("moe_coordinator_expert_cache_hits_total", "Expert uses found resident", e.hits);
   out.Counter("moe_coordinator_expert_cache_misses_total", "Expert uses loaded on demand", e.misses);
   out.Gauge("moe_coordinator_expert_hit_ratio", "hits / (hits + misses) since start",
-            e.hits + e.misses ? double(e.hits) / (e.hits + e.misses) : 0);
+            e.hit_ratio());
   out.Gauge("moe_coordinator_prefetch_recall", "Expert uses a prefetch had loaded / expert uses",
-            e.hits + e.misses ? double(e.prefetch_hits) / (e.hits + e.misses) : 0);
+            e.prefetch_recall());
   const SpeculationStats& sp = batches.forward.speculation;
   out.Counter("moe_coordinator_guesses_total", "Speculative (token, layer, expert) guesses sent",
               sp.hinted);

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
+#include "common/expert_stats.h"
 #include "common/json_util.h"
 #include "nlohmann/json.hpp"
 
@@ -136,13 +137,12 @@ json Usage(const v1::GenerationStats& stats) {
 
 // The run's own figures (not part of OpenAI's API): the chat page shows them.
 json MoeStats(const v1::GenerationStats& stats) {
-  const uint64_t uses = stats.expert_cache_hits() + stats.expert_cache_misses();
   return {{"time_to_first_token_s", stats.time_to_first_token_s()},
           {"prefill_tokens_per_s", stats.prefill_tokens_per_s()},
           {"decode_tokens_per_s", stats.decode_tokens_per_s()},
           {"expert_cache_hits", stats.expert_cache_hits()},
           {"expert_cache_misses", stats.expert_cache_misses()},
-          {"expert_cache_hit_ratio", uses > 0 ? double(stats.expert_cache_hits()) / uses : 0.0},
+          {"expert_cache_hit_ratio", HitRatio(stats.expert_cache_hits(), stats.expert_cache_misses())},
           {"expert_prefetch_hits", stats.expert_prefetch_hits()}};
 }
 

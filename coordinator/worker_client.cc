@@ -396,7 +396,7 @@ absl::Status WorkerClient::ReadOutput(int slot, ActivationPath path,
 
 absl::Status WorkerClient::RpcCall(int slot, ActivationPath path, v1::RunExpertsRequest* request,
                                    absl::Span<const float> x, absl::Span<float> out,
-                                   CallFigures* figures, bool* retire) {
+                                   ExpertCallStats* figures, bool* retire) {
   MOE_RETURN_IF_ERROR(StageInput(slot, path, x, request));
   v1::RunExpertsResponse response;
   grpc::ClientContext context;
@@ -405,7 +405,7 @@ absl::Status WorkerClient::RpcCall(int slot, ActivationPath path, v1::RunExperts
   const absl::Time sent = absl::Now();
   const auto t0 = std::chrono::steady_clock::now();
   grpc::Status rpc = stub_->RunExperts(&context, *request, &response);
-  figures->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  figures->rpc_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (rpc.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
       rpc.error_code() == grpc::StatusCode::CANCELLED) {
     // The worker may still write this call's output into the slot: never reuse it.
@@ -425,14 +425,15 @@ absl::Status WorkerClient::RpcCall(int slot, ActivationPath path, v1::RunExperts
   figures->hits = response.cache_hits();
   figures->misses = response.cache_misses();
   figures->prefetch_hits = response.prefetch_hits();
-  figures->load_wait_s = response.load_wait_s();
+  figures->stall_s = response.load_wait_s();
   figures->compute_s = response.compute_s();
+  figures->calls = 1;
   return absl::OkStatus();
 }
 
 absl::Status WorkerClient::RingCall(int slot, int layer, absl::Span<const float> x, int64_t n,
                                     absl::Span<const int32_t> ids, absl::Span<const float> weights,
-                                    absl::Span<float> out, CallFigures* figures, bool* retire) {
+                                    absl::Span<float> out, ExpertCallStats* figures, bool* retire) {
   std::shared_ptr<ProcessWatch> watch;
   uint32_t epoch;
   {
@@ -488,7 +489,7 @@ absl::Status WorkerClient::RingCall(int slot, int layer, absl::Span<const float>
     // Stopped without taking the call: the worker attached another arena or shuts down.
     return absl::FailedPreconditionError("the expert worker stopped serving this ring");
   }
-  figures->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  figures->rpc_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const ring::RingReply reply = ring.entry(static_cast<uint32_t>(slot)).reply;
   ring.Release(static_cast<uint32_t>(slot));
   MOE_RETURN_IF_ERROR(ring::StatusOf(reply));
@@ -497,9 +498,10 @@ absl::Status WorkerClient::RingCall(int slot, int layer, absl::Span<const float>
   figures->hits = reply.hits;
   figures->misses = reply.misses;
   figures->prefetch_hits = reply.prefetch_hits;
-  figures->load_wait_s = reply.load_wait_s;
+  figures->stall_s = reply.load_wait_s;
   figures->compute_s = reply.compute_s;
-  figures->ring = true;
+  figures->calls = 1;
+  figures->ring_calls = 1;
   return absl::OkStatus();
 }
 
@@ -524,7 +526,7 @@ absl::Status WorkerClient::RunChunk(int slot, int layer, absl::Span<const float>
     // The ring's route area holds max_tokens_per_call x num_experts_per_tok routes.
     const bool by_ring = path == ActivationPath::kHostArena && ring_active_.load() && n > 0 &&
                          2 * ids.size() * sizeof(int32_t) <= layout_.route_bytes;
-    CallFigures figures;
+    ExpertCallStats figures;
     absl::Status status = by_ring ? RingCall(slot, layer, x, n, ids, weights, out, &figures, retire)
                                   : RpcCall(slot, path, &request, x, out, &figures, retire);
     if (absl::IsFailedPrecondition(status) && arena_ != nullptr && attempt == 0) {
@@ -541,23 +543,10 @@ absl::Status WorkerClient::RunChunk(int slot, int layer, absl::Span<const float>
       NoteWorker(false);
     }
     MOE_RETURN_IF_ERROR(Annotate(status, absl::StrCat("expert worker at ", options_.address)));
-    if (stats != nullptr) {
-      stats->calls += 1;
-      stats->hits += figures.hits;
-      stats->misses += figures.misses;
-      stats->prefetch_hits += figures.prefetch_hits;
-      stats->stall_s += figures.load_wait_s;
-      stats->compute_s += figures.compute_s;
-      stats->rpc_s += figures.seconds;
-    }
+    if (stats != nullptr) *stats += figures;
     NoteWorker(true);
     std::lock_guard<std::mutex> lock(stats_mu_);
-    ++stats_.calls;
-    stats_.ring_calls += figures.ring ? 1 : 0;
-    stats_.rpc_seconds += figures.seconds;
-    stats_.worker_seconds += figures.load_wait_s + figures.compute_s;
-    stats_.hits += figures.hits;
-    stats_.misses += figures.misses;
+    stats_ += figures;
     return absl::OkStatus();
   }
 }
@@ -653,7 +642,7 @@ absl::Status WorkerClient::AwaitRecovery(const std::function<bool()>& cancelled)
       MOE_LOG(INFO) << "expert worker at " << options_.address << " answers again after "
                     << absl::ToDoubleSeconds(absl::Now() - start) << " s; redoing the layer step";
       std::lock_guard<std::mutex> lock(stats_mu_);
-      ++stats_.recoveries;
+      ++recoveries_;
       return absl::OkStatus();
     }
     if (absl::Now() >= deadline) {
@@ -665,9 +654,14 @@ absl::Status WorkerClient::AwaitRecovery(const std::function<bool()>& cancelled)
   }
 }
 
-WorkerClientStats WorkerClient::Stats() const {
+ExpertCallStats WorkerClient::Stats() const {
   std::lock_guard<std::mutex> lock(stats_mu_);
   return stats_;
+}
+
+uint64_t WorkerClient::recoveries() const {
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  return recoveries_;
 }
 
 }  // namespace moe::coordinator

@@ -69,16 +69,6 @@ enum class ActivationPath {
   kDeviceArena,  // the coordinator's device arena, mapped by the worker (CUDA IPC)
 };
 
-struct WorkerClientStats {
-  uint64_t calls = 0;
-  double rpc_seconds = 0;     // round trips as the coordinator sees them
-  double worker_seconds = 0;  // of which the worker reports loading and computing
-  uint64_t hits = 0;
-  uint64_t misses = 0;
-  uint64_t recoveries = 0;  // times a lost worker answered again within the grace
-  uint64_t ring_calls = 0;  // of calls, those through the activation ring
-};
-
 // Thread-safe: concurrent RunExperts calls each use their own arena slot (and, on a CUDA
 // device, their own stream). On a device, x must be complete when RunExperts is called
 // (the caller has synchronised the stream that wrote it); out is complete on return.
@@ -110,7 +100,10 @@ class WorkerClient : public ExpertBackend {
   bool ring_active() const { return ring_active_.load(); }
   // The path calls take now (the device arena until a worker refuses it).
   ActivationPath path() const;
-  WorkerClientStats Stats() const;
+  // Every call's figures since the client was made (rpc_s: calls as seen from here).
+  ExpertCallStats Stats() const;
+  // Times a lost worker answered again within the grace.
+  uint64_t recoveries() const;
   v1::ExpertWorker::Stub& stub() { return *stub_; }
 
  private:
@@ -136,22 +129,15 @@ class WorkerClient : public ExpertBackend {
   // Host <-> caller memory: a memcpy, or a copy on the slot's stream, waited for.
   absl::Status CopyFromCaller(int slot, void* host, const void* caller, size_t bytes);
   absl::Status CopyToCaller(int slot, void* caller, const void* host, size_t bytes);
-  // One call's figures, as the worker reported them.
-  struct CallFigures {
-    uint64_t hits = 0, misses = 0, prefetch_hits = 0;
-    double load_wait_s = 0, compute_s = 0;
-    double seconds = 0;  // the round trip as we saw it
-    bool ring = false;
-  };
   // One chunk as an RPC, or through the ring; out is written when OK. Both set *retire
   // when the worker may still write into the slot (a call that timed out), and answer
   // UNAVAILABLE for a lost or hung worker.
   absl::Status RpcCall(int slot, ActivationPath path, v1::RunExpertsRequest* request,
-                       absl::Span<const float> x, absl::Span<float> out, CallFigures* figures,
-                       bool* retire);
+                       absl::Span<const float> x, absl::Span<float> out,
+                       ExpertCallStats* figures, bool* retire);
   absl::Status RingCall(int slot, int layer, absl::Span<const float> x, int64_t n,
                         absl::Span<const int32_t> ids, absl::Span<const float> weights,
-                        absl::Span<float> out, CallFigures* figures, bool* retire);
+                        absl::Span<float> out, ExpertCallStats* figures, bool* retire);
   // The ring in the current host arena.
   absl::StatusOr<ring::Ring> RingView() const;
   // Sets *retire when the worker may still write into the slot (a call that timed out).
@@ -211,7 +197,8 @@ class WorkerClient : public ExpertBackend {
   std::optional<absl::Time> lost_since_;  // guarded by lost_mu_; unset while the worker answers
 
   mutable std::mutex stats_mu_;
-  WorkerClientStats stats_;  // guarded by stats_mu_
+  ExpertCallStats stats_;    // guarded by stats_mu_
+  uint64_t recoveries_ = 0;  // guarded by stats_mu_
 };
 
 }  // namespace moe::coordinator

@@ -108,7 +108,7 @@ void ExpertRunner::ReturnWorkspace(std::unique_ptr<Workspace> workspace) const {
 
 absl::Status ExpertRunner::Run(int layer, absl::Span<const float> x, int64_t n,
                                absl::Span<const int32_t> ids, absl::Span<const float> weights,
-                               absl::Span<float> out, RunCounters* counters,
+                               absl::Span<float> out, ExpertCallStats* stats,
                                ActivationPlacement placement) const {
   using Clock = std::chrono::steady_clock;
   MOE_RETURN_IF_ERROR(kernels_status_);
@@ -217,13 +217,14 @@ absl::Status ExpertRunner::Run(int layer, absl::Span<const float> x, int64_t n,
   const auto* index = ws->index->as<const int32_t>();
   const auto* gain = ws->gain->as<const float>();
 
-  RunCounters local;
+  ExpertCallStats local;
+  local.calls = 1;
   for (size_t e = 0; e < order.size(); ++e) {
     const int64_t m = int64_t(begin[e + 1] - begin[e]);
     const auto t0 = Clock::now();
     MOE_ASSIGN_OR_RETURN(SlotCache::Lease lease, cache_->Acquire(layer, order[e]));
     const auto t1 = Clock::now();
-    local.load_wait_s += std::chrono::duration<double>(t1 - t0).count();
+    local.stall_s += std::chrono::duration<double>(t1 - t0).count();
     ++(lease.hit() ? local.hits : local.misses);
     if (m == 0) continue;  // loaded for the baseline's sake only
     local.prefetch_hits += lease.prefetched();
@@ -262,7 +263,7 @@ absl::Status ExpertRunner::Run(int layer, absl::Span<const float> x, int64_t n,
   if (!in_place) MOE_RETURN_IF_ERROR(device.CopyToHost(out.data(), out_dev, act_bytes, stream));
   MOE_RETURN_IF_ERROR(stream.Synchronize());
   local.compute_s += std::chrono::duration<double>(Clock::now() - t_sync).count();
-  if (counters != nullptr) *counters = local;
+  if (stats != nullptr) *stats += local;
   return absl::OkStatus();
 }
 
@@ -270,17 +271,7 @@ absl::Status InProcessBackend::RunExperts(int layer, absl::Span<const float> x, 
                                           absl::Span<const int32_t> ids,
                                           absl::Span<const float> weights, absl::Span<float> out,
                                           ExpertCallStats* stats) {
-  RunCounters counters;
-  MOE_RETURN_IF_ERROR(runner_.Run(layer, x, n, ids, weights, out, &counters, placement_));
-  if (stats != nullptr) {
-    stats->calls += 1;
-    stats->hits += counters.hits;
-    stats->misses += counters.misses;
-    stats->prefetch_hits += counters.prefetch_hits;
-    stats->stall_s += counters.load_wait_s;
-    stats->compute_s += counters.compute_s;
-  }
-  return absl::OkStatus();
+  return runner_.Run(layer, x, n, ids, weights, out, stats, placement_);
 }
 
 }  // namespace moe::expert_worker

@@ -25,14 +25,6 @@
 
 namespace moe::expert_worker {
 
-struct RunCounters {
-  uint32_t hits = 0;
-  uint32_t misses = 0;
-  uint32_t prefetch_hits = 0;  // of hits, first uses of prefetched experts
-  double load_wait_s = 0;  // time inside SlotCache::Acquire
-  double compute_s = 0;    // queuing the kernels and waiting for them
-};
-
 // Where a call's activations (x and out) live. On the CPU device both are host memory.
 enum class ActivationPlacement {
   kHost,    // host memory: the runner stages them to and from its device
@@ -57,10 +49,12 @@ class ExpertRunner {
 
   // out[t] = sum_j weights[t, j] * Expert(layer, ids[t, j])(x[t]); shapes as in
   // ExpertBackend::RunExperts. Ids, layer and sizes are validated. ids and weights are
-  // host memory; x and out as `placement` says. out is complete on return.
+  // host memory; x and out as `placement` says. out is complete on return. `stats`, if
+  // not null, has this call's figures added (stall_s: time inside SlotCache::Acquire;
+  // compute_s: queuing the kernels and waiting for them).
   absl::Status Run(int layer, absl::Span<const float> x, int64_t n, absl::Span<const int32_t> ids,
                    absl::Span<const float> weights, absl::Span<float> out,
-                   RunCounters* counters = nullptr,
+                   ExpertCallStats* stats = nullptr,
                    ActivationPlacement placement = ActivationPlacement::kHost) const;
 
   SlotCache& cache() const { return *cache_; }

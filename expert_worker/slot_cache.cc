@@ -1,6 +1,7 @@
 #include "expert_worker/slot_cache.h"
 
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <cstdlib>
 #include <thread>
@@ -227,6 +228,25 @@ void SlotCache::ClearProtection(int layer, absl::Span<const int> keep) {
   }
 }
 
+SlotCache::Slot* SlotCache::VictimLocked(int layer, const std::vector<std::unique_ptr<Slot>>& slots,
+                                         std::chrono::steady_clock::time_point now,
+                                         bool take_protected) {
+  std::vector<int> candidates, protected_candidates;
+  for (const auto& s : slots) {
+    if (s->expert >= 0 && s->leases == 0 && !Busy(*s, now)) {
+      (s->is_protected ? protected_candidates : candidates).push_back(s->expert);
+    }
+  }
+  if (candidates.empty() && take_protected) candidates.swap(protected_candidates);
+  if (candidates.empty()) return nullptr;
+  const int victim = policy_->ChooseVictim(layer, candidates);
+  for (const auto& s : slots) {
+    if (s->expert == victim) return s.get();
+  }
+  MOE_CHECK(false) << "policy chose expert " << victim << ", which is not a candidate";
+  return nullptr;
+}
+
 absl::StatusOr<std::optional<SlotCache::Lease>> SlotCache::Load(int layer, int expert,
                                                                 bool prefetch, bool* loaded) {
   using Clock = std::chrono::steady_clock;
@@ -236,15 +256,11 @@ absl::StatusOr<std::optional<SlotCache::Lease>> SlotCache::Load(int layer, int e
     // Re-read every time round: Resize may have changed the layer's list while we waited.
     std::vector<std::unique_ptr<Slot>>& slots = slots_[layer];
     Slot *found = nullptr, *free = nullptr;
-    std::vector<int> candidates, protected_candidates;
     Clock::time_point next_ready = Clock::time_point::max();  // of an in-flight modelled copy
     for (auto& s : slots) {
       if (s->expert == expert) found = s.get();
       if (s->expert < 0 && free == nullptr) free = s.get();
       if (s->ready_at > now) next_ready = std::min(next_ready, s->ready_at);
-      if (s->expert >= 0 && s->leases == 0 && !Busy(*s, now)) {
-        (s->is_protected ? protected_candidates : candidates).push_back(s->expert);
-      }
     }
     if (found != nullptr) {
       if (prefetch) return std::nullopt;  // resident or on its way: nothing to do
@@ -275,8 +291,8 @@ absl::StatusOr<std::optional<SlotCache::Lease>> SlotCache::Load(int layer, int e
     if (target == nullptr) {
       // Prefetched, unused experts are kept while anything else can go; a demand load
       // takes one only as a last resort, a prefetch never.
-      if (candidates.empty() && !prefetch) candidates = protected_candidates;
-      if (candidates.empty()) {
+      target = VictimLocked(layer, slots, now, /*take_protected=*/!prefetch);
+      if (target == nullptr) {
         if (prefetch) return std::nullopt;  // no room without hurting: drop the hint
         // Every slot is leased or on the link: wait for a release or the next copy's end.
         if (next_ready != Clock::time_point::max()) {
@@ -286,11 +302,6 @@ absl::StatusOr<std::optional<SlotCache::Lease>> SlotCache::Load(int layer, int e
         }
         continue;
       }
-      const int victim = policy_->ChooseVictim(layer, candidates);
-      for (auto& s : slots) {
-        if (s->expert == victim) target = s.get();
-      }
-      MOE_CHECK(target != nullptr) << "policy chose expert " << victim << ", which is not a candidate";
       EvictLocked(layer, *target);
     }
     Slot& slot = *target;
@@ -449,7 +460,18 @@ LinkModel SlotCache::link() const {
   return link_;
 }
 
+absl::Status CheckLinkModel(const LinkModel& link) {
+  if (!std::isfinite(link.gbps) || link.gbps < 0 || !std::isfinite(link.latency_us) ||
+      link.latency_us < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a link model needs a bandwidth and a latency >= 0 (got ", link.gbps, " GB/s and ",
+        link.latency_us, " us)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status SlotCache::set_link(const LinkModel& link) {
+  MOE_RETURN_IF_ERROR(CheckLinkModel(link));
   if (link.modelled() && device_->kind() != backend::DeviceKind::kCpu) {
     return absl::InvalidArgumentError(absl::StrCat(
         "a modelled link (", link.gbps, " GB/s, ", link.latency_us,
@@ -515,19 +537,13 @@ absl::Status SlotCache::Resize(int slots_per_layer) {
         slots.erase(empty);
         continue;
       }
-      std::vector<int> candidates, protected_candidates;
-      for (const auto& s : slots) {
-        if (idle(s)) (s->is_protected ? protected_candidates : candidates).push_back(s->expert);
-      }
-      if (candidates.empty()) candidates = protected_candidates;
-      if (candidates.empty()) {  // every slot leased or on the link: wait for one
+      Slot* victim = VictimLocked(layer, slots, now, /*take_protected=*/true);
+      if (victim == nullptr) {  // every slot leased or on the link: wait for one
         changed_.wait_for(lock, std::chrono::milliseconds(1));
         continue;
       }
-      const int victim = policy_->ChooseVictim(layer, candidates);
       auto it = std::find_if(slots.begin(), slots.end(),
-                             [&](const std::unique_ptr<Slot>& s) { return s->expert == victim; });
-      MOE_CHECK(it != slots.end()) << "policy chose expert " << victim << ", which is not resident";
+                             [&](const std::unique_ptr<Slot>& s) { return s.get() == victim; });
       EvictLocked(layer, **it);
       MOE_RETURN_IF_ERROR(Quiesce(**it));
       std::erase(scheduled_, it->get());

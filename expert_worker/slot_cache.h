@@ -23,6 +23,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/backend/device.h"
+#include "common/expert_stats.h"
 #include "expert_worker/cache_policy.h"
 #include "expert_worker/expert_store.h"
 
@@ -39,7 +40,7 @@ struct CacheCounters {
   double stall_s = 0;           // demand time spent waiting for copies (inside Acquire)
 
   uint64_t uses() const { return hits + misses; }
-  double hit_ratio() const { return uses() ? double(hits) / uses() : 0; }
+  double hit_ratio() const { return HitRatio(hits, misses); }
   // Of the experts used, the share a hint had loaded.
   double prefetch_recall() const { return uses() ? double(prefetch_hits) / uses() : 0; }
   // Of the experts hints loaded, the share then used.
@@ -70,6 +71,12 @@ struct LinkModel {
     return gbps > 0 ? latency_us * 1e-6 + double(bytes) / (gbps * 1e9) : 0;
   }
 };
+
+// The one check of a link model, whichever binary's flags it came from (a negative
+// bandwidth used to be clamped to "no model" by one command and refused by another):
+// INVALID_ARGUMENT for a negative or non-finite figure. SlotCache::set_link applies it;
+// a binary may call it first to refuse bad flags before loading anything.
+absl::Status CheckLinkModel(const LinkModel& link);
 
 struct CacheStats {
   std::string policy;
@@ -150,6 +157,7 @@ class SlotCache {
 
   // Sets the link model for later copies (thread-safe). INVALID_ARGUMENT for a modelled
   // link on a device other than the CPU (a real link needs no model).
+  // INVALID_ARGUMENT for a negative or non-finite figure, or a modelled link off the CPU.
   absl::Status set_link(const LinkModel& link);
   LinkModel link() const;
 
@@ -201,6 +209,12 @@ class SlotCache {
   bool ReadsInPlace() const;
   // Loading, or its modelled copy not done at `now`: neither usable nor evictable.
   static bool Busy(const Slot& slot, std::chrono::steady_clock::time_point now);
+  // The resident expert's slot a load or a shrink takes next: the policy's victim among
+  // the idle (unleased, off the link) residents that are not unused prefetches, or with
+  // `take_protected` among those too when there is no other; nullptr when every resident
+  // is leased or on the link. The one victim search of Load and Resize. mu_ held.
+  Slot* VictimLocked(int layer, const std::vector<std::unique_ptr<Slot>>& slots,
+                     std::chrono::steady_clock::time_point now, bool take_protected);
   absl::StatusOr<std::unique_ptr<Slot>> NewSlot() const;
   // Blocks until every copy into `slot` and every recorded read of it has run (before
   // its memory is freed).

@@ -71,9 +71,8 @@ absl::Status Run() {
     return absl::InvalidArgumentError(
         absl::StrCat("--workspace-tokens must be >= 1 (got ", workspace_tokens, ")"));
   }
-  if (absl::GetFlag(FLAGS_link_gbps) < 0 || absl::GetFlag(FLAGS_link_latency_us) < 0) {
-    return absl::InvalidArgumentError("--link-gbps and --link-latency-us must be >= 0");
-  }
+  const LinkModel link{absl::GetFlag(FLAGS_link_gbps), absl::GetFlag(FLAGS_link_latency_us)};
+  MOE_RETURN_IF_ERROR(Annotate(CheckLinkModel(link), "--link-gbps/--link-latency-us"));
   absl::StatusOr<std::unique_ptr<backend::Device>> opened =
       backend::OpenDevice(absl::GetFlag(FLAGS_device));
   if (!opened.ok()) {
@@ -117,8 +116,7 @@ absl::Status Run() {
   if (slots == 0) slots = store->num_experts();
   MOE_ASSIGN_OR_RETURN(auto policy, MakeCachePolicy(absl::GetFlag(FLAGS_policy)));
   MOE_ASSIGN_OR_RETURN(auto cache, SlotCache::Create(store.get(), slots, std::move(policy)));
-  MOE_RETURN_IF_ERROR(
-      cache->set_link({absl::GetFlag(FLAGS_link_gbps), absl::GetFlag(FLAGS_link_latency_us)}));
+  MOE_RETURN_IF_ERROR(Annotate(cache->set_link(link), "--link-gbps/--link-latency-us"));
   MOE_LOG(INFO) << "expert cache on " << device->name() << ": " << slots << " slots per layer x "
                 << store->num_layers() << " layers of " << cache->slot_bytes() << " bytes ("
                 << uint64_t(slots) * store->num_layers() * cache->slot_bytes()

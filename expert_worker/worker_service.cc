@@ -192,7 +192,7 @@ absl::Status WorkerService::DoRunExperts(const v1::RunExpertsRequest& request,
   const uint64_t floats = shape.tensor_bytes / sizeof(float);
   const std::vector<int32_t> ids(request.expert_ids().begin(), request.expert_ids().end());
   const std::vector<float> weights(request.weights().begin(), request.weights().end());
-  RunCounters counters;
+  ExpertCallStats stats;
   const auto t0 = std::chrono::steady_clock::now();
   absl::Span<const float> x;
   std::vector<float> inline_x;
@@ -217,13 +217,13 @@ absl::Status WorkerService::DoRunExperts(const v1::RunExpertsRequest& request,
   // out is written (on the device too), so the reply orders the coordinator's read after
   // our writes.
   if (on_device) MOE_RETURN_IF_ERROR(device_->BindThread());
-  MOE_RETURN_IF_ERROR(runner_.Run(shape.layer, x, shape.tokens, ids, weights, out, &counters,
+  MOE_RETURN_IF_ERROR(runner_.Run(shape.layer, x, shape.tokens, ids, weights, out, &stats,
                                   on_device ? ActivationPlacement::kDevice
                                             : ActivationPlacement::kHost));
   if (!request.has_output_slice()) {
     response->set_output_inline(inline_out.data(), inline_out.size() * sizeof(float));
   }
-  return FinishRunExperts(t0, counters, response);
+  return FinishRunExperts(t0, stats, response);
 }
 
 void WorkerService::CountCall(std::chrono::steady_clock::time_point start) {
@@ -236,7 +236,7 @@ void WorkerService::CountCall(std::chrono::steady_clock::time_point start) {
 
 absl::Status WorkerService::DoServeRingCall(const ActivationArena& arena, const RingLimits& limits,
                                             const ring::RingRequest& request,
-                                            RunCounters* counters) {
+                                            ExpertCallStats* stats) {
   MOE_ASSIGN_OR_RETURN(const RingShape shape, CheckRingRequest(request, limits));
   // The routes are copied out of the shared pages before they are checked.
   std::vector<uint32_t> raw_ids(shape.routes);
@@ -252,35 +252,35 @@ absl::Status WorkerService::DoServeRingCall(const ActivationArena& arena, const 
   MOE_ASSIGN_OR_RETURN(void* out, arena.At(request.out_offset, shape.tensor_bytes));
   return runner_.Run(shape.layer, absl::Span<const float>(static_cast<const float*>(x), floats),
                      shape.tokens, ids, weights, absl::Span<float>(static_cast<float*>(out), floats),
-                     counters);
+                     stats);
 }
 
 ring::RingReply WorkerService::ServeRingCall(const ActivationArena& arena, const RingLimits& limits,
                                              const ring::RingRequest& request) {
   const auto t0 = std::chrono::steady_clock::now();
-  RunCounters counters;
-  const absl::Status status = DoServeRingCall(arena, limits, request, &counters);
+  ExpertCallStats stats;
+  const absl::Status status = DoServeRingCall(arena, limits, request, &stats);
   ring::RingReply reply = ring::ReplyFor(status);
   if (!status.ok()) return reply;
   CountCall(t0);
   ring_calls_.fetch_add(1, std::memory_order_relaxed);
-  reply.hits = counters.hits;
-  reply.misses = counters.misses;
-  reply.prefetch_hits = counters.prefetch_hits;
-  reply.load_wait_s = counters.load_wait_s;
-  reply.compute_s = counters.compute_s;
+  reply.hits = static_cast<uint32_t>(stats.hits);
+  reply.misses = static_cast<uint32_t>(stats.misses);
+  reply.prefetch_hits = static_cast<uint32_t>(stats.prefetch_hits);
+  reply.load_wait_s = stats.stall_s;
+  reply.compute_s = stats.compute_s;
   return reply;
 }
 
 absl::Status WorkerService::FinishRunExperts(std::chrono::steady_clock::time_point start,
-                                             const RunCounters& counters,
+                                             const ExpertCallStats& stats,
                                              v1::RunExpertsResponse* response) {
   CountCall(start);
-  response->set_cache_hits(counters.hits);
-  response->set_cache_misses(counters.misses);
-  response->set_load_wait_s(counters.load_wait_s);
-  response->set_compute_s(counters.compute_s);
-  response->set_prefetch_hits(counters.prefetch_hits);
+  response->set_cache_hits(static_cast<uint32_t>(stats.hits));
+  response->set_cache_misses(static_cast<uint32_t>(stats.misses));
+  response->set_load_wait_s(stats.stall_s);
+  response->set_compute_s(stats.compute_s);
+  response->set_prefetch_hits(static_cast<uint32_t>(stats.prefetch_hits));
   return absl::OkStatus();
 }
 

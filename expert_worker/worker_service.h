@@ -87,14 +87,14 @@ class WorkerService final : public moe::v1::ExpertWorker::Service {
   absl::Status DoRunExperts(const v1::RunExpertsRequest& request, v1::RunExpertsResponse* response);
   // Counts the call and fills the response's figures.
   absl::Status FinishRunExperts(std::chrono::steady_clock::time_point start,
-                                const RunCounters& counters, v1::RunExpertsResponse* response);
+                                const ExpertCallStats& stats, v1::RunExpertsResponse* response);
   // Counts a served call (RPC or ring).
   void CountCall(std::chrono::steady_clock::time_point start);
   // One call taken from the ring: checked against `limits`, computed in `arena`.
   ring::RingReply ServeRingCall(const ActivationArena& arena, const RingLimits& limits,
                                 const ring::RingRequest& request);
   absl::Status DoServeRingCall(const ActivationArena& arena, const RingLimits& limits,
-                               const ring::RingRequest& request, RunCounters* counters);
+                               const ring::RingRequest& request, ExpertCallStats* stats);
   void WatchArenaOwner();
 
 

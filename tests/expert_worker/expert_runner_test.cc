@@ -239,7 +239,7 @@ TEST_F(ExpertRunnerTest, CountsHitsAndMissesAsBefore) {
   ExpertRunner runner(cache.get());
   const Batch b = RandomBatch(4, hidden(), store_->num_experts(), 2, 5);
   std::vector<float> out(b.n * hidden());
-  RunCounters first, second;
+  ExpertCallStats first, second;
   ASSERT_TRUE(runner.Run(0, b.x, b.n, b.ids, b.weights, absl::MakeSpan(out), &first).ok());
   ASSERT_TRUE(runner.Run(0, b.x, b.n, b.ids, b.weights, absl::MakeSpan(out), &second).ok());
   std::vector<int32_t> distinct(b.ids);

@@ -239,6 +239,22 @@ TEST_F(SlotCacheTest, ModelledPrefetchIsScheduledAtOnceAndADemandCopyOvertakesIt
 namespace moe::expert_worker {
 namespace {
 
+// Every wiring (worker, in-process engine, benches) sets the link here, so this is where
+// a negative or non-finite figure is refused, and the link it had is kept.
+TEST_F(SlotCacheTest, LinkModelsWithNegativeOrNonFiniteFiguresAreRefused) {
+  auto cache = MakeCache(1);
+  ASSERT_TRUE(cache->set_link(LinkModel{16, 5}).ok());
+  for (const LinkModel bad : {LinkModel{-1, 0}, LinkModel{0, -5}, LinkModel{NAN, 0},
+                              LinkModel{INFINITY, 0}, LinkModel{1, NAN}}) {
+    const absl::Status s = cache->set_link(bad);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad.gbps << " " << bad.latency_us;
+    EXPECT_NE(s.message().find(">= 0"), std::string::npos) << s;
+  }
+  EXPECT_EQ(cache->link().gbps, 16);
+  EXPECT_EQ(cache->link().latency_us, 5);
+  EXPECT_TRUE(cache->set_link(LinkModel{0, 0}).ok());  // no model: a real copy
+}
+
 TEST_F(SlotCacheTest, LinkModelMakesACopyTakeBytesOverBandwidth) {
   auto cache = MakeCache(1);
   // 0.1 GB/s: a blob of store_->blob_bytes() takes blob_bytes / 1e8 seconds plus 100 us.

@@ -160,7 +160,7 @@ TEST_F(WorkerRingTest, ACallOnARingTheWorkerStoppedServingAttachesAgainAtOnce) {
   EXPECT_LT(s, 5.0) << "a call waited on a ring nobody served";
   EXPECT_EQ(first->Stats().ring_calls, 8u);
   EXPECT_EQ(second->Stats().ring_calls, 6u);
-  EXPECT_EQ(first->Stats().recoveries + second->Stats().recoveries, 0u);
+  EXPECT_EQ(first->recoveries() + second->recoveries(), 0u);
   first.reset();
   second.reset();
   server->Shutdown();

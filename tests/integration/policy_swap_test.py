@@ -21,7 +21,7 @@ import grpc
 import two_process_test as tp
 
 STREAMS = 8
-TOKENS = 160  # long enough to outlast both swaps now that the 8 streams share steps
+TOKENS = 320  # long enough to outlast both swaps with shared steps and the activation ring
 
 
 def scrape(port):
@@ -123,6 +123,11 @@ class PolicySwapTest(tp.TimedTestCase):
         self.assertGreater(metric(c, "moe_coordinator_decode_tokens_per_second"), 0)
         self.assertGreater(metric(c, "moe_coordinator_guess_recall"), 0.3)
         self.assertEqual(metric(c, "moe_coordinator_worker_up"), 1)
+        # On a unix socket every expert call went through the activation ring.
+        self.assertGreater(metric(c, "moe_coordinator_expert_calls_total"), 0)
+        self.assertEqual(metric(c, "moe_coordinator_expert_ring_calls_total"),
+                         metric(c, "moe_coordinator_expert_calls_total"))
+        self.assertEqual(stats.ring_calls, stats.run_experts_calls)
         # Every stream has ended, so every KV cache has been freed.
         self.assertEqual(metric(c, "moe_coordinator_kv_caches"), 0)
         self.assertEqual(metric(c, "moe_coordinator_kv_cache_bytes"), 0)

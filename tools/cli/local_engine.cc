@@ -52,7 +52,8 @@ absl::StatusOr<std::unique_ptr<LocalEngine>> LocalEngine::Open(const std::string
     MOE_ASSIGN_OR_RETURN(engine->cache_,
                          expert_worker::SlotCache::Create(engine->store_.get(), slots,
                                                           std::move(policy), options.retention));
-    MOE_RETURN_IF_ERROR(Annotate(engine->cache_->set_link(options.link), "--link-gbps"));
+    MOE_RETURN_IF_ERROR(
+        Annotate(engine->cache_->set_link(options.link), "--link-gbps/--link-latency-us"));
     const bool on_cpu = engine->device_->kind() == backend::DeviceKind::kCpu;
     engine->backend_ = std::make_unique<expert_worker::InProcessBackend>(
         engine->cache_.get(), options.load_whole_layer,

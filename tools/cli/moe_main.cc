@@ -99,8 +99,8 @@ EngineOptions EngineFlags() {
   options.vram_budget_gib = absl::GetFlag(FLAGS_vram_budget_gib);
   options.cache_per_layer = absl::GetFlag(FLAGS_cache_per_layer);
   options.worker_address = absl::GetFlag(FLAGS_worker);
-  options.link = {std::max(0.0, absl::GetFlag(FLAGS_link_gbps)),
-                  std::max(0.0, absl::GetFlag(FLAGS_link_latency_us))};
+  // Checked where every wiring sets it (SlotCache::set_link), not clamped here.
+  options.link = {absl::GetFlag(FLAGS_link_gbps), absl::GetFlag(FLAGS_link_latency_us)};
   return options;
 }
 
@@ -319,9 +319,6 @@ absl::Status RunBenchCommand() {
   options.warmup_tokens = std::max(0, absl::GetFlag(FLAGS_warmup_tokens));
   options.cache_per_layer = absl::GetFlag(FLAGS_cache_per_layer);
   options.policy = absl::GetFlag(FLAGS_policy).empty() ? "lru" : absl::GetFlag(FLAGS_policy);
-  if (absl::GetFlag(FLAGS_link_gbps) < 0 || absl::GetFlag(FLAGS_link_latency_us) < 0) {
-    return absl::InvalidArgumentError("--link-gbps and --link-latency-us must be >= 0");
-  }
   options.link = {absl::GetFlag(FLAGS_link_gbps), absl::GetFlag(FLAGS_link_latency_us)};
   // Speculation is on in the full variant unless --lookahead says otherwise.
   options.lookahead = absl::GetFlag(FLAGS_lookahead) > 0 ? absl::GetFlag(FLAGS_lookahead) : 1;
