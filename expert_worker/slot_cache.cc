@@ -207,17 +207,27 @@ absl::StatusOr<SlotCache::Lease> SlotCache::Acquire(int layer, int expert, CopyW
   return *std::move(lease);
 }
 
-bool SlotCache::Prefetch(int layer, int expert) {
+bool SlotCache::Prefetch(int layer, int expert, absl::Span<const int> keep) {
   if (retention_ == Retention::kDrop) return false;  // nothing would stay to be used
   bool loaded = false;
   const absl::StatusOr<std::optional<Lease>> done =
-      Load(layer, expert, /*prefetch=*/true, &loaded);
+      Load(layer, expert, /*prefetch=*/true, &loaded, keep);
   if (!done.ok()) {
     MOE_LOG(WARNING) << "prefetch of expert (" << layer << ", " << expert
                      << ") failed: " << done.status();
     return false;
   }
   return loaded;
+}
+
+std::vector<int> SlotCache::Residents(int layer) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<int> experts;
+  for (const auto& s : slots_[layer]) {
+    if (s->expert >= 0) experts.push_back(s->expert);
+  }
+  std::sort(experts.begin(), experts.end());
+  return experts;
 }
 
 void SlotCache::ClearProtection(int layer, absl::Span<const int> keep) {
@@ -228,7 +238,8 @@ void SlotCache::ClearProtection(int layer, absl::Span<const int> keep) {
 }
 
 absl::StatusOr<std::optional<SlotCache::Lease>> SlotCache::Load(int layer, int expert,
-                                                                bool prefetch, bool* loaded) {
+                                                                bool prefetch, bool* loaded,
+                                                                absl::Span<const int> keep) {
   using Clock = std::chrono::steady_clock;
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
@@ -242,7 +253,8 @@ absl::StatusOr<std::optional<SlotCache::Lease>> SlotCache::Load(int layer, int e
       if (s->expert == expert) found = s.get();
       if (s->expert < 0 && free == nullptr) free = s.get();
       if (s->ready_at > now) next_ready = std::min(next_ready, s->ready_at);
-      if (s->expert >= 0 && s->leases == 0 && !Busy(*s, now)) {
+      if (s->expert >= 0 && s->leases == 0 && !Busy(*s, now) &&
+          std::find(keep.begin(), keep.end(), s->expert) == keep.end()) {
         (s->is_protected ? protected_candidates : candidates).push_back(s->expert);
       }
     }
