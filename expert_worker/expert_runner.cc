@@ -171,14 +171,20 @@ absl::Status ExpertRunner::Run(int layer, absl::Span<const float> x, int64_t n,
   begin.push_back(tokens.size());
   // Experts are computed resident ones first: a missing expert's load then cannot evict
   // one this call still needs (in id order, with few slots, a batch needing most of the
-  // layer would miss on every expert). Each entry's output goes to its own row of
-  // contrib and the sums are added in id order at the end, so the order of computation
-  // never changes a bit of the result.
+  // layer would miss on every expert). Within each group, fewest tokens first: the
+  // experts used last are the ones a recency policy keeps for the next call, and the
+  // batch's most used are the likeliest to be needed again. Each entry's output goes to
+  // its own row of contrib and the sums are added in id order at the end, so the order
+  // of computation never changes a bit of the result.
   std::vector<size_t> visit(order.size());
   for (size_t e = 0; e < visit.size(); ++e) visit[e] = e;
   const std::vector<int> residents = cache_->Residents(layer);
-  std::stable_partition(visit.begin(), visit.end(), [&](size_t e) {
+  auto resident = [&](size_t e) {
     return std::binary_search(residents.begin(), residents.end(), order[e]);
+  };
+  std::stable_sort(visit.begin(), visit.end(), [&](size_t a, size_t b) {
+    if (resident(a) != resident(b)) return resident(a);
+    return begin[a + 1] - begin[a] < begin[b + 1] - begin[b];
   });
   const int64_t pass = workspace_tokens_ > 0 ? std::min(workspace_tokens_, widest) : widest;
 
