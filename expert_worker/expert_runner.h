@@ -69,7 +69,8 @@ class ExpertRunner {
   // Rows of scratch per expert pass (0: as many as the call needs).
   int64_t workspace_tokens() const { return workspace_tokens_; }
   // Device bytes the scratch of one call takes with `tokens` workspace rows (x/out
-  // staging and index arrays not included: they scale with the call).
+  // staging, the per-entry outputs [n * k, H] and index arrays not included: they scale
+  // with the call).
   static uint64_t WorkspaceBytes(const ExpertLayout& layout, int64_t tokens);
 
  private:
