@@ -15,7 +15,9 @@ worker (SIGKILL) once, after a given number of requests have finished; the super
 deployment (e.g. 1:8,32:200: one stream alone, then 32 at once) and reports each phase
 and the ratios of every later phase to the first, measured side by side in one run.
 With --launch it also reports the worker's bytes copied into its cache per generated
-token (GetStats before and after each phase); --worker-flag passes flags to the worker
+token (GetStats before and after each phase), and under "cache" the phase's demand loads
+(misses), hinted loads (prefetch_loads), hinted loads then used (prefetch_hits), hits
+and RunExperts calls; --worker-flag passes flags to the worker
 (e.g. --worker-flag=--link-gbps=16), --coordinator-flag to the coordinator (e.g.
 --coordinator-flag=--max-batch-tokens=256).
 
@@ -299,24 +301,35 @@ def main():
             print(f"load_test: killed the worker (pid {deployment.worker_pid}) after {done} "
                   "requests", file=sys.stderr, flush=True)
 
-    def bytes_copied():
+    # Where the copied bytes go: demand loads (misses) and hinted loads, with the hinted
+    # ones that were then used; and the worker's calls (steps x layers).
+    counted = ("misses", "prefetch_loads", "prefetch_hits", "hits")
+
+    def worker_counters():
         if not deployment:
             return None
         with grpc.insecure_channel(deployment.worker_address) as channel:
             stub = stubs.expert_worker_pb2_grpc.ExpertWorkerStub(channel)
-            return stub.GetStats(stubs.expert_worker_pb2.GetStatsRequest(), timeout=10).bytes_copied
+            stats = stub.GetStats(stubs.expert_worker_pb2.GetStatsRequest(), timeout=10)
+        figures = {name: getattr(stats.total, name) for name in counted}
+        figures["bytes_copied"] = stats.bytes_copied
+        figures["run_experts_calls"] = stats.run_experts_calls
+        return figures
 
     phases = []
     try:
         for clients, requests in args.phases:
-            before = bytes_copied()
+            before = worker_counters()
             load = Load(args, stubs, address, clients, requests, on_progress)
             wall, hung = load.run()
             phase = summarize(load, wall, hung)
             if before is not None:
-                copied = bytes_copied() - before
+                after = worker_counters()
+                delta = {name: after[name] - before[name] for name in after}
+                copied = delta.pop("bytes_copied")
                 phase["bytes_copied"] = copied
                 phase["bytes_copied_per_token"] = round(copied / max(phase["tokens"], 1), 1)
+                phase["cache"] = delta
             phases.append(phase)
     finally:
         status = deployment.stop() if deployment else 0

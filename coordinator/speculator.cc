@@ -81,11 +81,28 @@ absl::Status Speculator::Hint(int layer) {
     const int32_t* ids = b_.host_ids + (j - 1) * count;
     std::vector<int32_t>& guess = guesses_[j - 1][layer + j];
     guess.assign(ids, ids + count);
+    // The batch's guesses, most-guessed first (ties: first guessed, so one token's hint
+    // keeps the router's rank): the slots may hold fewer than the batch guesses, and the
+    // worker loads a hint in order.
     std::vector<int32_t> unique;
+    std::vector<int> votes;
     for (int32_t id : guess) {
-      if (std::find(unique.begin(), unique.end(), id) == unique.end()) unique.push_back(id);
+      const auto it = std::find(unique.begin(), unique.end(), id);
+      if (it == unique.end()) {
+        unique.push_back(id);
+        votes.push_back(1);
+      } else {
+        ++votes[it - unique.begin()];
+      }
     }
-    experts_->Prefetch(layer + j, unique);
+    std::vector<size_t> rank(unique.size());
+    for (size_t r = 0; r < rank.size(); ++r) rank[r] = r;
+    std::stable_sort(rank.begin(), rank.end(),
+                     [&](size_t a, size_t b) { return votes[a] > votes[b]; });
+    std::vector<int32_t> hint;
+    hint.reserve(rank.size());
+    for (size_t r : rank) hint.push_back(unique[r]);
+    experts_->Prefetch(layer + j, hint);
     stats_.hinted += guess.size();
   }
   pending_ = 0;

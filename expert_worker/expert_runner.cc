@@ -16,8 +16,10 @@ using backend::WeightView;
 
 struct ExpertRunner::Workspace {
   std::unique_ptr<backend::Stream> stream;
-  // Device scratch of one expert pass: rows and result [W, H], gate and up [W, I].
-  std::unique_ptr<DeviceBuffer> rows, result, gate, up;
+  // Device scratch of one expert pass: rows [W, H], gate and up [W, I].
+  std::unique_ptr<DeviceBuffer> rows, gate, up;
+  // Each (token, expert) entry's expert output [E, H], in the grouped order.
+  std::unique_ptr<DeviceBuffer> contrib;
   // The call's (token, gain) entries grouped by expert: device [E] each, and their
   // pinned host staging [E int32 | E float].
   std::unique_ptr<DeviceBuffer> index, gain, staging;
@@ -84,7 +86,7 @@ ExpertRunner::ExpertRunner(SlotCache* cache, bool load_whole_layer, int64_t work
 ExpertRunner::~ExpertRunner() = default;
 
 uint64_t ExpertRunner::WorkspaceBytes(const ExpertLayout& layout, int64_t tokens) {
-  return uint64_t(tokens) * uint64_t(2 * layout.hidden + 2 * layout.intermediate) * sizeof(float);
+  return uint64_t(tokens) * uint64_t(layout.hidden + 2 * layout.intermediate) * sizeof(float);
 }
 
 absl::StatusOr<std::unique_ptr<ExpertRunner::Workspace>> ExpertRunner::TakeWorkspace() const {
@@ -136,7 +138,7 @@ absl::Status ExpertRunner::Run(int layer, absl::Span<const float> x, int64_t n,
 
   // Group tokens by expert, experts by ascending id: each expert is leased once per
   // call, and prefill becomes one matrix product per expert. A token's weighted sum is
-  // thus added up in the order of its expert ids whatever else is in the call (batch
+  // added up in the order of its expert ids whatever else is in the call (batch
   // invariance; first-needed order would let batch mates reorder it when k > 2).
   // Entries [begin[e], begin[e + 1]) of tokens/gains are order[e]'s, tokens ascending.
   std::vector<int32_t> order(ids.begin(), ids.end());
@@ -167,6 +169,23 @@ absl::Status ExpertRunner::Run(int layer, absl::Span<const float> x, int64_t n,
     widest = std::max<int64_t>(widest, int64_t(tokens.size() - begin.back()));
   }
   begin.push_back(tokens.size());
+  // Experts are computed resident ones first: a missing expert's load then cannot evict
+  // one this call still needs (in id order, with few slots, a batch needing most of the
+  // layer would miss on every expert). Within each group, fewest tokens first: the
+  // experts used last are the ones a recency policy keeps for the next call, and the
+  // batch's most used are the likeliest to be needed again. Each entry's output goes to
+  // its own row of contrib and the sums are added in id order at the end, so the order
+  // of computation never changes a bit of the result.
+  std::vector<size_t> visit(order.size());
+  for (size_t e = 0; e < visit.size(); ++e) visit[e] = e;
+  const std::vector<int> residents = cache_->Residents(layer);
+  auto resident = [&](size_t e) {
+    return std::binary_search(residents.begin(), residents.end(), order[e]);
+  };
+  std::stable_sort(visit.begin(), visit.end(), [&](size_t a, size_t b) {
+    if (resident(a) != resident(b)) return resident(a);
+    return begin[a + 1] - begin[a] < begin[b + 1] - begin[b];
+  });
   const int64_t pass = workspace_tokens_ > 0 ? std::min(workspace_tokens_, widest) : widest;
 
   MOE_ASSIGN_OR_RETURN(std::unique_ptr<Workspace> ws, TakeWorkspace());
@@ -190,7 +209,7 @@ absl::Status ExpertRunner::Run(int layer, absl::Span<const float> x, int64_t n,
   const size_t act_bytes = size_t(n * h) * sizeof(float);
   const size_t f = sizeof(float);
   MOE_RETURN_IF_ERROR(Reserve(device, ws->rows, size_t(pass * h) * f, false));
-  MOE_RETURN_IF_ERROR(Reserve(device, ws->result, size_t(pass * h) * f, false));
+  MOE_RETURN_IF_ERROR(Reserve(device, ws->contrib, std::max<size_t>(entries, 1) * h * f, false));
   MOE_RETURN_IF_ERROR(Reserve(device, ws->gate, size_t(pass * inter) * f, false));
   MOE_RETURN_IF_ERROR(Reserve(device, ws->up, size_t(pass * inter) * f, false));
   MOE_RETURN_IF_ERROR(Reserve(device, ws->index, entries * sizeof(int32_t), false));
@@ -219,7 +238,7 @@ absl::Status ExpertRunner::Run(int layer, absl::Span<const float> x, int64_t n,
 
   ExpertCallStats local;
   local.calls = 1;
-  for (size_t e = 0; e < order.size(); ++e) {
+  for (const size_t e : visit) {
     const int64_t m = int64_t(begin[e + 1] - begin[e]);
     const auto t0 = Clock::now();
     MOE_ASSIGN_OR_RETURN(SlotCache::Lease lease, cache_->Acquire(layer, order[e]));
@@ -235,7 +254,6 @@ absl::Status ExpertRunner::Run(int layer, absl::Span<const float> x, int64_t n,
       MOE_RETURN_IF_ERROR(stream.Wait(lease.ready()));
       const ExpertWeights w = WeightsOf(lease.data(), store.layout());
       float* rows = ws->rows->as<float>();
-      float* result = ws->result->as<float>();
       float* gate = ws->gate->as<float>();
       float* up = ws->up->as<float>();
       for (int64_t c0 = 0; c0 < m; c0 += pass) {
@@ -245,9 +263,8 @@ absl::Status ExpertRunner::Run(int layer, absl::Span<const float> x, int64_t n,
         MOE_RETURN_IF_ERROR(kernels_->MatMul(w.w1, rows, gate, c, false, stream));
         MOE_RETURN_IF_ERROR(kernels_->MatMul(w.w3, rows, up, c, false, stream));
         MOE_RETURN_IF_ERROR(kernels_->SiluMul(gate, up, c * inter, stream));
+        float* result = ws->contrib->as<float>() + (begin[e] + c0) * h;
         MOE_RETURN_IF_ERROR(kernels_->MatMul(w.w2, gate, result, c, false, stream));
-        MOE_RETURN_IF_ERROR(
-            kernels_->ScatterAddRows(result, idx, gain + begin[e] + c0, c, h, out_dev, stream));
       }
       return lease.RecordUse(stream);
     };
@@ -259,6 +276,15 @@ absl::Status ExpertRunner::Run(int layer, absl::Span<const float> x, int64_t n,
     }
     local.compute_s += std::chrono::duration<double>(Clock::now() - t1).count();
   }
+  const auto t_sum = Clock::now();
+  for (size_t e = 0; e < order.size(); ++e) {  // ascending ids: the batch-invariant order
+    const int64_t m = int64_t(begin[e + 1] - begin[e]);
+    if (m == 0) continue;
+    MOE_RETURN_IF_ERROR(kernels_->ScatterAddRows(ws->contrib->as<float>() + begin[e] * h,
+                                                 index + begin[e], gain + begin[e], m, h, out_dev,
+                                                 stream));
+  }
+  local.compute_s += std::chrono::duration<double>(Clock::now() - t_sum).count();
   const auto t_sync = Clock::now();
   if (!in_place) MOE_RETURN_IF_ERROR(device.CopyToHost(out.data(), out_dev, act_bytes, stream));
   MOE_RETURN_IF_ERROR(stream.Synchronize());

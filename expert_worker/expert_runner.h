@@ -2,12 +2,14 @@
 // kernels: tokens grouped by expert, each expert leased, computed and released in turn.
 // Shared by the in-process backend and the worker's gRPC service.
 //
-// Per expert, on the call's compute stream: wait for the slot's copy (its ready event),
-// GatherRows of its tokens, MatMul w1 and w3, SiluMul, MatMul w2, ScatterAddRows with the
-// routing weights into out; then record the slot's use, so that a refill of the slot
-// waits for these kernels. The stream is synchronised once, at the end of the call. On
-// the CPU device this is the same float arithmetic, in the same order, as the engine has
-// always done (bit-identical results).
+// Per expert, resident ones first, on the call's compute stream: wait for the slot's
+// copy (its ready event), GatherRows of its tokens, MatMul w1 and w3, SiluMul, MatMul w2
+// into each entry's own row of scratch; then record the slot's use, so that a refill of
+// the slot waits for these kernels. Then ScatterAddRows of every expert's rows with the
+// routing weights into out, experts in ascending id order. The stream is synchronised
+// once, at the end of the call. On the CPU device this is the same float arithmetic, in
+// the same order, as the engine has always done (bit-identical results), whatever was
+// resident.
 #ifndef MOE_EXPERT_WORKER_EXPERT_RUNNER_H_
 #define MOE_EXPERT_WORKER_EXPERT_RUNNER_H_
 
@@ -61,7 +63,8 @@ class ExpertRunner {
   // Rows of scratch per expert pass (0: as many as the call needs).
   int64_t workspace_tokens() const { return workspace_tokens_; }
   // Device bytes the scratch of one call takes with `tokens` workspace rows (x/out
-  // staging and index arrays not included: they scale with the call).
+  // staging, the per-entry outputs [n * k, H] and index arrays not included: they scale
+  // with the call).
   static uint64_t WorkspaceBytes(const ExpertLayout& layout, int64_t tokens);
 
  private:

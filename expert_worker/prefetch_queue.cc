@@ -23,7 +23,7 @@ void PrefetchQueue::Enqueue(int layer, std::vector<int> experts) {
     // a GPU issues async copies from the calling thread, and wake no thread.
     cache_->ClearProtection(layer, experts);
     uint64_t loaded = 0;
-    for (int expert : experts) loaded += cache_->Prefetch(layer, expert);
+    for (int expert : experts) loaded += cache_->Prefetch(layer, expert, experts);
     std::lock_guard<std::mutex> lock(mu_);
     loaded_ += loaded;
     return;
@@ -76,7 +76,7 @@ void PrefetchQueue::Loop() {
     lock.unlock();
     cache_->ClearProtection(layer, experts);
     uint64_t loaded = 0;
-    for (int expert : experts) loaded += cache_->Prefetch(layer, expert);
+    for (int expert : experts) loaded += cache_->Prefetch(layer, expert, experts);
     lock.lock();
     busy_ = false;
     loaded_ += loaded;

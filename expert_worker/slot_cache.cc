@@ -208,17 +208,27 @@ absl::StatusOr<SlotCache::Lease> SlotCache::Acquire(int layer, int expert, CopyW
   return *std::move(lease);
 }
 
-bool SlotCache::Prefetch(int layer, int expert) {
+bool SlotCache::Prefetch(int layer, int expert, absl::Span<const int> keep) {
   if (retention_ == Retention::kDrop) return false;  // nothing would stay to be used
   bool loaded = false;
   const absl::StatusOr<std::optional<Lease>> done =
-      Load(layer, expert, /*prefetch=*/true, &loaded);
+      Load(layer, expert, /*prefetch=*/true, &loaded, keep);
   if (!done.ok()) {
     MOE_LOG(WARNING) << "prefetch of expert (" << layer << ", " << expert
                      << ") failed: " << done.status();
     return false;
   }
   return loaded;
+}
+
+std::vector<int> SlotCache::Residents(int layer) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<int> experts;
+  for (const auto& s : slots_[layer]) {
+    if (s->expert >= 0) experts.push_back(s->expert);
+  }
+  std::sort(experts.begin(), experts.end());
+  return experts;
 }
 
 void SlotCache::ClearProtection(int layer, absl::Span<const int> keep) {
@@ -230,10 +240,11 @@ void SlotCache::ClearProtection(int layer, absl::Span<const int> keep) {
 
 SlotCache::Slot* SlotCache::VictimLocked(int layer, const std::vector<std::unique_ptr<Slot>>& slots,
                                          std::chrono::steady_clock::time_point now,
-                                         bool take_protected) {
+                                         bool take_protected, absl::Span<const int> keep) {
   std::vector<int> candidates, protected_candidates;
   for (const auto& s : slots) {
-    if (s->expert >= 0 && s->leases == 0 && !Busy(*s, now)) {
+    if (s->expert >= 0 && s->leases == 0 && !Busy(*s, now) &&
+        std::find(keep.begin(), keep.end(), s->expert) == keep.end()) {
       (s->is_protected ? protected_candidates : candidates).push_back(s->expert);
     }
   }
@@ -248,7 +259,8 @@ SlotCache::Slot* SlotCache::VictimLocked(int layer, const std::vector<std::uniqu
 }
 
 absl::StatusOr<std::optional<SlotCache::Lease>> SlotCache::Load(int layer, int expert,
-                                                                bool prefetch, bool* loaded) {
+                                                                bool prefetch, bool* loaded,
+                                                                absl::Span<const int> keep) {
   using Clock = std::chrono::steady_clock;
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
@@ -291,7 +303,7 @@ absl::StatusOr<std::optional<SlotCache::Lease>> SlotCache::Load(int layer, int e
     if (target == nullptr) {
       // Prefetched, unused experts are kept while anything else can go; a demand load
       // takes one only as a last resort, a prefetch never.
-      target = VictimLocked(layer, slots, now, /*take_protected=*/!prefetch);
+      target = VictimLocked(layer, slots, now, /*take_protected=*/!prefetch, keep);
       if (target == nullptr) {
         if (prefetch) return std::nullopt;  // no room without hurting: drop the hint
         // Every slot is leased or on the link: wait for a release or the next copy's end.

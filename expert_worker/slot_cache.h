@@ -149,8 +149,13 @@ class SlotCache {
 
   // Loads a hinted expert unless it is resident or loading, and protects it from
   // eviction until it is used or the layer's protection is cleared. Never evicts a leased
-  // or protected expert: returns false (nothing loaded) when no slot can be freed.
-  bool Prefetch(int layer, int expert);
+  // or protected expert, nor one of `keep` (the rest of the same hint, which a later
+  // prefetch of it would only load again): returns false (nothing loaded) when no slot can
+  // be freed.
+  bool Prefetch(int layer, int expert, absl::Span<const int> keep = {});
+  // The experts of `layer` in a slot now (resident or on their way), ascending. A
+  // snapshot: callers use it to order work, never for correctness.
+  std::vector<int> Residents(int layer) const;
   // Ends the protection of the layer's prefetched, unused experts, but for `keep` (a
   // newer guess supersedes the old one).
   void ClearProtection(int layer, absl::Span<const int> keep = {});
@@ -179,7 +184,9 @@ class SlotCache {
  private:
   // Shared path of Acquire and Prefetch; a prefetch returns no lease (it releases at once).
   // `loaded` (prefetch only): set when the expert was put on the link.
-  absl::StatusOr<std::optional<Lease>> Load(int layer, int expert, bool prefetch, bool* loaded);
+  // `keep` (prefetch only): experts not to evict.
+  absl::StatusOr<std::optional<Lease>> Load(int layer, int expert, bool prefetch, bool* loaded,
+                                            absl::Span<const int> keep = {});
   // A real copy on the CPU moves in chunks so that a demand load can overtake a prefetch;
   // on CUDA a blob is one asynchronous copy.
   static constexpr size_t kCopyChunkBytes = 256 << 10;
@@ -212,9 +219,11 @@ class SlotCache {
   // The resident expert's slot a load or a shrink takes next: the policy's victim among
   // the idle (unleased, off the link) residents that are not unused prefetches, or with
   // `take_protected` among those too when there is no other; nullptr when every resident
-  // is leased or on the link. The one victim search of Load and Resize. mu_ held.
+  // is leased or on the link; never one of `keep`. The one victim search of Load and
+  // Resize. mu_ held.
   Slot* VictimLocked(int layer, const std::vector<std::unique_ptr<Slot>>& slots,
-                     std::chrono::steady_clock::time_point now, bool take_protected);
+                     std::chrono::steady_clock::time_point now, bool take_protected,
+                     absl::Span<const int> keep = {});
   absl::StatusOr<std::unique_ptr<Slot>> NewSlot() const;
   // Blocks until every copy into `slot` and every recorded read of it has run (before
   // its memory is freed).

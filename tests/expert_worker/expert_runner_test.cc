@@ -251,6 +251,49 @@ TEST_F(ExpertRunnerTest, CountsHitsAndMissesAsBefore) {
   EXPECT_EQ(second.misses, 0u);
 }
 
+// Two slots, a call needing experts {0, 1, 6, 7} after one that left {6, 7} resident:
+// computed in id order, loading 0 and 1 would evict 6 and 7 before their turn (4 loads);
+// resident first, 6 and 7 hit and only 0 and 1 load. The output is the same bits, since
+// the sums are added in id order whatever the order of computation.
+TEST_F(ExpertRunnerTest, ResidentExpertsGoFirstWithFewerLoadsAndTheSameBits) {
+  for (int k : {2, 4}) {  // k = 4: a token's sum of 4 terms, where order shows in the bits
+    auto cache = MakeCache(*store_, 2);
+    ExpertRunner runner(cache.get());
+    Batch warm = RandomBatch(1, hidden(), store_->num_experts(), 2, 11);
+    warm.ids = {6, 7};
+    std::vector<float> out(hidden());
+    ASSERT_TRUE(runner.Run(0, warm.x, 1, warm.ids, warm.weights, absl::MakeSpan(out)).ok());
+    ASSERT_EQ(cache->Residents(0), (std::vector<int>{6, 7}));
+
+    Batch b = RandomBatch(3, hidden(), store_->num_experts(), k, 12);
+    b.ids = k == 2 ? std::vector<int32_t>{7, 0, 1, 6, 6, 0}
+                   : std::vector<int32_t>{7, 0, 1, 6, 6, 0, 1, 7, 1, 6, 7, 0};
+    ExpertCallStats counters;
+    std::vector<float> got(b.n * hidden());
+    ASSERT_TRUE(
+        runner.Run(0, b.x, b.n, b.ids, b.weights, absl::MakeSpan(got), &counters).ok());
+    EXPECT_EQ(counters.hits, 2u) << "k " << k;
+    EXPECT_EQ(counters.misses, 2u) << "k " << k;
+    EXPECT_EQ(cache->Stats().total.misses, 4u) << "k " << k;  // 6, 7 and then 0, 1 only
+
+    // The same call on a cold cache (nothing resident: id order) gives the same bits.
+    auto cold_cache = MakeCache(*store_, 2);
+    ExpertRunner cold(cold_cache.get());
+    EXPECT_TRUE(BitIdentical(got, RunOrDie(cold, 0, b, hidden()))) << "k " << k;
+    // And each token alone (batch invariance) gives its row's bits.
+    for (int64_t t = 0; t < b.n; ++t) {
+      Batch one;
+      one.n = 1;
+      one.x.assign(b.x.begin() + t * hidden(), b.x.begin() + (t + 1) * hidden());
+      one.ids.assign(b.ids.begin() + t * k, b.ids.begin() + (t + 1) * k);
+      one.weights.assign(b.weights.begin() + t * k, b.weights.begin() + (t + 1) * k);
+      const std::vector<float> alone = RunOrDie(cold, 0, one, hidden());
+      EXPECT_EQ(0, std::memcmp(alone.data(), got.data() + t * hidden(), hidden() * sizeof(float)))
+          << "k " << k << ", token " << t;
+    }
+  }
+}
+
 TEST_F(ExpertRunnerTest, RejectsBadIdsAndSizesNamingThem) {
   auto cache = MakeCache(*store_, 2);
   ExpertRunner runner(cache.get());

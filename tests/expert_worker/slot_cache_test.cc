@@ -215,6 +215,30 @@ TEST_F(SlotCacheTest, NewerRoundEndsTheProtectionOfTheOlderOne) {
   EXPECT_FALSE(cache->Acquire(1, 2)->hit());
 }
 
+// A batch's hint can be wider than the slots: a round then keeps its residents and fills
+// only the other slots, where evicting a guessed resident to load another guess would
+// only load it again.
+TEST_F(SlotCacheTest, ARoundNeverEvictsAnExpertOfItsOwnHint) {
+  auto cache = MakeCache(2);
+  ASSERT_TRUE(cache->Acquire(0, 3).ok());
+  ASSERT_TRUE(cache->Acquire(0, 5).ok());  // residents {3, 5}; LRU's victim is 3
+  PrefetchQueue prefetch(cache.get());
+  prefetch.Enqueue(0, {1, 3, 6});
+  prefetch.Drain();
+  EXPECT_EQ(prefetch.loaded(), 1u);  // 1, into 5's slot; 6 finds no room
+  EXPECT_EQ(cache->Residents(0), (std::vector<int>{1, 3}));
+  EXPECT_EQ(cache->Stats().total.prefetch_loads, 1u);
+}
+
+TEST_F(SlotCacheTest, ResidentsListsTheLayersExpertsAscending) {
+  auto cache = MakeCache(3);
+  EXPECT_TRUE(cache->Residents(1).empty());
+  ASSERT_TRUE(cache->Acquire(1, 6).ok());
+  ASSERT_TRUE(cache->Prefetch(1, 2));
+  EXPECT_EQ(cache->Residents(1), (std::vector<int>{2, 6}));
+  EXPECT_TRUE(cache->Residents(0).empty());
+}
+
 TEST_F(SlotCacheTest, ModelledPrefetchIsScheduledAtOnceAndADemandCopyOvertakesIt) {
   auto cache = MakeCache(2);
   ASSERT_TRUE(cache->set_link(LinkModel{0.1, 0}).ok());  // one blob: blob_bytes / 1e8 seconds

@@ -7,9 +7,11 @@
 // Per dot product: eight lanes, lane l accumulating x[8c + l] * w[8c + l] over chunks
 // c = 0, 1, ... in order by fused multiply-add; the lanes summed as
 // ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)); then the k % 8 tail in order by
-// fused multiply-add. The AVX2 path computes exactly this (so it equals the scalar
-// path bit for bit); register blocking (several rows of w and several tokens at once)
-// only changes which dot products run side by side.
+// fused multiply-add. The AVX2 and AVX-512 paths compute exactly this (so they equal the
+// scalar path bit for bit); register blocking (several rows of w and several tokens at
+// once) only changes which dot products run side by side. AVX-512 carries two dot
+// products' eight lanes in one register (two rows of w for one token), which doubles
+// the multiply-adds per instruction on cores with 512-bit units.
 #ifndef MOE_COMMON_BACKEND_CPU_ROWWISE_MATMUL_H_
 #define MOE_COMMON_BACKEND_CPU_ROWWISE_MATMUL_H_
 
@@ -17,13 +19,17 @@
 
 namespace moe::cpu {
 
-// y[n, m] (=|+=) x[n, k] · w[m, k]^T, rows of w parallel over OpenMP threads.
+// y[n, m] (=|+=) x[n, k] · w[m, k]^T, rows of w parallel over OpenMP threads, on the
+// widest path the CPU has.
 void RowwiseMatMulTransB(const float* x, const float* w, float* y, int64_t n, int64_t k,
                          int64_t m, bool accumulate);
 
-// The same on the scalar path only (tests compare the two).
-void RowwiseMatMulTransBScalar(const float* x, const float* w, float* y, int64_t n, int64_t k,
-                               int64_t m, bool accumulate);
+enum class RowwisePath { kScalar, kAvx2, kAvx512 };
+// Whether this CPU can run `path` (the scalar one always).
+bool RowwisePathSupported(RowwisePath path);
+// The same product on one given path (tests compare them); the path must be supported.
+void RowwiseMatMulTransBOn(RowwisePath path, const float* x, const float* w, float* y, int64_t n,
+                           int64_t k, int64_t m, bool accumulate);
 
 }  // namespace moe::cpu
 

@@ -49,24 +49,35 @@ INSTANTIATE_TEST_SUITE_P(
 
 // Batch invariance: each row of a product of n rows is bit-identical to the same row
 // multiplied alone, for every n (tile edges included) and widths off the 8-lane grid;
-// the AVX2 path equals the scalar one bit for bit.
-TEST(RowwiseMatMulTest, EachRowIsTheSameWhateverTheBatch) {
+// every path the CPU has (scalar, AVX2, AVX-512: 8-row blocks with a 1..7-row tail) equals
+// the others bit for bit, overwriting and accumulating.
+TEST(RowwiseMatMulTest, EachRowIsTheSameWhateverTheBatchAndThePath) {
+  std::vector<RowwisePath> paths;
+  for (RowwisePath p : {RowwisePath::kScalar, RowwisePath::kAvx2, RowwisePath::kAvx512}) {
+    if (RowwisePathSupported(p)) paths.push_back(p);
+  }
+  if (paths.size() < 3) std::cerr << "only " << paths.size() << " of 3 paths on this CPU\n";
   for (const int k : {5, 8, 67, 256}) {
-    for (const int m : {1, 7, 64}) {
+    for (const int m : {1, 7, 8, 13, 17, 64}) {
       const auto w = Random(m * k, 11 + k);
       const auto x = Random(40 * k, 12 + m);
+      const auto base = Random(40 * m, 13 + k + m);  // y before an accumulating product
       std::vector<std::vector<float>> alone(40, std::vector<float>(m));
       for (int i = 0; i < 40; ++i) {
         RowwiseMatMulTransB(&x[i * k], w.data(), alone[i].data(), 1, k, m, false);
       }
-      for (const int n : {2, 3, 4, 5, 13, 40}) {
-        std::vector<float> y(n * m), scalar(n * m);
-        RowwiseMatMulTransB(x.data(), w.data(), y.data(), n, k, m, false);
-        RowwiseMatMulTransBScalar(x.data(), w.data(), scalar.data(), n, k, m, false);
-        for (int i = 0; i < n; ++i) {
-          for (int j = 0; j < m; ++j) {
-            ASSERT_EQ(y[i * m + j], alone[i][j]) << "k " << k << " m " << m << " n " << n << " row " << i;
-            ASSERT_EQ(scalar[i * m + j], alone[i][j]) << "scalar, k " << k << " n " << n;
+      for (const int n : {1, 2, 3, 4, 5, 6, 7, 13, 40}) {
+        for (const RowwisePath path : paths) {
+          std::vector<float> y(n * m), acc(base.begin(), base.begin() + n * m);
+          RowwiseMatMulTransBOn(path, x.data(), w.data(), y.data(), n, k, m, false);
+          RowwiseMatMulTransBOn(path, x.data(), w.data(), acc.data(), n, k, m, true);
+          for (int i = 0; i < n; ++i) {
+            for (int j = 0; j < m; ++j) {
+              ASSERT_EQ(y[i * m + j], alone[i][j])
+                  << "path " << int(path) << " k " << k << " m " << m << " n " << n << " row " << i;
+              ASSERT_EQ(acc[i * m + j], base[i * m + j] + alone[i][j])
+                  << "accumulating, path " << int(path) << " k " << k << " m " << m << " n " << n;
+            }
           }
         }
       }
