@@ -7,11 +7,13 @@
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/activation_ring.h"
@@ -20,6 +22,7 @@
 #include "coordinator/worker_client.h"
 #include "expert_worker/expert_runner.h"
 #include "expert_worker/expert_store.h"
+#include "expert_worker/ring_server.h"
 #include "expert_worker/slot_cache.h"
 #include "expert_worker/worker_service.h"
 #include "gmock/gmock.h"
@@ -279,6 +282,33 @@ TEST_F(HostileRingTest, HostileEntriesGetErrorsAndTheRingServesOn) {
   auto out = arena_->Floats(4096, h);
   EXPECT_EQ(std::vector<float>(out->begin(), out->end()), expected);
   EXPECT_EQ(service.Stats().ring_calls(), 1u);
+}
+
+TEST_F(HostileRingTest, APeerThatKeepsRepostingCannotKeepTheServerFromStopping) {
+  // The peer marks every entry posted again while each call is served: the claim loop
+  // always finds work, and a server that only looked at its stop flag between scans
+  // would keep serving (and its owner keep joining) for as long as the peer liked.
+  std::shared_ptr<ActivationArena> arena = std::move(arena_);
+  std::atomic<int> served{0};
+  const auto repost_until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+  ring::Ring* ring = ring_.get();
+  auto server = RingServer::Start(
+      arena, kRingOffset, kSlots, 9, absl::ZeroDuration(),
+      [&](const ring::RingRequest&) {
+        ++served;
+        if (std::chrono::steady_clock::now() < repost_until) {
+          for (uint32_t s = 0; s < kSlots; ++s) ring->entry(s).state.store(ring::kPosted);
+        }
+        return ring::ReplyFor(absl::OkStatus());
+      });
+  ASSERT_TRUE(server.ok()) << server.status();
+  ring_->Post(0, ring::RingRequest{});
+  while (served.load() < 10) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const auto t0 = std::chrono::steady_clock::now();
+  server->reset();
+  const double stop_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_LT(stop_s, 1.0) << "the server served the peer's reposts instead of stopping";
+  EXPECT_TRUE(ring_->Stopped(9));
 }
 
 }  // namespace
