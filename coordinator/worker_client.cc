@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <thread>
 
@@ -17,6 +18,30 @@
 namespace moe::coordinator {
 
 namespace {
+
+// A worker's figures for one call of one layer, whichever way they came (reply fields
+// are the peer's to choose): it acquires each distinct expert once, so hits + misses is
+// at most the layer's experts, prefetch hits at most those, and its seconds are real
+// durations. Anything else would poison the running totals and the metrics for good.
+absl::Status CheckCallFigures(uint64_t hits, uint64_t misses, uint64_t prefetch_hits,
+                              double load_wait_s, double compute_s, int64_t num_experts) {
+  const uint64_t experts = uint64_t(num_experts);
+  // In this order: each term is bounded before the sum is formed, so it cannot wrap.
+  if (hits > experts || misses > experts || hits + misses > experts ||
+      prefetch_hits > hits + misses) {
+    return absl::InternalError(absl::StrCat("the expert worker reported ", hits, " hits, ",
+                                            misses, " misses and ", prefetch_hits,
+                                            " prefetch hits for a call of a layer of ",
+                                            num_experts, " experts"));
+  }
+  for (const double s : {load_wait_s, compute_s}) {
+    if (!std::isfinite(s) || s < 0) {
+      return absl::InternalError(
+          absl::StrCat("the expert worker reported a call time of ", s, " s"));
+    }
+  }
+  return absl::OkStatus();
+}
 
 bool OnCudaDevice(const WorkerClientOptions& options) {
   return options.device != nullptr && options.device->kind() == backend::DeviceKind::kCuda;
@@ -529,6 +554,10 @@ absl::Status WorkerClient::RunChunk(int slot, int layer, absl::Span<const float>
     ExpertCallStats figures;
     absl::Status status = by_ring ? RingCall(slot, layer, x, n, ids, weights, out, &figures, retire)
                                   : RpcCall(slot, path, &request, x, out, &figures, retire);
+    if (status.ok()) {
+      status = CheckCallFigures(figures.hits, figures.misses, figures.prefetch_hits,
+                                figures.load_wait_s, figures.compute_s, config_.num_local_experts);
+    }
     if (absl::IsFailedPrecondition(status) && arena_ != nullptr && attempt == 0) {
       std::lock_guard<std::mutex> lock(attach_mu_);
       attached_ = false;

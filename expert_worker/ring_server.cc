@@ -38,7 +38,9 @@ void RingServer::Serve() {
     // Read before looking for work: a call posted after the scan moves it past `seen`.
     const uint32_t seen = ring_.header().doorbell.load(std::memory_order_acquire);
     bool served = false;
-    for (int slot; (slot = ring_.Claim()) >= 0;) {
+    // The stop flag is read before every claim: a peer that re-posts entries as fast as
+    // they are answered would otherwise keep this loop (and the joining owner) going.
+    for (int slot; !stop_.load(std::memory_order_relaxed) && (slot = ring_.Claim()) >= 0;) {
       // A private copy: the coordinator's memory may change under us.
       const ring::RingRequest request = ring_.entry(static_cast<uint32_t>(slot)).request;
       ring_.Complete(static_cast<uint32_t>(slot), handler_(request));

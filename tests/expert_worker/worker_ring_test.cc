@@ -7,11 +7,14 @@
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/activation_ring.h"
@@ -20,6 +23,7 @@
 #include "coordinator/worker_client.h"
 #include "expert_worker/expert_runner.h"
 #include "expert_worker/expert_store.h"
+#include "expert_worker/ring_server.h"
 #include "expert_worker/slot_cache.h"
 #include "expert_worker/worker_service.h"
 #include "gmock/gmock.h"
@@ -52,8 +56,8 @@ class WorkerRingTest : public ::testing::Test {
     delete dir_;
   }
 
-  // A server for `service` on a unix socket in tmp_.
-  std::unique_ptr<grpc::Server> Serve(WorkerService& service) {
+  // A server for `service` (a WorkerService, or a stand-in) on a unix socket in tmp_.
+  std::unique_ptr<grpc::Server> Serve(grpc::Service& service) {
     grpc::ServerBuilder builder;
     builder.AddListeningPort(address_, grpc::InsecureServerCredentials());
     builder.RegisterService(&service);
@@ -164,6 +168,71 @@ TEST_F(WorkerRingTest, ACallOnARingTheWorkerStoppedServingAttachesAgainAtOnce) {
   first.reset();
   second.reset();
   server->Shutdown();
+}
+
+// A worker that serves the ring with the reply `reply_` whatever it is asked: the
+// coordinator must judge what it reads back as it judges an RPC's response.
+class HostileReplyWorker : public v1::ExpertWorker::Service {
+ public:
+  HostileReplyWorker(SlotCache* cache, ring::RingReply reply)
+      : inner_(cache, {.serve_ring = false}), reply_(reply) {}
+
+  grpc::Status AttachArena(grpc::ServerContext* context, const v1::AttachArenaRequest* request,
+                           v1::AttachArenaResponse* response) override {
+    grpc::Status s = inner_.AttachArena(context, request, response);
+    if (!s.ok() || !request->has_ring()) return s;
+    const auto& shm = request->shared_memory();
+    auto arena = SharedArena::Attach(shm.pid(), shm.fd(), request->size_bytes(), request->arena_id());
+    if (!arena.ok()) return grpc::Status(grpc::StatusCode::INTERNAL, std::string(arena.status().message()));
+    ring_.reset();
+    auto server = RingServer::Start(std::shared_ptr<ActivationArena>(*std::move(arena)),
+                                    request->ring().offset(), request->ring().slots(),
+                                    request->ring().epoch(), absl::ZeroDuration(),
+                                    [this](const ring::RingRequest&) { return reply_; });
+    if (!server.ok()) return grpc::Status(grpc::StatusCode::INTERNAL, std::string(server.status().message()));
+    ring_ = *std::move(server);
+    response->set_ring_served(true);
+    return s;
+  }
+
+ private:
+  WorkerService inner_;
+  const ring::RingReply reply_;
+  std::unique_ptr<RingServer> ring_;
+};
+
+TEST_F(WorkerRingTest, ReplyFiguresAWorkerCannotHaveAreRefused) {
+  std::vector<std::pair<std::string, ring::RingReply>> replies;
+  ring::RingReply r;
+  r.hits = 1000000;  // far more than the layer's experts
+  replies.emplace_back("hits", r);
+  r = {};
+  r.hits = 1;
+  r.prefetch_hits = 2;  // more prefetch hits than uses
+  replies.emplace_back("prefetch hits", r);
+  r = {};
+  r.load_wait_s = std::nan("");
+  replies.emplace_back("nan", r);
+  r = {};
+  r.compute_s = -1;
+  replies.emplace_back("-1 s", r);
+  for (const auto& [what, reply] : replies) {
+    HostileReplyWorker worker(cache_, reply);
+    auto server = Serve(worker);
+    ASSERT_NE(server, nullptr);
+    auto client = Client(true);
+    ASSERT_NE(client, nullptr);
+    std::vector<float> x(dir_->config.hidden_size, 0.5f), out(x.size());
+    const absl::Status s = client->RunExperts(0, x, 1, std::vector<int32_t>{0, 1},
+                                              std::vector<float>{0.5f, 0.5f},
+                                              absl::MakeSpan(out), nullptr);
+    EXPECT_TRUE(client->ring_active()) << what;
+    EXPECT_EQ(s.code(), absl::StatusCode::kInternal) << what << ": " << s;
+    EXPECT_THAT(s.message(), HasSubstr(what));
+    EXPECT_EQ(client->Stats().hits, 0u) << what;
+    client.reset();
+    server->Shutdown();
+  }
 }
 
 class HostileRingTest : public WorkerRingTest {
@@ -279,6 +348,33 @@ TEST_F(HostileRingTest, HostileEntriesGetErrorsAndTheRingServesOn) {
   auto out = arena_->Floats(4096, h);
   EXPECT_EQ(std::vector<float>(out->begin(), out->end()), expected);
   EXPECT_EQ(service.Stats().ring_calls(), 1u);
+}
+
+TEST_F(HostileRingTest, APeerThatKeepsRepostingCannotKeepTheServerFromStopping) {
+  // The peer marks every entry posted again while each call is served: the claim loop
+  // always finds work, and a server that only looked at its stop flag between scans
+  // would keep serving (and its owner keep joining) for as long as the peer liked.
+  std::shared_ptr<ActivationArena> arena = std::move(arena_);
+  std::atomic<int> served{0};
+  const auto repost_until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+  ring::Ring* ring = ring_.get();
+  auto server = RingServer::Start(
+      arena, kRingOffset, kSlots, 9, absl::ZeroDuration(),
+      [&](const ring::RingRequest&) {
+        ++served;
+        if (std::chrono::steady_clock::now() < repost_until) {
+          for (uint32_t s = 0; s < kSlots; ++s) ring->entry(s).state.store(ring::kPosted);
+        }
+        return ring::ReplyFor(absl::OkStatus());
+      });
+  ASSERT_TRUE(server.ok()) << server.status();
+  ring_->Post(0, ring::RingRequest{});
+  while (served.load() < 10) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const auto t0 = std::chrono::steady_clock::now();
+  server->reset();
+  const double stop_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_LT(stop_s, 1.0) << "the server served the peer's reposts instead of stopping";
+  EXPECT_TRUE(ring_->Stopped(9));
 }
 
 }  // namespace
