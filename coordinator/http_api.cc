@@ -191,7 +191,8 @@ class HttpApi {
     nlohmann::json body = {{"status", status.ok() ? "ok" : "unavailable"}};
     if (!status.ok()) body["reason"] = std::string(status.message());
     res.status = status.ok() ? 200 : 503;
-    res.set_content(body.dump(), kJson);
+    // The reason may quote a worker's message: never throw on bytes that are not UTF-8.
+    res.set_content(body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), kJson);
   }
 
   std::string Metrics() const { return options_.metrics ? options_.metrics() : std::string(); }

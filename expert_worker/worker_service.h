@@ -118,10 +118,11 @@ class WorkerService final : public moe::v1::ExpertWorker::Service {
   // Tokens per call the attached arena's slots hold (AttachArena's
   // max_tokens_per_call, capped by options_.max_call_tokens).
   int64_t arena_call_tokens_ = 0;  // guarded by mu_
+  // Counted by the ring's thread: declared before ring_, so it outlives that thread's join.
+  std::atomic<uint64_t> ring_calls_{0};
   // Serves the attached host arena's ring, if the coordinator offered one; stopped and
   // replaced with the arena. Declared after runner_: stopped before it goes.
   std::unique_ptr<RingServer> ring_;  // guarded by mu_
-  std::atomic<uint64_t> ring_calls_{0};
   std::thread owner_watch_;
 };
 
