@@ -23,9 +23,10 @@ namespace {
 // are the peer's to choose): it acquires each distinct expert once, so hits + misses is
 // at most the layer's experts, prefetch hits at most those, and its seconds are real
 // durations. Anything else would poison the running totals and the metrics for good.
-absl::Status CheckCallFigures(uint64_t hits, uint64_t misses, uint64_t prefetch_hits,
-                              double load_wait_s, double compute_s, int64_t num_experts) {
+absl::Status CheckCallFigures(const ExpertCallStats& figures, int64_t num_experts) {
   const uint64_t experts = uint64_t(num_experts);
+  const uint64_t hits = figures.hits, misses = figures.misses;
+  const uint64_t prefetch_hits = figures.prefetch_hits;
   // In this order: each term is bounded before the sum is formed, so it cannot wrap.
   if (hits > experts || misses > experts || hits + misses > experts ||
       prefetch_hits > hits + misses) {
@@ -34,7 +35,7 @@ absl::Status CheckCallFigures(uint64_t hits, uint64_t misses, uint64_t prefetch_
                                             " prefetch hits for a call of a layer of ",
                                             num_experts, " experts"));
   }
-  for (const double s : {load_wait_s, compute_s}) {
+  for (const double s : {figures.stall_s, figures.compute_s}) {
     if (!std::isfinite(s) || s < 0) {
       return absl::InternalError(
           absl::StrCat("the expert worker reported a call time of ", s, " s"));
@@ -555,8 +556,7 @@ absl::Status WorkerClient::RunChunk(int slot, int layer, absl::Span<const float>
     absl::Status status = by_ring ? RingCall(slot, layer, x, n, ids, weights, out, &figures, retire)
                                   : RpcCall(slot, path, &request, x, out, &figures, retire);
     if (status.ok()) {
-      status = CheckCallFigures(figures.hits, figures.misses, figures.prefetch_hits,
-                                figures.load_wait_s, figures.compute_s, config_.num_local_experts);
+      status = CheckCallFigures(figures, config_.num_local_experts);
     }
     if (absl::IsFailedPrecondition(status) && arena_ != nullptr && attempt == 0) {
       std::lock_guard<std::mutex> lock(attach_mu_);
