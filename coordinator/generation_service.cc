@@ -8,11 +8,11 @@
 #include "common/chat_template.h"
 #include "common/grpc_security.h"
 #include "common/grpc_status.h"
-#include "coordinator/generation_defaults.h"
 #include "common/logging.h"
 #include "common/proto_parse.h"
 #include "common/prometheus_text.h"
 #include "common/status.h"
+#include "coordinator/generation_defaults.h"
 #include "coordinator/kv_cache.h"
 #include "coordinator/stop_string_filter.h"
 
