@@ -120,26 +120,6 @@ Value Split(absl::string_view s, const Value* sep, int64_t maxsplit) {
   return Value(std::move(parts));
 }
 
-absl::StatusOr<List> ToList(const Value& v, absl::string_view what) {
-  switch (v.kind()) {
-    case Value::Kind::kUndefined: return List();
-    case Value::Kind::kList: return v.list();
-    case Value::Kind::kDict: {
-      List keys;
-      for (const auto& [k, item] : v.dict()) keys.emplace_back(k);
-      return keys;
-    }
-    case Value::Kind::kString: {
-      List chars;
-      const auto offsets = CodePointOffsets(v.str());
-      for (size_t i = 0; i + 1 < offsets.size(); ++i) {
-        chars.emplace_back(v.str().substr(offsets[i], offsets[i + 1] - offsets[i]));
-      }
-      return chars;
-    }
-    default: return TemplateError(absl::StrCat(what, ": '", v.TypeName(), "' object is not iterable"));
-  }
-}
 
 // Jinja's attribute lookup for filters (map, selectattr, join): "a.b" walks nested items.
 Value Attribute(const Value& v, absl::string_view path) {
@@ -499,6 +479,29 @@ absl::StatusOr<bool> AffixTest(const Value& self, const Args& a, bool prefix) {
 }
 
 }  // namespace
+
+absl::StatusOr<List> ToList(const Value& v, absl::string_view what) {
+  switch (v.kind()) {
+    case Value::Kind::kUndefined: return List();
+    case Value::Kind::kList: return v.list();
+    case Value::Kind::kDict: {
+      List keys;
+      for (const auto& [k, item] : v.dict()) keys.emplace_back(k);
+      return keys;
+    }
+    case Value::Kind::kString: {
+      List chars;
+      const auto offsets = CodePointOffsets(v.str());
+      for (size_t i = 0; i + 1 < offsets.size(); ++i) {
+        chars.emplace_back(v.str().substr(offsets[i], offsets[i + 1] - offsets[i]));
+      }
+      return chars;
+    }
+    default:
+      return TemplateError(absl::StrCat(what, what.empty() ? "" : ": ", "'", v.TypeName(),
+                                        "' object is not iterable"));
+  }
+}
 
 std::string StripString(absl::string_view s, bool left, bool right, const std::string* chars) {
   const auto strip_at = [&](size_t pos, size_t* n) {

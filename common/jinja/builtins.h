@@ -31,6 +31,11 @@ Dict Globals();
 absl::Status TemplateError(absl::string_view message);
 absl::Status Unsupported(absl::string_view what);
 
+// What iterating `v` yields, as a `for` loop and the list filters see it: a list's
+// items, a dict's keys, a string's code points, nothing for undefined. Anything else is
+// an error, prefixed with `what` (a filter's name) when it is not empty.
+absl::StatusOr<List> ToList(const Value& v, absl::string_view what);
+
 // Python's str.strip / lstrip / rstrip over whitespace (chars empty) or a set of chars.
 std::string StripString(absl::string_view s, bool left, bool right, const std::string* chars);
 

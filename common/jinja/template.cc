@@ -913,30 +913,10 @@ class Renderer {
     return absl::OkStatus();
   }
 
-  absl::StatusOr<List> Iterate(const Value& v) const {
-    switch (v.kind()) {
-      case Value::Kind::kUndefined: return List();
-      case Value::Kind::kList: return v.list();
-      case Value::Kind::kDict: {
-        List keys;
-        for (const auto& [k, item] : v.dict()) keys.emplace_back(k);
-        return keys;
-      }
-      case Value::Kind::kString: {
-        List chars;
-        const auto offsets = CodePointOffsets(v.str());
-        for (size_t i = 0; i + 1 < offsets.size(); ++i) {
-          chars.emplace_back(v.str().substr(offsets[i], offsets[i + 1] - offsets[i]));
-        }
-        return chars;
-      }
-      default: return TemplateError(absl::StrCat("'", v.TypeName(), "' object is not iterable"));
-    }
-  }
 
   absl::StatusOr<Flow> ExecFor(const Stmt& s, std::string* out) {
     MOE_ASSIGN_OR_RETURN(const Value seq, Eval(*s.expr));
-    MOE_ASSIGN_OR_RETURN(List items, Iterate(seq));
+    MOE_ASSIGN_OR_RETURN(List items, ToList(seq, ""));
     frames_.emplace_back();
     if (s.filter != nullptr) {
       List kept;
