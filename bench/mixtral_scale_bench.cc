@@ -329,8 +329,8 @@ absl::Status Main() {
     row["seconds"] = seconds;
     row["decode_tokens_per_s"] = tokens / seconds;
     row["hit_ratio"] = HitRatio(hits, misses);
-    row["prefetch_recall"] = hits + misses ? double(prefetch_hits) / (hits + misses) : 0.0;
-    row["prefetch_precision"] = prefetch_loads ? double(prefetch_hits) / prefetch_loads : 0.0;
+    row["prefetch_recall"] = PrefetchRecall(prefetch_hits, hits + misses);
+    row["prefetch_precision"] = PrefetchPrecision(prefetch_hits, prefetch_loads);
     row["bytes_copied"] = bytes;
     row["bytes_per_token"] = double(bytes) / tokens;
     row["link_gbps_used"] = bytes / seconds / 1e9;

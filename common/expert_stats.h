@@ -13,6 +13,14 @@ namespace moe {
 inline double HitRatio(uint64_t hits, uint64_t misses) {
   return hits + misses ? double(hits) / double(hits + misses) : 0.0;
 }
+// Of the experts used (hits + misses), the share a prefetch had loaded; 0 without uses.
+inline double PrefetchRecall(uint64_t prefetch_hits, uint64_t uses) {
+  return uses ? double(prefetch_hits) / double(uses) : 0.0;
+}
+// Of the experts prefetches loaded, the share then used; 0 without prefetches.
+inline double PrefetchPrecision(uint64_t prefetch_hits, uint64_t prefetch_loads) {
+  return prefetch_loads ? double(prefetch_hits) / double(prefetch_loads) : 0.0;
+}
 
 struct ExpertCallStats {
   uint64_t calls = 0;
@@ -27,7 +35,7 @@ struct ExpertCallStats {
   uint64_t uses() const { return hits + misses; }
   double hit_ratio() const { return HitRatio(hits, misses); }
   // Of the experts used, the share a prefetch had loaded.
-  double prefetch_recall() const { return uses() ? double(prefetch_hits) / double(uses()) : 0.0; }
+  double prefetch_recall() const { return PrefetchRecall(prefetch_hits, uses()); }
   // The worker's own time (copies waited for and compute), without the transport.
   double worker_s() const { return stall_s + compute_s; }
 

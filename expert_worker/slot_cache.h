@@ -42,11 +42,9 @@ struct CacheCounters {
   uint64_t uses() const { return hits + misses; }
   double hit_ratio() const { return HitRatio(hits, misses); }
   // Of the experts used, the share a hint had loaded.
-  double prefetch_recall() const { return uses() ? double(prefetch_hits) / uses() : 0; }
+  double prefetch_recall() const { return PrefetchRecall(prefetch_hits, uses()); }
   // Of the experts hints loaded, the share then used.
-  double prefetch_precision() const {
-    return prefetch_loads ? double(prefetch_hits) / prefetch_loads : 0;
-  }
+  double prefetch_precision() const { return PrefetchPrecision(prefetch_hits, prefetch_loads); }
   CacheCounters& operator+=(const CacheCounters& o);
 };
 
