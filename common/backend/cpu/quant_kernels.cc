@@ -8,6 +8,7 @@
 #include <cstring>
 #include <vector>
 
+#include "common/backend/cpu/dense16_kernels.h"
 #include "common/backend/cpu/quant_tile_kernels.h"
 
 namespace moe::cpu {
@@ -55,15 +56,6 @@ inline float RoundNearest(float v) {
 }
 
 // ---- scalar path ------------------------------------------------------------------
-
-float RowDot16Scalar(const uint8_t* row, DType dtype, const float* x, int64_t cols) {
-  const auto* v = reinterpret_cast<const uint16_t*>(row);
-  float acc = 0;
-  for (int64_t c = 0; c < cols; ++c) {
-    acc += (dtype == DType::kBF16 ? Bf16ToF32(v[c]) : F16ToF32(v[c])) * x[c];
-  }
-  return acc;
-}
 
 // s and s * z of each group of rows [r, r + count), and where a pair of blocks can
 // straddle two groups (an odd number of blocks per group), s of each block (the block
@@ -280,39 +272,6 @@ void PackedMatMul(const MatrixView* ws, float* const* ys, int count, const float
   }
 }
 
-void Dense16MatMul(const MatrixView* ws, float* const* ys, int count, const float* x, int64_t n,
-                   bool accumulate, QuantKernelPath path) {
-  const int64_t rows = ws[0].layout.rows, cols = ws[0].layout.cols;
-  const bool parallel = count * rows * cols * n >= kParallelMinValues;
-  if (path == QuantKernelPath::kScalar) {
-    for (int i = 0; i < count; ++i) {
-      const MatrixView& w = ws[i];
-      float* y = ys[i];
-#pragma omp parallel for schedule(static) if (parallel)
-      for (int64_t r = 0; r < rows; ++r) {
-        const uint8_t* row = w.codes() + r * cols * 2;
-        for (int64_t t = 0; t < n; ++t) {
-          Store(&y[t * rows + r], RowDot16Scalar(row, w.layout.spec.dtype16, x + t * cols, cols), accumulate);
-        }
-      }
-    }
-    return;
-  }
-  const tile::Dense16TileFn fn = tile::avx2::Dense16Tile();
-#pragma omp parallel for schedule(static) if (parallel)
-  for (int64_t it = 0; it < count * rows; ++it) {
-    const MatrixView& w = ws[it / rows];
-    float* y = ys[it / rows];
-    const int64_t r = it % rows;
-    float out[tile::kMaxTileTokens];
-    for (int64_t t0 = 0; t0 < n; t0 += tile::kMaxTileTokens) {
-      const int tokens = int(std::min<int64_t>(tile::kMaxTileTokens, n - t0));
-      fn(w, r, x, t0, tokens, out);
-      for (int t = 0; t < tokens; ++t) Store(&y[(t0 + t) * rows + r], out[t], accumulate);
-    }
-  }
-}
-
 void MatMulAll(const MatrixView* ws, float* const* ys, int count, const float* x, int64_t n,
                bool accumulate) {
   if (n <= 0 || ws[0].layout.rows <= 0) return;
@@ -358,12 +317,6 @@ MOE_AVX2 __attribute__((always_inline)) inline __m256 DecodeChunk(const uint8_t*
   return _mm256_cvtepi32_ps(q);
 }
 
-MOE_AVX2 inline __m256 Load16(const uint16_t* p, DType dtype) {
-  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  if (dtype == DType::kF16) return _mm256_cvtph_ps(raw);
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
-}
-
 template <int kBits>
 MOE_AVX2 void DequantizeGroupAvx2(const uint8_t* codes, float scale, float zero, int64_t g,
                                   float* dst) {
@@ -375,13 +328,6 @@ MOE_AVX2 void DequantizeGroupAvx2(const uint8_t* codes, float scale, float zero,
       _mm256_storeu_ps(dst + b * kBlock + 8 * c, _mm256_fmsub_ps(DecodeChunk<kBits>(block, c), s, sz));
     }
   }
-}
-
-MOE_AVX2 void Convert16Avx2(const uint8_t* src, DType dtype, int64_t count, float* dst) {
-  const auto* v = reinterpret_cast<const uint16_t*>(src);
-  int64_t c = 0;
-  for (; c + 8 <= count; c += 8) _mm256_storeu_ps(dst + c, Load16(v + c, dtype));
-  for (; c < count; ++c) dst[c] = dtype == DType::kBF16 ? Bf16ToF32(v[c]) : F16ToF32(v[c]);
 }
 
 void DequantizeRowsImpl(const MatrixView& w, int64_t r0, int64_t r1, float* dst, bool avx2) {

@@ -17,7 +17,6 @@ namespace {
 }  // namespace
 
 PackedTileFn PackedTile(int bits) { return PackedTileFor(bits); }
-Dense16TileFn Dense16Tile() { return &Dense16TileDispatch; }
 GroupScalesFn GroupScales() { return &GroupScalesImpl; }
 
 }  // namespace moe::cpu::tile::avx2

@@ -48,9 +48,6 @@ struct RowScales {
 using PackedTileFn = void (*)(const quant::MatrixView& w, int64_t r, int rows,
                               const RowScales* rs, const PairActivations& a, int64_t t0,
                               int tokens, float* out);
-// The same for a 16-bit matrix and fp32 activations x[n, cols].
-using Dense16TileFn = void (*)(const quant::MatrixView& w, int64_t r, const float* x,
-                               int64_t t0, int tokens, float* out);
 
 // s and s * z (RowScales' group_s and group_sz) of `count` consecutive groups of w from
 // group `first`: s = s_min + s_step * code, z = z_min + z_step * code, the same fp32
@@ -60,7 +57,6 @@ using GroupScalesFn = void (*)(const quant::MatrixView& w, int64_t first, int64_
 
 namespace avx2 {
 PackedTileFn PackedTile(int bits);
-Dense16TileFn Dense16Tile();
 GroupScalesFn GroupScales();  // every SIMD path's (no integer dots in it)
 }  // namespace avx2
 namespace avxvnni {

@@ -1,0 +1,25 @@
+// Internal to the CPU quantized kernels (quant_kernels.cc): the multiply and the widening
+// of 16-bit (BF16/F16) stored matrices, fp32 activations. The 16-bit weights are widened
+// in registers and multiplied by the fp32 activations; the fp32 matrix is never made.
+#ifndef MOE_COMMON_BACKEND_CPU_DENSE16_KERNELS_H_
+#define MOE_COMMON_BACKEND_CPU_DENSE16_KERNELS_H_
+
+#include <cstdint>
+
+#include "common/backend/cpu/quant_kernels.h"
+#include "common/quant/quant_format.h"
+
+namespace moe::cpu {
+
+// ys[i][n, rows] (=|+=) x[n, cols] · ws[i]^T for count (1 or 2) 16-bit matrices of one
+// shape and dtype, on `path`, in one parallel region.
+void Dense16MatMul(const quant::MatrixView* ws, float* const* ys, int count, const float* x,
+                   int64_t n, bool accumulate, QuantKernelPath path);
+
+// dst[count] = the 16-bit values at src widened to fp32, with AVX2 + F16C (the caller
+// checks the CPU has them).
+void Convert16Avx2(const uint8_t* src, DType dtype, int64_t count, float* dst);
+
+}  // namespace moe::cpu
+
+#endif  // MOE_COMMON_BACKEND_CPU_DENSE16_KERNELS_H_
