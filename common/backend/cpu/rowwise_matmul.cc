@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 namespace moe::cpu {
 namespace {
@@ -16,6 +17,8 @@ constexpr int kTokens = 3;
 // more than it saves on the small matrices of decode, more so on shared cores.
 constexpr int64_t kParallelMinMacs = int64_t{1} << 20;
 
+// (The F16 tiles' F16C is not checked: every CPU with AVX2 and FMA has it, and clang's
+// __builtin_cpu_supports does not know the name.)
 bool CpuHasFma() {
   static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return has;
@@ -27,44 +30,81 @@ bool CpuHasAvx512() {
   return has;
 }
 
-// The lane sum of the header, shared by both paths.
+// The stored weight types. Each widens to fp32 exactly, so a 16-bit matrix's product is
+// the fp32 product of its widened matrix, bit for bit, without that matrix in memory.
+struct F32 {
+  using T = float;
+};
+struct Bf16 {
+  using T = uint16_t;
+};
+struct F16 {
+  using T = uint16_t;
+};
+
+template <class W>
+inline float Widen(const typename W::T* p) {
+  if constexpr (std::is_same_v<W, F32>) {
+    return *p;
+  } else if constexpr (std::is_same_v<W, Bf16>) {
+    return Bf16ToF32(*p);
+  } else {
+    return F16ToF32(*p);
+  }
+}
+
+// The lane sum of the header, shared by every path.
 inline float SumLanes(const float* l) {
   return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
 }
 
-inline float Finish(float lanes_sum, const float* x, const float* w, int64_t k8, int64_t k) {
+template <class W>
+inline float Finish(float lanes_sum, const float* x, const typename W::T* w, int64_t k8, int64_t k) {
   float s = lanes_sum;
-  for (int64_t c = k8; c < k; ++c) s = std::fma(x[c], w[c], s);
+  for (int64_t c = k8; c < k; ++c) s = std::fma(x[c], Widen<W>(w + c), s);
   return s;
 }
 
 inline void Store(float* y, float v, bool accumulate) { *y = accumulate ? *y + v : v; }
 
-template <int R, int T>
-void TileScalar(const float* x, const float* w, float* y, int64_t k, int64_t m, bool accumulate) {
+template <class W, int R, int T>
+void TileScalar(const float* x, const typename W::T* w, float* y, int64_t k, int64_t m,
+                bool accumulate) {
   float lanes[R][T][8] = {};
   const int64_t k8 = k & ~int64_t{7};
   for (int64_t c = 0; c < k8; c += 8) {
     for (int r = 0; r < R; ++r) {
+      float wv[8];
+      for (int l = 0; l < 8; ++l) wv[l] = Widen<W>(w + r * k + c + l);
       for (int t = 0; t < T; ++t) {
-        for (int l = 0; l < 8; ++l) {
-          lanes[r][t][l] = std::fma(x[t * k + c + l], w[r * k + c + l], lanes[r][t][l]);
-        }
+        for (int l = 0; l < 8; ++l) lanes[r][t][l] = std::fma(x[t * k + c + l], wv[l], lanes[r][t][l]);
       }
     }
   }
   for (int r = 0; r < R; ++r) {
     for (int t = 0; t < T; ++t) {
-      Store(y + t * m + r, Finish(SumLanes(lanes[r][t]), x + t * k, w + r * k, k8, k), accumulate);
+      Store(y + t * m + r, Finish<W>(SumLanes(lanes[r][t]), x + t * k, w + r * k, k8, k), accumulate);
     }
   }
 }
 
-#define MOE_ROWWISE_AVX2 __attribute__((target("avx2,fma")))
+#define MOE_ROWWISE_AVX2 __attribute__((target("avx2,fma,f16c")))
 
-template <int R, int T>
-MOE_ROWWISE_AVX2 void TileAvx2(const float* x, const float* w, float* y, int64_t k, int64_t m,
-                               bool accumulate) {
+// Eight weights from p, widened.
+template <class W>
+MOE_ROWWISE_AVX2 __attribute__((always_inline)) inline __m256 Load8(const typename W::T* p) {
+  if constexpr (std::is_same_v<W, F32>) {
+    return _mm256_loadu_ps(p);
+  } else {
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    if constexpr (std::is_same_v<W, F16>) return _mm256_cvtph_ps(raw);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
+  }
+}
+
+template <class W, int R, int T>
+MOE_ROWWISE_AVX2 void TileAvx2(const float* x, const typename W::T* w, float* y, int64_t k,
+                               int64_t m, bool accumulate) {
   __m256 acc[R][T];
   for (int r = 0; r < R; ++r) {
     for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
@@ -72,7 +112,7 @@ MOE_ROWWISE_AVX2 void TileAvx2(const float* x, const float* w, float* y, int64_t
   const int64_t k8 = k & ~int64_t{7};
   for (int64_t c = 0; c < k8; c += 8) {
     __m256 wv[R];
-    for (int r = 0; r < R; ++r) wv[r] = _mm256_loadu_ps(w + r * k + c);
+    for (int r = 0; r < R; ++r) wv[r] = Load8<W>(w + r * k + c);
     for (int t = 0; t < T; ++t) {
       const __m256 xv = _mm256_loadu_ps(x + t * k + c);
       for (int r = 0; r < R; ++r) acc[r][t] = _mm256_fmadd_ps(xv, wv[r], acc[r][t]);
@@ -100,12 +140,12 @@ MOE_ROWWISE_AVX2 void TileAvx2(const float* x, const float* w, float* y, int64_t
     for (int t = 0; t < T; ++t) {
       alignas(32) float lanes[8];
       _mm256_store_ps(lanes, acc[r][t]);
-      Store(y + t * m + r, Finish(SumLanes(lanes), x + t * k, w + r * k, k8, k), accumulate);
+      Store(y + t * m + r, Finish<W>(SumLanes(lanes), x + t * k, w + r * k, k8, k), accumulate);
     }
   }
 }
 
-#define MOE_ROWWISE_AVX512 __attribute__((target("avx512f,avx512dq,avx2,fma")))
+#define MOE_ROWWISE_AVX512 __attribute__((target("avx512f,avx512dq,avx2,fma,f16c")))
 
 // The AVX-512 tile: 8 rows of w as 4 pairs times T tokens. Register p of token t holds
 // row 2p's eight lanes in its low half and row 2p + 1's in its high half, so each lane
@@ -115,20 +155,44 @@ constexpr int kPairs512 = 4;
 constexpr int kRows512 = 2 * kPairs512;
 constexpr int kTokens512 = 6;  // 24 accumulators + 4 weight registers + 1 of x, of 32
 
-template <int T>
-MOE_ROWWISE_AVX512 void Tile512(const float* x, const float* w, float* y, int64_t k, int64_t m,
-                                bool accumulate) {
+// Eight weights of row `lo` in the low half, eight of row `hi` in the high half, widened.
+template <class W>
+MOE_ROWWISE_AVX512 __attribute__((always_inline)) inline __m512 Load8x2(const typename W::T* lo,
+                                                                         const typename W::T* hi) {
+  if constexpr (std::is_same_v<W, F32>) {
+    const __m512 low = _mm512_maskz_broadcast_f32x8(0xFFFF, _mm256_loadu_ps(lo));
+    return _mm512_mask_broadcast_f32x8(low, 0xFF00, _mm256_loadu_ps(hi));
+  } else {
+    const __m256i raw = _mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lo))),
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(hi)), 1);
+    if constexpr (std::is_same_v<W, F16>) return _mm512_maskz_cvtph_ps(0xFFFF, raw);
+    return _mm512_castsi512_ps(
+        _mm512_maskz_slli_epi32(0xFFFF, _mm512_maskz_cvtepu16_epi32(0xFFFF, raw), 16));
+  }
+}
+
+template <class W, int T>
+MOE_ROWWISE_AVX512 void Tile512(const float* x, const typename W::T* w, float* y, int64_t k,
+                                int64_t m, bool accumulate) {
   __m512 acc[kPairs512][T];
   for (int p = 0; p < kPairs512; ++p) {
     for (int t = 0; t < T; ++t) acc[p][t] = _mm512_setzero_ps();
   }
   const int64_t k8 = k & ~int64_t{7};
+  // Chunks per 64-byte line of a row.
+  constexpr int64_t kLineMask = 64 / sizeof(typename W::T) - 1;
   for (int64_t c = 0; c < k8; c += 8) {
-    __m512 wv[kPairs512];
-    for (int p = 0; p < kPairs512; ++p) {
-      const __m512 lo = _mm512_maskz_broadcast_f32x8(0xFFFF, _mm256_loadu_ps(w + 2 * p * k + c));
-      wv[p] = _mm512_mask_broadcast_f32x8(lo, 0xFF00, _mm256_loadu_ps(w + (2 * p + 1) * k + c));
+    if ((c & kLineMask) == 0) {
+      // The next block's rows, one block ahead: with eight rows streaming at once the
+      // hardware prefetcher alone left a decode's loads waiting on memory. A hint: past
+      // the matrix's end it neither faults nor reads anything used.
+      for (int r = 0; r < kRows512; ++r) {
+        _mm_prefetch(reinterpret_cast<const char*>(w + (kRows512 + r) * k + c), _MM_HINT_T0);
+      }
     }
+    __m512 wv[kPairs512];
+    for (int p = 0; p < kPairs512; ++p) wv[p] = Load8x2<W>(w + 2 * p * k + c, w + (2 * p + 1) * k + c);
     for (int t = 0; t < T; ++t) {
       const __m512 xv = _mm512_maskz_broadcast_f32x8(0xFFFF, _mm256_loadu_ps(x + t * k + c));
       for (int p = 0; p < kPairs512; ++p) acc[p][t] = _mm512_fmadd_ps(xv, wv[p], acc[p][t]);
@@ -144,66 +208,62 @@ MOE_ROWWISE_AVX512 void Tile512(const float* x, const float* w, float* y, int64_
       const float low = _mm512_cvtss_f32(a);
       const float high = _mm_cvtss_f32(_mm512_maskz_extractf32x4_ps(0xF, a, 2));
       const int r = 2 * p;
-      Store(y + t * m + r, Finish(low, x + t * k, w + r * k, k8, k), accumulate);
-      Store(y + t * m + r + 1, Finish(high, x + t * k, w + (r + 1) * k, k8, k), accumulate);
+      Store(y + t * m + r, Finish<W>(low, x + t * k, w + r * k, k8, k), accumulate);
+      Store(y + t * m + r + 1, Finish<W>(high, x + t * k, w + (r + 1) * k, k8, k), accumulate);
     }
   }
 }
 
-using TileFn = void (*)(const float*, const float*, float*, int64_t, int64_t, bool);
-constexpr TileFn kTiles512[kTokens512] = {&Tile512<1>, &Tile512<2>, &Tile512<3>,
-                                          &Tile512<4>, &Tile512<5>, &Tile512<6>};
-
-// table[r - 1][t - 1]: the tile of r rows and t tokens.
-template <template <int, int> class Pick>
+// Every tile of one weight type: [r - 1][t - 1] is the tile of r rows and t tokens.
+template <class W>
 struct Tiles {
-  static constexpr TileFn table[kRows][kTokens] = {
-      {Pick<1, 1>::fn, Pick<1, 2>::fn, Pick<1, 3>::fn},
-      {Pick<2, 1>::fn, Pick<2, 2>::fn, Pick<2, 3>::fn},
-      {Pick<3, 1>::fn, Pick<3, 2>::fn, Pick<3, 3>::fn},
-      {Pick<4, 1>::fn, Pick<4, 2>::fn, Pick<4, 3>::fn}};
-};
-template <int R, int T>
-struct PickScalar {
-  static constexpr TileFn fn = &TileScalar<R, T>;
-};
-template <int R, int T>
-struct PickAvx2 {
-  static constexpr TileFn fn = &TileAvx2<R, T>;
+  using Fn = void (*)(const float*, const typename W::T*, float*, int64_t, int64_t, bool);
+  static constexpr Fn scalar[kRows][kTokens] = {
+      {&TileScalar<W, 1, 1>, &TileScalar<W, 1, 2>, &TileScalar<W, 1, 3>},
+      {&TileScalar<W, 2, 1>, &TileScalar<W, 2, 2>, &TileScalar<W, 2, 3>},
+      {&TileScalar<W, 3, 1>, &TileScalar<W, 3, 2>, &TileScalar<W, 3, 3>},
+      {&TileScalar<W, 4, 1>, &TileScalar<W, 4, 2>, &TileScalar<W, 4, 3>}};
+  static constexpr Fn avx2[kRows][kTokens] = {
+      {&TileAvx2<W, 1, 1>, &TileAvx2<W, 1, 2>, &TileAvx2<W, 1, 3>},
+      {&TileAvx2<W, 2, 1>, &TileAvx2<W, 2, 2>, &TileAvx2<W, 2, 3>},
+      {&TileAvx2<W, 3, 1>, &TileAvx2<W, 3, 2>, &TileAvx2<W, 3, 3>},
+      {&TileAvx2<W, 4, 1>, &TileAvx2<W, 4, 2>, &TileAvx2<W, 4, 3>}};
+  static constexpr Fn avx512[kTokens512] = {&Tile512<W, 1>, &Tile512<W, 2>, &Tile512<W, 3>,
+                                            &Tile512<W, 4>, &Tile512<W, 5>, &Tile512<W, 6>};
 };
 
-// Rows [j_begin, m) of w; y's rows are m wide.
-void Run(const float* x, const float* w, float* y, int64_t n, int64_t k, int64_t m,
-         bool accumulate, const TileFn (&tiles)[kRows][kTokens], int64_t j_begin = 0) {
-  if (n <= 0 || m <= j_begin) return;
-  const int64_t blocks = (m - j_begin + kRows - 1) / kRows;
-  // Each output is computed whole by one iteration: the split over threads cannot
-  // change a sum.
-#pragma omp parallel for schedule(static) if (n * m * k >= kParallelMinMacs)
-  for (int64_t b = 0; b < blocks; ++b) {
-    const int64_t j0 = j_begin + b * kRows;
-    const int r = static_cast<int>(std::min<int64_t>(kRows, m - j0));
-    for (int64_t i0 = 0; i0 < n; i0 += kTokens) {
-      const int t = static_cast<int>(std::min<int64_t>(kTokens, n - i0));
-      tiles[r - 1][t - 1](x + i0 * k, w + j0 * k, y + i0 * m + j0, k, m, accumulate);
+// ys[i] (=|+=) x · ws[i]^T for `count` matrices of one shape, in one parallel region. On
+// AVX-512 whole blocks of 8 rows, the last m % 8 rows in blocks of 4 on AVX2; elsewhere
+// blocks of 4. Each output is computed whole by one iteration: the split over threads
+// cannot change a sum.
+template <class W>
+void Run(RowwisePath path, const float* x, const typename W::T* const* ws, float* const* ys,
+         int count, int64_t n, int64_t k, int64_t m, bool accumulate) {
+  if (n <= 0 || m <= 0 || count <= 0) return;
+  const auto& tiles = path == RowwisePath::kScalar ? Tiles<W>::scalar : Tiles<W>::avx2;
+  const int64_t wide = path == RowwisePath::kAvx512 ? m / kRows512 : 0;
+  const int64_t j_rest = wide * kRows512;
+  const int64_t per_matrix = wide + (m - j_rest + kRows - 1) / kRows;
+#pragma omp parallel for schedule(static) if (count * n * m * k >= kParallelMinMacs)
+  for (int64_t it = 0; it < count * per_matrix; ++it) {
+    const typename W::T* w = ws[it / per_matrix];
+    float* y = ys[it / per_matrix];
+    const int64_t b = it % per_matrix;
+    if (b < wide) {
+      const int64_t j0 = b * kRows512;
+      for (int64_t i0 = 0; i0 < n; i0 += kTokens512) {
+        const int t = static_cast<int>(std::min<int64_t>(kTokens512, n - i0));
+        Tiles<W>::avx512[t - 1](x + i0 * k, w + j0 * k, y + i0 * m + j0, k, m, accumulate);
+      }
+    } else {
+      const int64_t j0 = j_rest + (b - wide) * kRows;
+      const int r = static_cast<int>(std::min<int64_t>(kRows, m - j0));
+      for (int64_t i0 = 0; i0 < n; i0 += kTokens) {
+        const int t = static_cast<int>(std::min<int64_t>(kTokens, n - i0));
+        tiles[r - 1][t - 1](x + i0 * k, w + j0 * k, y + i0 * m + j0, k, m, accumulate);
+      }
     }
   }
-}
-
-// Whole blocks of 8 rows of w on AVX-512, the last m % 8 rows on AVX2.
-void Run512(const float* x, const float* w, float* y, int64_t n, int64_t k, int64_t m,
-            bool accumulate) {
-  if (n <= 0 || m <= 0) return;
-  const int64_t blocks = m / kRows512;
-#pragma omp parallel for schedule(static) if (n * m * k >= kParallelMinMacs)
-  for (int64_t b = 0; b < blocks; ++b) {
-    const int64_t j0 = b * kRows512;
-    for (int64_t i0 = 0; i0 < n; i0 += kTokens512) {
-      const int t = static_cast<int>(std::min<int64_t>(kTokens512, n - i0));
-      kTiles512[t - 1](x + i0 * k, w + j0 * k, y + i0 * m + j0, k, m, accumulate);
-    }
-  }
-  Run(x, w, y, n, k, m, accumulate, Tiles<PickAvx2>::table, blocks * kRows512);
 }
 
 }  // namespace
@@ -217,27 +277,30 @@ bool RowwisePathSupported(RowwisePath path) {
   return false;
 }
 
+RowwisePath BestRowwisePath() {
+  return CpuHasAvx512() ? RowwisePath::kAvx512
+         : CpuHasFma()  ? RowwisePath::kAvx2
+                        : RowwisePath::kScalar;
+}
+
 void RowwiseMatMulTransBOn(RowwisePath path, const float* x, const float* w, float* y, int64_t n,
                            int64_t k, int64_t m, bool accumulate) {
-  switch (path) {
-    case RowwisePath::kAvx512:
-      Run512(x, w, y, n, k, m, accumulate);
-      return;
-    case RowwisePath::kAvx2:
-      Run(x, w, y, n, k, m, accumulate, Tiles<PickAvx2>::table);
-      return;
-    case RowwisePath::kScalar:
-      Run(x, w, y, n, k, m, accumulate, Tiles<PickScalar>::table);
-      return;
-  }
+  Run<F32>(path, x, &w, &y, 1, n, k, m, accumulate);
 }
 
 void RowwiseMatMulTransB(const float* x, const float* w, float* y, int64_t n, int64_t k,
                          int64_t m, bool accumulate) {
-  const RowwisePath path = CpuHasAvx512() ? RowwisePath::kAvx512
-                           : CpuHasFma()  ? RowwisePath::kAvx2
-                                          : RowwisePath::kScalar;
-  RowwiseMatMulTransBOn(path, x, w, y, n, k, m, accumulate);
+  RowwiseMatMulTransBOn(BestRowwisePath(), x, w, y, n, k, m, accumulate);
+}
+
+void RowwiseMatMul16TransBOn(RowwisePath path, DType dtype, const float* x,
+                             const uint16_t* const* ws, float* const* ys, int count, int64_t n,
+                             int64_t k, int64_t m, bool accumulate) {
+  if (dtype == DType::kF16) {
+    Run<F16>(path, x, ws, ys, count, n, k, m, accumulate);
+  } else {
+    Run<Bf16>(path, x, ws, ys, count, n, k, m, accumulate);
+  }
 }
 
 }  // namespace moe::cpu

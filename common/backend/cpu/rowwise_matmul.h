@@ -1,8 +1,9 @@
-// A batch-invariant fp32 matrix product for the CPU: every output y[i, j] is the dot
-// product of x[i] and w[j] computed by one fixed sequence of operations that depends
-// only on k, never on n, on which rows share the call, or on the thread that runs it.
-// A token's result therefore does not change when other tokens join its batch (BLAS
-// picks sgemv for one row and blocked sgemm kernels for more, whose sums differ).
+// A batch-invariant matrix product for the CPU, on fp32 or 16-bit (BF16/F16) stored
+// weights: every output y[i, j] is the dot product of x[i] and w[j] computed by one fixed
+// sequence of operations that depends only on k, never on n, on which rows share the
+// call, or on the thread that runs it. A token's result therefore does not change when
+// other tokens join its batch (BLAS picks sgemv for one row and blocked sgemm kernels for
+// more, whose sums differ).
 //
 // Per dot product: eight lanes, lane l accumulating x[8c + l] * w[8c + l] over chunks
 // c = 0, 1, ... in order by fused multiply-add; the lanes summed as
@@ -12,10 +13,16 @@
 // once) only changes which dot products run side by side. AVX-512 carries two dot
 // products' eight lanes in one register (two rows of w for one token), which doubles
 // the multiply-adds per instruction on cores with 512-bit units.
+//
+// 16-bit weights are widened to fp32 in registers (exact for both types), so their
+// product is bit for bit the fp32 product of the widened matrix, at half the bytes read
+// and without that matrix in memory.
 #ifndef MOE_COMMON_BACKEND_CPU_ROWWISE_MATMUL_H_
 #define MOE_COMMON_BACKEND_CPU_ROWWISE_MATMUL_H_
 
 #include <cstdint>
+
+#include "common/dtype.h"
 
 namespace moe::cpu {
 
@@ -27,9 +34,18 @@ void RowwiseMatMulTransB(const float* x, const float* w, float* y, int64_t n, in
 enum class RowwisePath { kScalar, kAvx2, kAvx512 };
 // Whether this CPU can run `path` (the scalar one always).
 bool RowwisePathSupported(RowwisePath path);
+// The widest path this CPU runs.
+RowwisePath BestRowwisePath();
 // The same product on one given path (tests compare them); the path must be supported.
 void RowwiseMatMulTransBOn(RowwisePath path, const float* x, const float* w, float* y, int64_t n,
                            int64_t k, int64_t m, bool accumulate);
+
+// ys[i][n, m] (=|+=) x[n, k] · widen(ws[i])[m, k]^T for `count` 16-bit matrices of one
+// shape and `dtype` (kBF16 or kF16) on one x, in one parallel region (an expert's w1 and
+// w3); bit for bit RowwiseMatMulTransBOn on each widened matrix.
+void RowwiseMatMul16TransBOn(RowwisePath path, DType dtype, const float* x,
+                             const uint16_t* const* ws, float* const* ys, int count, int64_t n,
+                             int64_t k, int64_t m, bool accumulate);
 
 }  // namespace moe::cpu
 
