@@ -367,7 +367,7 @@ absl::StatusOr<std::unique_ptr<ActivationBatch>> WorkerClient::Lend(int64_t rows
   const MemoryPlace place = CallerPlace();
   if (!place.is_host()) MOE_RETURN_IF_ERROR(options_.device->BindThread());
   MOE_ASSIGN_OR_RETURN(const int slot, AcquireSlot());
-  // From here the slot is the lease's: an early return gives it back.
+  // Until a lease holds the slot, every return gives it back.
   std::unique_ptr<Lease> lease;
   // A batch that fits a slot lives in it when the caller computes on the arena's memory:
   // the host arena for a CPU caller, the device arena for a CUDA caller.

@@ -1,9 +1,10 @@
 // The coordinator's ExpertBackend over gRPC: each MoE layer is one RunExperts call to an
-// expert worker. On a unix socket the hidden states go through an activation arena,
+// expert worker. On a unix socket the hidden states live in an activation arena,
 // attached once, and calls carry only offsets, ids and weights; on TCP they travel
-// inline. With a CUDA device the arena is device memory exported by CUDA IPC, offered
-// first; a worker that cannot map it (another GPU, a CPU worker) refuses it and the
-// client stages through the shared host arena instead.
+// inline. The batch the model norms into is lent from the arena (Lend), so nothing is
+// copied on the way. With a CUDA device the arena is device memory exported by CUDA
+// IPC, offered first; a worker that cannot map it (another GPU, a CPU worker) refuses it
+// and the client stages through the shared host arena instead.
 #ifndef MOE_COORDINATOR_WORKER_CLIENT_H_
 #define MOE_COORDINATOR_WORKER_CLIENT_H_
 
