@@ -17,7 +17,7 @@ namespace moe::coordinator {
 struct PassBuffers {
   int32_t* tokens = nullptr;      // [n]
   float* x = nullptr;             // [n, H], the residual stream
-  float* xn = nullptr;            // [n, H], normalised
+  float* xn = nullptr;            // [n, H], normalised (a sparse layer norms into the lent batch)
   float* q = nullptr;             // [n, q_dim]
   float* k = nullptr;             // [n, kv_dim], copied into each sequence's cache
   float* v = nullptr;             // [n, kv_dim]
