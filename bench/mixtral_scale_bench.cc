@@ -270,11 +270,8 @@ absl::Status Main() {
                                          keep ? expert_worker::Retention::kKeep
                                               : expert_worker::Retention::kDrop));
     MOE_RETURN_IF_ERROR(cache->set_link(link));
-    const bool on_device = device->kind() != backend::DeviceKind::kCpu;
-    expert_worker::InProcessBackend experts(
-        cache.get(), run.variant == BenchVariant::kNaive,
-        on_device ? expert_worker::ActivationPlacement::kDevice : expert_worker::ActivationPlacement::kHost,
-        absl::GetFlag(FLAGS_workspace_tokens));
+    expert_worker::InProcessBackend experts(cache.get(), run.variant == BenchVariant::kNaive,
+                                            absl::GetFlag(FLAGS_workspace_tokens));
     coordinator::DenseWeights weights;
     if (first_weights) {
       weights = *std::move(first_weights);

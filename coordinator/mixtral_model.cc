@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "common/backend/cpu/cpu_device.h"
@@ -10,21 +11,17 @@
 #include "coordinator/model_family.h"
 
 namespace moe::coordinator {
-namespace {
-
-constexpr int kMaxLayerRedos = 5;
 
 // The arrays of one pass of n rows (all sequences together). Device memory: [n, H]
 // hidden states and so on; host memory (pinned): what the host writes or reads.
 struct PassBuffers {
   int32_t* tokens = nullptr;      // [n]
   float* x = nullptr;             // [n, H], the residual stream
-  float* xn = nullptr;            // [n, H], normalised
+  float* xn = nullptr;            // [n, H], normalised (a sparse layer norms into the lent batch)
   float* q = nullptr;             // [n, q_dim]
   float* k = nullptr;             // [n, kv_dim], copied into each sequence's cache
   float* v = nullptr;             // [n, kv_dim]
   float* attn = nullptr;          // [n, q_dim]
-  float* moe_out = nullptr;       // [n, H]
   float* router = nullptr;        // [n, E]
   int32_t* route_ids = nullptr;   // [n, k]
   float* route_w = nullptr;       // [n, k]
@@ -39,6 +36,10 @@ struct PassBuffers {
   int32_t* host_logit_rows = nullptr;  // [rows]
 };
 
+namespace {
+
+constexpr int kMaxLayerRedos = 5;
+
 void Carve(const ModelConfig& c, int64_t n, int64_t rows, const SpeculationOptions& speculation,
            bool device_logits, ScratchCarver& dev, ScratchCarver& host, PassBuffers& b) {
   const int64_t h = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim(), e = c.num_local_experts;
@@ -50,7 +51,6 @@ void Carve(const ModelConfig& c, int64_t n, int64_t rows, const SpeculationOptio
   b.k = dev.Take<float>(n * kvd);
   b.v = dev.Take<float>(n * kvd);
   b.attn = dev.Take<float>(n * qd);
-  b.moe_out = dev.Take<float>(n * h);
   b.router = dev.Take<float>(n * e);
   b.route_ids = dev.Take<int32_t>(n * k);
   b.route_w = dev.Take<float>(n * k);
@@ -107,7 +107,8 @@ int64_t MixtralModel::ScratchBytes(const ModelConfig& config, int64_t n, int64_t
   // E experts per guess: the most a speculation setting can ask for.
   Carve(config, n, logits_rows, {lookahead, int(config.num_local_experts)},
         /*device_logits=*/true, dev, host, b);
-  return dev.used();
+  // And x and out of the expert backend's batch, on this device when it is linked in.
+  return dev.used() + 2 * n * config.hidden_size * int64_t(sizeof(float));
 }
 
 absl::StatusOr<std::unique_ptr<KvCache>> MixtralModel::NewCache(int64_t capacity) const {
@@ -144,16 +145,29 @@ absl::Status MixtralModel::Forward(absl::Span<const int> tokens, KvCache& cache,
   return Forward(absl::MakeConstSpan(&one, 1), cancelled, stats);
 }
 
-absl::Status MixtralModel::Forward(absl::Span<const Sequence> batch,
-                                   const std::function<bool()>& cancelled,
-                                   ForwardStats* stats) const {
+// One forward pass in progress: what Forward checked and laid out, shared by its steps.
+struct MixtralModel::Pass {
+  absl::Span<const Sequence> batch;
+  std::vector<int64_t> offset;  // [batch.size() + 1]: where each sequence's rows start
+  int64_t n = 0;                // rows of the pass
+  int64_t rows = 0;             // rows that get logits
+  bool direct_logits = false;   // a lone sequence's logits written straight to the caller
+  // The expert backend's batch: xn of the sparse layers is normed into its x, the
+  // experts write its out. Given back after the scratch lease has waited for the stream.
+  std::unique_ptr<ActivationBatch> experts_io;
+  std::optional<ScratchPool::Lease> scratch;
+  PassBuffers b;
+  backend::Stream* stream = nullptr;
+  std::optional<Speculator> speculator;
+  ForwardStats stats;
+};
+
+absl::Status MixtralModel::CheckBatch(absl::Span<const Sequence> batch, Pass& pass) const {
   const ModelConfig& c = config_;
-  backend::Device& device = *device_;
-  const bool host_is_device = device.kind() == backend::DeviceKind::kCpu;
+  const bool host_is_device = device_->kind() == backend::DeviceKind::kCpu;
   if (batch.empty()) return absl::InvalidArgumentError("Forward: no sequences");
-  // Where each sequence's rows start in the pass, and the rows that get logits.
-  std::vector<int64_t> offset(batch.size() + 1, 0);
-  int64_t rows = 0;
+  pass.batch = batch;
+  pass.offset.assign(batch.size() + 1, 0);
   for (size_t s = 0; s < batch.size(); ++s) {
     const Sequence& seq = batch[s];
     const int64_t n = static_cast<int64_t>(seq.tokens.size());
@@ -180,190 +194,262 @@ absl::Status MixtralModel::Forward(absl::Span<const Sequence> batch,
             c.vocab_size, ")"));
       }
     }
-    if (cache.device().kind() != device.kind() ||
-        (!host_is_device && &cache.device() != &device)) {
+    if (cache.device().kind() != device_->kind() ||
+        (!host_is_device && &cache.device() != device_)) {
       return absl::InvalidArgumentError(absl::StrCat("Forward: the KV cache is on ",
                                                      cache.device().name(),
-                                                     " but the model computes on ", device.name()));
+                                                     " but the model computes on ", device_->name()));
     }
-    offset[s + 1] = offset[s] + n;
-    rows += seq.which == Logits::kAll ? n : seq.which == Logits::kLast ? 1 : 0;
+    pass.offset[s + 1] = pass.offset[s] + n;
+    pass.rows += seq.which == Logits::kAll ? n : seq.which == Logits::kLast ? 1 : 0;
   }
-  const int64_t n = offset.back();
+  pass.n = pass.offset.back();
+  // On the CPU the kernels write the logits of a lone sequence into the caller's vector.
+  pass.direct_logits = host_is_device && batch.size() == 1;
+  return absl::OkStatus();
+}
 
-  const int64_t h = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim();
-  const int64_t e = c.num_local_experts, k = c.num_experts_per_tok;
-  const ModelFamilyOps family(c, *kernels_);
-  const float eps = static_cast<float>(c.rms_norm_eps);
-  const int64_t window = c.sliding_window.value_or(0);
-  const backend::RopeParams rope{c.head_dim, c.rope_theta};
-  const SpeculationOptions speculation = speculation_;
+absl::Status MixtralModel::LendExpertBatch(Pass& pass) const {
+  MOE_ASSIGN_OR_RETURN(pass.experts_io, experts_->Lend(pass.n));
+  const ActivationBatch& io = *pass.experts_io;
+  if (io.rows() != pass.n || io.x().size() != size_t(pass.n * config_.hidden_size) ||
+      !io.place().ComputableOn(*device_)) {
+    return absl::InternalError(absl::StrCat(
+        "the expert backend lent ", io.rows(), " rows in ", io.place().name(), " for ", pass.n,
+        " rows computed on ", device_->name()));
+  }
+  return absl::OkStatus();
+}
 
-  // One stream and scratch set for this pass; on the CPU the kernels write the logits
-  // of a lone sequence straight into the caller's vector.
-  const bool direct_logits = host_is_device && batch.size() == 1;
+absl::Status MixtralModel::StartPass(Pass& pass) const {
+  const ModelConfig& c = config_;
+  backend::Device& device = *device_;
   MOE_RETURN_IF_ERROR(device.BindThread());
-  PassBuffers b;
+  MOE_RETURN_IF_ERROR(LendExpertBatch(pass));
+  const SpeculationOptions speculation = speculation_;
+  PassBuffers& b = pass.b;
   ScratchCarver dev_size(nullptr), host_size(nullptr);
-  Carve(c, n, rows, speculation, !direct_logits, dev_size, host_size, b);
+  Carve(c, pass.n, pass.rows, speculation, !pass.direct_logits, dev_size, host_size, b);
   MOE_ASSIGN_OR_RETURN(ScratchPool::Lease lease,
                        scratch_.Acquire(size_t(dev_size.used()), size_t(host_size.used())));
-  ScratchCarver dev_mem(lease.device_memory()), host_mem(lease.host_memory());
-  Carve(c, n, rows, speculation, !direct_logits, dev_mem, host_mem, b);
-  backend::Stream& stream = lease.stream();
-  backend::Kernels& kern = *kernels_;
-  const DeviceWeights& weights = *weights_;
+  pass.scratch.emplace(std::move(lease));
+  ScratchCarver dev_mem(pass.scratch->device_memory()), host_mem(pass.scratch->host_memory());
+  Carve(c, pass.n, pass.rows, speculation, !pass.direct_logits, dev_mem, host_mem, b);
+  pass.stream = &pass.scratch->stream();
   MOE_ASSIGN_OR_RETURN(Speculator speculator,
-                       Speculator::Create(c, weights, kern, device, *experts_, speculation, n,
-                                          b.speculation));
+                       Speculator::Create(c, *weights_, *kernels_, device, *experts_, speculation,
+                                          pass.n, b.speculation));
+  pass.speculator.emplace(std::move(speculator));
 
-  // Token ids were checked above: the gather does not range-check.
+  // Token ids were checked: the gather does not range-check.
   int64_t row = 0;
-  for (size_t s = 0; s < batch.size(); ++s) {
-    const Sequence& seq = batch[s];
+  for (size_t s = 0; s < pass.batch.size(); ++s) {
+    const Sequence& seq = pass.batch[s];
     for (int64_t t = 0; t < int64_t(seq.tokens.size()); ++t) {
-      b.host_tokens[offset[s] + t] = seq.tokens[t];
+      b.host_tokens[pass.offset[s] + t] = seq.tokens[t];
       const bool wanted = seq.which == Logits::kAll ||
                           (seq.which == Logits::kLast && t + 1 == int64_t(seq.tokens.size()));
-      if (wanted) b.host_logit_rows[row++] = static_cast<int32_t>(offset[s] + t);
+      if (wanted) b.host_logit_rows[row++] = static_cast<int32_t>(pass.offset[s] + t);
     }
   }
-  MOE_RETURN_IF_ERROR(device.CopyToDevice(b.tokens, b.host_tokens, n * sizeof(int32_t), stream));
+  backend::Stream& stream = *pass.stream;
+  MOE_RETURN_IF_ERROR(
+      device.CopyToDevice(b.tokens, b.host_tokens, pass.n * sizeof(int32_t), stream));
   MOE_RETURN_IF_ERROR(device.CopyToDevice(b.logit_rows, b.host_logit_rows,
-                                          rows * sizeof(int32_t), stream));
-  MOE_RETURN_IF_ERROR(kern.GatherRows(weights.embedding(), b.tokens, n, h, b.x, stream));
+                                          pass.rows * sizeof(int32_t), stream));
+  return kernels_->GatherRows(weights_->embedding(), b.tokens, pass.n, c.hidden_size, b.x,
+                              stream);
+}
 
-  ForwardStats pass;
-  const absl::Span<int32_t> route_ids(b.host_route_ids, size_t(n * k));
-  const absl::Span<float> route_w(b.host_route_w, size_t(n * k));
-
-  for (int l = 0; l < c.num_hidden_layers; ++l) {
-    if (cancelled && cancelled()) return absl::CancelledError("generation cancelled");
-    const DeviceLayerWeights& lw = weights.layer(l);
-
-    // h = x + Attention(RMSNorm(x)): the projections for every row at once, attention
-    // per sequence over its own cache (its new keys and values copied in first).
-    MOE_RETURN_IF_ERROR(kern.RmsNorm(b.x, lw.input_norm, b.xn, n, h, eps, stream));
-    MOE_RETURN_IF_ERROR(kern.MatMul(lw.q, b.xn, b.q, n, /*accumulate=*/false, stream));
-    MOE_RETURN_IF_ERROR(kern.MatMul(lw.k, b.xn, b.k, n, /*accumulate=*/false, stream));
-    MOE_RETURN_IF_ERROR(kern.MatMul(lw.v, b.xn, b.v, n, /*accumulate=*/false, stream));
-    MOE_RETURN_IF_ERROR(family.PrepareQkv(lw, b.q, b.k, b.v, n, stream));
-    for (size_t s = 0; s < batch.size(); ++s) {
-      KvCache& cache = *batch[s].cache;
-      const int64_t start = cache.length(), rows_s = offset[s + 1] - offset[s];
-      float* q = b.q + offset[s] * qd;
-      float* keys = b.k + offset[s] * kvd;
-      MOE_RETURN_IF_ERROR(kern.Rope(q, start, rows_s, c.num_attention_heads, rope, stream));
-      MOE_RETURN_IF_ERROR(kern.Rope(keys, start, rows_s, c.num_key_value_heads, rope, stream));
-      const size_t kv_bytes = size_t(rows_s * kvd) * sizeof(float);
-      MOE_RETURN_IF_ERROR(
-          device.CopyOnDevice(cache.keys(l) + start * kvd, keys, kv_bytes, stream));
-      MOE_RETURN_IF_ERROR(device.CopyOnDevice(cache.values(l) + start * kvd,
-                                              b.v + offset[s] * kvd, kv_bytes, stream));
-      MOE_RETURN_IF_ERROR(kern.Attention(q, cache.keys(l), cache.values(l),
-                                         b.attn + offset[s] * qd, start, rows_s,
-                                         c.num_attention_heads, c.num_key_value_heads,
-                                         c.head_dim, window, stream));
-    }
-    MOE_RETURN_IF_ERROR(kern.MatMul(lw.o, b.attn, b.x, n, /*accumulate=*/true, stream));
-
-    // A dense layer (qwen's decoder_sparse_step, mlp_only_layers): x = h + MLP(RMSNorm(h)),
-    // all here; the expert worker and the speculator number only the sparse layers.
-    const int expert_layer = c.ExpertLayer(l);
-    if (expert_layer < 0) {
-      MOE_RETURN_IF_ERROR(kern.RmsNorm(b.x, lw.post_norm, b.xn, n, h, eps, stream));
-      MOE_RETURN_IF_ERROR(family.DenseMlp(lw, b.xn, b.x, n, b.mlp, stream));
-      continue;
-    }
-
-    // Guesses are queued before this layer's router so that the prefetches can start
-    // as soon as they reach the host, while the router still computes.
-    MOE_RETURN_IF_ERROR(speculator.Guess(expert_layer, b.x, stream));
-
-    // x = h + MoE(RMSNorm(h)): route here, compute where the experts live.
-    MOE_RETURN_IF_ERROR(kern.RmsNorm(b.x, lw.post_norm, b.xn, n, h, eps, stream));
-    MOE_RETURN_IF_ERROR(family.Route(lw, b.xn, n, b.router, b.route_ids, b.route_w, stream));
+absl::Status MixtralModel::AttentionStep(Pass& pass, int l) const {
+  // h = x + Attention(RMSNorm(x)): the projections for every row at once, attention per
+  // sequence over its own cache (its new keys and values copied in first).
+  const ModelConfig& c = config_;
+  const int64_t n = pass.n, qd = c.q_dim(), kvd = c.kv_dim();
+  const DeviceLayerWeights& lw = weights_->layer(l);
+  const backend::RopeParams rope{c.head_dim, c.rope_theta};
+  backend::Kernels& kern = *kernels_;
+  backend::Stream& stream = *pass.stream;
+  PassBuffers& b = pass.b;
+  MOE_RETURN_IF_ERROR(kern.RmsNorm(b.x, lw.input_norm, b.xn, n, c.hidden_size,
+                                   static_cast<float>(c.rms_norm_eps), stream));
+  MOE_RETURN_IF_ERROR(kern.MatMul(lw.q, b.xn, b.q, n, /*accumulate=*/false, stream));
+  MOE_RETURN_IF_ERROR(kern.MatMul(lw.k, b.xn, b.k, n, /*accumulate=*/false, stream));
+  MOE_RETURN_IF_ERROR(kern.MatMul(lw.v, b.xn, b.v, n, /*accumulate=*/false, stream));
+  MOE_RETURN_IF_ERROR(ModelFamilyOps(c, kern).PrepareQkv(lw, b.q, b.k, b.v, n, stream));
+  for (size_t s = 0; s < pass.batch.size(); ++s) {
+    KvCache& cache = *pass.batch[s].cache;
+    const int64_t start = cache.length(), rows_s = pass.offset[s + 1] - pass.offset[s];
+    float* q = b.q + pass.offset[s] * qd;
+    float* keys = b.k + pass.offset[s] * kvd;
+    MOE_RETURN_IF_ERROR(kern.Rope(q, start, rows_s, c.num_attention_heads, rope, stream));
+    MOE_RETURN_IF_ERROR(kern.Rope(keys, start, rows_s, c.num_key_value_heads, rope, stream));
+    const size_t kv_bytes = size_t(rows_s * kvd) * sizeof(float);
     MOE_RETURN_IF_ERROR(
-        device.CopyToHost(b.host_route_ids, b.route_ids, n * k * sizeof(int32_t), stream));
-    MOE_RETURN_IF_ERROR(
-        device.CopyToHost(b.host_route_w, b.route_w, n * k * sizeof(float), stream));
-    MOE_RETURN_IF_ERROR(family.SharedExpert(lw, b.xn, n, b.mlp, stream));
-    MOE_RETURN_IF_ERROR(speculator.Hint(expert_layer));
-    // The worker reads ids and weights on the host, and x (xn) once the stream is done.
-    MOE_RETURN_IF_ERROR(stream.Synchronize());
-    for (size_t s = 0; s < batch.size(); ++s) {
-      const int64_t start = batch[s].cache->length(), rows_s = offset[s + 1] - offset[s];
-      const absl::Span<int32_t> ids = route_ids.subspan(offset[s] * k, rows_s * k);
-      const absl::Span<float> gains = route_w.subspan(offset[s] * k, rows_s * k);
-      if (routing_override_) {
-        MOE_RETURN_IF_ERROR(routing_override_(expert_layer, start, rows_s, ids, gains));
-        for (int64_t i = 0; i < rows_s * k; ++i) {
-          if (ids[i] < 0 || ids[i] >= e) {
-            return absl::InvalidArgumentError(absl::StrCat(
-                "routing override: layer ", l, ", token ", i / k, ": expert id ", ids[i],
-                " is outside [0, ", e, ")"));
-          }
+        device_->CopyOnDevice(cache.keys(l) + start * kvd, keys, kv_bytes, stream));
+    MOE_RETURN_IF_ERROR(device_->CopyOnDevice(cache.values(l) + start * kvd,
+                                              b.v + pass.offset[s] * kvd, kv_bytes, stream));
+    MOE_RETURN_IF_ERROR(kern.Attention(q, cache.keys(l), cache.values(l),
+                                       b.attn + pass.offset[s] * qd, start, rows_s,
+                                       c.num_attention_heads, c.num_key_value_heads, c.head_dim,
+                                       c.sliding_window.value_or(0), stream));
+  }
+  return kern.MatMul(lw.o, b.attn, b.x, n, /*accumulate=*/true, stream);
+}
+
+absl::Status MixtralModel::ObserveRouting(Pass& pass, int l, int expert_layer) const {
+  const int64_t k = config_.num_experts_per_tok, e = config_.num_local_experts;
+  const absl::Span<int32_t> route_ids(pass.b.host_route_ids, size_t(pass.n * k));
+  const absl::Span<float> route_w(pass.b.host_route_w, size_t(pass.n * k));
+  for (size_t s = 0; s < pass.batch.size(); ++s) {
+    const int64_t start = pass.batch[s].cache->length();
+    const int64_t rows_s = pass.offset[s + 1] - pass.offset[s];
+    const absl::Span<int32_t> ids = route_ids.subspan(pass.offset[s] * k, rows_s * k);
+    const absl::Span<float> gains = route_w.subspan(pass.offset[s] * k, rows_s * k);
+    if (routing_override_) {
+      MOE_RETURN_IF_ERROR(routing_override_(expert_layer, start, rows_s, ids, gains));
+      for (int64_t i = 0; i < rows_s * k; ++i) {
+        if (ids[i] < 0 || ids[i] >= e) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "routing override: layer ", l, ", token ", i / k, ": expert id ", ids[i],
+              " is outside [0, ", e, ")"));
         }
       }
-      if (observer_) observer_(LayerRouting{expert_layer, start, ids, gains});
     }
-    speculator.Score(expert_layer, route_ids);
-
-    // One call for every row of the pass: an expert loaded once serves all its rows.
-    const absl::Span<const float> xn(b.xn, size_t(n * h));
-    const absl::Span<float> moe_out(b.moe_out, size_t(n * h));
-    absl::Status ran =
-        experts_->RunExperts(expert_layer, xn, n, route_ids, route_w, moe_out, &pass.experts);
-    // A lost expert worker may come back (restarted): then redo this layer's experts with
-    // the same inputs, so the tokens are those of an undisturbed run. Bounded, in case a
-    // worker answers health checks but never RunExperts.
-    for (int redo = 0; absl::IsUnavailable(ran) && redo < kMaxLayerRedos; ++redo) {
-      MOE_RETURN_IF_ERROR(experts_->AwaitRecovery(cancelled));
-      ran = experts_->RunExperts(expert_layer, xn, n, route_ids, route_w, moe_out, &pass.experts);
-    }
-    MOE_RETURN_IF_ERROR(ran);
-    MOE_RETURN_IF_ERROR(family.AddSharedExpert(lw, b.moe_out, n, b.mlp, stream));
-    // RunExperts is synchronous: out is complete before this is queued.
-    MOE_RETURN_IF_ERROR(kern.Add(b.x, b.moe_out, n * h, stream));
+    if (observer_) observer_(LayerRouting{expert_layer, start, ids, gains});
   }
+  pass.speculator->Score(expert_layer, route_ids);
+  return absl::OkStatus();
+}
 
-  // Final norm and LM head for the rows that get logits, gathered into xn.
-  if (rows > 0) {
-    MOE_RETURN_IF_ERROR(kern.GatherRows(b.x, b.logit_rows, rows, h, b.xn, stream));
-    MOE_RETURN_IF_ERROR(kern.RmsNorm(b.xn, weights.final_norm(), b.xn, rows, h, eps, stream));
-    const int64_t v = c.vocab_size;
-    if (direct_logits) {
-      batch[0].logits->resize(rows * v);
-      MOE_RETURN_IF_ERROR(kern.MatMul(weights.lm_head(), b.xn, batch[0].logits->data(), rows,
-                                      /*accumulate=*/false, stream));
-    } else {
-      MOE_RETURN_IF_ERROR(
-          kern.MatMul(weights.lm_head(), b.xn, b.logits, rows, /*accumulate=*/false, stream));
-      int64_t first = 0;
-      for (const Sequence& seq : batch) {
-        const int64_t count = seq.which == Logits::kAll    ? int64_t(seq.tokens.size())
-                              : seq.which == Logits::kLast ? 1
-                                                           : 0;
-        if (count == 0) continue;
-        seq.logits->resize(count * v);
-        MOE_RETURN_IF_ERROR(device.CopyToHost(seq.logits->data(), b.logits + first * v,
-                                              count * v * sizeof(float), stream));
-        first += count;
-      }
-    }
+absl::Status MixtralModel::RunExperts(Pass& pass, int l, int expert_layer,
+                                      const std::function<bool()>& cancelled) const {
+  const int64_t k = config_.num_experts_per_tok;
+  const absl::Span<const int32_t> ids(pass.b.host_route_ids, size_t(pass.n * k));
+  const absl::Span<const float> gains(pass.b.host_route_w, size_t(pass.n * k));
+  absl::Status ran =
+      experts_->RunExperts(expert_layer, *pass.experts_io, ids, gains, &pass.stats.experts);
+  // A lost expert worker may come back (restarted): then redo this layer's experts with
+  // the same inputs, so the tokens are those of an undisturbed run; in a fresh batch,
+  // since the lost one may still write into the old. Bounded, in case a worker answers
+  // health checks but never RunExperts.
+  for (int redo = 0; absl::IsUnavailable(ran) && redo < kMaxLayerRedos; ++redo) {
+    pass.experts_io.reset();
+    MOE_RETURN_IF_ERROR(experts_->AwaitRecovery(cancelled));
+    MOE_RETURN_IF_ERROR(LendExpertBatch(pass));
+    MOE_RETURN_IF_ERROR(NormForExperts(pass, l));
+    MOE_RETURN_IF_ERROR(pass.stream->Synchronize());
+    ran = experts_->RunExperts(expert_layer, *pass.experts_io, ids, gains, &pass.stats.experts);
   }
+  return ran;
+}
+
+absl::Status MixtralModel::NormForExperts(Pass& pass, int l) const {
+  return kernels_->RmsNorm(pass.b.x, weights_->layer(l).post_norm, pass.experts_io->x().data(),
+                           pass.n, config_.hidden_size, static_cast<float>(config_.rms_norm_eps),
+                           *pass.stream);
+}
+
+absl::Status MixtralModel::MoeStep(Pass& pass, int l, int expert_layer,
+                                   const std::function<bool()>& cancelled) const {
+  // x = h + MoE(RMSNorm(h)): route here, compute where the experts live. The norm goes
+  // straight into the expert backend's batch; the router and a shared expert read it
+  // there too.
+  const ModelConfig& c = config_;
+  const int64_t n = pass.n, k = c.num_experts_per_tok;
+  const DeviceLayerWeights& lw = weights_->layer(l);
+  const ModelFamilyOps family(c, *kernels_);
+  backend::Stream& stream = *pass.stream;
+  PassBuffers& b = pass.b;
+  // Guesses are queued before this layer's router so that the prefetches can start as
+  // soon as they reach the host, while the router still computes.
+  MOE_RETURN_IF_ERROR(pass.speculator->Guess(expert_layer, b.x, stream));
+  MOE_RETURN_IF_ERROR(NormForExperts(pass, l));
+  const float* xn = pass.experts_io->x().data();
+  MOE_RETURN_IF_ERROR(family.Route(lw, xn, n, b.router, b.route_ids, b.route_w, stream));
+  MOE_RETURN_IF_ERROR(
+      device_->CopyToHost(b.host_route_ids, b.route_ids, n * k * sizeof(int32_t), stream));
+  MOE_RETURN_IF_ERROR(device_->CopyToHost(b.host_route_w, b.route_w, n * k * sizeof(float), stream));
+  MOE_RETURN_IF_ERROR(family.SharedExpert(lw, xn, n, b.mlp, stream));
+  MOE_RETURN_IF_ERROR(pass.speculator->Hint(expert_layer));
+  // The experts read ids and weights on the host, and x once the stream is done.
   MOE_RETURN_IF_ERROR(stream.Synchronize());
+  MOE_RETURN_IF_ERROR(ObserveRouting(pass, l, expert_layer));
+  // One call for every row of the pass: an expert loaded once serves all its rows.
+  MOE_RETURN_IF_ERROR(RunExperts(pass, l, expert_layer, cancelled));
+  float* out = pass.experts_io->out().data();
+  MOE_RETURN_IF_ERROR(family.AddSharedExpert(lw, out, n, b.mlp, stream));
+  // RunExperts is synchronous: out is complete before this is queued.
+  return kernels_->Add(b.x, out, n * c.hidden_size, stream);
+}
+
+absl::Status MixtralModel::LogitsStep(Pass& pass) const {
+  // Final norm and LM head for the rows that get logits, gathered into xn.
+  const ModelConfig& c = config_;
+  const int64_t h = c.hidden_size, v = c.vocab_size, rows = pass.rows;
+  backend::Kernels& kern = *kernels_;
+  backend::Stream& stream = *pass.stream;
+  PassBuffers& b = pass.b;
+  if (rows == 0) return absl::OkStatus();
+  MOE_RETURN_IF_ERROR(kern.GatherRows(b.x, b.logit_rows, rows, h, b.xn, stream));
+  MOE_RETURN_IF_ERROR(kern.RmsNorm(b.xn, weights_->final_norm(), b.xn, rows, h,
+                                   static_cast<float>(c.rms_norm_eps), stream));
+  if (pass.direct_logits) {
+    pass.batch[0].logits->resize(rows * v);
+    return kern.MatMul(weights_->lm_head(), b.xn, pass.batch[0].logits->data(), rows,
+                       /*accumulate=*/false, stream);
+  }
+  MOE_RETURN_IF_ERROR(
+      kern.MatMul(weights_->lm_head(), b.xn, b.logits, rows, /*accumulate=*/false, stream));
+  int64_t first = 0;
+  for (const Sequence& seq : pass.batch) {
+    const int64_t count = seq.which == Logits::kAll    ? int64_t(seq.tokens.size())
+                          : seq.which == Logits::kLast ? 1
+                                                       : 0;
+    if (count == 0) continue;
+    seq.logits->resize(count * v);
+    MOE_RETURN_IF_ERROR(device_->CopyToHost(seq.logits->data(), b.logits + first * v,
+                                            count * v * sizeof(float), stream));
+    first += count;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MixtralModel::Forward(absl::Span<const Sequence> batch,
+                                   const std::function<bool()>& cancelled,
+                                   ForwardStats* stats) const {
+  Pass pass;
+  MOE_RETURN_IF_ERROR(CheckBatch(batch, pass));
+  MOE_RETURN_IF_ERROR(StartPass(pass));
+  const ModelConfig& c = config_;
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    if (cancelled && cancelled()) return absl::CancelledError("generation cancelled");
+    MOE_RETURN_IF_ERROR(AttentionStep(pass, l));
+    const int expert_layer = c.ExpertLayer(l);
+    if (expert_layer >= 0) {
+      MOE_RETURN_IF_ERROR(MoeStep(pass, l, expert_layer, cancelled));
+      continue;
+    }
+    // A dense layer (qwen's decoder_sparse_step, mlp_only_layers): x = h + MLP(RMSNorm(h)),
+    // all here; the expert worker and the speculator number only the sparse layers.
+    const DeviceLayerWeights& lw = weights_->layer(l);
+    MOE_RETURN_IF_ERROR(kernels_->RmsNorm(pass.b.x, lw.post_norm, pass.b.xn, pass.n,
+                                          c.hidden_size, static_cast<float>(c.rms_norm_eps),
+                                          *pass.stream));
+    MOE_RETURN_IF_ERROR(ModelFamilyOps(c, *kernels_)
+                            .DenseMlp(lw, pass.b.xn, pass.b.x, pass.n, pass.b.mlp, *pass.stream));
+  }
+  MOE_RETURN_IF_ERROR(LogitsStep(pass));
+  MOE_RETURN_IF_ERROR(pass.stream->Synchronize());
 
   for (size_t s = 0; s < batch.size(); ++s) {
     KvCache& cache = *batch[s].cache;
-    cache.set_length(cache.length() + offset[s + 1] - offset[s]);
+    cache.set_length(cache.length() + pass.offset[s + 1] - pass.offset[s]);
   }
-  pass.speculation = speculator.stats();
-  if (stats != nullptr) *stats += pass;
-  {
-    std::lock_guard<std::mutex> lock(totals_mu_);
-    totals_ += pass;
-  }
+  pass.stats.speculation = pass.speculator->stats();
+  if (stats != nullptr) *stats += pass.stats;
+  std::lock_guard<std::mutex> lock(totals_mu_);
+  totals_ += pass.stats;
   return absl::OkStatus();
 }
 

@@ -56,6 +56,10 @@ struct ForwardStats {
   }
 };
 
+// The sparse layers' normalised hidden state is written straight into an activation
+// batch the expert backend lends (ExpertBackend::Lend), one per pass, and their output is
+// read from it: nothing is staged between the model and the experts.
+//
 // Immutable after Create but for the hooks, the speculation settings and the context
 // limit (set between passes) and the totals (under a lock). Forward may run
 // concurrently on different caches (both ExpertBackends are thread-safe): each pass
@@ -148,7 +152,27 @@ class MixtralModel {
   const DeviceWeights& weights() const { return *weights_; }
 
  private:
+  struct Pass;  // one pass in progress (mixtral_model.cc)
+
   MixtralModel(const ModelConfig& config, ExpertBackend* experts, backend::Device& device);
+
+  // The steps of a pass, in order. CheckBatch validates the sequences and lays out their
+  // rows; StartPass lends the expert batch, takes scratch and embeds the tokens; then per
+  // layer AttentionStep and MoeStep (or a dense MLP); LogitsStep last.
+  absl::Status CheckBatch(absl::Span<const Sequence> batch, Pass& pass) const;
+  absl::Status StartPass(Pass& pass) const;
+  absl::Status AttentionStep(Pass& pass, int l) const;
+  absl::Status MoeStep(Pass& pass, int l, int expert_layer,
+                       const std::function<bool()>& cancelled) const;
+  absl::Status LogitsStep(Pass& pass) const;
+  // Parts of MoeStep: the expert backend's batch for the pass's rows (checked to be
+  // memory this model computes on), RMSNorm of layer l into its x, the routing override
+  // and observer, and the experts' call with its redo after a lost worker.
+  absl::Status LendExpertBatch(Pass& pass) const;
+  absl::Status NormForExperts(Pass& pass, int l) const;
+  absl::Status ObserveRouting(Pass& pass, int l, int expert_layer) const;
+  absl::Status RunExperts(Pass& pass, int l, int expert_layer,
+                          const std::function<bool()>& cancelled) const;
 
   ModelConfig config_;
   ExpertBackend* experts_;

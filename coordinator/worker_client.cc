@@ -140,6 +140,7 @@ WorkerClient::WorkerClient(const WorkerClientOptions& options, const ModelConfig
       slot_bytes_(layout_.slot_bytes),
       call_tokens_(options.max_tokens_per_call) {
   use_device_arena_ = device_arena_ != nullptr;
+  staging_.resize(size_t(options.arena_slots));
   for (int s = 0; s < options.arena_slots; ++s) free_slots_.push_back(s);
 }
 
@@ -316,114 +317,226 @@ void WorkerClient::ReleaseSlot(int slot, bool retire) {
   slot_free_.notify_all();
 }
 
-absl::Status WorkerClient::RunExperts(int layer, absl::Span<const float> x, int64_t n,
-                                      absl::Span<const int32_t> ids, absl::Span<const float> weights,
-                                      absl::Span<float> out, ExpertCallStats* stats) {
+// A lent batch: an arena slot held from Lend to destruction, and where x and out are.
+class WorkerClient::Lease : public ActivationBatch {
+ public:
+  Lease(WorkerClient* client, int slot, MemoryPlace place, float* x, float* out, int64_t rows,
+        int64_t hidden, const ActivationArena* arena, uint64_t x_offset, uint64_t out_offset)
+      : ActivationBatch(client, place, x, out, rows, hidden),
+        client_(client),
+        slot_(slot),
+        arena_(arena),
+        x_offset_(x_offset),
+        out_offset_(out_offset) {}
+  ~Lease() override { client_->ReleaseSlot(slot_, retire_); }
+
+  int slot() const { return slot_; }
+  // Set when a call timed out: the worker may still write into the slot.
+  bool retired() const { return retire_; }
+  bool* retire() { return &retire_; }
+  // Where rows [start, ..) of x and out are in `arena`: in the lease's own memory when it
+  // lies there (nothing to copy), else in the slot's staging rows (*staged = true).
+  void PlaceIn(const ActivationArena* arena, int64_t start, uint64_t* x_offset,
+               uint64_t* out_offset, bool* staged) const {
+    const uint64_t row_bytes = uint64_t(x().size() / size_t(rows())) * sizeof(float);
+    *staged = arena == nullptr || arena != arena_;
+    if (*staged) {
+      *x_offset = uint64_t(slot_) * client_->slot_bytes_;
+      *out_offset = *x_offset + client_->slot_bytes_ / 2;
+    } else {
+      *x_offset = x_offset_ + uint64_t(start) * row_bytes;
+      *out_offset = out_offset_ + uint64_t(start) * row_bytes;
+    }
+  }
+
+ private:
+  WorkerClient* client_;
+  int slot_;
+  bool retire_ = false;
+  const ActivationArena* arena_;  // null: x and out are the slot's staging memory
+  uint64_t x_offset_, out_offset_;
+};
+
+MemoryPlace WorkerClient::CallerPlace() const {
+  return OnCudaDevice(options_) ? MemoryPlace::On(*options_.device) : MemoryPlace::Host();
+}
+
+absl::StatusOr<std::unique_ptr<ActivationBatch>> WorkerClient::Lend(int64_t rows) {
   const int64_t h = config_.hidden_size;
-  const int64_t k = n > 0 ? static_cast<int64_t>(ids.size()) / n : 0;
-  if (!streams_.empty()) MOE_RETURN_IF_ERROR(options_.device->BindThread());
+  MOE_ASSIGN_OR_RETURN(const uint64_t bytes, ActivationBytes(rows, h));
+  const MemoryPlace place = CallerPlace();
+  if (!place.is_host()) MOE_RETURN_IF_ERROR(options_.device->BindThread());
   MOE_ASSIGN_OR_RETURN(const int slot, AcquireSlot());
-  absl::Status status;
-  bool retire = false;
-  const int64_t chunk = call_tokens_.load();
-  for (int64_t start = 0; start < n && status.ok(); start += chunk) {
-    const int64_t m = std::min(chunk, n - start);
-    status = RunChunk(slot, layer, x.subspan(start * h, m * h), m, ids.subspan(start * k, m * k),
-                      weights.subspan(start * k, m * k), out.subspan(start * h, m * h), stats,
-                      &retire);
+  // Until a lease holds the slot, every return gives it back.
+  std::unique_ptr<Lease> lease;
+  // A batch that fits a slot lives in it when the caller computes on the arena's memory:
+  // the host arena for a CPU caller, the device arena for a CUDA caller.
+  const ActivationArena* arena = nullptr;
+  if (rows <= options_.max_tokens_per_call) {
+    if (place.is_host() && arena_ != nullptr) {
+      arena = arena_.get();
+    } else if (!place.is_host() && use_device_arena_) {
+      arena = device_arena_.get();
+    }
   }
-  ReleaseSlot(slot, retire);
-  return status;
-}
-
-absl::Status WorkerClient::CopyFromCaller(int slot, void* host, const void* caller, size_t bytes) {
-  if (streams_.empty()) {
-    std::memcpy(host, caller, bytes);
-    return absl::OkStatus();
-  }
-  backend::Stream& stream = *streams_[slot];
-  MOE_RETURN_IF_ERROR(options_.device->CopyToHost(host, caller, bytes, stream));
-  return stream.Synchronize();
-}
-
-absl::Status WorkerClient::CopyToCaller(int slot, void* caller, const void* host, size_t bytes) {
-  if (streams_.empty()) {
-    std::memcpy(caller, host, bytes);
-    return absl::OkStatus();
-  }
-  backend::Stream& stream = *streams_[slot];
-  MOE_RETURN_IF_ERROR(options_.device->CopyToDevice(caller, host, bytes, stream));
-  return stream.Synchronize();
-}
-
-absl::Status WorkerClient::StageInput(int slot, ActivationPath path, absl::Span<const float> x,
-                                      v1::RunExpertsRequest* request) {
-  const uint64_t bytes = x.size() * sizeof(float);
-  const uint64_t in_offset = slot * slot_bytes_;
-  const uint64_t out_offset = in_offset + slot_bytes_ / 2;
-  switch (path) {
-    case ActivationPath::kInline:
-      if (streams_.empty()) {
-        request->set_input_inline(x.data(), bytes);
-      } else {
-        std::string* staged = request->mutable_input_inline();
-        staged->resize(bytes);
-        MOE_RETURN_IF_ERROR(CopyFromCaller(slot, staged->data(), x.data(), bytes));
+  const uint64_t x_offset = uint64_t(slot) * slot_bytes_, out_offset = x_offset + slot_bytes_ / 2;
+  if (arena != nullptr) {
+    absl::StatusOr<void*> x = arena->At(x_offset, bytes);
+    absl::StatusOr<void*> out = arena->At(out_offset, bytes);
+    if (!x.ok() || !out.ok()) {
+      ReleaseSlot(slot, false);
+      return x.ok() ? out.status() : x.status();
+    }
+    lease = std::make_unique<Lease>(this, slot, place, static_cast<float*>(*x),
+                                    static_cast<float*>(*out), rows, h, arena, x_offset,
+                                    out_offset);
+  } else {
+    // Inline tensors, a batch larger than a slot, or an arena the caller cannot compute
+    // on: the slot's own memory, staged to the worker chunk by chunk.
+    Staging& staging = staging_[size_t(slot)];
+    if (place.is_host()) {
+      if (staging.host.size() < 2 * bytes / sizeof(float)) staging.host.resize(2 * bytes / sizeof(float));
+      float* base = staging.host.data();
+      lease = std::make_unique<Lease>(this, slot, place, base, base + rows * h, rows, h,
+                                      nullptr, 0, 0);
+    } else {
+      if (staging.device == nullptr || staging.device->size() < 2 * bytes) {
+        staging.device.reset();
+        absl::StatusOr<std::unique_ptr<backend::DeviceBuffer>> made =
+            options_.device->Allocate(2 * bytes);
+        if (!made.ok()) {
+          ReleaseSlot(slot, false);
+          return absl::Status(made.status().code(),
+                              absl::StrCat("an activation batch of ", rows, " rows on ",
+                                           options_.device->name(), ": ", made.status().message()));
+        }
+        staging.device = *std::move(made);
       }
-      return absl::OkStatus();
-    case ActivationPath::kHostArena: {
-      MOE_ASSIGN_OR_RETURN(absl::Span<float> arena_in, arena_->Floats(in_offset, x.size()));
-      MOE_RETURN_IF_ERROR(CopyFromCaller(slot, arena_in.data(), x.data(), bytes));
-      request->set_arena_id(arena_->id());
-      break;
-    }
-    case ActivationPath::kDeviceArena: {
-      MOE_ASSIGN_OR_RETURN(void* arena_in, device_arena_->At(in_offset, bytes));
-      backend::Stream& stream = *streams_[slot];
-      MOE_RETURN_IF_ERROR(options_.device->CopyOnDevice(arena_in, x.data(), bytes, stream));
-      // The worker reads it once the request arrives: the copy must be done before.
-      MOE_RETURN_IF_ERROR(stream.Synchronize());
-      request->set_arena_id(device_arena_->id());
-      break;
+      float* base = staging.device->as<float>();
+      lease = std::make_unique<Lease>(this, slot, place, base, base + rows * h, rows, h,
+                                      nullptr, 0, 0);
     }
   }
-  request->mutable_input_slice()->set_offset(in_offset);
-  request->mutable_input_slice()->set_size_bytes(bytes);
-  request->mutable_output_slice()->set_offset(out_offset);
-  request->mutable_output_slice()->set_size_bytes(bytes);
+  return std::unique_ptr<ActivationBatch>(std::move(lease));
+}
+
+absl::Status WorkerClient::RunExperts(int layer, ActivationBatch& batch,
+                                      absl::Span<const int32_t> ids, absl::Span<const float> weights,
+                                      ExpertCallStats* stats) {
+  if (batch.lender() != this) {
+    return absl::InvalidArgumentError("RunExperts: the activation batch was lent by another backend");
+  }
+  auto& lease = static_cast<Lease&>(batch);
+  if (lease.retired()) {
+    return absl::FailedPreconditionError(
+        "RunExperts: a lost worker may still write into this activation batch; lend a new one");
+  }
+  const int64_t n = batch.rows();
+  if (ids.empty() || ids.size() % size_t(n) != 0 || weights.size() != ids.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("RunExperts: ", ids.size(), " ids and ",
+                                                   weights.size(), " weights for ", n, " rows"));
+  }
+  const int64_t k = static_cast<int64_t>(ids.size()) / n;
+  if (!CallerPlace().is_host()) MOE_RETURN_IF_ERROR(options_.device->BindThread());
+  const int64_t chunk = call_tokens_.load();
+  for (int64_t start = 0; start < n; start += chunk) {
+    const int64_t m = std::min(chunk, n - start);
+    MOE_RETURN_IF_ERROR(RunChunk(lease, layer, start, m, ids.subspan(start * k, m * k),
+                                 weights.subspan(start * k, m * k), stats));
+  }
   return absl::OkStatus();
 }
 
-absl::Status WorkerClient::ReadOutput(int slot, ActivationPath path,
-                                      const v1::RunExpertsResponse& response, absl::Span<float> out) {
-  const uint64_t bytes = out.size() * sizeof(float);
-  const uint64_t out_offset = slot * slot_bytes_ + slot_bytes_ / 2;
-  switch (path) {
-    case ActivationPath::kInline:
-      if (response.output_inline().size() != bytes) {
-        return absl::InternalError(absl::StrCat("expert worker returned ",
-                                                response.output_inline().size(),
-                                                " bytes, expected ", bytes));
-      }
-      return CopyToCaller(slot, out.data(), response.output_inline().data(), bytes);
-    case ActivationPath::kHostArena: {
-      MOE_ASSIGN_OR_RETURN(absl::Span<float> arena_out, arena_->Floats(out_offset, out.size()));
-      return CopyToCaller(slot, out.data(), arena_out.data(), bytes);
-    }
-    case ActivationPath::kDeviceArena: {
-      MOE_ASSIGN_OR_RETURN(void* arena_out, device_arena_->At(out_offset, bytes));
-      backend::Stream& stream = *streams_[slot];
-      MOE_RETURN_IF_ERROR(options_.device->CopyOnDevice(out.data(), arena_out, bytes, stream));
-      return stream.Synchronize();
-    }
+absl::Status WorkerClient::Copy(int slot, void* dst, MemoryPlace dst_place, const void* src,
+                                MemoryPlace src_place, size_t bytes) {
+  if (dst_place.is_host() && src_place.is_host()) {
+    std::memcpy(dst, src, bytes);
+    return absl::OkStatus();
   }
-  return absl::InternalError("unknown activation path");
+  // Device memory here is the caller's device's (its own, or the device arena on it).
+  if (streams_.empty()) return absl::InternalError("a device copy without a CUDA device");
+  backend::Stream& stream = *streams_[size_t(slot)];
+  backend::Device& device = *options_.device;
+  if (dst_place.is_host()) {
+    MOE_RETURN_IF_ERROR(device.CopyToHost(dst, src, bytes, stream));
+  } else if (src_place.is_host()) {
+    MOE_RETURN_IF_ERROR(device.CopyToDevice(dst, src, bytes, stream));
+  } else {
+    MOE_RETURN_IF_ERROR(device.CopyOnDevice(dst, src, bytes, stream));
+  }
+  // The worker reads the input once the request arrives; the caller reads out on return.
+  return stream.Synchronize();
 }
 
-absl::Status WorkerClient::RpcCall(int slot, ActivationPath path, v1::RunExpertsRequest* request,
-                                   absl::Span<const float> x, absl::Span<float> out,
-                                   ExpertCallStats* figures, bool* retire) {
-  MOE_RETURN_IF_ERROR(StageInput(slot, path, x, request));
+const ActivationArena* WorkerClient::ArenaOf(ActivationPath path) const {
+  switch (path) {
+    case ActivationPath::kInline: return nullptr;
+    case ActivationPath::kHostArena: return arena_.get();
+    case ActivationPath::kDeviceArena: return device_arena_.get();
+  }
+  return nullptr;
+}
+
+MemoryPlace WorkerClient::ArenaPlace(ActivationPath path) const {
+  return path == ActivationPath::kDeviceArena ? MemoryPlace::On(*options_.device)
+                                              : MemoryPlace::Host();
+}
+
+absl::Status WorkerClient::StageInput(Lease& lease, ActivationPath path, int64_t start, int64_t n,
+                                      ChunkSlices* slices) {
+  const int64_t h = config_.hidden_size;
+  const uint64_t bytes = uint64_t(n * h) * sizeof(float);
+  const float* x = lease.x().data() + start * h;
+  slices->bytes = bytes;
+  slices->arena = ArenaOf(path);
+  if (slices->arena == nullptr) {  // inline: the request carries the rows
+    slices->staged = true;
+    return absl::OkStatus();
+  }
+  lease.PlaceIn(slices->arena, start, &slices->x_offset, &slices->out_offset, &slices->staged);
+  if (!slices->staged) return absl::OkStatus();
+  MOE_ASSIGN_OR_RETURN(void* arena_x, slices->arena->At(slices->x_offset, bytes));
+  return Copy(lease.slot(), arena_x, ArenaPlace(path), x, lease.place(), bytes);
+}
+
+absl::Status WorkerClient::ReadOutput(Lease& lease, ActivationPath path, int64_t start,
+                                      const ChunkSlices& slices, const std::string* inline_out) {
+  float* out = lease.out().data() + start * config_.hidden_size;
+  if (slices.arena == nullptr) {
+    if (inline_out == nullptr || inline_out->size() != slices.bytes) {
+      return absl::InternalError(absl::StrCat("expert worker returned ",
+                                              inline_out ? inline_out->size() : 0,
+                                              " bytes, expected ", slices.bytes));
+    }
+    return Copy(lease.slot(), out, lease.place(), inline_out->data(), MemoryPlace::Host(),
+                slices.bytes);
+  }
+  if (!slices.staged) return absl::OkStatus();  // the worker wrote it in place
+  MOE_ASSIGN_OR_RETURN(void* arena_out, slices.arena->At(slices.out_offset, slices.bytes));
+  return Copy(lease.slot(), out, lease.place(), arena_out, ArenaPlace(path), slices.bytes);
+}
+
+absl::Status WorkerClient::RpcCall(Lease& lease, ActivationPath path, int64_t start,
+                                   v1::RunExpertsRequest* request, ExpertCallStats* figures) {
+  ChunkSlices slices;
+  MOE_RETURN_IF_ERROR(StageInput(lease, path, start, request->num_tokens(), &slices));
+  if (slices.arena == nullptr) {
+    const float* x = lease.x().data() + start * config_.hidden_size;
+    if (lease.place().is_host()) {
+      request->set_input_inline(x, slices.bytes);
+    } else {
+      std::string* staged = request->mutable_input_inline();
+      staged->resize(slices.bytes);
+      MOE_RETURN_IF_ERROR(
+          Copy(lease.slot(), staged->data(), MemoryPlace::Host(), x, lease.place(), slices.bytes));
+    }
+  } else {
+    request->set_arena_id(slices.arena->id());
+    request->mutable_input_slice()->set_offset(slices.x_offset);
+    request->mutable_input_slice()->set_size_bytes(slices.bytes);
+    request->mutable_output_slice()->set_offset(slices.out_offset);
+    request->mutable_output_slice()->set_size_bytes(slices.bytes);
+  }
   v1::RunExpertsResponse response;
   grpc::ClientContext context;
   // A worker that stops answering is lost like a dead one, within the grace.
@@ -435,7 +548,7 @@ absl::Status WorkerClient::RpcCall(int slot, ActivationPath path, v1::RunExperts
   if (rpc.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
       rpc.error_code() == grpc::StatusCode::CANCELLED) {
     // The worker may still write this call's output into the slot: never reuse it.
-    *retire = true;
+    *lease.retire() = true;
   }
   if (rpc.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
     // Hung, not slow: the grace counts from when the call went out, and the caller
@@ -447,7 +560,7 @@ absl::Status WorkerClient::RpcCall(int slot, ActivationPath path, v1::RunExperts
                                     " s; the worker is hung (", rpc.error_message(), ")"));
   }
   MOE_RETURN_IF_ERROR(FromGrpcStatus(rpc));
-  MOE_RETURN_IF_ERROR(ReadOutput(slot, path, response, out));
+  MOE_RETURN_IF_ERROR(ReadOutput(lease, path, start, slices, &response.output_inline()));
   figures->hits = response.cache_hits();
   figures->misses = response.cache_misses();
   figures->prefetch_hits = response.prefetch_hits();
@@ -457,9 +570,9 @@ absl::Status WorkerClient::RpcCall(int slot, ActivationPath path, v1::RunExperts
   return absl::OkStatus();
 }
 
-absl::Status WorkerClient::RingCall(int slot, int layer, absl::Span<const float> x, int64_t n,
+absl::Status WorkerClient::RingCall(Lease& lease, int layer, int64_t start, int64_t n,
                                     absl::Span<const int32_t> ids, absl::Span<const float> weights,
-                                    absl::Span<float> out, ExpertCallStats* figures, bool* retire) {
+                                    ExpertCallStats* figures) {
   std::shared_ptr<ProcessWatch> watch;
   uint32_t epoch;
   {
@@ -469,21 +582,21 @@ absl::Status WorkerClient::RingCall(int slot, int layer, absl::Span<const float>
   }
   if (watch == nullptr) return absl::UnavailableError("the expert worker's ring is gone");
   MOE_ASSIGN_OR_RETURN(const ring::Ring ring, RingView());
-  const uint64_t bytes = x.size() * sizeof(float);
+  const int slot = lease.slot();
+  ChunkSlices slices;
+  MOE_RETURN_IF_ERROR(StageInput(lease, ActivationPath::kHostArena, start, n, &slices));
   const uint64_t route_bytes = ids.size() * sizeof(int32_t);
   ring::RingRequest request;
   request.epoch = epoch;
   request.layer = static_cast<uint32_t>(layer);
   request.num_tokens = static_cast<uint32_t>(n);
   request.experts_per_token = static_cast<uint32_t>(ids.size() / n);
-  request.x_offset = uint64_t(slot) * slot_bytes_;
-  request.out_offset = request.x_offset + slot_bytes_ / 2;
+  request.x_offset = slices.x_offset;
+  request.out_offset = slices.out_offset;
   request.ids_offset = layout_.routes_offset + uint64_t(slot) * layout_.route_bytes;
   request.weights_offset = request.ids_offset + layout_.route_bytes / 2;
-  MOE_ASSIGN_OR_RETURN(void* x_at, arena_->At(request.x_offset, bytes, 4));
   MOE_ASSIGN_OR_RETURN(void* ids_at, arena_->At(request.ids_offset, route_bytes, 4));
   MOE_ASSIGN_OR_RETURN(void* weights_at, arena_->At(request.weights_offset, route_bytes, 4));
-  MOE_RETURN_IF_ERROR(CopyFromCaller(slot, x_at, x.data(), bytes));
   std::memcpy(ids_at, ids.data(), route_bytes);  // int32 ids >= 0 read as uint32
   std::memcpy(weights_at, weights.data(), route_bytes);
 
@@ -504,7 +617,7 @@ absl::Status WorkerClient::RingCall(int slot, int layer, absl::Span<const float>
                                                  " exited with a call in the ring"));
     }
     if (absl::Now() >= deadline) {
-      *retire = true;  // it may still answer into this slot
+      *lease.retire() = true;  // it may still answer into this slot
       NoteWorkerLostSince(sent);
       return absl::UnavailableError(absl::StrCat("a ring call got no answer within ",
                                                  absl::ToDoubleSeconds(CallTimeout()),
@@ -519,8 +632,7 @@ absl::Status WorkerClient::RingCall(int slot, int layer, absl::Span<const float>
   const ring::RingReply reply = ring.entry(static_cast<uint32_t>(slot)).reply;
   ring.Release(static_cast<uint32_t>(slot));
   MOE_RETURN_IF_ERROR(ring::StatusOf(reply));
-  MOE_ASSIGN_OR_RETURN(void* out_at, arena_->At(request.out_offset, bytes, 4));
-  MOE_RETURN_IF_ERROR(CopyToCaller(slot, out.data(), out_at, bytes));
+  MOE_RETURN_IF_ERROR(ReadOutput(lease, ActivationPath::kHostArena, start, slices, nullptr));
   figures->hits = reply.hits;
   figures->misses = reply.misses;
   figures->prefetch_hits = reply.prefetch_hits;
@@ -531,13 +643,13 @@ absl::Status WorkerClient::RingCall(int slot, int layer, absl::Span<const float>
   return absl::OkStatus();
 }
 
-absl::Status WorkerClient::RunChunk(int slot, int layer, absl::Span<const float> x, int64_t n,
+absl::Status WorkerClient::RunChunk(Lease& lease, int layer, int64_t start, int64_t n,
                                     absl::Span<const int32_t> ids, absl::Span<const float> weights,
-                                    absl::Span<float> out, ExpertCallStats* stats, bool* retire) {
+                                    ExpertCallStats* stats) {
   v1::RunExpertsRequest request;
   request.set_layer(layer);
   request.set_num_tokens(static_cast<uint32_t>(n));
-  request.set_experts_per_token(static_cast<uint32_t>(n > 0 ? ids.size() / n : 0));
+  request.set_experts_per_token(static_cast<uint32_t>(ids.size() / n));
   for (int32_t id : ids) request.add_expert_ids(static_cast<uint32_t>(id));
   for (float w : weights) request.add_weights(w);
 
@@ -550,11 +662,11 @@ absl::Status WorkerClient::RunChunk(int slot, int layer, absl::Span<const float>
     // Chosen after attaching: a worker may just have refused the device arena or the ring.
     const ActivationPath path = this->path();
     // The ring's route area holds max_tokens_per_call x num_experts_per_tok routes.
-    const bool by_ring = path == ActivationPath::kHostArena && ring_active_.load() && n > 0 &&
+    const bool by_ring = path == ActivationPath::kHostArena && ring_active_.load() &&
                          2 * ids.size() * sizeof(int32_t) <= layout_.route_bytes;
     ExpertCallStats figures;
-    absl::Status status = by_ring ? RingCall(slot, layer, x, n, ids, weights, out, &figures, retire)
-                                  : RpcCall(slot, path, &request, x, out, &figures, retire);
+    absl::Status status = by_ring ? RingCall(lease, layer, start, n, ids, weights, &figures)
+                                  : RpcCall(lease, path, start, &request, &figures);
     if (status.ok()) {
       status = CheckCallFigures(figures, config_.num_local_experts);
     }

@@ -1,9 +1,10 @@
 // The coordinator's ExpertBackend over gRPC: each MoE layer is one RunExperts call to an
-// expert worker. On a unix socket the hidden states go through an activation arena,
+// expert worker. On a unix socket the hidden states live in an activation arena,
 // attached once, and calls carry only offsets, ids and weights; on TCP they travel
-// inline. With a CUDA device the arena is device memory exported by CUDA IPC, offered
-// first; a worker that cannot map it (another GPU, a CPU worker) refuses it and the
-// client stages through the shared host arena instead.
+// inline. The batch the model norms into is lent from the arena (Lend), so nothing is
+// copied on the way. With a CUDA device the arena is device memory exported by CUDA
+// IPC, offered first; a worker that cannot map it (another GPU, a CPU worker) refuses it
+// and the client stages through the shared host arena instead.
 #ifndef MOE_COORDINATOR_WORKER_CLIENT_H_
 #define MOE_COORDINATOR_WORKER_CLIENT_H_
 
@@ -69,11 +70,12 @@ enum class ActivationPath {
   kDeviceArena,  // the coordinator's device arena, mapped by the worker (CUDA IPC)
 };
 
-// Thread-safe: concurrent RunExperts calls each use their own arena slot (and, on a CUDA
-// device, their own stream). On a device, x must be complete when RunExperts is called
-// (the caller has synchronised the stream that wrote it); out is complete on return.
-// Ordering with the worker is the RPC boundary: the input copy is waited for before the
-// request goes out, and the worker replies only once out is written.
+// Thread-safe: each lent batch holds an arena slot of its own (and, on a CUDA device, a
+// stream for its copies) until it is destroyed. On a device, x must be complete when
+// RunExperts is called (the caller has synchronised the stream that wrote it); out is
+// complete on return. Ordering with the worker is the RPC or ring boundary: any input
+// copy is waited for before the request goes out, and the worker replies only once out
+// is written.
 class WorkerClient : public ExpertBackend {
  public:
   // Connects lazily: the worker need not be up yet.
@@ -82,9 +84,14 @@ class WorkerClient : public ExpertBackend {
   // Waits for Prefetch hints still in flight.
   ~WorkerClient() override;
 
-  absl::Status RunExperts(int layer, absl::Span<const float> x, int64_t n,
-                          absl::Span<const int32_t> ids, absl::Span<const float> weights,
-                          absl::Span<float> out, ExpertCallStats* stats) override;
+  // A slot of the activation arena when the batch fits one and the caller computes on
+  // the arena's memory (the host arena on the CPU, the device arena on a CUDA device):
+  // the worker then reads x and writes out in place. Otherwise memory of the caller's
+  // device held by the slot, staged to the worker per call. Blocks while every slot is
+  // lent; rows beyond a slot are sent in chunks.
+  absl::StatusOr<std::unique_ptr<ActivationBatch>> Lend(int64_t rows) override;
+  absl::Status RunExperts(int layer, ActivationBatch& batch, absl::Span<const int32_t> ids,
+                          absl::Span<const float> weights, ExpertCallStats* stats) override;
   // Sends a Prefetch RPC without waiting for it (a lost hint costs nothing).
   void Prefetch(int layer, absl::Span<const int32_t> experts) override;
   // Polls the worker until it answers (OK: the next RunExperts attaches the arena again),
@@ -120,30 +127,42 @@ class WorkerClient : public ExpertBackend {
   absl::Status CheckWorkerModel(const v1::AttachArenaResponse& response) const;
   // Chunks calls to the tokens the worker accepted at attach time.
   void AdoptCallTokens(const v1::AttachArenaResponse& response);
-  // Puts x where `path` says and points the request at it; waits for any device copy.
-  absl::Status StageInput(int slot, ActivationPath path, absl::Span<const float> x,
-                          v1::RunExpertsRequest* request);
-  // Moves the worker's result into out; waits for any device copy.
-  absl::Status ReadOutput(int slot, ActivationPath path, const v1::RunExpertsResponse& response,
-                          absl::Span<float> out);
-  // Host <-> caller memory: a memcpy, or a copy on the slot's stream, waited for.
-  absl::Status CopyFromCaller(int slot, void* host, const void* caller, size_t bytes);
-  absl::Status CopyToCaller(int slot, void* caller, const void* host, size_t bytes);
-  // One chunk as an RPC, or through the ring; out is written when OK. Both set *retire
-  // when the worker may still write into the slot (a call that timed out), and answer
-  // UNAVAILABLE for a lost or hung worker.
-  absl::Status RpcCall(int slot, ActivationPath path, v1::RunExpertsRequest* request,
-                       absl::Span<const float> x, absl::Span<float> out,
-                       ExpertCallStats* figures, bool* retire);
-  absl::Status RingCall(int slot, int layer, absl::Span<const float> x, int64_t n,
+  class Lease;
+  // Where one chunk's rows are for the worker: offsets in `arena` (null: inline), and
+  // whether they were copied there from the lease (staged).
+  struct ChunkSlices {
+    const ActivationArena* arena = nullptr;
+    uint64_t x_offset = 0, out_offset = 0, bytes = 0;
+    bool staged = false;
+  };
+  // Where the caller computes: host memory, or its CUDA device's.
+  MemoryPlace CallerPlace() const;
+  // The arena a path uses (null inline), and where its bytes are.
+  const ActivationArena* ArenaOf(ActivationPath path) const;
+  MemoryPlace ArenaPlace(ActivationPath path) const;
+  // Any two places; a device copy runs on the slot's stream and is waited for.
+  absl::Status Copy(int slot, void* dst, MemoryPlace dst_place, const void* src,
+                    MemoryPlace src_place, size_t bytes);
+  // Rows [start, start + n) of the lease for the arena of `path`: named in place, or
+  // copied into the slot's rows of it.
+  absl::Status StageInput(Lease& lease, ActivationPath path, int64_t start, int64_t n,
+                          ChunkSlices* slices);
+  // The worker's result into the lease's out rows, unless it wrote them in place.
+  absl::Status ReadOutput(Lease& lease, ActivationPath path, int64_t start,
+                          const ChunkSlices& slices, const std::string* inline_out);
+  // One chunk as an RPC, or through the ring; its out rows are written when OK. Both
+  // retire the lease when the worker may still write into its slot (a call that timed
+  // out), and answer UNAVAILABLE for a lost or hung worker.
+  absl::Status RpcCall(Lease& lease, ActivationPath path, int64_t start,
+                       v1::RunExpertsRequest* request, ExpertCallStats* figures);
+  absl::Status RingCall(Lease& lease, int layer, int64_t start, int64_t n,
                         absl::Span<const int32_t> ids, absl::Span<const float> weights,
-                        absl::Span<float> out, ExpertCallStats* figures, bool* retire);
+                        ExpertCallStats* figures);
   // The ring in the current host arena.
   absl::StatusOr<ring::Ring> RingView() const;
-  // Sets *retire when the worker may still write into the slot (a call that timed out).
-  absl::Status RunChunk(int slot, int layer, absl::Span<const float> x, int64_t n,
+  absl::Status RunChunk(Lease& lease, int layer, int64_t start, int64_t n,
                         absl::Span<const int32_t> ids, absl::Span<const float> weights,
-                        absl::Span<float> out, ExpertCallStats* stats, bool* retire);
+                        ExpertCallStats* stats);
   // A free arena slot; once every slot is retired, a fresh arena first.
   absl::StatusOr<int> AcquireSlot();
   void ReleaseSlot(int slot, bool retire);
@@ -164,8 +183,15 @@ class WorkerClient : public ExpertBackend {
   std::unique_ptr<SharedArena> arena_;
   // Same layout as arena_, another id; null unless the caller computes on a CUDA device.
   std::unique_ptr<backend::DeviceIpcArena> device_arena_;
-  // One per arena slot when the caller's activations are device memory, else empty.
+  // One per arena slot when the caller computes on a CUDA device (its copies), else empty.
   std::vector<std::unique_ptr<backend::Stream>> streams_;
+  // Per slot, the memory of a batch that does not live in an arena (grown as needed;
+  // only the slot's holder touches it): host memory, or the caller's device memory.
+  struct Staging {
+    std::vector<float> host;
+    std::unique_ptr<backend::DeviceBuffer> device;
+  };
+  std::vector<Staging> staging_;
   const HostArenaLayout layout_;
   uint64_t slot_bytes_ = 0;             // per slot: input then output, each [max_tokens, H]
   // Tokens per RunExperts: max_tokens_per_call, or less if the worker said so.

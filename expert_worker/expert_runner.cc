@@ -111,7 +111,7 @@ void ExpertRunner::ReturnWorkspace(std::unique_ptr<Workspace> workspace) const {
 absl::Status ExpertRunner::Run(int layer, absl::Span<const float> x, int64_t n,
                                absl::Span<const int32_t> ids, absl::Span<const float> weights,
                                absl::Span<float> out, ExpertCallStats* stats,
-                               ActivationPlacement placement) const {
+                               MemoryPlace place) const {
   using Clock = std::chrono::steady_clock;
   MOE_RETURN_IF_ERROR(kernels_status_);
   const ExpertStore& store = cache_->store();
@@ -204,8 +204,12 @@ absl::Status ExpertRunner::Run(int layer, absl::Span<const float> x, int64_t n,
     }
   } finish{this, ws};
 
-  const bool in_place =
-      device.kind() == backend::DeviceKind::kCpu || placement == ActivationPlacement::kDevice;
+  if (!place.is_host() && !place.ComputableOn(device)) {
+    return absl::InvalidArgumentError(absl::StrCat("RunExperts: activations in ", place.name(),
+                                                   ", but the experts compute on ", device.name()));
+  }
+  // Host memory of a GPU call (inline tensors, the shared arena) is staged through it.
+  const bool in_place = place.ComputableOn(device);
   const size_t act_bytes = size_t(n * h) * sizeof(float);
   const size_t f = sizeof(float);
   MOE_RETURN_IF_ERROR(Reserve(device, ws->rows, size_t(pass * h) * f, false));
@@ -293,11 +297,63 @@ absl::Status ExpertRunner::Run(int layer, absl::Span<const float> x, int64_t n,
   return absl::OkStatus();
 }
 
-absl::Status InProcessBackend::RunExperts(int layer, absl::Span<const float> x, int64_t n,
+class InProcessBackend::Batch : public ActivationBatch {
+ public:
+  Batch(InProcessBackend* lender, std::unique_ptr<backend::DeviceBuffer> buffer, int64_t rows,
+        int64_t hidden)
+      : ActivationBatch(lender, MemoryPlace::On(lender->device()), buffer->as<float>(),
+                        buffer->as<float>() + rows * hidden, rows, hidden),
+        lender_(lender),
+        buffer_(std::move(buffer)) {}
+  ~Batch() override { lender_->GiveBack(std::move(buffer_)); }
+
+ private:
+  InProcessBackend* lender_;
+  std::unique_ptr<backend::DeviceBuffer> buffer_;
+};
+
+InProcessBackend::~InProcessBackend() = default;
+
+absl::StatusOr<std::unique_ptr<ActivationBatch>> InProcessBackend::Lend(int64_t rows) {
+  const int64_t h = runner_.cache().store().layout().hidden;
+  MOE_ASSIGN_OR_RETURN(const uint64_t bytes, ActivationBytes(rows, h));
+  std::unique_ptr<DeviceBuffer> buffer;
+  {
+    std::lock_guard<std::mutex> lock(pool_mu_);
+    for (auto it = idle_.begin(); it != idle_.end(); ++it) {
+      if ((*it)->size() >= 2 * bytes) {
+        buffer = std::move(*it);
+        idle_.erase(it);
+        break;
+      }
+    }
+  }
+  if (buffer == nullptr) {
+    absl::StatusOr<std::unique_ptr<DeviceBuffer>> fresh = device().Allocate(2 * bytes);
+    if (!fresh.ok()) {
+      return absl::Status(fresh.status().code(),
+                          absl::StrCat("an activation batch of ", rows, " rows (", 2 * bytes,
+                                       " bytes) on ", device().name(), ": ",
+                                       fresh.status().message()));
+    }
+    buffer = *std::move(fresh);
+  }
+  return std::unique_ptr<ActivationBatch>(new Batch(this, std::move(buffer), rows, h));
+}
+
+void InProcessBackend::GiveBack(std::unique_ptr<DeviceBuffer> buffer) {
+  std::lock_guard<std::mutex> lock(pool_mu_);
+  if (idle_.size() < kIdleBuffers) idle_.push_back(std::move(buffer));
+}
+
+absl::Status InProcessBackend::RunExperts(int layer, ActivationBatch& batch,
                                           absl::Span<const int32_t> ids,
-                                          absl::Span<const float> weights, absl::Span<float> out,
-                                          ExpertCallStats* stats) {
-  return runner_.Run(layer, x, n, ids, weights, out, stats, placement_);
+                                          absl::Span<const float> weights, ExpertCallStats* stats) {
+  if (batch.lender() != this) {
+    return absl::InvalidArgumentError("RunExperts: the activation batch was lent by another backend");
+  }
+  const absl::Span<float> x = batch.x();
+  return runner_.Run(layer, x, batch.rows(), ids, weights, batch.out(), stats, batch.place());
 }
 
 }  // namespace moe::expert_worker

@@ -20,18 +20,13 @@
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
+#include "common/activation_batch.h"
 #include "common/backend/kernels.h"
 #include "common/expert_backend.h"
 #include "expert_worker/prefetch_queue.h"
 #include "expert_worker/slot_cache.h"
 
 namespace moe::expert_worker {
-
-// Where a call's activations (x and out) live. On the CPU device both are host memory.
-enum class ActivationPlacement {
-  kHost,    // host memory: the runner stages them to and from its device
-  kDevice,  // memory of the runner's device (the in-process engine, a CUDA IPC arena)
-};
 
 // Thread-safe: each call takes its own workspace (stream and scratch) from a pool.
 class ExpertRunner {
@@ -51,13 +46,15 @@ class ExpertRunner {
 
   // out[t] = sum_j weights[t, j] * Expert(layer, ids[t, j])(x[t]); shapes as in
   // ExpertBackend::RunExperts. Ids, layer and sizes are validated. ids and weights are
-  // host memory; x and out as `placement` says. out is complete on return. `stats`, if
+  // host memory; x and out are in `place`: computed on in place when the runner's device
+  // can (its own memory; host memory on the CPU), else staged through its device (host
+  // memory of a CUDA worker: inline tensors, the shared arena). out is complete on return. `stats`, if
   // not null, has this call's figures added (stall_s: time inside SlotCache::Acquire;
   // compute_s: queuing the kernels and waiting for them).
   absl::Status Run(int layer, absl::Span<const float> x, int64_t n, absl::Span<const int32_t> ids,
                    absl::Span<const float> weights, absl::Span<float> out,
                    ExpertCallStats* stats = nullptr,
-                   ActivationPlacement placement = ActivationPlacement::kHost) const;
+                   MemoryPlace place = MemoryPlace::Host()) const;
 
   SlotCache& cache() const { return *cache_; }
   // Rows of scratch per expert pass (0: as many as the call needs).
@@ -82,19 +79,18 @@ class ExpertRunner {
   mutable std::vector<std::unique_ptr<Workspace>> pool_;  // guarded by pool_mu_
 };
 
-// The expert worker linked into the caller's process. Thread-safe.
+// The expert worker linked into the caller's process. Thread-safe. It lends activation
+// batches in memory of the cache's device (host memory on the CPU): the caller computes
+// on that device, and the experts read x and write out in place.
 class InProcessBackend : public ExpertBackend {
  public:
-  // `placement`: where the caller's x and out live (kDevice for a model computing on the
-  // cache's CUDA device).
   explicit InProcessBackend(SlotCache* cache, bool load_whole_layer = false,
-                            ActivationPlacement placement = ActivationPlacement::kHost,
                             int64_t workspace_tokens = 0)
-      : runner_(cache, load_whole_layer, workspace_tokens), prefetch_(cache),
-        placement_(placement) {}
-  absl::Status RunExperts(int layer, absl::Span<const float> x, int64_t n,
-                          absl::Span<const int32_t> ids, absl::Span<const float> weights,
-                          absl::Span<float> out, ExpertCallStats* stats) override;
+      : runner_(cache, load_whole_layer, workspace_tokens), prefetch_(cache) {}
+  ~InProcessBackend() override;
+  absl::StatusOr<std::unique_ptr<ActivationBatch>> Lend(int64_t rows) override;
+  absl::Status RunExperts(int layer, ActivationBatch& batch, absl::Span<const int32_t> ids,
+                          absl::Span<const float> weights, ExpertCallStats* stats) override;
   void Prefetch(int layer, absl::Span<const int32_t> experts) override {
     prefetch_.Enqueue(layer, std::vector<int>(experts.begin(), experts.end()));
   }
@@ -102,9 +98,16 @@ class InProcessBackend : public ExpertBackend {
   backend::Device& device() const { return runner_.cache().device(); }
 
  private:
+  class Batch;  // a lent batch: one buffer of the pool, x then out
+  void GiveBack(std::unique_ptr<backend::DeviceBuffer> buffer);
+
   ExpertRunner runner_;
   PrefetchQueue prefetch_;
-  ActivationPlacement placement_;
+  // Buffers of returned batches, reused by the next Lend that fits; at most
+  // kIdleBuffers are kept. Guarded by pool_mu_.
+  static constexpr size_t kIdleBuffers = 4;
+  std::mutex pool_mu_;
+  std::vector<std::unique_ptr<backend::DeviceBuffer>> idle_;
 };
 
 }  // namespace moe::expert_worker

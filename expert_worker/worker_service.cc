@@ -218,8 +218,7 @@ absl::Status WorkerService::DoRunExperts(const v1::RunExpertsRequest& request,
   // our writes.
   if (on_device) MOE_RETURN_IF_ERROR(device_->BindThread());
   MOE_RETURN_IF_ERROR(runner_.Run(shape.layer, x, shape.tokens, ids, weights, out, &stats,
-                                  on_device ? ActivationPlacement::kDevice
-                                            : ActivationPlacement::kHost));
+                                  on_device ? MemoryPlace::On(*device_) : MemoryPlace::Host()));
   if (!request.has_output_slice()) {
     response->set_output_inline(inline_out.data(), inline_out.size() * sizeof(float));
   }

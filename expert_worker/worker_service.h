@@ -34,7 +34,7 @@ namespace moe::expert_worker {
 //
 // The arena is shared host memory, or, when the coordinator offers a CUDA IPC handle and
 // `device` is that very GPU, the coordinator's device memory: RunExperts then computes
-// on it in place (ActivationPlacement::kDevice) and replies only once ExpertRunner::Run
+// on it in place (MemoryPlace::On(device)) and replies only once ExpertRunner::Run
 // has returned, i.e. once out is written; that reply is the coordinator's signal to read
 // it. Any other worker refuses the CUDA handle with FAILED_PRECONDITION naming why, so
 // the coordinator falls back to shared host memory.

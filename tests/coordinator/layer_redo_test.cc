@@ -28,16 +28,19 @@ namespace {
 class FlakyBackend : public ExpertBackend {
  public:
   explicit FlakyBackend(ExpertBackend* inner) : inner_(inner) {}
-  absl::Status RunExperts(int layer, absl::Span<const float> x, int64_t n,
-                          absl::Span<const int32_t> ids, absl::Span<const float> weights,
-                          absl::Span<float> out, ExpertCallStats* stats) override {
-    max_rows = std::max(max_rows, n);
+  absl::StatusOr<std::unique_ptr<ActivationBatch>> Lend(int64_t rows) override {
+    return inner_->Lend(rows);
+  }
+  absl::Status RunExperts(int layer, ActivationBatch& batch, absl::Span<const int32_t> ids,
+                          absl::Span<const float> weights, ExpertCallStats* stats) override {
+    max_rows = std::max(max_rows, batch.rows());
     if (fail_calls.count(calls_++) > 0) {
-      // What a dying worker may leave behind: garbage in the output.
-      for (float& v : out) v = 1e30f;
+      // What a dying worker may leave behind: garbage in the batch.
+      for (float& v : batch.out()) v = 1e30f;
+      for (float& v : batch.x()) v = 1e30f;
       return absl::UnavailableError("worker gone");
     }
-    return inner_->RunExperts(layer, x, n, ids, weights, out, stats);
+    return inner_->RunExperts(layer, batch, ids, weights, stats);
   }
   absl::Status AwaitRecovery(const std::function<bool()>& cancelled) override {
     ++recoveries;

@@ -69,7 +69,7 @@ absl::Status OldEngineForward(const ModelConfig& c, const DenseWeights& w, Exper
       cpu::TopKRouting(&router[t * e], e, k, &route_ids[t * k], &route_w[t * k]);
     }
     absl::Status ran =
-        experts.RunExperts(l, xn, n, route_ids, route_w, absl::MakeSpan(moe_out), nullptr);
+        RunExpertsFromHost(experts, l, xn, n, route_ids, route_w, absl::MakeSpan(moe_out), nullptr);
     if (!ran.ok()) return ran;
     for (int64_t i = 0; i < n * h; ++i) x[i] += moe_out[i];
   }
@@ -190,14 +190,16 @@ TEST(MixtralModelCpuTest, PackedFourThreeModelIsBitIdenticalToTheCpuEngine) {
 class RecordingExperts : public ExpertBackend {
  public:
   explicit RecordingExperts(ExpertBackend* inner) : inner_(inner) {}
-  absl::Status RunExperts(int layer, absl::Span<const float> x, int64_t n,
-                          absl::Span<const int32_t> ids, absl::Span<const float> weights,
-                          absl::Span<float> out, ExpertCallStats* stats) override {
+  absl::StatusOr<std::unique_ptr<ActivationBatch>> Lend(int64_t rows) override {
+    return inner_->Lend(rows);
+  }
+  absl::Status RunExperts(int layer, ActivationBatch& batch, absl::Span<const int32_t> ids,
+                          absl::Span<const float> weights, ExpertCallStats* stats) override {
     if (size_t(layer) >= ids_seen.size()) ids_seen.resize(layer + 1);
     if (size_t(layer) >= weights_seen.size()) weights_seen.resize(layer + 1);
     ids_seen[layer].assign(ids.begin(), ids.end());
     weights_seen[layer].assign(weights.begin(), weights.end());
-    return inner_->RunExperts(layer, x, n, ids, weights, out, stats);
+    return inner_->RunExperts(layer, batch, ids, weights, stats);
   }
   std::vector<std::vector<int32_t>> ids_seen;
   std::vector<std::vector<float>> weights_seen;

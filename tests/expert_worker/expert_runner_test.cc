@@ -60,10 +60,10 @@ Batch RandomBatch(int64_t n, int64_t h, int experts, int k, uint32_t seed) {
 }
 
 std::vector<float> RunOrDie(const ExpertRunner& runner, int layer, const Batch& b, int64_t h,
-                            ActivationPlacement placement = ActivationPlacement::kHost) {
+                            MemoryPlace place = MemoryPlace::Host()) {
   std::vector<float> out(b.n * h, -1.f);
   const absl::Status s = runner.Run(layer, b.x, b.n, b.ids, b.weights, absl::MakeSpan(out),
-                                    nullptr, placement);
+                                    nullptr, place);
   EXPECT_TRUE(s.ok()) << s;
   return out;
 }
@@ -215,12 +215,13 @@ TEST_F(ExpertRunnerTest, CpuIsBitIdenticalToThePrePortPath) {
   }
 }
 
-TEST_F(ExpertRunnerTest, DevicePlacementOnTheCpuIsTheSameComputation) {
+TEST_F(ExpertRunnerTest, TheCpuDevicesMemoryIsHostMemory) {
   auto cache = MakeCache(*store_, 2);
   ExpertRunner runner(cache.get());
   const Batch b = RandomBatch(7, hidden(), store_->num_experts(), 2, 3);
-  EXPECT_TRUE(BitIdentical(RunOrDie(runner, 1, b, hidden(), ActivationPlacement::kDevice),
-                           RunOrDie(runner, 1, b, hidden(), ActivationPlacement::kHost)));
+  EXPECT_TRUE(MemoryPlace::On(cache->device()).is_host());
+  EXPECT_TRUE(BitIdentical(RunOrDie(runner, 1, b, hidden(), MemoryPlace::On(cache->device())),
+                           RunOrDie(runner, 1, b, hidden(), MemoryPlace::Host())));
 }
 
 TEST_F(ExpertRunnerTest, ChunkedWorkspaceMatchesOnePass) {
@@ -650,7 +651,7 @@ TEST_F(CudaExpertRunnerTest, DeviceActivationsAreUsedInPlace) {
   ASSERT_TRUE(out.ok()) << out.status();
   ASSERT_TRUE(cuda.Run(1, absl::MakeConstSpan((*x)->as<const float>(), b.x.size()), b.n, b.ids,
                        b.weights, absl::MakeSpan((*out)->as<float>(), b.x.size()), nullptr,
-                       ActivationPlacement::kDevice)
+                       MemoryPlace::On(*device_))
                   .ok());
   std::vector<float> got(b.x.size());
   ASSERT_TRUE(backend::CopyToHostSync(*device_, got.data(), (*out)->data(), bytes).ok());

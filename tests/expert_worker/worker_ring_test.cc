@@ -64,9 +64,10 @@ class WorkerRingTest : public ::testing::Test {
     return builder.BuildAndStart();
   }
 
-  std::unique_ptr<coordinator::WorkerClient> Client(bool use_ring) {
+  std::unique_ptr<coordinator::WorkerClient> Client(bool use_ring, bool force_inline = false) {
     coordinator::WorkerClientOptions options;
     options.address = address_;
+    options.force_inline = force_inline;
     options.arena_slots = 2;
     options.max_tokens_per_call = 3;  // 5 tokens: two chunks
     options.use_ring = use_ring;
@@ -85,7 +86,7 @@ class WorkerRingTest : public ::testing::Test {
     const std::vector<int32_t> ids = {0, 1, 2, 3, 4, 5, 6, 7, 1, 6};
     const std::vector<float> weights = {0.6f, 0.4f, 0.5f, 0.5f, 0.9f, 0.1f, 0.3f, 0.7f, 0.2f, 0.8f};
     std::vector<float> out(n * h, -1.0f);
-    const absl::Status s = backend.RunExperts(0, x, n, ids, weights, absl::MakeSpan(out), nullptr);
+    const absl::Status s = RunExpertsFromHost(backend, 0, x, n, ids, weights, absl::MakeSpan(out), nullptr);
     EXPECT_TRUE(s.ok()) << s;
     return out;
   }
@@ -125,6 +126,78 @@ TEST_F(WorkerRingTest, CallsThroughTheRingGiveTheRpcResults) {
   EXPECT_NE(service.RenderMetrics().find("moe_worker_ring_calls_total 2"), std::string::npos);
   ring_client.reset();
   rpc_client.reset();
+  server->Shutdown();
+}
+
+// Three tokens fit an arena slot: the client lends the slot itself, the worker reads x
+// and writes out there (ring or RPC), and the results are the in-process backend's, as
+// are those of a batch carried inline.
+TEST_F(WorkerRingTest, ABatchLentInItsSlotGivesTheInProcessResults) {
+  WorkerService service(cache_);
+  auto server = Serve(service);
+  ASSERT_NE(server, nullptr);
+  const int64_t n = 3, h = dir_->config.hidden_size;
+  std::vector<float> x(n * h);
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal;
+  for (float& v : x) v = normal(rng);
+  const std::vector<int32_t> ids = {0, 7, 2, 5, 7, 1};
+  const std::vector<float> weights = {0.6f, 0.4f, 0.5f, 0.5f, 0.9f, 0.1f};
+  auto run = [&](ExpertBackend& backend) {
+    auto batch = backend.Lend(n);
+    EXPECT_TRUE(batch.ok()) << batch.status();
+    if (!batch.ok()) return std::vector<float>();
+    EXPECT_TRUE((*batch)->place().is_host());
+    EXPECT_EQ((*batch)->rows(), n);
+    std::copy(x.begin(), x.end(), (*batch)->x().begin());
+    std::fill((*batch)->out().begin(), (*batch)->out().end(), -1.0f);
+    const absl::Status s = backend.RunExperts(0, **batch, ids, weights, nullptr);
+    EXPECT_TRUE(s.ok()) << s;
+    return std::vector<float>((*batch)->out().begin(), (*batch)->out().end());
+  };
+  InProcessBackend local(cache_);
+  const std::vector<float> expected = run(local);
+  for (const auto& [use_ring, inline_tensors] : {std::pair{true, false}, {false, false}, {false, true}}) {
+    auto client = Client(use_ring, inline_tensors);
+    ASSERT_NE(client, nullptr);
+    EXPECT_EQ(run(*client), expected) << use_ring << inline_tensors;
+    EXPECT_EQ(client->ring_active(), use_ring);
+    EXPECT_EQ(client->zero_copy(), !inline_tensors);
+    client.reset();
+  }
+  EXPECT_EQ(service.Stats().ring_calls(), 1u);
+  server->Shutdown();
+}
+
+// Lend is bounded before anything is allocated, and a backend runs only what it lent.
+TEST_F(WorkerRingTest, LentBatchesAreBoundedAndRunOnlyByTheirLender) {
+  WorkerService service(cache_);
+  auto server = Serve(service);
+  ASSERT_NE(server, nullptr);
+  auto client = Client(true);
+  ASSERT_NE(client, nullptr);
+  InProcessBackend local(cache_);
+  for (ExpertBackend* backend : {static_cast<ExpertBackend*>(client.get()),
+                                 static_cast<ExpertBackend*>(&local)}) {
+    EXPECT_EQ(backend->Lend(0).status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(backend->Lend(-1).status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(backend->Lend(kMaxActivationRows + 1).status().code(),
+              absl::StatusCode::kInvalidArgument);
+  }
+  auto mine = client->Lend(1);
+  auto theirs = local.Lend(1);
+  ASSERT_TRUE(mine.ok() && theirs.ok());
+  const std::vector<int32_t> ids = {0, 1};
+  const std::vector<float> weights = {0.5f, 0.5f};
+  EXPECT_EQ(client->RunExperts(0, **theirs, ids, weights, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(local.RunExperts(0, **mine, ids, weights, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  // Ids and weights of different lengths.
+  EXPECT_EQ(client->RunExperts(0, **mine, {0, 1, 2, 3}, {0.5f, 0.5f}, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  mine->reset();
+  client.reset();
   server->Shutdown();
 }
 
@@ -223,7 +296,7 @@ TEST_F(WorkerRingTest, ReplyFiguresAWorkerCannotHaveAreRefused) {
     auto client = Client(true);
     ASSERT_NE(client, nullptr);
     std::vector<float> x(dir_->config.hidden_size, 0.5f), out(x.size());
-    const absl::Status s = client->RunExperts(0, x, 1, std::vector<int32_t>{0, 1},
+    const absl::Status s = RunExpertsFromHost(*client, 0, x, 1, std::vector<int32_t>{0, 1},
                                               std::vector<float>{0.5f, 0.5f},
                                               absl::MakeSpan(out), nullptr);
     EXPECT_TRUE(client->ring_active()) << what;
@@ -343,8 +416,9 @@ TEST_F(HostileRingTest, HostileEntriesGetErrorsAndTheRingServesOn) {
   const int64_t h = dir_->config.hidden_size;
   std::vector<float> x(h, 0.5f), expected(h);
   InProcessBackend local(cache_);
-  ASSERT_TRUE(local.RunExperts(0, x, 1, std::vector<int32_t>{0, 1}, std::vector<float>{0.75f, 0.25f},
-                               absl::MakeSpan(expected), nullptr).ok());
+  ASSERT_TRUE(RunExpertsFromHost(local, 0, x, 1, std::vector<int32_t>{0, 1},
+                                 std::vector<float>{0.75f, 0.25f}, absl::MakeSpan(expected),
+                                 nullptr).ok());
   auto out = arena_->Floats(4096, h);
   EXPECT_EQ(std::vector<float>(out->begin(), out->end()), expected);
   EXPECT_EQ(service.Stats().ring_calls(), 1u);

@@ -42,7 +42,7 @@ absl::StatusOr<std::unique_ptr<LocalEngine>> LocalEngine::Open(const std::string
                          coordinator::WorkerClient::Create(client_options, engine->config()));
     backend = engine->worker_.get();
   } else {
-    // The worker linked in computes on the engine's device: the model hands it x/out in
+    // The worker linked in computes on the engine's device and lends the model x/out in
     // that device's memory.
     MOE_ASSIGN_OR_RETURN(engine->store_,
                          expert_worker::ExpertStore::Load(engine->dir_, engine->device_.get()));
@@ -54,11 +54,8 @@ absl::StatusOr<std::unique_ptr<LocalEngine>> LocalEngine::Open(const std::string
                                                           std::move(policy), options.retention));
     MOE_RETURN_IF_ERROR(
         Annotate(engine->cache_->set_link(options.link), "--link-gbps/--link-latency-us"));
-    const bool on_cpu = engine->device_->kind() == backend::DeviceKind::kCpu;
     engine->backend_ = std::make_unique<expert_worker::InProcessBackend>(
-        engine->cache_.get(), options.load_whole_layer,
-        on_cpu ? expert_worker::ActivationPlacement::kHost
-               : expert_worker::ActivationPlacement::kDevice);
+        engine->cache_.get(), options.load_whole_layer);
     backend = engine->backend_.get();
   }
   MOE_ASSIGN_OR_RETURN(engine->model_,
