@@ -42,6 +42,7 @@
 #include "coordinator/mixtral_model.h"
 #include "expert_worker/cache_policy.h"
 #include "expert_worker/expert_runner.h"
+#include "expert_worker/expert_stack_flags.h"
 #include "expert_worker/expert_store.h"
 #include "expert_worker/slot_cache.h"
 #include "nlohmann/json.hpp"
@@ -61,7 +62,6 @@ ABSL_FLAG(int, warmup, 8, "Decode steps before measuring");
 ABSL_FLAG(int, lookahead, 1, "Layers ahead the full variant guesses");
 ABSL_FLAG(int, prefetch_experts, 2, "Experts prefetched per token and guessed layer");
 ABSL_FLAG(int, workspace_tokens, 16, "Expert workspace rows (decode needs 1)");
-ABSL_FLAG(double, link_gbps, 0, "CPU device only: model the host-to-device link at this GB/s");
 ABSL_FLAG(uint64_t, seed, 1, "Weights and token seed");
 ABSL_FLAG(bool, dry_run, false, "Print the budget arithmetic only");
 
@@ -195,6 +195,13 @@ absl::Status Main() {
   MOE_ASSIGN_OR_RETURN(std::vector<double> budgets, ParseBudgets(absl::GetFlag(FLAGS_budgets_gib)));
   MOE_ASSIGN_OR_RETURN(std::vector<BenchVariant> variants, ParseVariants(absl::GetFlag(FLAGS_variants)));
   MOE_ASSIGN_OR_RETURN(ExpertLayout layout, MakeExpertLayout(config, expert_bits, group));
+  // The cache's flags are the worker's (expert_stack_flags.h); its size is each budget's.
+  MOE_ASSIGN_OR_RETURN(expert_worker::ExpertStackOptions stack_options,
+                       expert_worker::ExpertStackFlags());
+  if (stack_options.cache_per_layer != 0 || stack_options.cache_bytes != 0) {
+    return absl::InvalidArgumentError(
+        "--cache-per-layer/--cache-bytes: this bench sizes the cache from each of --budgets-gib");
+  }
 
   std::optional<bench::RoutingTrace> trace;
   const std::string routing = absl::GetFlag(FLAGS_routing);
@@ -240,7 +247,7 @@ absl::Status Main() {
   MOE_ASSIGN_OR_RETURN(std::unique_ptr<backend::Device> device,
                        backend::OpenDevice(absl::GetFlag(FLAGS_device)));
   MOE_RETURN_IF_ERROR(device->BindThread());
-  const expert_worker::LinkModel link{absl::GetFlag(FLAGS_link_gbps), 0};
+  const expert_worker::LinkModel& link = stack_options.link;
   MOE_ASSIGN_OR_RETURN(const double measured_peak, MeasurePeakH2D(*device));
   // A modelled link's peak is the model's bandwidth; otherwise the measured one.
   const double peak_gbps = link.modelled() ? link.gbps : measured_peak;
@@ -264,12 +271,10 @@ absl::Status Main() {
 
   for (const Run& run : runs) {
     const bool keep = run.variant == BenchVariant::kFull || run.variant == BenchVariant::kNoPrefetch;
-    MOE_ASSIGN_OR_RETURN(auto policy, expert_worker::MakeCachePolicy("lru"));
-    MOE_ASSIGN_OR_RETURN(auto cache, expert_worker::SlotCache::Create(
-                                         store.get(), run.budget.slots_per_layer, std::move(policy),
-                                         keep ? expert_worker::Retention::kKeep
-                                              : expert_worker::Retention::kDrop));
-    MOE_RETURN_IF_ERROR(cache->set_link(link));
+    expert_worker::ExpertStackOptions run_options = stack_options;
+    run_options.cache_per_layer = run.budget.slots_per_layer;
+    run_options.retention = keep ? expert_worker::Retention::kKeep : expert_worker::Retention::kDrop;
+    MOE_ASSIGN_OR_RETURN(auto cache, expert_worker::MakeSlotCache(store.get(), run_options));
     expert_worker::InProcessBackend experts(cache.get(), run.variant == BenchVariant::kNaive,
                                             absl::GetFlag(FLAGS_workspace_tokens));
     coordinator::DenseWeights weights;

@@ -21,16 +21,14 @@
 #include "common/model_dir.h"
 #include "common/status.h"
 #include "expert_worker/expert_runner.h"
-#include "expert_worker/slot_cache.h"
+#include "expert_worker/expert_stack.h"
+#include "expert_worker/expert_stack_flags.h"
 #include "expert_worker/worker_service.h"
 
 ABSL_FLAG(std::string, model, "", "Model directory");
 ABSL_FLAG(std::string, listen, "",
           "unix:PATH or HOST:PORT (default: worker.sock in $XDG_RUNTIME_DIR/moe-offload or "
           "/tmp/moe-offload-UID, a 0700 directory)");
-ABSL_FLAG(int, cache_per_layer, 0, "Experts kept resident per layer (0: all, or --cache-bytes)");
-ABSL_FLAG(int64_t, cache_bytes, 0, "Expert cache budget in bytes (alternative to --cache-per-layer)");
-ABSL_FLAG(std::string, policy, "lru", "Cache eviction policy");
 ABSL_FLAG(std::string, device, "cpu", "Where the expert cache lives and experts compute: cpu, cuda or cuda:N");
 ABSL_FLAG(double, vram_budget_gib, 0,
           "Device memory for the expert cache and workspace, in GiB (0: use --cache-per-layer "
@@ -38,8 +36,6 @@ ABSL_FLAG(double, vram_budget_gib, 0,
 ABSL_FLAG(int64_t, workspace_tokens, moe::expert_worker::ExpertRunner::kDefaultWorkspaceTokens,
           "Tokens per expert pass of the compute scratch (larger calls run in chunks)");
 ABSL_FLAG(int, max_message_bytes, 64 << 20, "Largest gRPC message accepted");
-ABSL_FLAG(double, link_gbps, 0, "Link model: host-to-cache copy bandwidth in GB/s (0: memcpy speed)");
-ABSL_FLAG(double, link_latency_us, 0, "Link model: fixed cost per copy in microseconds");
 ABSL_FLAG(std::string, metrics_listen, "",
           "HOST:PORT for Prometheus text on GET /metrics (empty: no endpoint)");
 ABSL_FLAG(double, shutdown_grace_s, 10, "On SIGTERM/SIGINT: seconds in-flight calls may run on");
@@ -59,20 +55,17 @@ namespace {
 absl::Status Run() {
   const std::string model = absl::GetFlag(FLAGS_model);
   if (model.empty()) return absl::InvalidArgumentError("--model is required");
-  const double budget_gib = absl::GetFlag(FLAGS_vram_budget_gib);
-  if ((absl::GetFlag(FLAGS_cache_per_layer) != 0) + (absl::GetFlag(FLAGS_cache_bytes) != 0) +
-          (budget_gib != 0) > 1) {
-    return absl::InvalidArgumentError(
-        "give one of --cache-per-layer, --cache-bytes and --vram-budget-gib");
-  }
-  if (!(budget_gib >= 0)) return absl::InvalidArgumentError("--vram-budget-gib must be >= 0");
+  // The cache's flags (expert_stack_flags.h) and the worker's device budget, checked
+  // before anything loads.
+  MOE_ASSIGN_OR_RETURN(ExpertStackOptions stack_options, ExpertStackFlags());
+  stack_options.vram_budget_gib = absl::GetFlag(FLAGS_vram_budget_gib);
   const int64_t workspace_tokens = absl::GetFlag(FLAGS_workspace_tokens);
   if (workspace_tokens < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("--workspace-tokens must be >= 1 (got ", workspace_tokens, ")"));
   }
-  const LinkModel link{absl::GetFlag(FLAGS_link_gbps), absl::GetFlag(FLAGS_link_latency_us)};
-  MOE_RETURN_IF_ERROR(Annotate(CheckLinkModel(link), "--link-gbps/--link-latency-us"));
+  stack_options.workspace_tokens = workspace_tokens;
+  MOE_RETURN_IF_ERROR(CheckExpertStackOptions(stack_options));
   absl::StatusOr<std::unique_ptr<backend::Device>> opened =
       backend::OpenDevice(absl::GetFlag(FLAGS_device));
   if (!opened.ok()) {
@@ -96,27 +89,12 @@ absl::Status Run() {
     MOE_ASSIGN_OR_RETURN(metrics, HttpServer::Bind(absl::GetFlag(FLAGS_metrics_listen)));
   }
   MOE_ASSIGN_OR_RETURN(ModelDir dir, ModelDir::Open(model));
-  MOE_ASSIGN_OR_RETURN(auto store, ExpertStore::Load(dir, device.get()));
-  int slots = absl::GetFlag(FLAGS_cache_per_layer);
-  if (absl::GetFlag(FLAGS_cache_bytes) > 0) {
-    MOE_ASSIGN_OR_RETURN(slots, SlotCache::SlotsForBytes(*store, absl::GetFlag(FLAGS_cache_bytes)));
-  }
+  MOE_ASSIGN_OR_RETURN(std::unique_ptr<ExpertStack> stack,
+                       ExpertStack::Load(dir, device.get(), stack_options));
+  const ExpertStore* store = &stack->store();
+  SlotCache* cache = &stack->cache();
+  const int slots = cache->slots_per_layer();
   const uint64_t workspace_bytes = ExpertRunner::WorkspaceBytes(store->layout(), workspace_tokens);
-  if (budget_gib > 0) {
-    const auto budget = static_cast<uint64_t>(budget_gib * double(1ull << 30));
-    const uint64_t one_slot_row = uint64_t(store->blob_stride()) * store->num_layers();
-    if (budget < workspace_bytes + one_slot_row) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--vram-budget-gib ", budget_gib, " (", budget, " bytes) cannot hold the workspace (",
-          workspace_bytes, " bytes for ", workspace_tokens, " tokens) and one expert slot per layer (",
-          one_slot_row, " bytes): needs at least ", workspace_bytes + one_slot_row, " bytes"));
-    }
-    MOE_ASSIGN_OR_RETURN(slots, SlotCache::SlotsForBytes(*store, budget - workspace_bytes));
-  }
-  if (slots == 0) slots = store->num_experts();
-  MOE_ASSIGN_OR_RETURN(auto policy, MakeCachePolicy(absl::GetFlag(FLAGS_policy)));
-  MOE_ASSIGN_OR_RETURN(auto cache, SlotCache::Create(store.get(), slots, std::move(policy)));
-  MOE_RETURN_IF_ERROR(Annotate(cache->set_link(link), "--link-gbps/--link-latency-us"));
   MOE_LOG(INFO) << "expert cache on " << device->name() << ": " << slots << " slots per layer x "
                 << store->num_layers() << " layers of " << cache->slot_bytes() << " bytes ("
                 << uint64_t(slots) * store->num_layers() * cache->slot_bytes()
@@ -143,7 +121,7 @@ absl::Status Run() {
         absl::StrCat("--ring-spin-us ", spin_us, " is not in [0, 10000]"));
   }
   service_options.ring_spin = absl::Microseconds(spin_us);
-  WorkerService service(cache.get(), service_options);
+  WorkerService service(cache, service_options);
   if (metrics != nullptr) {
     metrics->Serve([&](httplib::Server& s) { AddMetricsRoute(s, [&] { return service.RenderMetrics(); }); });
     MOE_LOG(INFO) << "metrics on http://" << metrics->address() << "/metrics";
@@ -155,7 +133,7 @@ absl::Status Run() {
   const absl::Status served = ServeUntilSignal(options, {&service}, [&](grpc::Server*) {
     MOE_LOG(INFO) << "moe-expert-worker serving " << dir.path << " on " << options.listen << ": "
                   << store->num_layers() << " layers x " << store->num_experts() << " experts, "
-                  << slots << " cached per layer (" << absl::GetFlag(FLAGS_policy) << ")";
+                  << slots << " cached per layer (" << cache->Stats().policy << ")";
   });
   metrics.reset();  // its handler reads `service`, which goes first otherwise
   return served;

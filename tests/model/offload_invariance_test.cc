@@ -76,8 +76,8 @@ TEST_F(OffloadInvarianceTest, EveryPolicyAndCacheSizeGivesTheSameTokens) {
   for (absl::string_view policy : absl::StrSplit(expert_worker::kCachePolicyNames, ", ")) {
     for (int slots : {1, 2, 5}) {
       EngineOptions options;
-      options.policy = std::string(policy);
-      options.cache_per_layer = slots;
+      options.experts.policy = std::string(policy);
+      options.experts.cache_per_layer = slots;
       EXPECT_TRUE(Run(options) == Baseline()) << policy << ", " << slots << " slots";
     }
   }
@@ -87,7 +87,7 @@ TEST_F(OffloadInvarianceTest, EveryPrefetchSettingGivesTheSameTokens) {
   for (int lookahead : {1, 2, 3}) {
     for (int experts : {1, 2, 3}) {
       EngineOptions options;
-      options.cache_per_layer = 2;
+      options.experts.cache_per_layer = 2;
       EXPECT_TRUE(Run(options, {lookahead, experts}) == Baseline())
           << "lookahead " << lookahead << ", " << experts << " experts";
     }
@@ -96,8 +96,8 @@ TEST_F(OffloadInvarianceTest, EveryPrefetchSettingGivesTheSameTokens) {
 
 TEST_F(OffloadInvarianceTest, BaselineVariantsGiveTheSameTokens) {
   EngineOptions no_cache;
-  no_cache.cache_per_layer = 2;
-  no_cache.retention = Retention::kDrop;
+  no_cache.experts.cache_per_layer = 2;
+  no_cache.experts.retention = Retention::kDrop;
   EXPECT_TRUE(Run(no_cache) == Baseline()) << "no-cache";
   EngineOptions naive = no_cache;
   naive.load_whole_layer = true;
@@ -106,7 +106,7 @@ TEST_F(OffloadInvarianceTest, BaselineVariantsGiveTheSameTokens) {
 
 TEST_F(OffloadInvarianceTest, PolicySwapAndResizeMidStreamGiveTheSameTokens) {
   EngineOptions options;
-  options.cache_per_layer = 3;
+  options.experts.cache_per_layer = 3;
   uint64_t changes = 0, resizes = 0;
   const Outputs out = Run(options, {1, 2}, [&](LocalEngine& engine, int produced) {
     expert_worker::SlotCache& cache = *engine.cache();

@@ -13,6 +13,10 @@ namespace moe {
 
 absl::StatusOr<std::unique_ptr<LocalEngine>> LocalEngine::Open(const std::string& model_dir,
                                                                const EngineOptions& options) {
+  // Bad cache settings fail before anything loads, with the worker binary's messages.
+  if (options.worker_address.empty()) {
+    MOE_RETURN_IF_ERROR(expert_worker::CheckExpertStackOptions(options.experts));
+  }
   std::unique_ptr<LocalEngine> engine(new LocalEngine());
   MOE_ASSIGN_OR_RETURN(engine->device_, backend::OpenDevice(options.device));
   MOE_ASSIGN_OR_RETURN(engine->dir_, ModelDir::Open(model_dir));
@@ -44,18 +48,10 @@ absl::StatusOr<std::unique_ptr<LocalEngine>> LocalEngine::Open(const std::string
   } else {
     // The worker linked in computes on the engine's device and lends the model x/out in
     // that device's memory.
-    MOE_ASSIGN_OR_RETURN(engine->store_,
-                         expert_worker::ExpertStore::Load(engine->dir_, engine->device_.get()));
-    const int slots = options.cache_per_layer == 0 ? engine->store_->num_experts()
-                                                   : options.cache_per_layer;
-    MOE_ASSIGN_OR_RETURN(auto policy, expert_worker::MakeCachePolicy(options.policy));
-    MOE_ASSIGN_OR_RETURN(engine->cache_,
-                         expert_worker::SlotCache::Create(engine->store_.get(), slots,
-                                                          std::move(policy), options.retention));
-    MOE_RETURN_IF_ERROR(
-        Annotate(engine->cache_->set_link(options.link), "--link-gbps/--link-latency-us"));
+    MOE_ASSIGN_OR_RETURN(engine->stack_, expert_worker::ExpertStack::Load(
+                                             engine->dir_, engine->device_.get(), options.experts));
     engine->backend_ = std::make_unique<expert_worker::InProcessBackend>(
-        engine->cache_.get(), options.load_whole_layer);
+        &engine->stack_->cache(), options.load_whole_layer);
     backend = engine->backend_.get();
   }
   MOE_ASSIGN_OR_RETURN(engine->model_,

@@ -12,8 +12,8 @@
 #include "common/backend/device.h"
 #include "coordinator/mixtral_model.h"
 #include "coordinator/worker_client.h"
-#include "expert_worker/expert_store.h"
 #include "expert_worker/expert_runner.h"
+#include "expert_worker/expert_stack.h"
 #include "expert_worker/slot_cache.h"
 
 namespace moe {
@@ -25,29 +25,27 @@ struct EngineOptions {
   // the CPU.
   double vram_budget_gib = 0;
   int64_t context_tokens = 0;  // for that budget; 0: the model's max_position_embeddings
-  int cache_per_layer = 0;     // in-process worker: experts cached per layer (0: all)
   std::string worker_address;  // set: experts run in that worker process instead
   bool force_inline = false;   // with a worker: tensors inside RPCs even on a unix socket
   bool use_ring = true;        // with a worker on a unix socket: calls through the arena's ring
   double ring_spin_us = 0;     // how long a ring call polls for its reply before sleeping
-  // In-process worker only:
-  expert_worker::LinkModel link;  // what a copy into the cache costs
-  std::string policy = "lru";     // eviction policy (expert_worker::kCachePolicyNames)
-  expert_worker::Retention retention = expert_worker::Retention::kKeep;
-  bool load_whole_layer = false;  // the naive baseline: every expert loaded each call
+  // In-process worker only: its cache's size, policy, retention and link model (the
+  // same struct and checks as the worker binary's; ExpertStackFlags() fills it)...
+  expert_worker::ExpertStackOptions experts;
+  bool load_whole_layer = false;  // ...and the naive baseline: every expert loaded each call
 };
 
 class LocalEngine {
  public:
   // Opens and validates `model_dir` and loads the dense weights. The experts run in the
-  // worker linked in (expert store plus an LRU slot cache), or, with a worker address,
-  // in that process over gRPC.
+  // worker linked in (an expert_worker::ExpertStack: store, policy, slot cache, link),
+  // or, with a worker address, in that process over gRPC.
   static absl::StatusOr<std::unique_ptr<LocalEngine>> Open(const std::string& model_dir,
                                                            const EngineOptions& options);
   static absl::StatusOr<std::unique_ptr<LocalEngine>> Open(const std::string& model_dir,
                                                            int cache_per_layer = 0) {
     EngineOptions options;
-    options.cache_per_layer = cache_per_layer;
+    options.experts.cache_per_layer = cache_per_layer;
     return Open(model_dir, options);
   }
 
@@ -56,7 +54,7 @@ class LocalEngine {
   backend::Device& device() { return *device_; }
   coordinator::MixtralModel& model() { return *model_; }
   // In-process mode only (null with a remote worker).
-  expert_worker::SlotCache* cache() { return cache_.get(); }
+  expert_worker::SlotCache* cache() { return stack_ ? &stack_->cache() : nullptr; }
   expert_worker::InProcessBackend* in_process() { return backend_.get(); }
   // Remote mode only (null in-process).
   coordinator::WorkerClient* worker() { return worker_.get(); }
@@ -66,8 +64,7 @@ class LocalEngine {
 
   std::unique_ptr<backend::Device> device_;  // first: everything below computes on it
   ModelDir dir_;
-  std::unique_ptr<expert_worker::ExpertStore> store_;
-  std::unique_ptr<expert_worker::SlotCache> cache_;
+  std::unique_ptr<expert_worker::ExpertStack> stack_;
   std::unique_ptr<expert_worker::InProcessBackend> backend_;
   std::unique_ptr<coordinator::WorkerClient> worker_;
   std::unique_ptr<coordinator::MixtralModel> model_;

@@ -25,6 +25,7 @@
 #include "common/grpc_status.h"
 #include "coordinator/generation_defaults.h"
 #include "coordinator/generation_service.h"
+#include "expert_worker/expert_stack_flags.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "moe/v1/generation.grpc.pb.h"
 #include "google/protobuf/util/json_util.h"
@@ -60,9 +61,6 @@ ABSL_FLAG(double, vram_budget_gib, 0,
 ABSL_FLAG(int, threads, 0, "compute threads (0: all cores)");
 ABSL_FLAG(std::string, server, "", "generate: a moe-coordinator's address; the model runs there");
 ABSL_FLAG(std::string, worker, "", "generate/logits: run experts in this moe-expert-worker");
-ABSL_FLAG(int, cache_per_layer, 0, "in-process experts cached per layer (0: all)");
-ABSL_FLAG(double, link_gbps, 0, "in-process link model: copy bandwidth in GB/s (0: memcpy speed)");
-ABSL_FLAG(double, link_latency_us, 0, "in-process link model: fixed cost per copy");
 ABSL_FLAG(int, lookahead, 0, "speculative loading: layers ahead to guess experts for (0: off)");
 ABSL_FLAG(int, prefetch_experts, 2, "speculative loading: experts prefetched per token and layer");
 ABSL_FLAG(std::string, api_key, "",
@@ -80,9 +78,6 @@ ABSL_FLAG(int, warmup_tokens, 16, "bench: decode steps run first and not measure
 ABSL_FLAG(std::string, variant, "full",
           "bench: full, no-prefetch, no-cache, naive, or a comma list, or all");
 ABSL_FLAG(int, repeat, 1, "bench: runs of each variant, interleaved (A B C A B C ...)");
-ABSL_FLAG(std::string, policy, "",
-          "bench: cache policy (lru, lfu, fifo, random, lfu-decay; default lru); set-policy: "
-          "the new policy (default: keep the worker's)");
 
 namespace moe {
 namespace {
@@ -93,14 +88,14 @@ absl::StatusOr<std::string> RequiredFlag(const absl::Flag<std::string>& flag, co
   return value;
 }
 
-EngineOptions EngineFlags() {
+// The engine the in-process commands open: the coordinator half's device flags, and the
+// in-process worker's cache flags (expert_stack_flags.h, the worker binary's own).
+absl::StatusOr<EngineOptions> EngineFlags() {
   EngineOptions options;
   options.device = absl::GetFlag(FLAGS_device);
   options.vram_budget_gib = absl::GetFlag(FLAGS_vram_budget_gib);
-  options.cache_per_layer = absl::GetFlag(FLAGS_cache_per_layer);
   options.worker_address = absl::GetFlag(FLAGS_worker);
-  // Checked where every wiring sets it (SlotCache::set_link), not clamped here.
-  options.link = {absl::GetFlag(FLAGS_link_gbps), absl::GetFlag(FLAGS_link_latency_us)};
+  MOE_ASSIGN_OR_RETURN(options.experts, expert_worker::ExpertStackFlags());
   return options;
 }
 
@@ -191,7 +186,8 @@ absl::Status RunGenerate() {
   const v1::GenerateRequest request = GenerateRequestFromFlags(prompt);
   if (!absl::GetFlag(FLAGS_server).empty()) return RunGenerateRemote(absl::GetFlag(FLAGS_server), request);
   MOE_ASSIGN_OR_RETURN(std::string dir, RequiredFlag(FLAGS_model, "model"));
-  MOE_ASSIGN_OR_RETURN(auto engine, LocalEngine::Open(dir, EngineFlags()));
+  MOE_ASSIGN_OR_RETURN(const EngineOptions engine_options, EngineFlags());
+  MOE_ASSIGN_OR_RETURN(auto engine, LocalEngine::Open(dir, engine_options));
   engine->model().set_speculation({absl::GetFlag(FLAGS_lookahead), absl::GetFlag(FLAGS_prefetch_experts)});
   MOE_ASSIGN_OR_RETURN(auto tokenizer, engine->dir().LoadTokenizer());
   coordinator::GenerationServiceOptions options;
@@ -223,7 +219,8 @@ absl::Status RunLogits() {
   MOE_ASSIGN_OR_RETURN(std::string tokens_flag, RequiredFlag(FLAGS_tokens, "tokens"));
   MOE_ASSIGN_OR_RETURN(std::string out, RequiredFlag(FLAGS_out, "out"));
   MOE_ASSIGN_OR_RETURN(std::vector<int> ids, ParseTokenList(tokens_flag));
-  MOE_ASSIGN_OR_RETURN(auto engine, LocalEngine::Open(dir, EngineFlags()));
+  MOE_ASSIGN_OR_RETURN(const EngineOptions engine_options, EngineFlags());
+  MOE_ASSIGN_OR_RETURN(auto engine, LocalEngine::Open(dir, engine_options));
   const int64_t v = engine->config().vocab_size;
   for (size_t i = 0; i < ids.size(); ++i) {
     if (ids[i] < 0 || ids[i] >= v) {
@@ -317,9 +314,7 @@ absl::Status RunBenchCommand() {
   const int64_t max_tokens = absl::GetFlag(FLAGS_max_tokens);
   options.max_tokens = max_tokens > 0 ? max_tokens : 256;
   options.warmup_tokens = std::max(0, absl::GetFlag(FLAGS_warmup_tokens));
-  options.cache_per_layer = absl::GetFlag(FLAGS_cache_per_layer);
-  options.policy = absl::GetFlag(FLAGS_policy).empty() ? "lru" : absl::GetFlag(FLAGS_policy);
-  options.link = {absl::GetFlag(FLAGS_link_gbps), absl::GetFlag(FLAGS_link_latency_us)};
+  MOE_ASSIGN_OR_RETURN(options.experts, expert_worker::ExpertStackFlags());
   // Speculation is on in the full variant unless --lookahead says otherwise.
   options.lookahead = absl::GetFlag(FLAGS_lookahead) > 0 ? absl::GetFlag(FLAGS_lookahead) : 1;
   options.prefetch_experts = absl::GetFlag(FLAGS_prefetch_experts);

@@ -86,20 +86,22 @@ absl::StatusOr<nlohmann::json> RunOffloadBench(const BenchOptions& options, Benc
   engine_options.worker_address = options.worker;
   engine_options.device = options.device;
   engine_options.vram_budget_gib = options.vram_budget_gib;
-  engine_options.link = options.link;
-  engine_options.policy = options.policy;
-  engine_options.retention = variant == BenchVariant::kNoCache || variant == BenchVariant::kNaive
-                                 ? expert_worker::Retention::kDrop
-                                 : expert_worker::Retention::kKeep;
+  engine_options.experts = options.experts;
+  engine_options.experts.retention =
+      variant == BenchVariant::kNoCache || variant == BenchVariant::kNaive
+          ? expert_worker::Retention::kDrop
+          : expert_worker::Retention::kKeep;
   engine_options.load_whole_layer = variant == BenchVariant::kNaive;
   MOE_ASSIGN_OR_RETURN(auto engine, LocalEngine::Open(options.model, engine_options));
-  // The size is known once the model is: a quarter of the experts by default.
   const int experts = static_cast<int>(engine->config().num_local_experts);
-  int cache_per_layer = options.cache_per_layer > 0 ? options.cache_per_layer : std::max(1, experts / 4);
-  if (remote) {
-    cache_per_layer = 0;  // the worker's own setting; read below
-  } else {
-    MOE_RETURN_IF_ERROR(Annotate(engine->cache()->Resize(cache_per_layer), "--cache-per-layer"));
+  int cache_per_layer = 0;  // with a worker: its own setting, read below
+  if (!remote) {
+    cache_per_layer = engine->cache()->slots_per_layer();
+    if (options.experts.cache_per_layer == 0 && options.experts.cache_bytes == 0) {
+      // The size is known once the model is: a quarter of the experts by default.
+      cache_per_layer = std::max(1, experts / 4);
+      MOE_RETURN_IF_ERROR(engine->cache()->Resize(cache_per_layer));
+    }
   }
   const coordinator::SpeculationOptions speculation{
       variant == BenchVariant::kFull ? options.lookahead : 0, options.prefetch_experts};
@@ -177,12 +179,12 @@ absl::StatusOr<nlohmann::json> RunOffloadBench(const BenchOptions& options, Benc
     cache_per_layer = static_cast<int>(stats.cache_per_layer());
     out["policy"] = stats.policy();
   } else {
-    out["policy"] = options.policy;
+    out["policy"] = engine->cache()->Stats().policy;
   }
   out["cache_per_layer"] = cache_per_layer;
   out["experts_per_layer"] = experts;
-  out["link_gbps"] = options.link.gbps;
-  out["link_latency_us"] = options.link.latency_us;
+  out["link_gbps"] = options.experts.link.gbps;
+  out["link_latency_us"] = options.experts.link.latency_us;
   out["lookahead"] = speculation.lookahead;
   out["prefetch_experts"] = speculation.experts;
   out["worker"] = remote ? options.worker : "in-process";

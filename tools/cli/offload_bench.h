@@ -26,9 +26,9 @@ struct BenchOptions {
   std::string model;
   std::string text_file;        // decoded teacher-forced: token t+1 is fed whatever came out
   int max_tokens = 256;         // decode steps (at most the text's tokens - 1)
-  int cache_per_layer = 0;      // 0: a quarter of the experts (the paper's setting), at least 1
-  std::string policy = "lru";
-  expert_worker::LinkModel link;
+  // The in-process worker's cache (retention is the variant's); no size given: a quarter
+  // of the experts (the paper's setting), at least 1.
+  expert_worker::ExpertStackOptions experts;
   int lookahead = 1;            // full only
   int prefetch_experts = 2;     // full only
   std::string worker;           // set: a running moe-expert-worker (full / no-prefetch only)
