@@ -21,6 +21,19 @@ and RunExperts calls; --worker-flag passes flags to the worker
 (e.g. --worker-flag=--link-gbps=16), --coordinator-flag to the coordinator (e.g.
 --coordinator-flag=--max-batch-tokens=256).
 
+Latency as the client sees it (time.monotonic() when the Python client's iterator hands
+over a response): ttft from sending the request to the first token; itl_* ("inter-token")
+pools the gaps between successive token messages of every request; tpot_* is per
+request, (last token - first token) / (tokens - 1), its p50/p99 over requests. The
+coordinator writes one message per token, but when the client's thread (or the server's
+writer) gets no core for a while, several messages are read back to back: their gaps are
+~0 and a later one carries the whole wait, so itl_p50 understates a fast stream's gap
+(it can be 50x below tpot at one stream on a loaded machine) while tpot does not depend
+on how the messages were read. Compare streams by tpot. Under "cpu_per_wall_s" each phase
+says how many cores this client, the coordinator and the worker kept busy (seconds of CPU
+per second of the phase) and, for the two servers, "_waiting": seconds their threads were
+runnable with no core free (/proc schedstat), i.e. what the machine's other load took.
+
 A request "completes" when its stream ends with a finish reason and as many tokens as
 asked (or EOS); greedy requests with the same prompt must then carry the same token ids
 (a mismatch is an error). UNAVAILABLE and RESOURCE_EXHAUSTED are explicit "retry later"
@@ -68,6 +81,26 @@ def percentile(values, p):
     return ordered[min(len(ordered) - 1, int(round(p / 100.0 * (len(ordered) - 1))))]
 
 
+def schedstat_seconds(pid):
+    """(seconds on a CPU, seconds runnable but waiting for one) of a process, summed over
+    its live threads (/proc/PID/task/*/schedstat); None when it is gone. Threads that
+    ended meanwhile are not counted."""
+    run = wait = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                fields = f.read().split()
+        except OSError:
+            continue
+        run += int(fields[0])
+        wait += int(fields[1])
+    return (run / 1e9, wait / 1e9)
+
+
 class Deployment:
     """deploy/run_local.sh in its own session: the addresses and the worker's pid."""
 
@@ -93,6 +126,13 @@ class Deployment:
         self.address = re.search(r"coordinator \(moe.v1.Generation\)\s+(\S+)", out).group(1)
         self.worker_address = re.search(r"expert worker\s+(\S+)\s+pid \d+", out).group(1)
         self.worker_pid = int(re.search(r"expert worker .* pid (\d+)", out).group(1))
+        self.coordinator_pid = int(re.search(r"coordinator \(moe.v1.Generation\)\s+\S+\s+pid (\d+)",
+                                             out).group(1))
+
+    def cpu_seconds(self):
+        """schedstat_seconds of the coordinator and the worker."""
+        return {"coordinator": schedstat_seconds(self.coordinator_pid),
+                "worker": schedstat_seconds(self.worker_pid)}
 
     def output(self):
         with open(self.log_path, "rb") as f:
@@ -133,11 +173,11 @@ class Load:
             return i
 
     def one_attempt(self, channel, prompt):
-        """(outcome, token ids, ttft, gaps, code): outcome 'complete', 'retry' or 'error'."""
+        """(outcome, token ids, ttft, gaps, code, tpot): outcome 'complete', 'retry' or 'error'."""
         req = moe_client.make_request(self.stubs, prompt, max_new_tokens=self.args.max_new_tokens,
                                       temperature=0.0, top_p=0.0)
         ids, gaps, ttft, last = [], [], None, None
-        start = previous = time.monotonic()
+        start = previous = first = time.monotonic()
         try:
             for response in moe_client.stream_generate(self.stubs, channel, req,
                                                        timeout=self.args.request_timeout_s):
@@ -145,6 +185,7 @@ class Load:
                 if response.token_ids:
                     if ttft is None:
                         ttft = now - start
+                        first = now
                     else:
                         gaps.append((now - previous) / len(response.token_ids))
                     previous = now
@@ -153,15 +194,18 @@ class Load:
                     last = response
         except grpc.RpcError as e:
             if e.code() in RETRY_CODES and not ids:
-                return "retry", ids, None, [], e.code().name
-            return "error", ids, ttft, gaps, f"{e.code().name}: {e.details()}"
+                return "retry", ids, None, [], e.code().name, None
+            return "error", ids, ttft, gaps, f"{e.code().name}: {e.details()}", None
         if last is None:
-            return "error", ids, ttft, gaps, "the stream ended without a finish reason"
+            return "error", ids, ttft, gaps, "the stream ended without a finish reason", None
         full = (len(ids) == self.args.max_new_tokens or
                 last.finish_reason == self.stubs.generation_pb2.FINISH_REASON_EOS)
         if not full:
-            return "error", ids, ttft, gaps, f"only {len(ids)} tokens"
-        return "complete", ids, ttft, gaps, "OK"
+            return "error", ids, ttft, gaps, f"only {len(ids)} tokens", None
+        # Time per output token: first token to last over the tokens between them, as the
+        # client saw them; unlike a gap it does not depend on how the messages were read.
+        tpot = (previous - first) / (len(ids) - 1) if len(ids) > 1 else None
+        return "complete", ids, ttft, gaps, "OK", tpot
 
     def client(self):
         with grpc.insecure_channel(self.address) as channel:
@@ -173,7 +217,7 @@ class Load:
                 record = {"request": i, "prompt": prompt, "refused": [], "started": time.monotonic()}
                 backoff = 0.05
                 while True:
-                    outcome, ids, ttft, gaps, code = self.one_attempt(channel, prompt)
+                    outcome, ids, ttft, gaps, code, tpot = self.one_attempt(channel, prompt)
                     if outcome != "retry":
                         break
                     record["refused"].append(code)
@@ -182,7 +226,7 @@ class Load:
                         break
                     time.sleep(backoff)
                     backoff = min(backoff * 2, 0.5)
-                record.update(outcome=outcome, ids=ids, ttft=ttft, gaps=gaps, code=code,
+                record.update(outcome=outcome, ids=ids, ttft=ttft, gaps=gaps, code=code, tpot=tpot,
                               ended=time.monotonic())
                 with self.lock:
                     self.records.append(record)
@@ -218,6 +262,7 @@ def summarize(load, wall, hung):
     tokens = sum(len(r["ids"]) for r in complete)
     ttfts = [r["ttft"] for r in complete if r["ttft"] is not None]
     gaps = [g for r in complete for g in r["gaps"]]
+    tpots = [r["tpot"] for r in complete if r["tpot"] is not None]
     missing = load.requests - len(records)  # never ended (hung clients)
     return {
         "clients": load.clients,
@@ -239,6 +284,8 @@ def summarize(load, wall, hung):
         "ttft_p99_ms": round(1e3 * percentile(ttfts, 99), 2),
         "itl_p50_ms": round(1e3 * percentile(gaps, 50), 2),
         "itl_p99_ms": round(1e3 * percentile(gaps, 99), 2),
+        "tpot_p50_ms": round(1e3 * percentile(tpots, 50), 2),
+        "tpot_p99_ms": round(1e3 * percentile(tpots, 99), 2),
     }
 
 
@@ -320,9 +367,24 @@ def main():
     try:
         for clients, requests in args.phases:
             before = worker_counters()
+            cpu_before = deployment.cpu_seconds() if deployment else {}
+            client_before = time.process_time()
             load = Load(args, stubs, address, clients, requests, on_progress)
             wall, hung = load.run()
             phase = summarize(load, wall, hung)
+            # Where the machine's CPU went meanwhile, per second of the phase (2.0 = two
+            # cores busy): this client's own threads compete with the step; "_waiting" is
+            # time a process's threads were ready to run but had no core.
+            cpu_after = deployment.cpu_seconds() if deployment else {}
+            # (The client's threads have ended by now: their waits are not known.)
+            share = {"client": round((time.process_time() - client_before) / max(wall, 1e-9), 3)}
+            for name, spent in cpu_after.items():
+                earlier = cpu_before.get(name)
+                both = spent is not None and earlier is not None
+                share[name] = round((spent[0] - earlier[0]) / max(wall, 1e-9), 3) if both else None
+                share[name + "_waiting"] = (round((spent[1] - earlier[1]) / max(wall, 1e-9), 3)
+                                            if both else None)
+            phase["cpu_per_wall_s"] = share
             if before is not None:
                 after = worker_counters()
                 delta = {name: after[name] - before[name] for name in after}
@@ -342,7 +404,8 @@ def main():
                    "hung_clients": sum(p["hung_clients"] for p in phases)}
         for later in phases[1:]:
             ratio = {"tokens_per_s": round(later["tokens_per_s"] / max(first["tokens_per_s"], 1e-9), 2),
-                     "itl_p50": round(later["itl_p50_ms"] / max(first["itl_p50_ms"], 1e-9), 2)}
+                     "itl_p50": round(later["itl_p50_ms"] / max(first["itl_p50_ms"], 1e-9), 2),
+                     "tpot_p50": round(later["tpot_p50_ms"] / max(first["tpot_p50_ms"], 1e-9), 2)}
             if "bytes_copied_per_token" in first:
                 ratio["bytes_copied_per_token"] = round(
                     later["bytes_copied_per_token"] / max(first["bytes_copied_per_token"], 1e-9), 3)

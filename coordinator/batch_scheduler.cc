@@ -34,10 +34,12 @@ struct BatchScheduler::Stream {
   // The caller wants no more tokens; read by the step thread without the lock (a
   // pass in flight is abandoned for it).
   std::atomic<bool> stop{false};
-  // Guarded by the scheduler's mu_.
-  std::deque<int> tokens;  // sampled, not yet handed to the caller
-  bool retired = false;    // the step thread no longer touches the stream
-  absl::Status status;     // why it was retired, if not by EOS, length or stop
+  // The hand-off to the caller, one lock per stream: a step's 32 callers waking for
+  // their tokens do not queue on one mutex (nor on the step thread's).
+  std::mutex mu;
+  std::deque<int> tokens;  // guarded by mu: sampled, not yet handed to the caller
+  bool retired = false;    // guarded by mu: the step thread no longer touches the stream
+  absl::Status status;     // guarded by mu: why it was retired, if not by EOS, length or stop
   std::condition_variable changed;
 };
 
@@ -74,8 +76,12 @@ BatchTotals BatchScheduler::totals() const {
   return totals_;
 }
 
-void BatchScheduler::Retire(Stream* stream, absl::Status status) {
+void BatchScheduler::Retire(Stream* stream, absl::Status status, int last_token) {
   running_.erase(std::remove(running_.begin(), running_.end(), stream), running_.end());
+  // Notified under the stream's lock: once the caller sees `retired` it may free the
+  // stream.
+  std::lock_guard<std::mutex> lock(stream->mu);
+  if (last_token >= 0) stream->tokens.push_back(last_token);
   stream->status = std::move(status);
   stream->retired = true;
   stream->changed.notify_all();
@@ -103,10 +109,7 @@ void BatchScheduler::Loop() {
     for (Stream* s : running_) {
       if (s->options.cancelled && s->options.cancelled()) cancelled.push_back(s);
     }
-    if (!cancelled.empty()) {
-      std::lock_guard<std::mutex> lock(mu_);
-      for (Stream* s : cancelled) Retire(s, absl::CancelledError("generation cancelled"));
-    }
+    for (Stream* s : cancelled) Retire(s, absl::CancelledError("generation cancelled"));
     if (!running_.empty()) Step();
   }
 }
@@ -161,9 +164,11 @@ void BatchScheduler::Step() {
     if (absl::IsCancelled(status)) {
       for (size_t i = 0; i < chosen.size(); ++i) any |= ending[i] = must_end(chosen[i]);
     }
-    std::lock_guard<std::mutex> lock(mu_);
     if (any) {
-      ++totals_.aborted;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        ++totals_.aborted;
+      }
       for (size_t i = 0; i < chosen.size(); ++i) {
         if (!ending[i]) continue;
         Retire(chosen[i], chosen[i]->stop.load() ? absl::OkStatus()
@@ -188,25 +193,35 @@ void BatchScheduler::Step() {
     }
     token[i] = s->sampler.Sample(s->logits);
   }
-  const int eos = static_cast<int>(model_->config().eos_token_id);
-  std::lock_guard<std::mutex> lock(mu_);
-  ++totals_.steps;
-  totals_.forward += pass;
-  for (size_t i = 0; i < chosen.size(); ++i) {
-    if (chunk[i] > 0) {
-      totals_.prompt_rows += chunk[i];
-    } else {
-      ++totals_.decode_rows;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++totals_.steps;
+    totals_.forward += pass;
+    for (size_t i = 0; i < chosen.size(); ++i) {
+      if (chunk[i] > 0) {
+        totals_.prompt_rows += chunk[i];
+      } else {
+        ++totals_.decode_rows;
+      }
     }
+  }
+  const int eos = static_cast<int>(model_->config().eos_token_id);
+  for (size_t i = 0; i < chosen.size(); ++i) {
     if (token[i] < 0) continue;
     Stream* s = chosen[i];
     s->next_token = token[i];
     ++s->sampled;
-    s->tokens.push_back(token[i]);
-    s->changed.notify_all();
     if ((s->options.stop_at_eos && token[i] == eos) || s->sampled >= s->options.max_new_tokens) {
-      Retire(s, absl::OkStatus());
+      Retire(s, absl::OkStatus(), token[i]);
+      continue;
     }
+    {
+      std::lock_guard<std::mutex> lock(s->mu);
+      s->tokens.push_back(token[i]);
+    }
+    // Outside the lock, so that the woken caller does not block on it at once. The
+    // stream outlives this: only this thread retires it, and it is not retired.
+    s->changed.notify_all();
   }
 }
 
@@ -251,7 +266,7 @@ absl::StatusOr<GenerationResult> BatchScheduler::Generate(absl::Span<const int> 
   while (true) {
     int token;
     {
-      std::unique_lock<std::mutex> lock(mu_);
+      std::unique_lock<std::mutex> lock(stream->mu);
       stream->changed.wait(lock, [&] { return !stream->tokens.empty() || stream->retired; });
       if (stream->tokens.empty()) {
         status = stream->status.ok()
@@ -284,8 +299,11 @@ absl::StatusOr<GenerationResult> BatchScheduler::Generate(absl::Span<const int> 
   // The step thread lets go of the stream (it may be in a pass) before it is freed.
   stream->stop = true;
   {
-    std::unique_lock<std::mutex> lock(mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     wake_.notify_all();
+  }
+  {
+    std::unique_lock<std::mutex> lock(stream->mu);
     stream->changed.wait(lock, [&] { return stream->retired; });
   }
   MOE_RETURN_IF_ERROR(status);

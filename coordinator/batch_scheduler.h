@@ -78,8 +78,9 @@ class BatchScheduler {
   struct Stream;
   BatchScheduler(const MixtralModel* model, BatchSchedulerOptions options);
   void Loop();
-  // Takes `stream` off the running list and wakes its caller; mu_ held.
-  void Retire(Stream* stream, absl::Status status);
+  // Takes `stream` off the running list, hands its caller `last_token` (if >= 0) and
+  // wakes it; the step thread only.
+  void Retire(Stream* stream, absl::Status status, int last_token = -1);
   // One forward pass over `running_`'s next rows; the step thread only.
   void Step();
 

@@ -473,6 +473,11 @@ class LoadTest(TimedTestCase):
     def test_clean_run_has_no_errors(self):
         figures = self.run_load("load")
         self.assertEqual(figures["refused_attempts"], 0)
+        # Per-request time per output token, and where the CPU went (both servers ran).
+        self.assertGreater(figures["tpot_p50_ms"], 0)
+        self.assertGreaterEqual(figures["tpot_p99_ms"], figures["tpot_p50_ms"])
+        self.assertGreater(figures["cpu_per_wall_s"]["coordinator"], 0)
+        self.assertGreater(figures["cpu_per_wall_s"]["worker"], 0)
 
     def test_worker_killed_mid_run_loses_no_request(self):
         figures = self.run_load("loadkill", "--kill-worker-after", "12")
