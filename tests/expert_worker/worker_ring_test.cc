@@ -119,6 +119,10 @@ TEST_F(WorkerRingTest, CallsThroughTheRingGiveTheRpcResults) {
   EXPECT_EQ(by_ring, by_rpc);
   EXPECT_EQ(ring_client->Stats().ring_calls, 2u);  // two chunks
   EXPECT_EQ(ring_client->Stats().calls, 2u);
+  // Five rows do not fit a slot of three: each chunk is copied in and its result out.
+  const uint64_t batch_bytes = by_ring.size() * sizeof(float);
+  EXPECT_EQ(ring_client->staged_bytes(), 2 * batch_bytes);
+  EXPECT_EQ(rpc_client->staged_bytes(), 2 * batch_bytes);
   const v1::WorkerStats stats = service.Stats();
   EXPECT_EQ(stats.ring_calls(), 2u);
   EXPECT_EQ(stats.run_experts_calls(), 4u);
@@ -163,6 +167,8 @@ TEST_F(WorkerRingTest, ABatchLentInItsSlotGivesTheInProcessResults) {
     EXPECT_EQ(run(*client), expected) << use_ring << inline_tensors;
     EXPECT_EQ(client->ring_active(), use_ring);
     EXPECT_EQ(client->zero_copy(), !inline_tensors);
+    // In its slot nothing is copied; inline, x goes into the request and out comes back.
+    EXPECT_EQ(client->staged_bytes(), inline_tensors ? 2 * expected.size() * sizeof(float) : 0u);
     client.reset();
   }
   EXPECT_EQ(service.Stats().ring_calls(), 1u);
