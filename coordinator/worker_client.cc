@@ -449,6 +449,7 @@ absl::Status WorkerClient::RunExperts(int layer, ActivationBatch& batch,
 
 absl::Status WorkerClient::Copy(int slot, void* dst, MemoryPlace dst_place, const void* src,
                                 MemoryPlace src_place, size_t bytes) {
+  staged_bytes_.fetch_add(bytes, std::memory_order_relaxed);
   if (dst_place.is_host() && src_place.is_host()) {
     std::memcpy(dst, src, bytes);
     return absl::OkStatus();
@@ -524,6 +525,7 @@ absl::Status WorkerClient::RpcCall(Lease& lease, ActivationPath path, int64_t st
     const float* x = lease.x().data() + start * config_.hidden_size;
     if (lease.place().is_host()) {
       request->set_input_inline(x, slices.bytes);
+      staged_bytes_.fetch_add(slices.bytes, std::memory_order_relaxed);
     } else {
       std::string* staged = request->mutable_input_inline();
       staged->resize(slices.bytes);

@@ -111,6 +111,9 @@ class WorkerClient : public ExpertBackend {
   ExpertCallStats Stats() const;
   // Times a lost worker answered again within the grace.
   uint64_t recoveries() const;
+  // Activation bytes this client has copied since it was made (into the arena, into or
+  // out of inline tensors, back into a batch): 0 while every lent batch lives in its slot.
+  uint64_t staged_bytes() const { return staged_bytes_.load(std::memory_order_relaxed); }
   v1::ExpertWorker::Stub& stub() { return *stub_; }
 
  private:
@@ -192,6 +195,7 @@ class WorkerClient : public ExpertBackend {
     std::unique_ptr<backend::DeviceBuffer> device;
   };
   std::vector<Staging> staging_;
+  std::atomic<uint64_t> staged_bytes_{0};
   const HostArenaLayout layout_;
   uint64_t slot_bytes_ = 0;             // per slot: input then output, each [max_tokens, H]
   // Tokens per RunExperts: max_tokens_per_call, or less if the worker said so.
