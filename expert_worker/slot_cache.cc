@@ -1,12 +1,9 @@
 #include "expert_worker/slot_cache.h"
 
 #include <algorithm>
-#include <cmath>
 #include <chrono>
 #include <cstdlib>
-#include <thread>
 #include <cstring>
-#include <sys/prctl.h>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
@@ -141,7 +138,7 @@ SlotCache::Lease::~Lease() {
 }
 
 bool SlotCache::Busy(const Slot& slot, std::chrono::steady_clock::time_point now) {
-  return slot.loading || slot.ready_at > now;
+  return slot.loading || slot.copy.in_flight(now);
 }
 
 void SlotCache::EvictLocked(int layer, Slot& slot) {
@@ -162,36 +159,6 @@ void SlotCache::Release(int layer, Slot* slot) {
   }
   changed_.notify_all();
 }
-
-namespace {
-
-std::chrono::steady_clock::duration Seconds(double s) {
-  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-      std::chrono::duration<double>(s));
-}
-
-// Modelled copies sleep rather than spin (the cores are for compute); with the thread's
-// timer slack cut to 1 ns, wake-ups land within microseconds instead of the default 50.
-void SetTimerSlack() {
-  thread_local const bool slack_set = prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0) == 0;
-  (void)slack_set;
-}
-
-// A demand copy polls the clock for its last microseconds, where a sleep would overshoot.
-constexpr int kPollUs = 150;
-
-// Waits for a modelled copy the caller needs: sleeps, then polls the last stretch (the
-// caller has nothing else to do, and a wake-up on a busy machine takes tens of
-// microseconds).
-void WaitUntil(std::chrono::steady_clock::time_point end) {
-  SetTimerSlack();
-  std::this_thread::sleep_until(end - std::chrono::microseconds(kPollUs));
-  while (std::chrono::steady_clock::now() < end) {
-  }
-}
-
-
-}  // namespace
 
 absl::StatusOr<SlotCache::Lease> SlotCache::Acquire(int layer, int expert, CopyWait wait) {
   const auto t0 = std::chrono::steady_clock::now();
@@ -272,7 +239,7 @@ absl::StatusOr<std::optional<SlotCache::Lease>> SlotCache::Load(int layer, int e
     for (auto& s : slots) {
       if (s->expert == expert) found = s.get();
       if (s->expert < 0 && free == nullptr) free = s.get();
-      if (s->ready_at > now) next_ready = std::min(next_ready, s->ready_at);
+      if (s->copy.in_flight(now)) next_ready = std::min(next_ready, s->copy.ready);
     }
     if (found != nullptr) {
       if (prefetch) return std::nullopt;  // resident or on its way: nothing to do
@@ -280,10 +247,10 @@ absl::StatusOr<std::optional<SlotCache::Lease>> SlotCache::Load(int layer, int e
         changed_.wait(lock);
         continue;
       }
-      if (found->ready_at > now) {  // its modelled copy is still on the link
-        const Clock::time_point ready = found->ready_at;
+      if (found->copy.in_flight(now)) {  // its modelled copy is still on the link
+        const Clock::time_point ready = found->copy.ready;
         lock.unlock();
-        WaitUntil(ready);
+        LinkSchedule::WaitUntil(ready);
         lock.lock();
         continue;  // the copy may have been pushed back meanwhile
       }
@@ -331,12 +298,12 @@ absl::StatusOr<std::optional<SlotCache::Lease>> SlotCache::Load(int layer, int e
       // No bytes move: the expert is read in place from the store once the link's
       // schedule says the copy is done. A prefetch returns at once (an async copy).
       slot.view = store_->Expert(layer, expert);
-      slot.ready_at = ScheduleCopy(prefetch, link, slot);
+      schedule_.Schedule(prefetch, link, store_->blob_bytes(), &slot.copy);
       if (prefetch) return std::nullopt;
       slot.leases = 1;
-      const Clock::time_point ready = slot.ready_at;
+      const Clock::time_point ready = slot.copy.ready;
       lock.unlock();
-      WaitUntil(ready);  // a demand copy is never pushed back
+      LinkSchedule::WaitUntil(ready);  // a demand copy is never pushed back
       return Lease(this, layer, &slot, slot.view, /*hit=*/false);
     }
     if (ReadsInPlace()) {
@@ -423,63 +390,9 @@ absl::Status SlotCache::RealCopy(std::unique_lock<std::mutex>& lock, int layer, 
   return status;
 }
 
-// The link as a schedule, without moving bytes: a copy takes latency + bytes / bandwidth.
-// Demand copies queue among themselves; a demand copy overtakes every scheduled
-// prefetch, and one already moving bytes gives way at its next chunk boundary (a copy
-// engine cannot stop mid-chunk): the prefetches then end later by the demand copy's
-// duration. Prefetches are issued at once and queue behind each other, as on a copy
-// stream. No thread sleeps for a prefetch, so none wakes up to preempt compute.
-std::chrono::steady_clock::time_point SlotCache::ScheduleCopy(bool prefetch, const LinkModel& link,
-                                                              Slot& slot) {
-  using Clock = std::chrono::steady_clock;
-  const Clock::time_point now = Clock::now();
-  const double bandwidth = link.gbps * 1e9;  // bytes/s; 0: latency only
-  const auto duration = Seconds(link.latency_us * 1e-6 +
-                                (bandwidth > 0 ? double(store_->blob_bytes()) / bandwidth : 0));
-  // Forget finished prefetches.
-  std::erase_if(scheduled_, [&](const Slot* s) { return s->ready_at <= now; });
-  if (prefetch) {
-    Clock::time_point start = std::max(now, demand_link_free_);
-    for (const Slot* s : scheduled_) start = std::max(start, s->ready_at);
-    slot.copy_start = start;
-    scheduled_.push_back(&slot);
-    return start + duration;
-  }
-  Clock::time_point start = std::max(now, demand_link_free_);
-  for (const Slot* s : scheduled_) {
-    if (s->copy_start < start && s->ready_at > start) {  // moving bytes now
-      if (bandwidth > 0) {
-        const auto chunk = Seconds(double(kCopyChunkBytes) / bandwidth);
-        const auto chunks = (start - s->copy_start + chunk - Clock::duration(1)) / chunk;
-        start = std::min(s->ready_at, s->copy_start + chunk * chunks);
-      } else {
-        start = s->ready_at;  // latency only: nothing to split
-      }
-    }
-  }
-  for (Slot* s : scheduled_) {
-    if (s->ready_at > start) {
-      s->ready_at += duration;
-      if (s->copy_start >= start) s->copy_start += duration;
-    }
-  }
-  demand_link_free_ = start + duration;
-  return demand_link_free_;
-}
-
 LinkModel SlotCache::link() const {
   std::lock_guard<std::mutex> lock(mu_);
   return link_;
-}
-
-absl::Status CheckLinkModel(const LinkModel& link) {
-  if (!std::isfinite(link.gbps) || link.gbps < 0 || !std::isfinite(link.latency_us) ||
-      link.latency_us < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "a link model needs a bandwidth and a latency >= 0 (got ", link.gbps, " GB/s and ",
-        link.latency_us, " us)"));
-  }
-  return absl::OkStatus();
 }
 
 absl::Status SlotCache::set_link(const LinkModel& link) {
@@ -545,7 +458,7 @@ absl::Status SlotCache::Resize(int slots_per_layer) {
       });
       if (empty != slots.end()) {
         MOE_RETURN_IF_ERROR(Quiesce(**empty));
-        std::erase(scheduled_, empty->get());
+        schedule_.Forget(&(*empty)->copy);
         slots.erase(empty);
         continue;
       }
@@ -558,7 +471,7 @@ absl::Status SlotCache::Resize(int slots_per_layer) {
                              [&](const std::unique_ptr<Slot>& s) { return s.get() == victim; });
       EvictLocked(layer, **it);
       MOE_RETURN_IF_ERROR(Quiesce(**it));
-      std::erase(scheduled_, it->get());
+      schedule_.Forget(&(*it)->copy);
       slots.erase(it);
     }
   }

@@ -2,7 +2,9 @@
 // store's device, filled from the host store on demand, with a replaceable eviction
 // policy. A load is one asynchronous copy on one of the cache's two copy streams (demand
 // and prefetch); on the CPU device the slots are ordinary memory and a load is a memcpy,
-// or nothing when the cache keeps every expert (it then reads the store in place).
+// or nothing when the cache keeps every expert (it then reads the store in place). With a
+// modelled link (link_schedule.h, CPU only) a load takes its place on the link's
+// timetable instead, and the expert is read in place once its copy is "done".
 //
 // Stream ordering (what makes it correct on CUDA): each slot has a `ready` event,
 // recorded on a copy stream behind the slot's copy, and the events its users record on
@@ -26,6 +28,7 @@
 #include "common/expert_stats.h"
 #include "expert_worker/cache_policy.h"
 #include "expert_worker/expert_store.h"
+#include "expert_worker/link_schedule.h"
 
 namespace moe::expert_worker {
 
@@ -53,28 +56,6 @@ enum class Retention {
   kKeep,  // the expert stays resident until the policy evicts it (a cache)
   kDrop,  // the slot empties: every use loads again (the "no cache" baseline)
 };
-
-// Makes host-to-"VRAM" copies on the CPU backend cost what they would over a link such as
-// PCIe: each copy takes latency + bytes / bandwidth, and copies share one link (they run
-// one at a time), so cache and prefetch effects are measurable without a GPU (CPU device
-// only). With a link model the copy is a copy engine's: the copying thread sleeps for the link time and
-// the expert is then read in place from the host store, so a prefetch costs no CPU time
-// (a DMA engine takes none from the SMs; a memcpy here would take a core from compute).
-struct LinkModel {
-  double gbps = 0;          // GB/s (1e9 bytes); 0 (and no latency): a real memcpy
-  double latency_us = 0;    // per copy
-  bool modelled() const { return gbps > 0 || latency_us > 0; }
-  // Seconds one copy of `bytes` occupies the link.
-  double Seconds(uint64_t bytes) const {
-    return gbps > 0 ? latency_us * 1e-6 + double(bytes) / (gbps * 1e9) : 0;
-  }
-};
-
-// The one check of a link model, whichever binary's flags it came from (a negative
-// bandwidth used to be clamped to "no model" by one command and refused by another):
-// INVALID_ARGUMENT for a negative or non-finite figure. SlotCache::set_link applies it;
-// a binary may call it first to refuse bad flags before loading anything.
-absl::Status CheckLinkModel(const LinkModel& link);
 
 struct CacheStats {
   std::string policy;
@@ -158,9 +139,10 @@ class SlotCache {
   // newer guess supersedes the old one).
   void ClearProtection(int layer, absl::Span<const int> keep = {});
 
-  // Sets the link model for later copies (thread-safe). INVALID_ARGUMENT for a modelled
-  // link on a device other than the CPU (a real link needs no model).
-  // INVALID_ARGUMENT for a negative or non-finite figure, or a modelled link off the CPU.
+  // Sets the link model for later copies (thread-safe): with one, a load is put on the
+  // LinkSchedule's timetable and the expert read in place once it is done. INVALID_ARGUMENT
+  // for a negative or non-finite figure, or a modelled link on a device other than the
+  // CPU (a real link needs no model).
   absl::Status set_link(const LinkModel& link);
   LinkModel link() const;
 
@@ -185,9 +167,9 @@ class SlotCache {
   // `keep` (prefetch only): experts not to evict.
   absl::StatusOr<std::optional<Lease>> Load(int layer, int expert, bool prefetch, bool* loaded,
                                             absl::Span<const int> keep = {});
-  // A real copy on the CPU moves in chunks so that a demand load can overtake a prefetch;
-  // on CUDA a blob is one asynchronous copy.
-  static constexpr size_t kCopyChunkBytes = 256 << 10;
+  // A real copy on the CPU moves in chunks so that a demand load can overtake a prefetch
+  // (the modelled link's chunk too); on CUDA a blob is one asynchronous copy.
+  static constexpr size_t kCopyChunkBytes = LinkSchedule::kChunkBytes;
   SlotCache(const ExpertStore* store, int slots_per_layer, std::unique_ptr<CachePolicy> policy,
             Retention retention);
   struct Slot {
@@ -202,9 +184,8 @@ class SlotCache {
     // Where the resident expert is read: `data` after a real copy, or the host store's
     // blob when the copy was modelled by the link.
     const float* view = nullptr;
-    // A modelled copy: usable from ready_at on (busy before); its bytes started moving
-    // at copy_start.
-    std::chrono::steady_clock::time_point ready_at{}, copy_start{};
+    // The modelled link's copy into it: busy (neither usable nor evictable) until done.
+    LinkSchedule::Copy copy;
   };
   // On the CPU device a cache that keeps every expert of its layers (and models no link)
   // reads each one in place from the host store: its "VRAM" is the same RAM, so a copy
@@ -230,9 +211,6 @@ class SlotCache {
   // The two ways a load occupies the link; called and return with `lock` held.
   absl::Status RealCopy(std::unique_lock<std::mutex>& lock, int layer, int expert, Slot& slot,
                         bool prefetch);
-  // Puts a modelled copy for `slot` on the link's schedule; returns when it is done.
-  std::chrono::steady_clock::time_point ScheduleCopy(bool prefetch, const LinkModel& link,
-                                                     Slot& slot);
   // Empties `slot` (resident, unleased, not loading) and tells the policy.
   void EvictLocked(int layer, Slot& slot);
   void Release(int layer, Slot* slot);
@@ -258,9 +236,7 @@ class SlotCache {
   // The real-copy link (no link model); guarded by mu_.
   bool link_busy_ = false;                    // a copy is on the link
   int demand_waiting_ = 0;                    // demand copies waiting for the link
-  // The modelled link's schedule; guarded by mu_.
-  std::chrono::steady_clock::time_point demand_link_free_{};  // end of the last demand copy
-  std::vector<Slot*> scheduled_;  // slots whose prefetch copy is not done, in link order
+  LinkSchedule schedule_;  // the modelled link's timetable; guarded by mu_
 };
 
 }  // namespace moe::expert_worker

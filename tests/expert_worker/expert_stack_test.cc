@@ -136,6 +136,30 @@ TEST_F(ExpertStackTest, SizesTheModelCannotHaveAreRefusedNamingTheFlag) {
   EXPECT_NE(s.message().find("cannot hold the workspace"), absl::string_view::npos) << s;
 }
 
+// The CPU claiming to be a GPU, to take the cache's off-CPU paths on any machine.
+class ClaimsCudaDevice : public cpu::CpuDevice {
+ public:
+  backend::DeviceKind kind() const override { return backend::DeviceKind::kCuda; }
+  std::string name() const override { return "claims-cuda"; }
+};
+
+TEST_F(ExpertStackTest, AModelledLinkOffTheCpuIsRefusedNamingTheFlags) {
+  ClaimsCudaDevice gpu;
+  ExpertStackOptions o;
+  o.cache_per_layer = 2;
+  o.link = {16, 0};
+  const absl::Status s = ExpertStack::Load(dir_, &gpu, o).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("--link-gbps/--link-latency-us: a modelled link (16 GB/s, 0 us) is "
+                             "for the CPU device only; claims-cuda copies over its real link"),
+            absl::string_view::npos)
+      << s;
+  o.link = {};
+  auto stack = ExpertStack::Load(dir_, &gpu, o);  // no model: the real link
+  ASSERT_TRUE(stack.ok()) << stack.status();
+  EXPECT_EQ((*stack)->cache().slots_per_layer(), 2);
+}
+
 TEST_F(ExpertStackTest, BadOptionsFailBeforeTheExpertsLoad) {
   ExpertStackOptions o;
   o.link = {-1, 0};

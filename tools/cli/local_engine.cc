@@ -16,6 +16,16 @@ absl::StatusOr<std::unique_ptr<LocalEngine>> LocalEngine::Open(const std::string
   // Bad cache settings fail before anything loads, with the worker binary's messages.
   if (options.worker_address.empty()) {
     MOE_RETURN_IF_ERROR(expert_worker::CheckExpertStackOptions(options.experts));
+  } else {
+    // A worker process keeps its own cache: settings for one here would be ignored.
+    const expert_worker::ExpertStackOptions& e = options.experts;
+    if (e.cache_per_layer != 0 || e.cache_bytes != 0 || !e.policy.empty() ||
+        e.link.modelled() || e.link.gbps != 0 || e.link.latency_us != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--cache-per-layer, --cache-bytes, --policy and the link flags set the in-process "
+          "worker's cache; the worker at ", options.worker_address,
+          " has its own (its flags, or `moe set-policy`)"));
+    }
   }
   std::unique_ptr<LocalEngine> engine(new LocalEngine());
   MOE_ASSIGN_OR_RETURN(engine->device_, backend::OpenDevice(options.device));
