@@ -42,7 +42,10 @@ struct BatchSchedulerOptions {
   // [1, kMaxBatchLanes].
   int lanes = 1;
 };
-inline constexpr int kMaxBatchLanes = 8;
+// Two: the model's scratch pool keeps two sets between passes (a third concurrent
+// pass would allocate its scratch every step), and two cover one pass computing while
+// the other waits for the worker.
+inline constexpr int kMaxBatchLanes = 2;
 
 // What the steps did since start (each pass counted once).
 struct BatchTotals {

@@ -51,7 +51,8 @@ ABSL_FLAG(int64_t, max_batch_tokens, 256,
           "of waiting prompts (one RunExperts per layer carries them all)");
 ABSL_FLAG(int, batch_lanes, 1,
           "Step threads, each batching its own share of the streams: with 2, one share's "
-          "dense layers compute while the expert worker serves the other's experts (CPU only)");
+          "dense layers compute while the expert worker serves the other's experts (CPU "
+          "only; at most 2)");
 ABSL_FLAG(int64_t, max_request_bytes, 1 << 20,
           "Largest prompt (or all chat messages together, or a Tokenize text) in bytes; "
           "checked before tokenizing");
