@@ -7,6 +7,7 @@
 #include <chrono>
 #include <deque>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "coordinator/kv_cache.h"
@@ -50,6 +51,10 @@ absl::StatusOr<std::unique_ptr<BatchScheduler>> BatchScheduler::Create(
     return absl::InvalidArgumentError(absl::StrCat("max batch tokens must be >= 1, got ",
                                                    options.max_batch_tokens));
   }
+  if (options.lanes < 1 || options.lanes > kMaxBatchLanes) {
+    return absl::InvalidArgumentError(absl::StrCat("batch lanes must be in [1, ", kMaxBatchLanes,
+                                                   "], got ", options.lanes));
+  }
   return std::unique_ptr<BatchScheduler>(new BatchScheduler(model, options));
 }
 
@@ -57,10 +62,15 @@ absl::StatusOr<std::unique_ptr<BatchScheduler>> BatchScheduler::Create(
 // step thread takes its creator's, so that `moe generate --threads N` (omp_set_num_threads
 // on the main thread) reaches the kernels the steps run.
 BatchScheduler::BatchScheduler(const MixtralModel* model, BatchSchedulerOptions options)
-    : model_(model), options_(options), thread_([this, threads = omp_get_max_threads()] {
-        omp_set_num_threads(threads);
-        Loop();
-      }) {}
+    : model_(model), options_(options) {
+  for (int i = 0; i < options_.lanes; ++i) lanes_.push_back(std::make_unique<Lane>());
+  for (auto& lane : lanes_) {
+    lane->thread = std::thread([this, l = lane.get(), threads = omp_get_max_threads()] {
+      omp_set_num_threads(threads);
+      Loop(*l);
+    });
+  }
+}
 
 BatchScheduler::~BatchScheduler() {
   {
@@ -68,7 +78,7 @@ BatchScheduler::~BatchScheduler() {
     stopping_ = true;
   }
   wake_.notify_all();
-  thread_.join();
+  for (auto& lane : lanes_) lane->thread.join();
 }
 
 BatchTotals BatchScheduler::totals() const {
@@ -76,8 +86,9 @@ BatchTotals BatchScheduler::totals() const {
   return totals_;
 }
 
-void BatchScheduler::Retire(Stream* stream, absl::Status status, int last_token) {
-  running_.erase(std::remove(running_.begin(), running_.end(), stream), running_.end());
+void BatchScheduler::Retire(Lane& lane, Stream* stream, absl::Status status, int last_token) {
+  lane.running.erase(std::remove(lane.running.begin(), lane.running.end(), stream),
+                     lane.running.end());
   // Notified under the stream's lock: once the caller sees `retired` it may free the
   // stream.
   std::lock_guard<std::mutex> lock(stream->mu);
@@ -87,46 +98,47 @@ void BatchScheduler::Retire(Stream* stream, absl::Status status, int last_token)
   stream->changed.notify_all();
 }
 
-void BatchScheduler::Loop() {
+void BatchScheduler::Loop(Lane& lane) {
+  std::vector<Stream*>& running = lane.running;
   while (true) {
     {
       std::unique_lock<std::mutex> lock(mu_);
-      wake_.wait(lock, [&] { return stopping_ || !incoming_.empty() || !running_.empty(); });
-      running_.insert(running_.end(), incoming_.begin(), incoming_.end());
-      incoming_.clear();
+      wake_.wait(lock, [&] { return stopping_ || !lane.incoming.empty() || !running.empty(); });
+      running.insert(running.end(), lane.incoming.begin(), lane.incoming.end());
+      lane.incoming.clear();
       if (stopping_) {
-        while (!running_.empty()) {
-          Retire(running_.back(), absl::UnavailableError("the generation scheduler stopped"));
+        while (!running.empty()) {
+          Retire(lane, running.back(), absl::UnavailableError("the generation scheduler stopped"));
         }
         return;
       }
-      for (Stream* s : std::vector<Stream*>(running_)) {
-        if (s->stop.load()) Retire(s, absl::OkStatus());
+      for (Stream* s : std::vector<Stream*>(running)) {
+        if (s->stop.load()) Retire(lane, s, absl::OkStatus());
       }
     }
     // Asked outside the lock: a caller's check may take a system call.
     std::vector<Stream*> cancelled;
-    for (Stream* s : running_) {
+    for (Stream* s : running) {
       if (s->options.cancelled && s->options.cancelled()) cancelled.push_back(s);
     }
-    for (Stream* s : cancelled) Retire(s, absl::CancelledError("generation cancelled"));
-    if (!running_.empty()) Step();
+    for (Stream* s : cancelled) Retire(lane, s, absl::CancelledError("generation cancelled"));
+    if (!running.empty()) Step(lane);
   }
 }
 
-void BatchScheduler::Step() {
+void BatchScheduler::Step(Lane& lane) {
   const int64_t budget = options_.max_batch_tokens;
   // Streams past their prompt decode one token each (in turns when they outnumber the
   // budget); prompt chunks fill the rest, oldest stream first.
   std::vector<Stream*> decoders, prefilling;
-  for (Stream* s : running_) {
+  for (Stream* s : lane.running) {
     (s->prompt_done == int64_t(s->prompt.size()) ? decoders : prefilling).push_back(s);
   }
   if (int64_t(decoders.size()) > budget) {
-    const size_t first = turn_ % decoders.size();
+    const size_t first = lane.turn % decoders.size();
     std::rotate(decoders.begin(), decoders.begin() + first, decoders.end());
     decoders.resize(budget);
-    turn_ = first + budget;
+    lane.turn = first + budget;
   }
   std::vector<Stream*> chosen;
   std::vector<MixtralModel::Sequence> batch;
@@ -171,11 +183,12 @@ void BatchScheduler::Step() {
       }
       for (size_t i = 0; i < chosen.size(); ++i) {
         if (!ending[i]) continue;
-        Retire(chosen[i], chosen[i]->stop.load() ? absl::OkStatus()
-                                                 : absl::CancelledError("generation cancelled"));
+        Retire(lane, chosen[i],
+               chosen[i]->stop.load() ? absl::OkStatus()
+                                      : absl::CancelledError("generation cancelled"));
       }
     } else {
-      for (Stream* s : chosen) Retire(s, status);
+      for (Stream* s : chosen) Retire(lane, s, status);
     }
     return;
   }
@@ -212,7 +225,7 @@ void BatchScheduler::Step() {
     s->next_token = token[i];
     ++s->sampled;
     if ((s->options.stop_at_eos && token[i] == eos) || s->sampled >= s->options.max_new_tokens) {
-      Retire(s, absl::OkStatus(), token[i]);
+      Retire(lane, s, absl::OkStatus(), token[i]);
       continue;
     }
     {
@@ -251,11 +264,20 @@ absl::StatusOr<GenerationResult> BatchScheduler::Generate(absl::Span<const int> 
   // On the model's device; freed when this returns, whatever the reason (the step
   // thread has let go of the stream by then).
   MOE_ASSIGN_OR_RETURN(stream->cache, model.NewCache(capacity));
+  Lane* lane = nullptr;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return absl::UnavailableError("the generation scheduler stopped");
-    incoming_.push_back(stream.get());
+    for (auto& l : lanes_) {
+      if (lane == nullptr || l->streams < lane->streams) lane = l.get();
+    }
+    ++lane->streams;
+    lane->incoming.push_back(stream.get());
   }
+  absl::Cleanup leave = [this, lane] {
+    std::lock_guard<std::mutex> lock(mu_);
+    --lane->streams;
+  };
   wake_.notify_all();
 
   GenerationResult result;

@@ -1,4 +1,5 @@
-// Continuous batching: every generation on a model steps together on one thread. Each
+// Continuous batching: the generations on a model step together on one thread (or on
+// one of a few, BatchSchedulerOptions::lanes, each with its own streams). Each
 // step is one forward pass over every running stream's next token plus chunks of
 // waiting prompts, up to a budget of rows (MixtralModel::Forward over several
 // sequences: one matrix product per dense projection, attention per stream over its own
@@ -34,7 +35,17 @@ struct BatchSchedulerOptions {
   // bounds the pass's scratch memory. When more streams decode than this, they take
   // turns.
   int64_t max_batch_tokens = 256;
+  // Step threads, each stepping its own share of the streams (a stream stays in the lane
+  // it joined, the one with fewest streams then). With two lanes one lane's dense half
+  // computes while the expert worker serves the other's RunExperts, instead of each
+  // waiting for the other. Each lane's pass has its own rows budget and scratch. In
+  // [1, kMaxBatchLanes].
+  int lanes = 1;
 };
+// Two: the model's scratch pool keeps two sets between passes (a third concurrent
+// pass would allocate its scratch every step), and two cover one pass computing while
+// the other waits for the worker.
+inline constexpr int kMaxBatchLanes = 2;
 
 // What the steps did since start (each pass counted once).
 struct BatchTotals {
@@ -76,27 +87,32 @@ class BatchScheduler {
 
  private:
   struct Stream;
+  // One step thread and the streams it steps.
+  struct Lane {
+    std::vector<Stream*> incoming;  // guarded by mu_: submitted, not yet stepped
+    int streams = 0;                // guarded by mu_: submitted and not yet returned
+    // The lane's thread's own: streams in arrival order, and where the next turn starts
+    // when more streams decode than a step holds.
+    std::vector<Stream*> running;
+    size_t turn = 0;
+    std::thread thread;
+  };
   BatchScheduler(const MixtralModel* model, BatchSchedulerOptions options);
-  void Loop();
-  // Takes `stream` off the running list, hands its caller `last_token` (if >= 0) and
-  // wakes it; the step thread only.
-  void Retire(Stream* stream, absl::Status status, int last_token = -1);
-  // One forward pass over `running_`'s next rows; the step thread only.
-  void Step();
+  void Loop(Lane& lane);
+  // Takes `stream` off its lane's running list, hands its caller `last_token` (if >= 0)
+  // and wakes it; the lane's thread only.
+  void Retire(Lane& lane, Stream* stream, absl::Status status, int last_token = -1);
+  // One forward pass over the lane's next rows; the lane's thread only.
+  void Step(Lane& lane);
 
   const MixtralModel* model_;
   const BatchSchedulerOptions options_;
 
   mutable std::mutex mu_;
-  std::condition_variable wake_;    // the step thread: streams arrived or stopped
-  std::vector<Stream*> incoming_;   // guarded by mu_: submitted, not yet stepped
-  bool stopping_ = false;           // guarded by mu_
-  BatchTotals totals_;              // guarded by mu_
-  // The step thread's own: streams in arrival order, and where the next turn starts
-  // when more streams decode than a step holds.
-  std::vector<Stream*> running_;
-  size_t turn_ = 0;
-  std::thread thread_;
+  std::condition_variable wake_;  // the step threads: streams arrived or stopped
+  bool stopping_ = false;         // guarded by mu_
+  BatchTotals totals_;            // guarded by mu_
+  std::vector<std::unique_ptr<Lane>> lanes_;  // fixed after construction
 };
 
 }  // namespace moe::coordinator

@@ -49,6 +49,10 @@ ABSL_FLAG(int, max_requests, 16, "Requests admitted at once; more get RESOURCE_E
 ABSL_FLAG(int64_t, max_batch_tokens, 256,
           "Rows of one batched forward pass: every running request's next token plus chunks "
           "of waiting prompts (one RunExperts per layer carries them all)");
+ABSL_FLAG(int, batch_lanes, 1,
+          "Step threads, each batching its own share of the streams: with 2, one share's "
+          "dense layers compute while the expert worker serves the other's experts (CPU "
+          "only; at most 2)");
 ABSL_FLAG(int64_t, max_request_bytes, 1 << 20,
           "Largest prompt (or all chat messages together, or a Tokenize text) in bytes; "
           "checked before tokenizing");
@@ -144,6 +148,15 @@ absl::Status Run() {
   }
   MOE_ASSIGN_OR_RETURN(std::unique_ptr<backend::Device> device,
                        backend::OpenDevice(absl::GetFlag(FLAGS_device)));
+  const int batch_lanes = absl::GetFlag(FLAGS_batch_lanes);
+  if (batch_lanes < 1 || batch_lanes > kMaxBatchLanes) {
+    return absl::InvalidArgumentError(absl::StrCat("--batch-lanes ", batch_lanes,
+                                                   " must be in [1, ", kMaxBatchLanes, "]"));
+  }
+  // The device budget below counts one pass's scratch.
+  if (batch_lanes > 1 && device->kind() != backend::DeviceKind::kCpu) {
+    return absl::InvalidArgumentError("--batch-lanes above 1 is for the CPU device only");
+  }
   MOE_ASSIGN_OR_RETURN(auto dense, DenseWeights::Load(dir));
   MOE_ASSIGN_OR_RETURN(const int64_t budget_bytes,
                        ResolveBudgetBytes(*device, absl::GetFlag(FLAGS_vram_budget_gib)));
@@ -160,7 +173,7 @@ absl::Status Run() {
   WorkerClientOptions client_options;
   client_options.address = worker_address;
   client_options.tls = worker_tls;
-  client_options.arena_slots = 2;  // one pass at a time; 2 covers overlap
+  client_options.arena_slots = 2 * batch_lanes;  // one pass per lane at a time; 2 cover overlap
   // A step's rows in one RunExperts per layer (unless the worker accepts fewer).
   client_options.max_tokens_per_call = max_batch_tokens;
   client_options.force_inline = absl::GetFlag(FLAGS_inline_tensors);
@@ -184,6 +197,7 @@ absl::Status Run() {
   GenerationServiceOptions service_options;
   service_options.max_requests = absl::GetFlag(FLAGS_max_requests);
   service_options.max_batch_tokens = max_batch_tokens;
+  service_options.batch_lanes = batch_lanes;
   service_options.experts_available = [&] { return worker_up.load(); };
   service_options.api_key = api_key;
   // A request larger than a message cannot arrive anyway.

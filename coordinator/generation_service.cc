@@ -68,7 +68,7 @@ GenerationService::GenerationService(const MixtralModel* model, const Tokenizer*
                                      GenerationServiceOptions options)
     : model_(model), tokenizer_(tokenizer), options_(std::move(options)) {
   absl::StatusOr<std::unique_ptr<BatchScheduler>> scheduler =
-      BatchScheduler::Create(model_, {options_.max_batch_tokens});
+      BatchScheduler::Create(model_, {options_.max_batch_tokens, options_.batch_lanes});
   MOE_CHECK(scheduler.ok()) << "GenerationService: " << scheduler.status();
   scheduler_ = *std::move(scheduler);
   // gRPC's "streamed" handlers read the request bytes themselves: one read, then as many

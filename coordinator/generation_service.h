@@ -26,6 +26,8 @@ struct GenerationServiceOptions {
   // Rows of one forward pass: every running stream's next token plus prompt chunks
   // (BatchSchedulerOptions::max_batch_tokens); must be >= 1.
   int64_t max_batch_tokens = 256;
+  // Step threads of the scheduler (BatchSchedulerOptions::lanes), in [1, kMaxBatchLanes].
+  int batch_lanes = 1;
   // Whether the expert backend can serve now; when false Generate answers UNAVAILABLE
   // without computing. Null: always.
   std::function<bool()> experts_available;
@@ -50,7 +52,8 @@ class GenerationService final : public v1::Generation::Service {
   // Generate and Tokenize are served from the raw request bytes (ParseProtoChecked), so
   // that a string field that is not UTF-8 is INVALID_ARGUMENT naming the field, not the
   // INTERNAL gRPC's own parse answers.
-  // Aborts when options.max_batch_tokens < 1 (callers check their flags first).
+  // Aborts when options.max_batch_tokens < 1 or batch_lanes is out of range (callers
+  // check their flags first).
   GenerationService(const MixtralModel* model, const Tokenizer* tokenizer,
                     GenerationServiceOptions options);
 

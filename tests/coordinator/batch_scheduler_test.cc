@@ -203,6 +203,27 @@ TEST_P(BatchSchedulerTest, SixteenStreamsJoiningAndLeavingEachGiveTheirSoloToken
   EXPECT_EQ(KvCache::LiveCaches(), 0);
 }
 
+// Two step threads, each batching its own share of the streams, call the model (and
+// its experts) at once: each stream still gets its solo tokens.
+TEST_P(BatchSchedulerTest, TwoLanesSteppingAtOnceEachStreamGetsItsSoloTokens) {
+  const std::vector<Request> requests = MakeRequests(engine_->config(), 16);
+  const std::vector<GenerationResult> solo = Solo(requests);
+  auto scheduler = BatchScheduler::Create(&engine_->model(), {12, /*lanes=*/2});
+  ASSERT_TRUE(scheduler.ok()) << scheduler.status();
+  const auto batched = RunStaggered(**scheduler, requests);
+  for (size_t i = 0; i < requests.size(); ++i) {
+    SCOPED_TRACE(i);
+    ASSERT_TRUE(batched[i].ok()) << batched[i].status();
+    EXPECT_EQ(batched[i]->tokens, solo[i].tokens);
+    EXPECT_EQ(batched[i]->finish_reason, solo[i].finish_reason);
+  }
+  const BatchTotals totals = (*scheduler)->totals();
+  EXPECT_GT(totals.prompt_rows + totals.decode_rows, 2 * totals.steps)
+      << totals.steps << " steps, " << totals.prompt_rows << " prompt rows, "
+      << totals.decode_rows << " decode rows";
+  EXPECT_EQ(KvCache::LiveCaches(), 0);
+}
+
 TEST_P(BatchSchedulerTest, CancelledAndStoppedStreamsEndAloneTheOthersAreUnchanged) {
   std::vector<Request> requests = MakeRequests(engine_->config(), 6);
   for (Request& r : requests) {
@@ -243,6 +264,8 @@ TEST_P(BatchSchedulerTest, BadRequestsFailAloneBeforeAnyStep) {
   EXPECT_NE(result.status().message().find("outside the vocabulary"), absl::string_view::npos);
   EXPECT_EQ(scheduler->totals().steps, 0u);
   EXPECT_FALSE(BatchScheduler::Create(&engine_->model(), {0}).ok());
+  EXPECT_FALSE(BatchScheduler::Create(&engine_->model(), {16, 0}).ok());
+  EXPECT_FALSE(BatchScheduler::Create(&engine_->model(), {16, kMaxBatchLanes + 1}).ok());
 }
 
 // The step thread computes with its creator's OpenMP thread count (`moe generate

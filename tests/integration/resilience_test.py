@@ -484,6 +484,13 @@ class LoadTest(TimedTestCase):
         self.assertTrue(figures["worker_killed"])
         self.assertGreaterEqual(figures["worker_restarts"], 1)
 
+    def test_two_lanes_with_the_worker_killed_lose_no_request(self):
+        # Two step threads wait for the restarted worker at once and redo their layers.
+        figures = self.run_load("loadlanes", "--kill-worker-after", "12",
+                                "--coordinator-flag=--batch-lanes=2")
+        self.assertTrue(figures["worker_killed"])
+        self.assertGreaterEqual(figures["worker_restarts"], 1)
+
 
 if __name__ == "__main__":
     tp.main()
