@@ -9,6 +9,7 @@
 //   quant_kernel_bench [--threads N] [--benchmark_filter=Mixtral] [--benchmark_repetitions=3]
 #include <cblas.h>
 #include <omp.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -128,49 +129,57 @@ void StreamBench(benchmark::State& state, bool copy) {
 // one call, SiLU * up, w2) on one token, cycling over copies of it that together span
 // 256 MiB, so that every call streams its weights from memory as a decoded token does.
 // weights_GBps counts the three matrices' stored bytes: compare it with Stream/read.
+// The copies lie in one buffer backed by transparent huge pages where the system allows
+// them, as the CPU expert store is (cpu_device.cc); "_4k" keeps 4 KiB pages.
 struct SweepExperts {
   int bits = 0;
+  bool huge = false;
   quant::MatrixLayout w1, w2;  // w3's layout is w1's
   int64_t expert_bytes = 0;    // w1 | w3 | w2, each 64-byte aligned
-  std::vector<std::unique_ptr<uint8_t[], decltype(&std::free)>> copies;
+  int64_t stride = 0, count = 0;
+  std::unique_ptr<uint8_t[], decltype(&std::free)> arena{nullptr, &std::free};
 };
 
-const SweepExperts& Sweep(int bits) {
+const SweepExperts& Sweep(int bits, bool huge) {
   static SweepExperts sweep;  // one width at a time: 256 MiB each
-  if (sweep.bits == bits) return sweep;
-  sweep.copies.clear();
+  if (sweep.bits == bits && sweep.huge == huge) return sweep;
+  sweep.arena.reset();
   constexpr int64_t kHidden = 1024, kInter = 3584;
   static const Shape w1_shape{"Sweep734mW1", kInter, kHidden}, w2_shape{"Sweep734mW2", kHidden, kInter};
   const quant::QuantizedMatrix& w1 = Packed(w1_shape, bits);
   const quant::QuantizedMatrix& w2 = Packed(w2_shape, bits);
   sweep.bits = bits;
+  sweep.huge = huge;
   sweep.w1 = w1.layout;
   sweep.w2 = w2.layout;
   const int64_t m1 = quant::AlignUp(w1.layout.total_bytes, 64);
   sweep.expert_bytes = 2 * m1 + w2.layout.total_bytes;
-  const int64_t count = std::max<int64_t>(4, (int64_t{256} << 20) / sweep.expert_bytes);
-  for (int64_t k = 0; k < count; ++k) {
-    const size_t size = size_t(quant::AlignUp(sweep.expert_bytes, 4096));
-    auto* p = static_cast<uint8_t*>(std::aligned_alloc(4096, size));
-    if (p == nullptr) std::abort();
+  sweep.count = std::max<int64_t>(4, (int64_t{256} << 20) / sweep.expert_bytes);
+  sweep.stride = quant::AlignUp(sweep.expert_bytes, 4096);
+  const size_t align = huge ? size_t{2} << 20 : 4096;
+  const size_t total = size_t(quant::AlignUp(sweep.stride * sweep.count, int64_t(align)));
+  sweep.arena.reset(static_cast<uint8_t*>(std::aligned_alloc(align, total)));
+  if (!sweep.arena) std::abort();
+  madvise(sweep.arena.get(), total, huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+  for (int64_t k = 0; k < sweep.count; ++k) {
+    uint8_t* p = sweep.arena.get() + k * sweep.stride;
     std::memcpy(p, w1.bytes.data(), w1.layout.total_bytes);
     std::memcpy(p + m1, w1.bytes.data(), w1.layout.total_bytes);  // w3: same speed as w1
     std::memcpy(p + 2 * m1, w2.bytes.data(), w2.layout.total_bytes);
-    sweep.copies.emplace_back(p, &std::free);
   }
   return sweep;
 }
 
-void ExpertSweep(benchmark::State& state, int bits) {
-  const SweepExperts& s = Sweep(bits);
+void ExpertSweep(benchmark::State& state, int bits, bool huge) {
+  const SweepExperts& s = Sweep(bits, huge);
   const int64_t h = s.w1.cols, i = s.w1.rows;
   const int64_t m1 = quant::AlignUp(s.w1.total_bytes, 64);
   const std::vector<float> x = Input(1, h);
   std::vector<float> gate(i), up(i), out(h);
-  size_t k = 0;
+  int64_t k = 0;
   for (auto _ : state) {
-    const uint8_t* e = s.copies[k].get();
-    k = (k + 1) % s.copies.size();
+    const uint8_t* e = s.arena.get() + k * s.stride;
+    k = (k + 1) % s.count;
     cpu::QuantMatMulTransB2({s.w1, e}, {s.w1, e + m1}, x.data(), gate.data(), up.data(), 1);
     cpu::SiluMul(gate.data(), up.data(), i);
     cpu::QuantMatMulTransB({s.w2, e + 2 * m1}, gate.data(), out.data(), 1);
@@ -185,10 +194,13 @@ void RegisterAll() {
   benchmark::RegisterBenchmark("Stream/copy", StreamBench, true)->Unit(benchmark::kMillisecond)->UseRealTime();
   benchmark::RegisterBenchmark("Stream/read", StreamBench, false)->Unit(benchmark::kMillisecond)->UseRealTime();
   for (int bits : {16, 8, 4, 3, 2}) {
-    benchmark::RegisterBenchmark(absl::StrCat("ExpertSweep734m/decode/", bits, "bit").c_str(),
-                                 ExpertSweep, bits)
-        ->Unit(benchmark::kMicrosecond)
-        ->UseRealTime();
+    for (bool huge : {true, false}) {
+      benchmark::RegisterBenchmark(
+          absl::StrCat("ExpertSweep734m/decode/", bits, "bit", huge ? "" : "_4k").c_str(),
+          ExpertSweep, bits, huge)
+          ->Unit(benchmark::kMicrosecond)
+          ->UseRealTime();
+    }
   }
   for (const Shape& s : kShapes) {
     for (int64_t n : {1, 32}) {

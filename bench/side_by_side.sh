@@ -7,8 +7,8 @@
 # builds it outside the repo from a source tree (LLAMACPP_SRC) or a bare git mirror holding
 # its pinned commit (LLAMACPP_MIRROR). Needs a python3 with numpy (PY, LLAMACPP_PY; default /usr/bin/python3).
 #   bench/side_by_side.sh BUILD_DIR [WORK_DIR] [ROUNDS] [FORMATS] [make_big_mixtral key=value ...]
-# FORMATS: comma-separated, of 16 (ours 16/16 vs F16), 4 (4/4 HQQ vs Q4_0), 3 (4/3 vs
-# Q3_K_S), 2 (4/2 vs Q2_K), hf (the HF directory as is; ours only). Default 16,4.
+# FORMATS: comma-separated, of 16 (ours 16/16 vs F16), 8 (8/8 vs Q8_0), 4 (4/4 HQQ vs Q4_0),
+# 3 (4/3 vs Q3_K_S), 2 (4/2 vs Q2_K), hf (the HF directory as is; ours only). Default 16,4.
 # e.g. two layers at true Mixtral-8x7B widths:
 #   bench/side_by_side.sh build /tmp/peer-mixtral 2 16,4 num_hidden_layers=2 hidden_size=4096 \
 #     intermediate_size=14336 num_attention_heads=32 num_key_value_heads=8 vocab_size=32000
@@ -29,8 +29,8 @@ if [ ! -f $W/hf/config.json ]; then
   cp models/kjv-moe/tokenizer.model $W/hf/
 fi
 # ours: DIR attn-bits expert-bits; theirs: GGUF type
-declare -A OURS=([16]="m16 16 16" [4]="m4 4 4" [3]="m3 4 3" [2]="m2 4 2")
-declare -A THEIRS=([16]=F16 [4]=Q4_0 [3]=Q3_K_S [2]=Q2_K)
+declare -A OURS=([16]="m16 16 16" [8]="m8 8 8" [4]="m4 4 4" [3]="m3 4 3" [2]="m2 4 2")
+declare -A THEIRS=([16]=F16 [8]=Q8_0 [4]=Q4_0 [3]=Q3_K_S [2]=Q2_K)
 [ -f $W/f16.gguf ] || llamacpp_convert $W/hf $W/f16.gguf f16 >/dev/null || exit 1
 for f in ${F//,/ }; do
   [ "$f" = hf ] && continue

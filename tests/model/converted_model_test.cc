@@ -139,8 +139,8 @@ TEST(ConvertTest, BadOptionsAreRejectedNamingTheOption) {
   o.attn_bits = 3;
   EXPECT_THAT(std::string(Convert(o).status().message()), ::testing::HasSubstr("--attn-bits 3"));
   o.attn_bits = 4;
-  o.expert_bits = 8;
-  EXPECT_THAT(std::string(Convert(o).status().message()), ::testing::HasSubstr("--expert-bits 8"));
+  o.expert_bits = 5;
+  EXPECT_THAT(std::string(Convert(o).status().message()), ::testing::HasSubstr("--expert-bits 5"));
   o.expert_bits = 3;
   o.group_size = 96;  // a multiple of 32 that does not divide 256
   EXPECT_THAT(std::string(Convert(o).status().message()),

@@ -201,7 +201,7 @@ absl::StatusOr<SchemeSizes> ComputeSchemeSizes(const ModelConfig& config, int at
 
 absl::StatusOr<quant::OffloadManifest> Convert(const ConvertOptions& options) {
   MOE_RETURN_IF_ERROR(CheckBits(options.attn_bits, {4, 8, 16}, "attn-bits"));
-  MOE_RETURN_IF_ERROR(CheckBits(options.expert_bits, {2, 3, 4, 16}, "expert-bits"));
+  MOE_RETURN_IF_ERROR(CheckBits(options.expert_bits, {2, 3, 4, 8, 16}, "expert-bits"));
   if (options.out_dir.empty()) return absl::InvalidArgumentError("--out is required");
   MOE_ASSIGN_OR_RETURN(ModelDir source, ModelDir::Open(options.in_dir));
   if (source.checkpoint == nullptr) {

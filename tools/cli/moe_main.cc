@@ -449,7 +449,7 @@ constexpr Subcommand kSubcommands[] = {
      "--worker ADDR [--policy P] [--cache-per-layer K]   (live; what is not given is kept)",
      ExitCodeOf<RunSetPolicy>},
     {"convert",
-     "--in HF_DIR --out DIR --attn-bits 4|8|16 --expert-bits 2|3|4|16 [--group-size 64]\n"
+     "--in HF_DIR --out DIR --attn-bits 4|8|16 --expert-bits 2|3|4|8|16 [--group-size 64]\n"
      "      [--method hqq|rtn]",
      ExitCodeOf<RunConvertCommand>},
     {"perplexity", "--model DIR --text-file F [--max-tokens N] [--window 128]",

@@ -19,7 +19,7 @@ ABSL_DECLARE_FLAG(std::string, model);
 ABSL_DECLARE_FLAG(std::string, out);
 ABSL_FLAG(std::string, in, "", "convert: the Hugging Face Mixtral directory to convert");
 ABSL_FLAG(int, attn_bits, 4, "convert: bits of the attention projections (4, 8 or 16)");
-ABSL_FLAG(int, expert_bits, 3, "convert: bits of the experts (2, 3, 4 or 16)");
+ABSL_FLAG(int, expert_bits, 3, "convert: bits of the experts (2, 3, 4, 8 or 16)");
 ABSL_FLAG(int64_t, group_size, 64, "convert/sizes: quantization group along the input dimension");
 ABSL_FLAG(std::string, method, "hqq", "convert: hqq (half-quadratic zero fitting) or rtn");
 ABSL_FLAG(bool, progress, true, "convert: progress bar with ETA on stderr");

@@ -9,7 +9,7 @@
 
 namespace moe {
 
-// moe convert --in HF_DIR --out DIR --attn-bits 4|8|16 --expert-bits 2|3|4|16
+// moe convert --in HF_DIR --out DIR --attn-bits 4|8|16 --expert-bits 2|3|4|8|16
 //             [--group-size 64] [--method hqq|rtn] [--progress]
 absl::Status RunConvertCommand();
 // moe perplexity --model DIR --text-file F [--max-tokens N] [--window W]

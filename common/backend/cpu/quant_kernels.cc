@@ -1,6 +1,7 @@
 #include "common/backend/cpu/quant_kernels.h"
 
 #include <immintrin.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <atomic>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "common/backend/cpu/dense16_kernels.h"
+#include "common/backend/cpu/kernel_pool.h"
 #include "common/backend/cpu/quant_tile_kernels.h"
 
 namespace moe::cpu {
@@ -213,6 +215,37 @@ tile::PackedTileFn SimdPackedTile(QuantKernelPath path, int bits) {
 
 inline void Store(float* y, float v, bool accumulate) { *y = accumulate ? *y + v : v; }
 
+// The scale, zero and meta bytes of a row tile this many tiles ahead are prefetched: they
+// are three more streams beside the codes, one cache line or so per tile each, and perf
+// put a decode's GroupScales time on waiting for them (the tile kernels prefetch the
+// codes themselves).
+constexpr int64_t kScalePrefetchTiles = 4;
+
+// Prefetches the group scale and zero codes and the meta entries of rows [r, r + count)
+// of w (rows past the end: nothing).
+inline void PrefetchScales(const MatrixView& w, int64_t r, int64_t count) {
+  const int64_t rows = w.layout.rows;
+  if (r >= rows) return;
+  const int64_t per_row = w.layout.cols / w.layout.spec.group_size;
+  const int64_t first = r * per_row, last = std::min(rows, r + count) * per_row - 1;
+  for (int64_t g = first & ~int64_t{63}; g <= last; g += 64) {
+    _mm_prefetch(reinterpret_cast<const char*>(w.scales() + g), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(w.zeros() + g), _MM_HINT_T0);
+  }
+  _mm_prefetch(reinterpret_cast<const char*>(w.meta() + first / quant::kMetaGroup), _MM_HINT_T0);
+  _mm_prefetch(reinterpret_cast<const char*>(w.meta() + last / quant::kMetaGroup), _MM_HINT_T0);
+}
+
+// Decode hands row tiles out in chunks of this many, first come first served
+// (kernel_pool.h): about four chunks a thread, so that a thread that starts late takes
+// fewer, and at least 8 tiles each, so that a thread streams a run of consecutive rows
+// (the tile kernels prefetch along it). Prefill: one contiguous chunk a thread.
+inline int64_t ChunkTiles(int64_t tiles, int threads, bool decode) {
+  if (threads <= 1) return std::max<int64_t>(tiles, 1);
+  if (!decode) return (tiles + threads - 1) / threads;
+  return std::max<int64_t>(8, tiles / (4 * int64_t(threads)));
+}
+
 // count (1 or 2) matrices of one shape and format, ws[i] into ys[i], on the same x: one
 // activation rounding and one parallel region for all (an expert's w1 and w3).
 void PackedMatMul(const MatrixView* ws, float* const* ys, int count, const float* x, int64_t n,
@@ -244,20 +277,21 @@ void PackedMatMul(const MatrixView* ws, float* const* ys, int count, const float
   const tile::PackedTileFn fn = SimdPackedTile(path, w0.layout.spec.bits);
   const tile::GroupScalesFn group_scales = tile::avx2::GroupScales();
   // Row tiles of `tile_rows` (each matrix's last one shorter), the matrices one after the
-  // other; each thread takes a contiguous run of tiles.
+  // other, handed out in chunks of consecutive tiles.
   const int tile_rows = tile::TileRows(n);
-  const int64_t row_tiles = (rows + tile_rows - 1) / tile_rows;
-#pragma omp parallel if (parallel)
-  {
-    RowScaleBuffers scales;
+  const int64_t row_tiles = (rows + tile_rows - 1) / tile_rows, tiles = count * row_tiles;
+  const int threads = parallel ? omp_get_max_threads() : 1;
+  const int64_t chunk = ChunkTiles(tiles, threads, /*decode=*/n == 1);
+  auto run_chunk = [&](int64_t c) {
+    thread_local RowScaleBuffers scales;
     tile::RowScales rs[tile::kMaxTileRows];
     float out[tile::kMaxTileRows * tile::kMaxTileTokens];
-#pragma omp for schedule(static)
-    for (int64_t it = 0; it < count * row_tiles; ++it) {
+    for (int64_t it = c * chunk; it < std::min(tiles, (c + 1) * chunk); ++it) {
       const MatrixView& w = ws[it / row_tiles];
       float* y = ys[it / row_tiles];
       const int64_t r = (it % row_tiles) * tile_rows;
       const int nr = int(std::min<int64_t>(tile_rows, rows - r));
+      PrefetchScales(w, r + kScalePrefetchTiles * tile_rows, tile_rows);
       scales.Compute(w, r, nr, rs, group_scales);
       for (int64_t t0 = 0; t0 < n; t0 += tile::kMaxTileTokens) {
         const int tokens = int(std::min<int64_t>(tile::kMaxTileTokens, n - t0));
@@ -269,6 +303,16 @@ void PackedMatMul(const MatrixView* ws, float* const* ys, int count, const float
         }
       }
     }
+  };
+  const int64_t chunks = (tiles + chunk - 1) / chunk;
+  if (n == 1) {
+    ParallelChunks(chunks, threads, run_chunk);
+  } else {
+    // Prefill: one chunk a thread, in an OpenMP region, as before the pool; the pool
+    // measured slower here beside the attention's OpenMP threads on a busy machine
+    // (docs/results.md), and a prefill call is long enough to pay for the region.
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+    for (int64_t c = 0; c < chunks; ++c) run_chunk(c);
   }
 }
 

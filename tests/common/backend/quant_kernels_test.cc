@@ -6,6 +6,8 @@
 // for bit.
 #include "common/backend/cpu/quant_kernels.h"
 
+#include <omp.h>
+
 #include <cmath>
 #include <random>
 #include <vector>
@@ -246,6 +248,46 @@ INSTANTIATE_TEST_SUITE_P(
       return absl::StrCat(info.param.bits, "bit_g", info.param.group, "_cols", info.param.cols,
                           info.param.bits == 16 ? DTypeName(info.param.dtype16) : "");
     });
+
+// Matrices large enough to run on several threads (kernel_pool.h hands out chunks of row
+// tiles to whichever thread comes first) give the same bits on 1, 2 and 3 threads, for
+// one and two matrices a call, decode and prefill, on every SIMD path.
+TEST(QuantKernelsThreadsTest, TheThreadCountDoesNotChangeABit) {
+  constexpr int64_t kRows = 1037, kCols = 1024;  // 1.06 M weights: above the threshold
+  const std::vector<float> w = Random(kRows * kCols, 21);
+  const int saved = omp_get_max_threads();
+  for (int bits : {2, 3, 4, 8}) {
+    quant::QuantizeOptions o;
+    o.spec.bits = bits;
+    o.method = quant::Method::kRtn;
+    auto q = quant::QuantizeMatrix(w.data(), kRows, kCols, o);
+    ASSERT_TRUE(q.ok()) << q.status();
+    for (QuantKernelPath path : Paths()) {
+      if (path == QuantKernelPath::kScalar) continue;
+      SetQuantKernelPath(path);
+      for (int64_t n : {1, 5}) {
+        SCOPED_TRACE(absl::StrCat(bits, " bits, ", QuantKernelPathName(path), ", n ", n));
+        const std::vector<float> x = Random(n * kCols, 300 + n);
+        std::vector<float> one(n * kRows), one_b(n * kRows);
+        omp_set_num_threads(1);
+        QuantMatMulTransB(q->view(), x.data(), one.data(), n);
+        for (int threads : {2, 3}) {
+          omp_set_num_threads(threads);
+          for (int repeat = 0; repeat < 3; ++repeat) {
+            std::vector<float> y(n * kRows), ya(n * kRows), yb(n * kRows);
+            QuantMatMulTransB(q->view(), x.data(), y.data(), n);
+            QuantMatMulTransB2(q->view(), q->view(), x.data(), ya.data(), yb.data(), n);
+            ASSERT_EQ(y, one) << threads << " threads";
+            ASSERT_EQ(ya, one) << threads << " threads";
+            ASSERT_EQ(yb, one) << threads << " threads";
+          }
+        }
+      }
+    }
+  }
+  omp_set_num_threads(saved);
+  SetQuantKernelPath(BestQuantKernelPath());
+}
 
 TEST(QuantizeActivationBlocksTest, RoundsEachBlockToItsOwnScale) {
   std::vector<float> x = Random(3 * kBlock, 5);
