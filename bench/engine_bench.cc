@@ -97,8 +97,8 @@ int64_t StoredWeightBytes(const std::string& dir) {
 }
 
 absl::Status Run() {
-  // Resident before any weight: the program and its libraries (a build with CUDA maps
-  // cuBLAS, ~0.2 GB, even on a machine without a GPU).
+  // Resident before any weight: the program and its libraries (CUDA's are not among
+  // them: the CUDA backend is a module loaded only for a CUDA device, cuda_module.h).
   const double baseline_mb = StatusMb("VmRSS:");
   MOE_ASSIGN_OR_RETURN(auto engine, LocalEngine::Open(absl::GetFlag(FLAGS_model)));
   const int n_prompt = absl::GetFlag(FLAGS_prompt_tokens);

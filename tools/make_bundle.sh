@@ -10,6 +10,8 @@
 #   OUT_DIR/lib/    every shared library they load that is not the C library, the loader
 #                   or the NVIDIA driver (libstdc++, libgcc_s, libgomp included), with the
 #                   CUDA runtime and cuBLAS unless --no-cuda-runtime; the sentencepiece plugin
+#                   and, in a CUDA build, the CUDA module libmoe_cuda.so (the programs
+#                   dlopen it on first use; it is what needs the CUDA runtime and cuBLAS)
 #   OUT_DIR/models/kjv-moe, OUT_DIR/run_gpu_tests.sh, OUT_DIR/MANIFEST.txt
 #   OUT_DIR.tar.xz  (unless --no-tar)
 #
@@ -86,6 +88,15 @@ plugin="$build_dir/lib/libmoe_sentencepiece.so"
 [[ -f "$plugin" ]] || { echo "make_bundle: no sentencepiece plugin at $plugin" >&2; exit 1; }
 # lib/ beside bin/: the plugin loader looks in <exe dir>/../lib first.
 cp "$plugin" "$out/lib/"
+# The CUDA backend is a module, not linked into the programs (common/backend/cuda_module.h);
+# found the same way as the plugin.
+cuda_module="$build_dir/lib/libmoe_cuda.so"
+modules=("$out/lib/libmoe_sentencepiece.so")
+if grep -q '^MOE_CUDA:BOOL=ON' "$build_dir/CMakeCache.txt"; then
+  [[ -f "$cuda_module" ]] || { echo "make_bundle: a CUDA build without $cuda_module" >&2; exit 1; }
+  cp "$cuda_module" "$out/lib/"
+  modules+=("$out/lib/libmoe_cuda.so")
+fi
 cp -r "$repo/models/kjv-moe" "$out/models/"
 cp "$repo/tools/bundle/run_gpu_tests.sh" "$out/"
 chmod +x "$out/run_gpu_tests.sh"
@@ -103,7 +114,7 @@ system_lib() {
 }
 
 copied=()
-elfs=("$out"/bin/* "$out"/lib/libmoe_sentencepiece.so)
+elfs=("$out"/bin/* "${modules[@]}")
 for t in "$out"/tests/*; do [[ "$t" == *.py ]] || elfs+=("$t"); done
 for elf in "${elfs[@]}"; do
   # ldd lists every library the loader would map, transitive ones included.

@@ -1,5 +1,5 @@
-// OpenDevice and CreateKernels: with registry.cc, the only places that switch on CUDA
-// being compiled in.
+// OpenDevice and CreateKernels: the CPU here, CUDA through the module the registry loads
+// (cuda_module.h).
 #include "common/backend/device.h"
 
 #include "absl/strings/strip.h"
@@ -7,12 +7,9 @@
 #include "absl/strings/str_cat.h"
 #include "common/backend/cpu/cpu_backend_kernels.h"
 #include "common/backend/cpu/cpu_device.h"
+#include "common/backend/cuda_module.h"
 #include "common/backend/kernels.h"
 #include "common/status.h"
-#if MOE_HAVE_CUDA
-#include "common/backend/cuda/cuda_device.h"
-#include "common/backend/cuda/cuda_kernels.h"
-#endif
 
 namespace moe::backend {
 
@@ -27,24 +24,22 @@ absl::StatusOr<std::unique_ptr<Device>> OpenDevice(absl::string_view spec) {
           absl::StrCat("unknown device \"", spec, "\" (cpu, cuda or cuda:N)"));
     }
   }
-#if MOE_HAVE_CUDA
-  return cuda::OpenCudaDevice(ordinal);
-#else
-  return absl::UnimplementedError(absl::StrCat(
-      "device \"", spec, "\": not compiled with CUDA (configure with -DMOE_CUDA=ON)"));
-#endif
+  absl::StatusOr<const CudaModule*> cuda = LoadCudaModule();
+  if (!cuda.ok()) {
+    return absl::Status(cuda.status().code(),
+                        absl::StrCat("device \"", spec, "\": ", cuda.status().message()));
+  }
+  return (*cuda)->OpenDevice(ordinal);
 }
 
 absl::StatusOr<std::unique_ptr<Kernels>> CreateKernels(Device& device) {
   switch (device.kind()) {
     case DeviceKind::kCpu:
       return std::make_unique<cpu::CpuKernels>();
-    case DeviceKind::kCuda:
-#if MOE_HAVE_CUDA
-      return cuda::CreateCudaKernels(device);
-#else
-      break;
-#endif
+    case DeviceKind::kCuda: {
+      MOE_ASSIGN_OR_RETURN(const CudaModule* cuda, LoadCudaModule());
+      return cuda->CreateKernels(device);
+    }
   }
   return absl::UnimplementedError(absl::StrCat("no kernels for device ", device.name()));
 }

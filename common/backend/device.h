@@ -108,7 +108,9 @@ class Device {
 };
 
 // "cpu", "cuda" (device 0) or "cuda:N". INVALID_ARGUMENT for other names, UNIMPLEMENTED
-// for "cuda" in a build without it, UNAVAILABLE when the device is not there.
+// for "cuda" in a build without it, FAILED_PRECONDITION when the CUDA module cannot be
+// loaded (cuda_module.h; the message names the paths and dlerror), UNAVAILABLE when the
+// device is not there.
 absl::StatusOr<std::unique_ptr<Device>> OpenDevice(absl::string_view spec);
 
 // Synchronous conveniences: a copy on a temporary stream, waited for.

@@ -10,13 +10,6 @@
 #include "common/arena_trust.h"
 #include "common/checked_math.h"
 #include "common/status.h"
-#if MOE_HAVE_CUDA
-#include "common/backend/cuda/cuda_ipc_arena.h"
-#else
-namespace moe::cuda {
-class CudaIpcArena {};  // never made: every path that would is refused first
-}  // namespace moe::cuda
-#endif
 
 namespace moe::backend {
 namespace {
@@ -30,9 +23,9 @@ absl::Status NeedsCuda(const Device& device, absl::string_view what) {
 
 }  // namespace
 
-DeviceIpcArena::DeviceIpcArena(std::unique_ptr<cuda::CudaIpcArena> cuda, DeviceIpcHandle handle,
+DeviceIpcArena::DeviceIpcArena(std::unique_ptr<CudaIpcMemory> memory, DeviceIpcHandle handle,
                                std::string id)
-    : cuda_(std::move(cuda)), handle_(std::move(handle)), id_(std::move(id)) {}
+    : memory_(std::move(memory)), handle_(std::move(handle)), id_(std::move(id)) {}
 
 DeviceIpcArena::~DeviceIpcArena() {
   if (owner_pidfd_ >= 0) ::close(owner_pidfd_);
@@ -46,11 +39,11 @@ absl::StatusOr<std::unique_ptr<DeviceIpcArena>> DeviceIpcArena::Create(Device& d
   if (bytes == 0) {
     return absl::InvalidArgumentError("device arena: size 0");
   }
-#if MOE_HAVE_CUDA
+  MOE_ASSIGN_OR_RETURN(const CudaModule* module, LoadCudaModule());
   MOE_RETURN_IF_ERROR(device.BindThread());
-  MOE_ASSIGN_OR_RETURN(std::unique_ptr<cuda::CudaIpcArena> cuda,
-                       cuda::CudaIpcArena::Create(device.ordinal(), kHeaderBytes + bytes));
-  MOE_ASSIGN_OR_RETURN(std::string bus, cuda::CudaIpcArena::PciBusId(device.ordinal()));
+  MOE_ASSIGN_OR_RETURN(std::unique_ptr<CudaIpcMemory> cuda,
+                       module->ExportIpcMemory(device.ordinal(), kHeaderBytes + bytes));
+  MOE_ASSIGN_OR_RETURN(std::string bus, module->PciBusId(device.ordinal()));
   std::string header(kHeaderBytes, '\0');
   std::memcpy(header.data(), id.data(), id.size());
   MOE_RETURN_IF_ERROR(CopyToDeviceSync(device, cuda->device_ptr(), header.data(), kHeaderBytes));
@@ -61,9 +54,6 @@ absl::StatusOr<std::unique_ptr<DeviceIpcArena>> DeviceIpcArena::Create(Device& d
   handle.exporter_pid = static_cast<uint32_t>(::getpid());
   handle.size_bytes = bytes;
   return std::unique_ptr<DeviceIpcArena>(new DeviceIpcArena(std::move(cuda), std::move(handle), id));
-#else
-  return absl::UnimplementedError("device arena: not compiled with CUDA");
-#endif
 }
 
 absl::StatusOr<std::unique_ptr<DeviceIpcArena>> DeviceIpcArena::Open(Device& device,
@@ -75,9 +65,9 @@ absl::StatusOr<std::unique_ptr<DeviceIpcArena>> DeviceIpcArena::Open(Device& dev
     return absl::InvalidArgumentError(absl::StrCat("device arena: size ", handle.size_bytes,
                                                    " is not in [1, 2^40]"));
   }
-#if MOE_HAVE_CUDA
+  MOE_ASSIGN_OR_RETURN(const CudaModule* module, LoadCudaModule());
   MOE_RETURN_IF_ERROR(device.BindThread());
-  MOE_ASSIGN_OR_RETURN(const std::string bus, cuda::CudaIpcArena::PciBusId(device.ordinal()));
+  MOE_ASSIGN_OR_RETURN(const std::string bus, module->PciBusId(device.ordinal()));
   if (handle.pci_bus_id != bus) {
     return absl::FailedPreconditionError(absl::StrCat(
         "different device: the coordinator's arena is on the GPU at PCI bus \"",
@@ -89,8 +79,8 @@ absl::StatusOr<std::unique_ptr<DeviceIpcArena>> DeviceIpcArena::Open(Device& dev
                         ? -1
                         : static_cast<int>(::syscall(SYS_pidfd_open,
                                                      static_cast<pid_t>(handle.exporter_pid), 0));
-  auto opened = cuda::CudaIpcArena::Open(device.ordinal(), handle.ipc_mem_handle,
-                                         kHeaderBytes + handle.size_bytes);
+  auto opened = module->OpenIpcMemory(device.ordinal(), handle.ipc_mem_handle,
+                                      kHeaderBytes + handle.size_bytes);
   if (!opened.ok()) {
     if (pidfd >= 0) ::close(pidfd);
     return absl::FailedPreconditionError(absl::StrCat(
@@ -102,15 +92,12 @@ absl::StatusOr<std::unique_ptr<DeviceIpcArena>> DeviceIpcArena::Open(Device& dev
   arena->owner_pidfd_ = pidfd;
   std::string header(kHeaderBytes, '\0');
   MOE_RETURN_IF_ERROR(
-      CopyToHostSync(device, header.data(), arena->cuda_->device_ptr(), kHeaderBytes));
+      CopyToHostSync(device, header.data(), arena->memory_->device_ptr(), kHeaderBytes));
   if (std::memcmp(header.data(), id.data(), id.size()) != 0) {
     return absl::FailedPreconditionError(absl::StrCat(
         "the CUDA IPC arena of pid ", handle.exporter_pid, " does not carry the announced id ", id));
   }
   return arena;
-#else
-  return absl::UnimplementedError("device arena: not compiled with CUDA");
-#endif
 }
 
 absl::StatusOr<void*> DeviceIpcArena::At(uint64_t offset, uint64_t bytes) const {
@@ -119,11 +106,7 @@ absl::StatusOr<void*> DeviceIpcArena::At(uint64_t offset, uint64_t bytes) const 
                                               " bytes) is unaligned or outside the ", size(),
                                               "-byte arena"));
   }
-#if MOE_HAVE_CUDA
-  return static_cast<void*>(static_cast<char*>(cuda_->device_ptr()) + kHeaderBytes + offset);
-#else
-  return absl::UnimplementedError("device arena: not compiled with CUDA");
-#endif
+  return static_cast<void*>(static_cast<char*>(memory_->device_ptr()) + kHeaderBytes + offset);
 }
 
 bool DeviceIpcArena::OwnerAlive() const {

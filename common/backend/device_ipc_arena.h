@@ -2,8 +2,8 @@
 // the same GPU by a CUDA IPC handle, so that hidden states never leave the GPU between
 // the two processes. Device-neutral: on a CPU device (or in a build without CUDA) it is
 // refused with a status that says why, and the caller uses a shared host arena
-// (common/shared_arena.h) instead. The only file outside common/backend/cuda that knows
-// whether CUDA was compiled in, besides registry.cc.
+// (common/shared_arena.h) instead. The CUDA side is the CUDA module's CudaIpcMemory
+// (cuda_module.h).
 #ifndef MOE_COMMON_BACKEND_DEVICE_IPC_ARENA_H_
 #define MOE_COMMON_BACKEND_DEVICE_IPC_ARENA_H_
 
@@ -14,11 +14,8 @@
 
 #include "absl/status/statusor.h"
 #include "common/activation_arena.h"
+#include "common/backend/cuda_module.h"
 #include "common/backend/device.h"
-
-namespace moe::cuda {
-class CudaIpcArena;
-}  // namespace moe::cuda
 
 namespace moe::backend {
 
@@ -69,9 +66,9 @@ class DeviceIpcArena final : public ActivationArena {
   bool OwnerAlive() const override;
 
  private:
-  DeviceIpcArena(std::unique_ptr<cuda::CudaIpcArena> cuda, DeviceIpcHandle handle, std::string id);
+  DeviceIpcArena(std::unique_ptr<CudaIpcMemory> memory, DeviceIpcHandle handle, std::string id);
 
-  std::unique_ptr<cuda::CudaIpcArena> cuda_;
+  std::unique_ptr<CudaIpcMemory> memory_;
   DeviceIpcHandle handle_;
   std::string id_;
   int owner_pidfd_ = -1;  // importer only; -1 where pidfd_open is not available

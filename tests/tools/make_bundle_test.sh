@@ -24,6 +24,15 @@ for f in moe moe-coordinator moe-expert-worker; do
   [[ -x "$bundle/bin/$f" ]] || fail "bin/$f is missing"
 done
 [[ -f "$bundle/lib/libmoe_sentencepiece.so" ]] || fail "the sentencepiece plugin is missing"
+cuda_build=0
+if grep -q '^MOE_CUDA:BOOL=ON' "$build/CMakeCache.txt"; then
+  cuda_build=1
+  [[ -f "$bundle/lib/libmoe_cuda.so" ]] || fail "the CUDA module is missing"
+  [ "$(readelf -d "$bundle/lib/libmoe_cuda.so" | grep -c 'RUNPATH.*\$ORIGIN')" -gt 0 ] ||
+    fail "lib/libmoe_cuda.so has no RUNPATH \$ORIGIN (it would not find the bundle's CUDA runtime)"
+  [ "$(ldd "$bundle/lib/libmoe_cuda.so" | grep -c 'libcublas')" -gt 0 ] ||
+    fail "lib/libmoe_cuda.so does not need cuBLAS: not the module the bundle should carry"
+fi
 [[ -f "$bundle/models/kjv-moe/config.json" ]] || fail "the model is missing"
 [[ -x "$bundle/run_gpu_tests.sh" ]] || fail "run_gpu_tests.sh is missing"
 
@@ -49,6 +58,17 @@ echo "ldd: $checked files, every library inside the bundle or the target's own"
 env -i PATH=/usr/bin:/bin "$bundle/bin/moe" info --model "$bundle/models/kjv-moe" > "$work/info.txt" 2>&1 ||
   fail "bin/moe info failed: $(cat "$work/info.txt")"
 grep -q '^backend cpu' "$work/info.txt" || fail "moe info printed no backend list"
+if ((cuda_build)); then
+  # moe info lists the CUDA backend: the bundle's module, and through it the bundle's
+  # CUDA runtime, load (a missing one would say "cannot load the CUDA module").
+  env -i PATH=/usr/bin:/bin LD_DEBUG=files "$bundle/bin/moe" info --model "$bundle/models/kjv-moe" \
+    > "$work/info_cuda.txt" 2> "$work/info_ld.txt" || fail "bin/moe info failed"
+  grep -q "file=$bundle/bin/../lib/libmoe_cuda.so" "$work/info_ld.txt" ||
+    fail "the bundle's moe did not load the bundle's CUDA module"
+  if grep '^backend cuda' "$work/info_cuda.txt" | grep 'cannot load'; then
+    fail "the bundle's CUDA module does not load"
+  fi
+fi
 
 gen=(generate --prompt "And God said," --max-new-tokens 6 --temperature 0)
 env -i PATH=/usr/bin:/bin LD_DEBUG=files "$bundle/bin/moe" "${gen[@]}" --model "$bundle/models/kjv-moe" \
@@ -57,6 +77,9 @@ grep -q "file=$bundle/bin/../lib/libmoe_sentencepiece.so" "$work/ld_debug.txt" |
   fail "the bundle's moe did not load the bundle's sentencepiece plugin"
 if grep -E 'calling init: /(usr/)?lib/x86_64-linux-gnu/lib(grpc|protobuf|absl|openblas|sentencepiece)' "$work/ld_debug.txt"; then
   fail "the bundle's moe loaded a library of the build machine"
+fi
+if grep -E 'file=[^ ]*(libcudart|libcublas|libmoe_cuda)' "$work/ld_debug.txt"; then
+  fail "the bundle's moe loaded CUDA libraries for a CPU run"
 fi
 "$build/tools/moe" "${gen[@]}" --model "$src/models/kjv-moe" > "$work/build_text.txt" 2>/dev/null ||
   fail "the build's moe generate failed"

@@ -57,7 +57,8 @@ fi
   echo "== nvidia-smi"; nvidia-smi 2>&1 || true
   echo "== moe info"; "$here/bin/moe" info --model "$here/models/kjv-moe" 2>&1
   echo "== libraries not resolved inside the bundle"
-  for f in "$here"/bin/* "$here"/tests/*; do
+  for f in "$here"/bin/* "$here"/tests/* "$here"/lib/libmoe_cuda.so; do
+    [[ -e "$f" ]] || continue
     [[ "$f" == *.py ]] && continue
     ldd "$f" | grep '=>' | grep -v -e "$here/lib/" -e "$here/bin/../lib/" -e "$here/tests/../lib/" |
       sed "s|^|$(basename "$f"): |"
