@@ -234,12 +234,14 @@ INSTANTIATE_TEST_SUITE_P(
     Widths, QuantKernelsTest,
     ::testing::Values(
         // group 64 over 384 inputs: 12 blocks, 6 pairs; group 32 over 224: 7 blocks (the
-        // last pair half empty); group 96 over 288: groups straddle pairs.
+        // last pair half empty); group 96 over 288: groups straddle pairs; group 192 over
+        // 576: 9 pairs, 3 a group (AVX-512's two-pair 4-bit steps cross groups, one left).
         Case{2, DType::kBF16, 64, 384}, Case{3, DType::kBF16, 64, 384},
         Case{4, DType::kBF16, 64, 384}, Case{8, DType::kBF16, 64, 384},
         Case{2, DType::kBF16, 32, 224}, Case{3, DType::kBF16, 32, 224},
         Case{4, DType::kBF16, 32, 224}, Case{8, DType::kBF16, 32, 224},
         Case{3, DType::kBF16, 96, 288}, Case{4, DType::kBF16, 128, 256},
+        Case{4, DType::kBF16, 192, 576},
         // 16-bit: 16-value steps, one 8-value step and a scalar tail (cols 100 = 6*16 + 4;
         // 120 = 7*16 + 8).
         Case{16, DType::kBF16, 64, 100}, Case{16, DType::kF16, 64, 100},
