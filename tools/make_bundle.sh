@@ -58,13 +58,12 @@ fi
 # The executables this build tree links, relative to it, from its own ninja file: a
 # search of the directory would also find the copies in nested trees (the cpu-only
 # build's test, an earlier bundle) and could take the wrong one.
-build_exes() {
-  ninja -C "$build_dir" -t targets all | sed -n 's/^\([^:]*\): [A-Z]*_EXECUTABLE_LINKER.*/\1/p'
-}
+mapfile -t build_exes < <(ninja -C "$build_dir" -t targets all |
+  sed -n 's/^\([^:]*\): [A-Z]*_EXECUTABLE_LINKER.*/\1/p')
 # An executable of the build by name; empty when not built.
 find_exe() {
   local rel
-  rel=$(build_exes | awk -F/ -v n="$1" '$NF == n { print; exit }')
+  rel=$(printf '%s\n' "${build_exes[@]}" | awk -F/ -v n="$1" '$NF == n { print; exit }')
   [[ -n "$rel" && -x "$build_dir/$rel" ]] && echo "$build_dir/$rel" || true
 }
 
@@ -86,7 +85,7 @@ mkdir -p "$out/bench"
 cp "$repo/tools/configs/mixtral-8x7b.json" "$repo/bench/kjv_moe_routing.trace" "$out/bench/"
 while IFS= read -r t; do
   if [[ -x "$build_dir/$t" ]]; then cp "$build_dir/$t" "$out/tests/"; fi
-done < <(build_exes | grep -E '(^|/)(backend_conformance_test|device_test|[^/]*cuda[^/]*test|expert_runner_test|expert_store_test|[^/]*device[^/]*test|[^/]*gpu[^/]*test)$' | sort)
+done < <(printf '%s\n' "${build_exes[@]}" | grep -E '(^|/)(backend_conformance_test|device_test|[^/]*cuda[^/]*test|expert_runner_test|expert_store_test|[^/]*device[^/]*test|[^/]*gpu[^/]*test)$' | sort)
 cp "$repo/tests/integration/cuda_two_process_test.py" "$out/tests/"
 plugin="$build_dir/lib/libmoe_sentencepiece.so"
 [[ -f "$plugin" ]] || { echo "make_bundle: no sentencepiece plugin at $plugin" >&2; exit 1; }
