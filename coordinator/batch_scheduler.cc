@@ -44,17 +44,22 @@ struct BatchScheduler::Stream {
   std::condition_variable changed;
 };
 
+absl::Status CheckBatchSchedulerOptions(const BatchSchedulerOptions& options) {
+  if (options.max_batch_tokens < 1 || options.max_batch_tokens > kMaxBatchTokens) {
+    return absl::InvalidArgumentError(absl::StrCat("--max-batch-tokens ", options.max_batch_tokens,
+                                                   " must be in [1, ", kMaxBatchTokens, "]"));
+  }
+  if (options.lanes < 1 || options.lanes > kMaxBatchLanes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--batch-lanes ", options.lanes, " must be in [1, ", kMaxBatchLanes, "]"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<BatchScheduler>> BatchScheduler::Create(
     const MixtralModel* model, BatchSchedulerOptions options) {
   if (model == nullptr) return absl::InvalidArgumentError("BatchScheduler: no model");
-  if (options.max_batch_tokens < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("max batch tokens must be >= 1, got ",
-                                                   options.max_batch_tokens));
-  }
-  if (options.lanes < 1 || options.lanes > kMaxBatchLanes) {
-    return absl::InvalidArgumentError(absl::StrCat("batch lanes must be in [1, ", kMaxBatchLanes,
-                                                   "], got ", options.lanes));
-  }
+  MOE_RETURN_IF_ERROR(CheckBatchSchedulerOptions(options));
   return std::unique_ptr<BatchScheduler>(new BatchScheduler(model, options));
 }
 

@@ -46,6 +46,12 @@ struct BatchSchedulerOptions {
 // pass would allocate its scratch every step), and two cover one pass computing while
 // the other waits for the worker.
 inline constexpr int kMaxBatchLanes = 2;
+// Rows of one pass at most (its scratch grows with them).
+inline constexpr int64_t kMaxBatchTokens = int64_t{1} << 20;
+
+// The one check of the options, by Create and by the coordinator binary before it loads
+// the model; the message names the flag that sets each field.
+absl::Status CheckBatchSchedulerOptions(const BatchSchedulerOptions& options);
 
 // What the steps did since start (each pass counted once).
 struct BatchTotals {

@@ -131,6 +131,9 @@ absl::Status Run() {
   if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
     MOE_ASSIGN_OR_RETURN(metrics, HttpServer::Bind(absl::GetFlag(FLAGS_metrics_listen)));
   }
+  const int64_t max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
+  const int batch_lanes = absl::GetFlag(FLAGS_batch_lanes);
+  MOE_RETURN_IF_ERROR(CheckBatchSchedulerOptions({max_batch_tokens, batch_lanes}));
   MOE_ASSIGN_OR_RETURN(ModelDir dir, ModelDir::Open(model_path));
   MOE_ASSIGN_OR_RETURN(auto tokenizer, dir.LoadTokenizer());
   const int64_t max_context =
@@ -141,18 +144,8 @@ absl::Status Run() {
         "--max-context-tokens ", max_context, " must be in [1, ",
         dir.config.max_position_embeddings, "] (the model's context)"));
   }
-  const int64_t max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
-  if (max_batch_tokens < 1 || max_batch_tokens > (int64_t{1} << 20)) {
-    return absl::InvalidArgumentError(absl::StrCat("--max-batch-tokens ", max_batch_tokens,
-                                                   " must be in [1, 1048576]"));
-  }
   MOE_ASSIGN_OR_RETURN(std::unique_ptr<backend::Device> device,
                        backend::OpenDevice(absl::GetFlag(FLAGS_device)));
-  const int batch_lanes = absl::GetFlag(FLAGS_batch_lanes);
-  if (batch_lanes < 1 || batch_lanes > kMaxBatchLanes) {
-    return absl::InvalidArgumentError(absl::StrCat("--batch-lanes ", batch_lanes,
-                                                   " must be in [1, ", kMaxBatchLanes, "]"));
-  }
   // The device budget below counts one pass's scratch.
   if (batch_lanes > 1 && device->kind() != backend::DeviceKind::kCpu) {
     return absl::InvalidArgumentError("--batch-lanes above 1 is for the CPU device only");

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "coordinator/kv_cache.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tools/cli/local_engine.h"
 
@@ -222,6 +223,25 @@ TEST_P(BatchSchedulerTest, TwoLanesSteppingAtOnceEachStreamGetsItsSoloTokens) {
       << totals.steps << " steps, " << totals.prompt_rows << " prompt rows, "
       << totals.decode_rows << " decode rows";
   EXPECT_EQ(KvCache::LiveCaches(), 0);
+}
+
+// Each bound of the options refused by name, at both ends, before any thread starts.
+TEST_P(BatchSchedulerTest, OptionsOutsideTheirBoundsAreRefusedNamingTheFlag) {
+  const struct {
+    BatchSchedulerOptions options;
+    const char* flag;
+  } bad[] = {{{0, 1}, "--max-batch-tokens 0"},
+             {{kMaxBatchTokens + 1, 1}, "--max-batch-tokens 1048577"},
+             {{12, 0}, "--batch-lanes 0"},
+             {{12, kMaxBatchLanes + 1}, "--batch-lanes 3"}};
+  for (const auto& b : bad) {
+    SCOPED_TRACE(b.flag);
+    auto scheduler = BatchScheduler::Create(&engine_->model(), b.options);
+    ASSERT_FALSE(scheduler.ok());
+    EXPECT_EQ(scheduler.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(scheduler.status().message(), ::testing::HasSubstr(b.flag));
+  }
+  EXPECT_TRUE(CheckBatchSchedulerOptions({kMaxBatchTokens, kMaxBatchLanes}).ok());
 }
 
 TEST_P(BatchSchedulerTest, CancelledAndStoppedStreamsEndAloneTheOthersAreUnchanged) {
