@@ -15,6 +15,7 @@
 #include "coordinator/generation_defaults.h"
 #include "coordinator/kv_cache.h"
 #include "coordinator/stop_string_filter.h"
+#include "coordinator/throttled_check.h"
 
 namespace moe::coordinator {
 
@@ -50,6 +51,11 @@ namespace {
 // Method indices in moe.v1.Generation's service definition.
 constexpr int kGenerateMethod = 0;
 constexpr int kTokenizeMethod = 1;
+
+// How late a client that went away (or whose deadline passed) may be noticed: longer
+// than a 32-stream step (~10 ms), so that the step thread asks each client about once
+// per step or less, not before each of its layers.
+constexpr absl::Duration kClientGoneInterval = absl::Milliseconds(20);
 
 // Reads the one request of a call served from bytes.
 template <typename Request, typename Response>
@@ -210,7 +216,11 @@ absl::Status GenerationService::DoGenerate(const v1::GenerateRequest& request,
   auto drained = [this] {
     return shutting_down_.load() && absl::GetCurrentTimeNanos() >= drain_deadline_ns_.load();
   };
-  options.cancelled = [&client_gone, drained] { return client_gone() || drained(); };
+  // The scheduler asks before every layer of every step, for each of its streams, on
+  // its step thread; a gRPC context answers through its completion queue, so it is put
+  // the question at most once per kClientGoneInterval (throttled_check.h).
+  ThrottledCheck gone(client_gone, kClientGoneInterval);
+  options.cancelled = [&gone, drained] { return gone() || drained(); };
   options.scheduler = scheduler_.get();
   // A bad request is INVALID_ARGUMENT even while no worker answers.
   MOE_RETURN_IF_ERROR(CheckGenerateRequest(model_->config(), int64_t(prompt.size()), options));
