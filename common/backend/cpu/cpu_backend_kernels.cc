@@ -1,7 +1,9 @@
 #include "common/backend/cpu/cpu_backend_kernels.h"
 
 #include <cstring>
+#include <limits>
 #include <numeric>
+#include <optional>
 #include <vector>
 
 #include "common/backend/cpu/cpu_kernels.h"
@@ -29,11 +31,17 @@ absl::Status CpuKernels::RmsNorm(const float* x, const float* weight, float* y, 
 
 absl::Status CpuKernels::Rope(float* x, int64_t start, int64_t n, int64_t heads,
                               const backend::RopeParams& rope, Stream&) {
-  // The same table arithmetic as the engine's RopeTable, hence the same bits.
-  const RopeTable table(rope.head_dim, rope.theta, start + n);
-  std::vector<int64_t> positions(n);
+  // The same table arithmetic as the engine's RopeTable, hence the same bits. The
+  // table (a pow per frequency) is kept per thread between calls: a step ropes every
+  // sequence's queries and keys in each layer, one or a few rows each.
+  thread_local std::optional<RopeTable> table;
+  if (!table || table->head_dim() != rope.head_dim || table->theta() != rope.theta) {
+    table.emplace(rope.head_dim, rope.theta, std::numeric_limits<int64_t>::max());
+  }
+  thread_local std::vector<int64_t> positions;
+  positions.resize(size_t(n));
   std::iota(positions.begin(), positions.end(), start);
-  table.Apply(x, positions.data(), n, heads);
+  table->Apply(x, positions.data(), n, heads);
   return absl::OkStatus();
 }
 

@@ -145,7 +145,7 @@ int64_t ArgMax(const float* x, int64_t n) {
 }
 
 RopeTable::RopeTable(int64_t head_dim, double theta, int64_t max_positions)
-    : head_dim_(head_dim), max_positions_(max_positions), inv_freq_(head_dim / 2) {
+    : head_dim_(head_dim), theta_(theta), max_positions_(max_positions), inv_freq_(head_dim / 2) {
   for (int64_t i = 0; i < head_dim / 2; ++i) {
     inv_freq_[i] = 1.0 / std::pow(theta, double(2 * i) / double(head_dim));
   }
@@ -153,7 +153,18 @@ RopeTable::RopeTable(int64_t head_dim, double theta, int64_t max_positions)
 
 void RopeTable::Apply(float* x, const int64_t* positions, int64_t n, int64_t heads) const {
   const int64_t half = head_dim_ / 2;
-  std::vector<float> c(half), s(half);
+  // On the stack for the usual head sizes: this runs per sequence and layer of a step.
+  constexpr int64_t kStackHalf = 256;
+  float c_stack[kStackHalf], s_stack[kStackHalf];
+  std::vector<float> c_heap, s_heap;
+  float* c = c_stack;
+  float* s = s_stack;
+  if (half > kStackHalf) {
+    c_heap.resize(half);
+    s_heap.resize(half);
+    c = c_heap.data();
+    s = s_heap.data();
+  }
   for (int64_t t = 0; t < n; ++t) {
     // The exact angle in double, which fp32 references approximate.
     for (int64_t i = 0; i < half; ++i) {
@@ -189,7 +200,11 @@ void Attention(const float* q, const float* k_cache, const float* v_cache, float
       const int64_t count = pos - first + 1;
       const float* qh = q + t * q_stride + h * head_dim;
       const int64_t kv_off = (h / group) * head_dim;
-      std::vector<float> scores(count);
+      // On the stack for short contexts: decode calls this per sequence, layer and head.
+      constexpr int64_t kStackScores = 512;
+      float stack_scores[kStackScores];
+      std::vector<float> heap_scores(count > kStackScores ? count : 0);
+      float* scores = count > kStackScores ? heap_scores.data() : stack_scores;
       for (int64_t j = 0; j < count; ++j) {
         const float* kj = k_cache + (first + j) * kv_stride + kv_off;
         float dot = 0.0f;
@@ -197,7 +212,7 @@ void Attention(const float* q, const float* k_cache, const float* v_cache, float
         for (int64_t d = 0; d < head_dim; ++d) dot += qh[d] * kj[d];
         scores[j] = dot * scale;
       }
-      Softmax(scores.data(), count);
+      Softmax(scores, count);
       float* oh = out + t * q_stride + h * head_dim;
       std::fill(oh, oh + head_dim, 0.0f);
       for (int64_t j = 0; j < count; ++j) {

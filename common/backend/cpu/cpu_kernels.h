@@ -60,9 +60,12 @@ class RopeTable {
   // must be below max_positions().
   void Apply(float* x, const int64_t* positions, int64_t n, int64_t heads) const;
   int64_t max_positions() const { return max_positions_; }
+  int64_t head_dim() const { return head_dim_; }
+  double theta() const { return theta_; }
 
  private:
   int64_t head_dim_;
+  double theta_;
   int64_t max_positions_;
   std::vector<double> inv_freq_;  // [head_dim / 2]: theta^(-2i / head_dim)
 };

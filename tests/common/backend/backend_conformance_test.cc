@@ -332,29 +332,33 @@ TEST_P(ConformanceTest, RmsNormOutOfPlaceAndInPlace) {
 }
 
 TEST_P(ConformanceTest, RopeRotatesWithDoubleAngles) {
-  const int64_t heads = 3, head_dim = 64, n = 5;
+  const int64_t heads = 3, n = 5;
   // At position 100000 fp32 angles would be off by ~1e-2 radians; double ones are exact
-  // to the float rounding of cos and sin.
-  for (int64_t start : {0, 1000, 100000}) {
-    std::vector<float> x = Random(n * heads * head_dim, 31 + start);
-    const RopeParams rope{head_dim, 1e6};
-    std::vector<float> ref = x;
-    for (int64_t t = 0; t < n; ++t) {
-      for (int64_t h = 0; h < heads; ++h) {
-        float* v = ref.data() + (t * heads + h) * head_dim;
-        for (int64_t i = 0; i < head_dim / 2; ++i) {
-          const double angle = double(start + t) * std::pow(rope.theta, -2.0 * i / head_dim);
-          const double a = v[i], b = v[i + head_dim / 2];
-          v[i] = float(a * std::cos(angle) - b * std::sin(angle));
-          v[i + head_dim / 2] = float(b * std::cos(angle) + a * std::sin(angle));
+  // to the float rounding of cos and sin. The parameters change between calls: a
+  // backend that keeps its frequencies between calls must not reuse another model's.
+  for (const RopeParams rope : {RopeParams{64, 1e6}, RopeParams{32, 1e4}, RopeParams{64, 1e6}}) {
+    const int64_t head_dim = rope.head_dim;
+    for (int64_t start : {0, 1000, 100000}) {
+      std::vector<float> x = Random(n * heads * head_dim, 31 + start);
+      std::vector<float> ref = x;
+      for (int64_t t = 0; t < n; ++t) {
+        for (int64_t h = 0; h < heads; ++h) {
+          float* v = ref.data() + (t * heads + h) * head_dim;
+          for (int64_t i = 0; i < head_dim / 2; ++i) {
+            const double angle = double(start + t) * std::pow(rope.theta, -2.0 * i / head_dim);
+            const double a = v[i], b = v[i + head_dim / 2];
+            v[i] = float(a * std::cos(angle) - b * std::sin(angle));
+            v[i + head_dim / 2] = float(b * std::cos(angle) + a * std::sin(angle));
+          }
         }
       }
-    }
-    auto x_dev = Up(x);
-    ASSERT_TRUE(kernels_->Rope(x_dev->as<float>(), start, n, heads, rope, *stream_).ok());
-    const std::vector<float> y = Down<float>(*x_dev, x.size());
-    for (size_t i = 0; i < y.size(); ++i) {
-      ASSERT_NEAR(y[i], ref[i], 2e-6f) << "start " << start << " i " << i;
+      auto x_dev = Up(x);
+      ASSERT_TRUE(kernels_->Rope(x_dev->as<float>(), start, n, heads, rope, *stream_).ok());
+      const std::vector<float> y = Down<float>(*x_dev, x.size());
+      for (size_t i = 0; i < y.size(); ++i) {
+        ASSERT_NEAR(y[i], ref[i], 2e-6f)
+            << "head_dim " << head_dim << " start " << start << " i " << i;
+      }
     }
   }
 }
