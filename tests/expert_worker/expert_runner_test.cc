@@ -18,6 +18,8 @@
 #include "common/backend/cpu/quant_kernels.h"
 #include "common/model_dir.h"
 #include "expert_worker/expert_ffn.h"
+#include "expert_worker/expert_stack.h"
+#include "expert_worker/modelled_link_device.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/test_util.h"
@@ -399,7 +401,8 @@ class TracingDevice : public backend::Device {
                                                                        bool read_only) override {
     return inner_.RegisterHost(data, bytes, read_only);
   }
-  absl::StatusOr<std::unique_ptr<backend::Stream>> CreateStream() override {
+  using backend::Device::CreateStream;
+  absl::StatusOr<std::unique_ptr<backend::Stream>> CreateStream(backend::StreamPriority) override {
     std::lock_guard<std::mutex> lock(mu_);
     return std::make_unique<TracedStream>(this, next_stream_++);
   }
@@ -424,6 +427,8 @@ class TracingDevice : public backend::Device {
     return inner_.Memset(dst, value, bytes, stream);
   }
   absl::StatusOr<backend::MemoryInfo> Memory() const override { return inner_.Memory(); }
+  bool AsyncCopiesForRead() const override { return kind_ == backend::DeviceKind::kCuda; }
+  bool HostMemoryIsDeviceMemory() const override { return kind_ == backend::DeviceKind::kCpu; }
 
   std::vector<Op> ops() const {
     std::lock_guard<std::mutex> lock(mu_);
@@ -591,14 +596,13 @@ TEST_F(ExpertRunnerTest, RefillWaitsForTheKernelsReadingTheSlotAndReadsWaitForTh
 // itself (one copy per blob, events) works as on the CPU.
 TEST_F(ExpertRunnerTest, ModelledLinkIsRefusedOffTheCpu) {
   TracingDevice gpu(backend::DeviceKind::kCuda);
+  const absl::Status refused = ModelledLinkDevice::Create(&gpu, LinkModel{10, 5}).status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.message().find("tracing device"), std::string::npos) << refused;
   auto store = ExpertStore::Load(dir_, &gpu);
   ASSERT_TRUE(store.ok()) << store.status();
   auto cache = MakeCache(**store, 2);
   ASSERT_TRUE(cache != nullptr);
-  const absl::Status refused = cache->set_link(LinkModel{10, 5});
-  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(refused.message().find("tracing device"), std::string::npos) << refused;
-  EXPECT_TRUE(cache->set_link(LinkModel{}).ok());
   auto lease = cache->Acquire(1, 4);
   ASSERT_TRUE(lease.ok()) << lease.status();
   EXPECT_EQ(std::memcmp(lease->data(), (*store)->Expert(1, 4), (*store)->blob_bytes()), 0);
