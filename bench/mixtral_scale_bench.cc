@@ -274,8 +274,8 @@ absl::Status Main() {
     expert_worker::ExpertStackOptions run_options = stack_options;
     run_options.cache_per_layer = run.budget.slots_per_layer;
     run_options.retention = keep ? expert_worker::Retention::kKeep : expert_worker::Retention::kDrop;
-    MOE_ASSIGN_OR_RETURN(auto cache, expert_worker::MakeSlotCache(store.get(), run_options));
-    expert_worker::InProcessBackend experts(cache.get(), run.variant == BenchVariant::kNaive,
+    MOE_ASSIGN_OR_RETURN(auto stack, expert_worker::ExpertStack::Over(store.get(), run_options));
+    expert_worker::InProcessBackend experts(&stack->cache(), run.variant == BenchVariant::kNaive,
                                             absl::GetFlag(FLAGS_workspace_tokens));
     coordinator::DenseWeights weights;
     if (first_weights) {
@@ -311,13 +311,13 @@ absl::Status Main() {
     };
     MOE_RETURN_IF_ERROR(decode(0, 1 + warmup, nullptr));
     experts.prefetch_queue().Drain();
-    const expert_worker::CacheCounters before = cache->Stats().total;
+    const expert_worker::CacheCounters before = stack->cache().Stats().total;
     coordinator::ForwardStats forward;
     const auto t0 = Clock::now();
     MOE_RETURN_IF_ERROR(decode(1 + warmup, tokens, &forward));
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     experts.prefetch_queue().Drain();
-    const expert_worker::CacheCounters after = cache->Stats().total;
+    const expert_worker::CacheCounters after = stack->cache().Stats().total;
     const uint64_t hits = after.hits - before.hits, misses = after.misses - before.misses;
     const uint64_t bytes = after.bytes_copied - before.bytes_copied;
     const uint64_t prefetch_hits = after.prefetch_hits - before.prefetch_hits;

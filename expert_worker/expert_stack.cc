@@ -89,14 +89,18 @@ absl::StatusOr<int> ResolveSlotsPerLayer(const ExpertStore& store,
   return experts;
 }
 
-absl::StatusOr<std::unique_ptr<SlotCache>> MakeSlotCache(const ExpertStore* store,
-                                                         const ExpertStackOptions& options) {
-  MOE_ASSIGN_OR_RETURN(const int slots, ResolveSlotsPerLayer(*store, options));
+absl::Status ExpertStack::BuildCache(const ExpertStackOptions& options) {
+  MOE_ASSIGN_OR_RETURN(const int slots, ResolveSlotsPerLayer(*store_, options));
   MOE_ASSIGN_OR_RETURN(std::unique_ptr<CachePolicy> policy, MakeCachePolicy(PolicyName(options)));
-  MOE_ASSIGN_OR_RETURN(std::unique_ptr<SlotCache> cache,
-                       SlotCache::Create(store, slots, std::move(policy), options.retention));
-  MOE_RETURN_IF_ERROR(Annotate(cache->set_link(options.link), kLinkFlags));
-  return cache;
+  if (options.link.modelled()) {
+    absl::StatusOr<std::unique_ptr<ModelledLinkDevice>> link =
+        ModelledLinkDevice::Create(&store_->device(), options.link);
+    if (!link.ok()) return Annotate(link.status(), kLinkFlags);
+    link_ = *std::move(link);
+  }
+  MOE_ASSIGN_OR_RETURN(cache_, SlotCache::Create(store_, slots, std::move(policy),
+                                                 options.retention, link_.get()));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::unique_ptr<ExpertStack>> ExpertStack::Load(const ModelDir& dir,
@@ -105,8 +109,17 @@ absl::StatusOr<std::unique_ptr<ExpertStack>> ExpertStack::Load(const ModelDir& d
   // Refuse bad settings before the experts load (minutes at Mixtral size).
   MOE_RETURN_IF_ERROR(CheckExpertStackOptions(options));
   std::unique_ptr<ExpertStack> stack(new ExpertStack());
-  MOE_ASSIGN_OR_RETURN(stack->store_, ExpertStore::Load(dir, device));
-  MOE_ASSIGN_OR_RETURN(stack->cache_, MakeSlotCache(stack->store_.get(), options));
+  MOE_ASSIGN_OR_RETURN(stack->owned_store_, ExpertStore::Load(dir, device));
+  stack->store_ = stack->owned_store_.get();
+  MOE_RETURN_IF_ERROR(stack->BuildCache(options));
+  return stack;
+}
+
+absl::StatusOr<std::unique_ptr<ExpertStack>> ExpertStack::Over(const ExpertStore* store,
+                                                               const ExpertStackOptions& options) {
+  std::unique_ptr<ExpertStack> stack(new ExpertStack());
+  stack->store_ = store;
+  MOE_RETURN_IF_ERROR(stack->BuildCache(options));
   return stack;
 }
 

@@ -1,5 +1,6 @@
-// The one wiring of the experts' side: host store, cache policy, slot cache and link
-// model, built the same way for the worker binary, the in-process engine (`moe`) and the
+// The one wiring of the experts' side: host store, cache policy, slot cache and, with a
+// modelled link, the device the cache copies through (modelled_link_device.h), built the
+// same way for the worker binary, the in-process engine (`moe`) and the
 // benchmarks. Its settings are one struct, checked in one place, whose messages name the
 // flags (expert_stack_flags.h declares them once for every binary); three hand-written
 // copies used to disagree (a negative --link-gbps was clamped by one and refused by
@@ -16,6 +17,8 @@
 #include "common/backend/device.h"
 #include "common/model_dir.h"
 #include "expert_worker/expert_store.h"
+#include "expert_worker/link_schedule.h"
+#include "expert_worker/modelled_link_device.h"
 #include "expert_worker/slot_cache.h"
 
 namespace moe::expert_worker {
@@ -43,26 +46,31 @@ absl::Status CheckExpertStackOptions(const ExpertStackOptions& options);
 absl::StatusOr<int> ResolveSlotsPerLayer(const ExpertStore& store,
                                          const ExpertStackOptions& options);
 
-// A slot cache over `store` (which must outlive it) as `options` says: size, policy,
-// retention and link. A modelled link off the CPU device is refused, naming the flag.
-absl::StatusOr<std::unique_ptr<SlotCache>> MakeSlotCache(const ExpertStore* store,
-                                                         const ExpertStackOptions& options);
-
-// The store and the cache over it. Not copyable; the cache goes first.
+// The store, the cache over it and, with a modelled link, the device between them. Not
+// copyable; the cache goes first, the link device next, the store last.
 class ExpertStack {
  public:
-  // Loads the experts of `dir` into host memory registered with `device` (which must
-  // outlive the stack) and builds the cache on it.
+  // Loads the experts of `dir` into host memory registered with `device` (null: the
+  // process's CPU device; it must outlive the stack) and builds the cache on it.
   static absl::StatusOr<std::unique_ptr<ExpertStack>> Load(const ModelDir& dir,
                                                            backend::Device* device,
                                                            const ExpertStackOptions& options);
-  ExpertStore& store() { return *store_; }
+  // The cache (and link) over a store the caller made (a benchmark's synthetic one),
+  // which must outlive the stack: size, policy, retention and link as `options` says.
+  static absl::StatusOr<std::unique_ptr<ExpertStack>> Over(const ExpertStore* store,
+                                                           const ExpertStackOptions& options);
+  const ExpertStore& store() const { return *store_; }
   SlotCache& cache() { return *cache_; }
 
  private:
   ExpertStack() = default;
-  std::unique_ptr<ExpertStore> store_;
-  std::unique_ptr<SlotCache> cache_;  // reads store_: declared after it, destroyed first
+  // Builds link_ and cache_ over store_.
+  absl::Status BuildCache(const ExpertStackOptions& options);
+  std::unique_ptr<ExpertStore> owned_store_;  // Load's; null for Over
+  const ExpertStore* store_ = nullptr;
+  // The store's device across the modelled link, when there is one: the cache's device.
+  std::unique_ptr<ModelledLinkDevice> link_;
+  std::unique_ptr<SlotCache> cache_;  // reads store_ through link_: declared last
 };
 
 }  // namespace moe::expert_worker

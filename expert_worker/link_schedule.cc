@@ -46,8 +46,6 @@ void LinkSchedule::WaitUntil(Clock::time_point end) {
   }
 }
 
-void LinkSchedule::Forget(const Copy* copy) { std::erase(prefetches_, copy); }
-
 void LinkSchedule::Schedule(bool prefetch, const LinkModel& link, uint64_t bytes, Copy* copy) {
   const Clock::time_point now = Clock::now();
   const double bandwidth = link.gbps * 1e9;  // bytes/s; 0: latency only

@@ -1,9 +1,9 @@
 // The modelled link (--link-gbps, --link-latency-us; CPU device only): makes copies into
 // the expert cache cost what they would over a link such as PCIe, so cache and prefetch
 // effects are measurable without a GPU. It is a copy engine's timetable, not a copy: no
-// bytes move (the cache reads the expert in place from the host store once its copy is
-// "done"), so a prefetch costs no CPU time, as a DMA engine takes none from the SMs
-// where a memcpy here would take a core from compute.
+// bytes move (modelled_link_device.h, the device it times, lets the expert be read in
+// place once its copy is "done"), so a prefetch costs no CPU time, as a DMA engine takes
+// none from the SMs where a memcpy here would take a core from compute.
 #ifndef MOE_EXPERT_WORKER_LINK_SCHEDULE_H_
 #define MOE_EXPERT_WORKER_LINK_SCHEDULE_H_
 
@@ -37,8 +37,8 @@ absl::Status CheckLinkModel(const LinkModel& link);
 // are issued at once and queue behind each other, as on a copy stream. No thread sleeps
 // for a prefetch, so none wakes up to preempt compute.
 //
-// Not thread-safe: its owner serialises every call (SlotCache, under its mutex), and
-// keeps each scheduled Copy at a stable address until it is done or forgotten.
+// Not thread-safe: its owner serialises every call (ModelledLinkDevice, under its mutex),
+// and keeps each scheduled Copy at a stable address until it is done.
 class LinkSchedule {
  public:
   using Clock = std::chrono::steady_clock;
@@ -53,9 +53,6 @@ class LinkSchedule {
 
   // Puts a copy of `bytes` over `link` (modelled) on the timetable, into `copy`.
   void Schedule(bool prefetch, const LinkModel& link, uint64_t bytes, Copy* copy);
-  // Drops `copy` from the timetable (its owner is going away); copies after it keep
-  // their times.
-  void Forget(const Copy* copy);
 
   // Blocks until `end`, for a copy the caller needs: sleeps, then polls the last stretch
   // (the caller has nothing else to do, and a wake-up on a busy machine takes tens of

@@ -18,9 +18,10 @@ PrefetchQueue::~PrefetchQueue() {
 }
 
 void PrefetchQueue::Enqueue(int layer, std::vector<int> experts) {
-  if (cache_->link().modelled()) {
-    // A modelled copy is only put on the link's schedule (microseconds): do it here, as
-    // a GPU issues async copies from the calling thread, and wake no thread.
+  if (cache_->device().AsyncCopiesForRead()) {
+    // The copies are only queued (on a GPU's copy engine, or a modelled link's
+    // timetable: microseconds): issue them here, as a GPU issues async copies from the
+    // calling thread, and wake no thread.
     cache_->ClearProtection(layer, experts);
     uint64_t loaded = 0;
     for (int expert : experts) loaded += cache_->Prefetch(layer, expert, experts);

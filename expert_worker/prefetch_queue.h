@@ -1,10 +1,11 @@
 // Loads hinted experts into the slot cache on a background thread, so that a later
-// RunExperts finds them resident. A hint never blocks its caller. (With a link model the
-// copies are scheduled at once on the caller's thread: scheduling never blocks.) Each hint is a round:
+// RunExperts finds them resident. A hint never blocks its caller. (On a device whose copies
+// are queued, not made, by the caller (Device::AsyncCopiesForRead: a GPU, a modelled
+// link) they are issued at once on the caller's thread: queuing never blocks.) Each hint is a round:
 // the guessed experts of one layer. A newer round for a layer supersedes a queued older
 // one and ends the protection of what the older one loaded; a round never evicts one of
 // its own experts to load another (with a batch's hint wider than the slots, that would
-// only churn); demand loads overtake queued copies on the link (SlotCache). Experts are
+// only churn); demand loads overtake queued copies (SlotCache's high-priority stream). Experts are
 // loaded in the hint's order, so a hint lists the most wanted first.
 #ifndef MOE_EXPERT_WORKER_PREFETCH_QUEUE_H_
 #define MOE_EXPERT_WORKER_PREFETCH_QUEUE_H_

@@ -25,17 +25,21 @@ CacheCounters& CacheCounters::operator+=(const CacheCounters& o) {
 absl::StatusOr<std::unique_ptr<SlotCache>> SlotCache::Create(const ExpertStore* store,
                                                              int slots_per_layer,
                                                              std::unique_ptr<CachePolicy> policy,
-                                                             Retention retention) {
+                                                             Retention retention,
+                                                             backend::Device* device) {
   if (slots_per_layer < 1 || slots_per_layer > store->num_experts()) {
     return absl::InvalidArgumentError(absl::StrCat("cache of ", slots_per_layer,
                                                    " experts per layer: must be in [1, ",
                                                    store->num_experts(), "]"));
   }
   auto cache = std::unique_ptr<SlotCache>(
-      new SlotCache(store, slots_per_layer, std::move(policy), retention));
+      new SlotCache(store, device != nullptr ? device : &store->device(), slots_per_layer,
+                    std::move(policy), retention));
   MOE_RETURN_IF_ERROR(cache->device_->BindThread());
-  MOE_ASSIGN_OR_RETURN(cache->demand_stream_, cache->device_->CreateStream());
-  MOE_ASSIGN_OR_RETURN(cache->prefetch_stream_, cache->device_->CreateStream());
+  MOE_ASSIGN_OR_RETURN(cache->demand_stream_,
+                       cache->device_->CreateStream(backend::StreamPriority::kHigh));
+  MOE_ASSIGN_OR_RETURN(cache->prefetch_stream_,
+                       cache->device_->CreateStream(backend::StreamPriority::kNormal));
   for (auto& layer : cache->slots_) {
     for (int s = 0; s < slots_per_layer; ++s) {
       absl::StatusOr<std::unique_ptr<Slot>> slot = cache->NewSlot();
@@ -62,10 +66,10 @@ absl::StatusOr<int> SlotCache::SlotsForBytes(const ExpertStore& store, uint64_t 
   return static_cast<int>(slots);
 }
 
-SlotCache::SlotCache(const ExpertStore* store, int slots_per_layer,
+SlotCache::SlotCache(const ExpertStore* store, backend::Device* device, int slots_per_layer,
                      std::unique_ptr<CachePolicy> policy, Retention retention)
     : store_(store),
-      device_(&store->device()),
+      device_(device),
       retention_(retention),
       policy_(std::move(policy)),
       slots_per_layer_(slots_per_layer),
@@ -83,8 +87,7 @@ SlotCache::~SlotCache() {
 }
 
 bool SlotCache::ReadsInPlace() const {
-  return device_->kind() == backend::DeviceKind::kCpu && !link_.modelled() &&
-         retention_ == Retention::kKeep && slots_per_layer_ == store_->num_experts();
+  return device_->HostMemoryIsDeviceMemory() && retention_ == Retention::kKeep && slots_per_layer_ == store_->num_experts();
 }
 
 absl::StatusOr<std::unique_ptr<SlotCache::Slot>> SlotCache::NewSlot() const {
@@ -98,6 +101,7 @@ absl::Status SlotCache::Quiesce(Slot& slot) {
   MOE_RETURN_IF_ERROR(slot.ready->Synchronize());
   for (const auto& use : slot.uses) MOE_RETURN_IF_ERROR(use->Synchronize());
   slot.uses.clear();
+  slot.copy = 0;
   return absl::OkStatus();
 }
 
@@ -137,12 +141,18 @@ SlotCache::Lease::~Lease() {
   if (cache_ != nullptr) cache_->Release(layer_, slot_);
 }
 
-bool SlotCache::Busy(const Slot& slot, std::chrono::steady_clock::time_point now) {
-  return slot.loading || slot.copy.in_flight(now);
+bool SlotCache::Busy(Slot& slot) const {
+  if (slot.loading) return true;
+  if (slot.copy == 0) return false;
+  const absl::StatusOr<bool> done = slot.ready->Query();
+  // A failed copy is not waited for here: whoever uses or refills the slot waits on its
+  // event and gets the error.
+  if (!done.ok() || *done) slot.copy = 0;
+  return slot.copy != 0;
 }
 
 void SlotCache::EvictLocked(int layer, Slot& slot) {
-  MOE_CHECK(slot.expert >= 0 && slot.leases == 0 && !Busy(slot, std::chrono::steady_clock::now()));
+  MOE_CHECK(slot.expert >= 0 && slot.leases == 0 && !Busy(slot));
   policy_->OnEvict(layer, slot.expert);
   slot.expert = -1;
   slot.is_protected = false;
@@ -153,7 +163,7 @@ void SlotCache::Release(int layer, Slot* slot) {
     std::lock_guard<std::mutex> lock(mu_);
     MOE_CHECK(slot->leases > 0);
     --slot->leases;
-    if (retention_ == Retention::kDrop && slot->leases == 0 && !slot->loading) {
+    if (retention_ == Retention::kDrop && slot->leases == 0 && !Busy(*slot)) {
       EvictLocked(layer, *slot);
     }
   }
@@ -206,11 +216,10 @@ void SlotCache::ClearProtection(int layer, absl::Span<const int> keep) {
 }
 
 SlotCache::Slot* SlotCache::VictimLocked(int layer, const std::vector<std::unique_ptr<Slot>>& slots,
-                                         std::chrono::steady_clock::time_point now,
                                          bool take_protected, absl::Span<const int> keep) {
   std::vector<int> candidates, protected_candidates;
   for (const auto& s : slots) {
-    if (s->expert >= 0 && s->leases == 0 && !Busy(*s, now) &&
+    if (s->expert >= 0 && s->leases == 0 && !Busy(*s) &&
         std::find(keep.begin(), keep.end(), s->expert) == keep.end()) {
       (s->is_protected ? protected_candidates : candidates).push_back(s->expert);
     }
@@ -228,32 +237,22 @@ SlotCache::Slot* SlotCache::VictimLocked(int layer, const std::vector<std::uniqu
 absl::StatusOr<std::optional<SlotCache::Lease>> SlotCache::Load(int layer, int expert,
                                                                 bool prefetch, bool* loaded,
                                                                 absl::Span<const int> keep) {
-  using Clock = std::chrono::steady_clock;
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
-    const Clock::time_point now = Clock::now();
     // Re-read every time round: Resize may have changed the layer's list while we waited.
     std::vector<std::unique_ptr<Slot>>& slots = slots_[layer];
     Slot *found = nullptr, *free = nullptr;
-    Clock::time_point next_ready = Clock::time_point::max();  // of an in-flight modelled copy
     for (auto& s : slots) {
       if (s->expert == expert) found = s.get();
       if (s->expert < 0 && free == nullptr) free = s.get();
-      if (s->copy.in_flight(now)) next_ready = std::min(next_ready, s->copy.ready);
     }
     if (found != nullptr) {
       if (prefetch) return std::nullopt;  // resident or on its way: nothing to do
-      if (found->loading) {  // another caller is copying it: wait, then use it
+      if (found->loading) {  // another caller is queuing its copy: wait, then use it
         changed_.wait(lock);
         continue;
       }
-      if (found->copy.in_flight(now)) {  // its modelled copy is still on the link
-        const Clock::time_point ready = found->copy.ready;
-        lock.unlock();
-        LinkSchedule::WaitUntil(ready);
-        lock.lock();
-        continue;  // the copy may have been pushed back meanwhile
-      }
+      // Its copy may still be moving: Acquire waits for lease.ready().
       ++found->leases;
       const bool prefetched = found->is_protected;
       if (prefetched) {
@@ -270,15 +269,10 @@ absl::StatusOr<std::optional<SlotCache::Lease>> SlotCache::Load(int layer, int e
     if (target == nullptr) {
       // Prefetched, unused experts are kept while anything else can go; a demand load
       // takes one only as a last resort, a prefetch never.
-      target = VictimLocked(layer, slots, now, /*take_protected=*/!prefetch, keep);
+      target = VictimLocked(layer, slots, /*take_protected=*/!prefetch, keep);
       if (target == nullptr) {
         if (prefetch) return std::nullopt;  // no room without hurting: drop the hint
-        // Every slot is leased or on the link: wait for a release or the next copy's end.
-        if (next_ready != Clock::time_point::max()) {
-          changed_.wait_until(lock, next_ready);
-        } else {
-          changed_.wait(lock);
-        }
+        MOE_RETURN_IF_ERROR(WaitForRoom(lock, layer));
         continue;
       }
       EvictLocked(layer, *target);
@@ -293,39 +287,35 @@ absl::StatusOr<std::optional<SlotCache::Lease>> SlotCache::Load(int layer, int e
     total_.bytes_copied += store_->blob_bytes();
     lc.bytes_copied += store_->blob_bytes();
     policy_->OnInsert(layer, expert);
-    const LinkModel link = link_;
-    if (link.modelled()) {
-      // No bytes move: the expert is read in place from the store once the link's
-      // schedule says the copy is done. A prefetch returns at once (an async copy).
-      slot.view = store_->Expert(layer, expert);
-      schedule_.Schedule(prefetch, link, store_->blob_bytes(), &slot.copy);
-      if (prefetch) return std::nullopt;
-      slot.leases = 1;
-      const Clock::time_point ready = slot.copy.ready;
-      lock.unlock();
-      LinkSchedule::WaitUntil(ready);  // a demand copy is never pushed back
-      return Lease(this, layer, &slot, slot.view, /*hit=*/false);
-    }
+    slot.leases = 1;
     if (ReadsInPlace()) {
       // Nothing to move: the slot is the store's blob. A prefetch's lease ends at once.
       slot.view = store_->Expert(layer, expert);
-      slot.leases = 1;
       lock.unlock();
       changed_.notify_all();
       return Lease(this, layer, &slot, slot.view, /*hit=*/false);
     }
-    slot.leases = 1;
     slot.loading = true;
-    const absl::Status copied = RealCopy(lock, layer, expert, slot, prefetch);
+    // Leased by this load and not yet usable, so no one else records uses meanwhile.
+    std::vector<std::unique_ptr<backend::Event>> uses = std::move(slot.uses);
+    slot.uses.clear();
+    const uint64_t copy = ++copies_;
+    lock.unlock();
+    const absl::StatusOr<const void*> view = Fill(layer, expert, slot, prefetch, uses);
+    lock.lock();
     slot.loading = false;
-    if (!copied.ok()) {  // the slot holds nothing usable: empty it, and let waiters retry
+    if (!view.ok()) {  // the slot holds nothing usable: empty it, and let waiters retry
+      // A wait that failed did not cover the readers: the next refill (or a resize)
+      // must still wait for them.
+      for (auto& use : uses) slot.uses.push_back(std::move(use));
       slot.leases = 0;
       EvictLocked(layer, slot);
       lock.unlock();
       changed_.notify_all();
-      return copied;
+      return view.status();
     }
-    slot.view = slot.data->as<const float>();
+    slot.view = static_cast<const float*>(*view);
+    slot.copy = copy;
     lock.unlock();
     changed_.notify_all();
     // A prefetch's lease ends here (Release keeps the expert: it is protected).
@@ -333,78 +323,56 @@ absl::StatusOr<std::optional<SlotCache::Lease>> SlotCache::Load(int layer, int e
   }
 }
 
-// One copy at a time on a copy stream, in chunks on the CPU; demand loads go before
-// waiting prefetches, and between chunks a prefetch yields to any waiting demand load.
-// The copy first waits for every recorded read of the slot's previous expert, and ends by
-// recording the slot's `ready` event. Called and returns with `lock` held (released while
-// copying).
-absl::Status SlotCache::RealCopy(std::unique_lock<std::mutex>& lock, int layer, int expert,
-                                 Slot& slot, bool prefetch) {
-  auto take_link = [&] {
-    if (prefetch) {
-      changed_.wait(lock, [&] { return !link_busy_ && demand_waiting_ == 0; });
-    } else {
-      ++demand_waiting_;
-      changed_.wait(lock, [&] { return !link_busy_; });
-      --demand_waiting_;
+absl::Status SlotCache::WaitForRoom(std::unique_lock<std::mutex>& lock, int layer) {
+  Slot* first = nullptr;
+  for (const auto& s : slots_[layer]) {
+    if (s->leases == 0 && !s->loading && s->copy != 0 &&
+        (first == nullptr || s->copy < first->copy)) {
+      first = s.get();
     }
-    link_busy_ = true;
-  };
-  take_link();
-  // Leased by this load and not yet usable, so no one else records uses meanwhile.
-  std::vector<std::unique_ptr<backend::Event>> uses = std::move(slot.uses);
-  slot.uses.clear();
-  const size_t bytes = store_->blob_bytes();
-  const size_t chunk =
-      device_->kind() == backend::DeviceKind::kCpu ? kCopyChunkBytes : bytes;
-  const auto* src = reinterpret_cast<const char*>(store_->Expert(layer, expert));
-  auto* dst = slot.data->as<char>();
+  }
+  if (first == nullptr) {  // every slot leased: wait for a release
+    changed_.wait(lock);
+    return absl::OkStatus();
+  }
+  const std::shared_ptr<backend::Event> ready = first->ready;
+  const uint64_t copy = first->copy;
+  lock.unlock();
+  const absl::Status done = ready->Synchronize();
+  lock.lock();
+  if (!done.ok()) return done;
+  // Done, even where the device's Query cannot tell yet; the slot may have gone (Resize).
+  for (const auto& s : slots_[layer]) {
+    if (s->copy == copy) s->copy = 0;
+  }
+  return absl::OkStatus();
+}
+
+// The copy first waits for every recorded read of the slot's previous expert and for
+// its previous copy, and ends by recording the slot's `ready` event.
+absl::StatusOr<const void*> SlotCache::Fill(
+    int layer, int expert, Slot& slot, bool prefetch,
+    const std::vector<std::unique_ptr<backend::Event>>& uses) {
+  std::lock_guard<std::mutex> queue(prefetch ? prefetch_queue_mu_ : demand_queue_mu_);
   backend::Stream& stream = prefetch ? *prefetch_stream_ : *demand_stream_;
   absl::Status status = device_->BindThread();
-  // The slot's previous copy may still run on the other copy stream.
   if (status.ok()) status = stream.Wait(*slot.ready);
   for (const auto& use : uses) {
     if (status.ok()) status = stream.Wait(*use);
   }
-  for (size_t offset = 0; offset < bytes && status.ok(); offset += chunk) {
-    if (prefetch && offset > 0 && demand_waiting_ > 0) {
-      link_busy_ = false;
-      changed_.notify_all();
-      take_link();
-    }
-    lock.unlock();
-    status = device_->CopyToDevice(dst + offset, src + offset, std::min(chunk, bytes - offset),
-                                   stream);
-    lock.lock();
+  const void* view = nullptr;
+  if (status.ok()) {
+    absl::StatusOr<const void*> copied = device_->CopyToDeviceForRead(
+        slot.data->data(), store_->Expert(layer, expert), store_->blob_bytes(), stream);
+    status = copied.status();
+    if (copied.ok()) view = *copied;
   }
   if (status.ok()) status = slot.ready->Record(stream);
-  if (!status.ok()) {
-    // Whatever was queued may still run: let it finish before the slot is reused. The
-    // readers' events go back to the slot: a wait that failed did not cover them, so the
-    // next refill (or a resize) must still wait for them.
-    const absl::Status synced = stream.Synchronize();
-    if (!synced.ok()) MOE_LOG(ERROR) << "expert copy stream: " << synced;
-    for (auto& use : uses) slot.uses.push_back(std::move(use));
-  }
-  link_busy_ = false;
+  if (status.ok()) return view;
+  // Whatever was queued may still run: let it finish before the slot is reused.
+  const absl::Status synced = stream.Synchronize();
+  if (!synced.ok()) MOE_LOG(ERROR) << "expert copy stream: " << synced;
   return status;
-}
-
-LinkModel SlotCache::link() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return link_;
-}
-
-absl::Status SlotCache::set_link(const LinkModel& link) {
-  MOE_RETURN_IF_ERROR(CheckLinkModel(link));
-  if (link.modelled() && device_->kind() != backend::DeviceKind::kCpu) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "a modelled link (", link.gbps, " GB/s, ", link.latency_us,
-        " us) is for the CPU device only; ", device_->name(), " copies over its real link"));
-  }
-  std::lock_guard<std::mutex> lock(mu_);
-  link_ = link;
-  return absl::OkStatus();
 }
 
 void SlotCache::SetPolicy(std::unique_ptr<CachePolicy> policy) {
@@ -451,19 +419,17 @@ absl::Status SlotCache::Resize(int slots_per_layer) {
     const int layer = static_cast<int>(l);
     auto& slots = slots_[l];
     while (static_cast<int>(slots.size()) > slots_per_layer) {
-      const auto now = std::chrono::steady_clock::now();
-      auto idle = [&](const std::unique_ptr<Slot>& s) { return s->leases == 0 && !Busy(*s, now); };
+      auto idle = [&](const std::unique_ptr<Slot>& s) { return s->leases == 0 && !Busy(*s); };
       auto empty = std::find_if(slots.begin(), slots.end(), [&](const std::unique_ptr<Slot>& s) {
         return idle(s) && s->expert < 0;
       });
       if (empty != slots.end()) {
         MOE_RETURN_IF_ERROR(Quiesce(**empty));
-        schedule_.Forget(&(*empty)->copy);
         slots.erase(empty);
         continue;
       }
-      Slot* victim = VictimLocked(layer, slots, now, /*take_protected=*/true);
-      if (victim == nullptr) {  // every slot leased or on the link: wait for one
+      Slot* victim = VictimLocked(layer, slots, /*take_protected=*/true);
+      if (victim == nullptr) {  // every slot leased or busy: wait for one
         changed_.wait_for(lock, std::chrono::milliseconds(1));
         continue;
       }
@@ -471,7 +437,6 @@ absl::Status SlotCache::Resize(int slots_per_layer) {
                              [&](const std::unique_ptr<Slot>& s) { return s.get() == victim; });
       EvictLocked(layer, **it);
       MOE_RETURN_IF_ERROR(Quiesce(**it));
-      schedule_.Forget(&(*it)->copy);
       slots.erase(it);
     }
   }

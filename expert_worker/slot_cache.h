@@ -1,17 +1,19 @@
 // The VRAM expert cache: a fixed number of expert-sized slots per layer in memory of the
-// store's device, filled from the host store on demand, with a replaceable eviction
-// policy. A load is one asynchronous copy on one of the cache's two copy streams (demand
-// and prefetch); on the CPU device the slots are ordinary memory and a load is a memcpy,
-// or nothing when the cache keeps every expert (it then reads the store in place). With a
-// modelled link (link_schedule.h, CPU only) a load takes its place on the link's
-// timetable instead, and the expert is read in place once its copy is "done".
+// cache's device (the store's, or a wrapper of it such as a modelled link), filled from
+// the host store on demand, with a replaceable eviction policy. A load is one
+// CopyToDeviceForRead on one of the cache's two copy streams: demand loads on a
+// high-priority stream, so that they overtake prefetches (device.h says how each device
+// orders them), prefetches on a normal one. On the CPU device the slots are ordinary
+// memory and a load is a memcpy, or nothing when the cache keeps every expert (it then
+// reads the store in place). The cache knows nothing of links: a modelled one is a
+// device (modelled_link_device.h) whose loads take the link's time.
 //
 // Stream ordering (what makes it correct on CUDA): each slot has a `ready` event,
 // recorded on a copy stream behind the slot's copy, and the events its users record on
 // their compute streams behind the kernels that read it (Lease::RecordUse). A refill
 // first makes its copy stream wait on those (and on `ready`), so nothing is overwritten
 // while a kernel still reads it; a user makes its compute stream wait on Lease::ready()
-// before reading.
+// before reading. A slot whose copy is still moving is not evicted.
 #ifndef MOE_EXPERT_WORKER_SLOT_CACHE_H_
 #define MOE_EXPERT_WORKER_SLOT_CACHE_H_
 
@@ -28,7 +30,6 @@
 #include "common/expert_stats.h"
 #include "expert_worker/cache_policy.h"
 #include "expert_worker/expert_store.h"
-#include "expert_worker/link_schedule.h"
 
 namespace moe::expert_worker {
 
@@ -81,11 +82,12 @@ class SlotCache {
   struct Slot;  // one expert-sized block of "VRAM" and its state
 
  public:
-  // `store` must outlive the cache; the slots live on store->device();
-  // slots_per_layer in [1, experts per layer].
+  // `store` must outlive the cache; the slots live on `device` (null: store->device()),
+  // which must outlive it too and read the store's memory (the store's device, or a
+  // wrapper of it); slots_per_layer in [1, experts per layer].
   static absl::StatusOr<std::unique_ptr<SlotCache>> Create(
       const ExpertStore* store, int slots_per_layer, std::unique_ptr<CachePolicy> policy,
-      Retention retention = Retention::kKeep);
+      Retention retention = Retention::kKeep, backend::Device* device = nullptr);
   // Slots per layer that fit in `bytes` (at least 1 is required).
   static absl::StatusOr<int> SlotsForBytes(const ExpertStore& store, uint64_t bytes);
   ~SlotCache();
@@ -98,7 +100,8 @@ class SlotCache {
     ~Lease();
     // The expert in device memory (host memory on the CPU device).
     const float* data() const { return data_; }
-    // Completes when the copy that filled the slot has (already the case on the CPU).
+    // Completes when the copy that filled the slot has (already the case on the CPU,
+    // unless its link is modelled).
     const backend::Event& ready() const;
     // Marks the slot as read by the work queued on `stream` so far: a later refill waits
     // for it. Call after queuing the kernels that read data(), before the lease ends.
@@ -139,13 +142,6 @@ class SlotCache {
   // newer guess supersedes the old one).
   void ClearProtection(int layer, absl::Span<const int> keep = {});
 
-  // Sets the link model for later copies (thread-safe): with one, a load is put on the
-  // LinkSchedule's timetable and the expert read in place once it is done. INVALID_ARGUMENT
-  // for a negative or non-finite figure, or a modelled link on a device other than the
-  // CPU (a real link needs no model).
-  absl::Status set_link(const LinkModel& link);
-  LinkModel link() const;
-
   // Replaces the policy, keeping what is resident (the new policy learns the residents
   // as if just inserted).
   void SetPolicy(std::unique_ptr<CachePolicy> policy);
@@ -167,59 +163,64 @@ class SlotCache {
   // `keep` (prefetch only): experts not to evict.
   absl::StatusOr<std::optional<Lease>> Load(int layer, int expert, bool prefetch, bool* loaded,
                                             absl::Span<const int> keep = {});
-  // A real copy on the CPU moves in chunks so that a demand load can overtake a prefetch
-  // (the modelled link's chunk too); on CUDA a blob is one asynchronous copy.
-  static constexpr size_t kCopyChunkBytes = LinkSchedule::kChunkBytes;
-  SlotCache(const ExpertStore* store, int slots_per_layer, std::unique_ptr<CachePolicy> policy,
-            Retention retention);
+  SlotCache(const ExpertStore* store, backend::Device* device, int slots_per_layer,
+            std::unique_ptr<CachePolicy> policy, Retention retention);
   struct Slot {
     int expert = -1;  // -1: empty
     int leases = 0;
-    bool loading = false;
+    bool loading = false;       // a caller is queuing its copy (mu_ released meanwhile)
     bool is_protected = false;  // prefetched and not used yet
     std::unique_ptr<backend::DeviceBuffer> data;  // store_->blob_stride() bytes
-    std::unique_ptr<backend::Event> ready;        // behind the last copy into `data`
+    // Behind the last copy into `data`. Shared: a load waiting for it to complete holds
+    // it while a Resize may free the slot.
+    std::shared_ptr<backend::Event> ready;
+    // The number (copies_) of the copy `ready` is behind while it may still be moving;
+    // 0 once it is known done. Moving: neither usable without waiting nor evictable.
+    uint64_t copy = 0;
     // Recorded by users behind their reads of `data` and not yet waited on by a refill.
     std::vector<std::unique_ptr<backend::Event>> uses;
-    // Where the resident expert is read: `data` after a real copy, or the host store's
-    // blob when the copy was modelled by the link.
+    // Where the resident expert is read: `data` after a copy, or the host store's blob
+    // (a cache reading in place, or a device that reads it in place).
     const float* view = nullptr;
-    // The modelled link's copy into it: busy (neither usable nor evictable) until done.
-    LinkSchedule::Copy copy;
   };
-  // On the CPU device a cache that keeps every expert of its layers (and models no link)
-  // reads each one in place from the host store: its "VRAM" is the same RAM, so a copy
-  // would only double the resident memory. The slots' own buffers are then never
-  // touched, so they take no RAM (a smaller Resize later copies into them again).
-  // Called with mu_ held.
+  // On the CPU device a cache that keeps every expert of its layers reads each one in
+  // place from the host store: its "VRAM" is the same RAM, so a copy would only double
+  // the resident memory. The slots' own buffers are then never touched, so they take no
+  // RAM (a smaller Resize later copies into them again). Called with mu_ held.
   bool ReadsInPlace() const;
-  // Loading, or its modelled copy not done at `now`: neither usable nor evictable.
-  static bool Busy(const Slot& slot, std::chrono::steady_clock::time_point now);
+  // Loading, or its copy still moving: neither usable nor evictable. mu_ held.
+  bool Busy(Slot& slot) const;
   // The resident expert's slot a load or a shrink takes next: the policy's victim among
-  // the idle (unleased, off the link) residents that are not unused prefetches, or with
+  // the idle (unleased, not Busy) residents that are not unused prefetches, or with
   // `take_protected` among those too when there is no other; nullptr when every resident
-  // is leased or on the link; never one of `keep`. The one victim search of Load and
-  // Resize. mu_ held.
+  // is leased or busy; never one of `keep`. The one victim search of Load and Resize.
+  // mu_ held.
   Slot* VictimLocked(int layer, const std::vector<std::unique_ptr<Slot>>& slots,
-                     std::chrono::steady_clock::time_point now, bool take_protected,
-                     absl::Span<const int> keep = {});
+                     bool take_protected, absl::Span<const int> keep = {});
+  // A demand load found no victim: waits until the copy issued first among the layer's
+  // unleased slots is done (prefetches land in the order they were issued), or, when
+  // none is moving, until a lease ends. Called and returns with `lock` held.
+  absl::Status WaitForRoom(std::unique_lock<std::mutex>& lock, int layer);
   absl::StatusOr<std::unique_ptr<Slot>> NewSlot() const;
   // Blocks until every copy into `slot` and every recorded read of it has run (before
   // its memory is freed).
   static absl::Status Quiesce(Slot& slot);
   void RecordUse(Slot* slot, std::unique_ptr<backend::Event> use);
-  // The two ways a load occupies the link; called and return with `lock` held.
-  absl::Status RealCopy(std::unique_lock<std::mutex>& lock, int layer, int expert, Slot& slot,
-                        bool prefetch);
-  // Empties `slot` (resident, unleased, not loading) and tells the policy.
+  // Queues the copy of the expert into `slot` (leased and loading by the caller, mu_ not
+  // held) on the demand or the prefetch stream, behind `uses` and the slot's last copy;
+  // returns where the expert is read (CopyToDeviceForRead).
+  absl::StatusOr<const void*> Fill(int layer, int expert, Slot& slot, bool prefetch,
+                                   const std::vector<std::unique_ptr<backend::Event>>& uses);
+  // Empties `slot` (resident, unleased, not busy) and tells the policy.
   void EvictLocked(int layer, Slot& slot);
   void Release(int layer, Slot* slot);
 
   const ExpertStore* store_;
-  backend::Device* device_;  // the store's
+  backend::Device* device_;  // the slots'
   const Retention retention_;
-  // The copy streams: demand loads do not queue behind prefetches already on their way.
-  // Queued on only while holding the link (link_busy_), so by one thread at a time.
+  // The copy streams: demand loads (high priority) do not queue behind prefetches. A
+  // stream takes one thread at a time: each is queued on only under its mutex.
+  std::mutex demand_queue_mu_, prefetch_queue_mu_;
   std::unique_ptr<backend::Stream> demand_stream_, prefetch_stream_;
 
   mutable std::mutex mu_;
@@ -230,13 +231,9 @@ class SlotCache {
   // layer's list grows or shrinks.
   std::vector<std::vector<std::unique_ptr<Slot>>> slots_;  // guarded by mu_
   uint64_t policy_changes_ = 0, resizes_ = 0;  // guarded by mu_
+  uint64_t copies_ = 0;                        // copies queued so far; guarded by mu_
   CacheCounters total_;                       // guarded by mu_
   std::vector<CacheCounters> layer_counters_; // guarded by mu_
-  LinkModel link_;                            // guarded by mu_
-  // The real-copy link (no link model); guarded by mu_.
-  bool link_busy_ = false;                    // a copy is on the link
-  int demand_waiting_ = 0;                    // demand copies waiting for the link
-  LinkSchedule schedule_;  // the modelled link's timetable; guarded by mu_
 };
 
 }  // namespace moe::expert_worker

@@ -21,6 +21,13 @@ namespace moe::backend {
 
 enum class DeviceKind { kCpu, kCuda };
 
+// The order in which a device serves copies queued on different streams: a copy on a
+// kHigh stream goes before copies of kNormal streams that wait, and one already moving
+// gives way between chunks (on CUDA the stream's scheduling priority,
+// cudaStreamCreateWithPriority; on the CPU, cpu_device.h). Within one stream, order is
+// always the queue's.
+enum class StreamPriority { kNormal, kHigh };
+
 class Event;
 
 // An in-order queue of device work. Not thread-safe: one thread enqueues at a time.
@@ -87,7 +94,12 @@ class Device {
   virtual absl::StatusOr<std::unique_ptr<DeviceBuffer>> RegisterHost(void* data, size_t bytes,
                                                                       bool read_only) = 0;
 
-  virtual absl::StatusOr<std::unique_ptr<Stream>> CreateStream() = 0;
+  // A stream of kNormal priority; CreateStream(kHigh) for copies that must not wait
+  // behind others (an expert a computation waits for, ahead of prefetches).
+  absl::StatusOr<std::unique_ptr<Stream>> CreateStream() {
+    return CreateStream(StreamPriority::kNormal);
+  }
+  virtual absl::StatusOr<std::unique_ptr<Stream>> CreateStream(StreamPriority priority) = 0;
   // An event for ordering; with `interprocess` it can be shared with another process
   // (cudaEventInterprocess; UNIMPLEMENTED on the CPU).
   virtual absl::StatusOr<std::unique_ptr<Event>> CreateEvent(bool interprocess = false) = 0;
@@ -102,6 +114,31 @@ class Device {
                                                   Stream& stream) = 0;
   [[nodiscard]] virtual absl::Status Memset(void* dst, int value, size_t bytes,
                                             Stream& stream) = 0;
+
+  // Makes `bytes` of host memory at `src` readable by the device's kernels once `stream`
+  // reaches this point, for data that stays unchanged while they may read it (an expert
+  // blob of the store), and returns where they read it: `dst` (device memory of at least
+  // `bytes`) after a copy queued on `stream`, or `src` where the device reads that host
+  // memory in place. Devices copy (this default); a modelled link
+  // (expert_worker/modelled_link_device.h) reads in place and only takes the link's time,
+  // so that its copies cost no core, as a copy engine's take none from the kernels.
+  [[nodiscard]] virtual absl::StatusOr<const void*> CopyToDeviceForRead(void* dst,
+                                                                       const void* src,
+                                                                       size_t bytes,
+                                                                       Stream& stream) {
+    if (absl::Status s = CopyToDevice(dst, src, bytes, stream); !s.ok()) return s;
+    return dst;
+  }
+
+  // Whether CopyToDeviceForRead returns before the bytes have moved (a copy engine moves
+  // them, or a modelled link times them), so that a thread with other work may queue
+  // such copies itself (a prefetch). False on the CPU, which copies on the calling thread.
+  virtual bool AsyncCopiesForRead() const = 0;
+
+  // Whether host memory is this device's own memory, which its kernels read as fast as
+  // anything (the CPU): data there needs no copy to be used. False on a GPU, and for a
+  // modelled link, which stands for a device across one.
+  virtual bool HostMemoryIsDeviceMemory() const = 0;
 
   // Device memory now free and in all; the CPU reports host RAM.
   virtual absl::StatusOr<MemoryInfo> Memory() const = 0;

@@ -16,7 +16,7 @@
 #include "coordinator/kv_cache.h"
 #include "coordinator/mixtral_model.h"
 #include "expert_worker/expert_runner.h"
-#include "expert_worker/expert_store.h"
+#include "expert_worker/expert_stack.h"
 #include "expert_worker/slot_cache.h"
 #include "gtest/gtest.h"
 
@@ -66,20 +66,14 @@ class LayerRedoTest : public ::testing::Test {
     auto dir = ModelDir::Open(std::string(MOE_SOURCE_DIR) + "/models/kjv-moe");
     ASSERT_TRUE(dir.ok()) << dir.status();
     dir_ = new ModelDir(*std::move(dir));
-    auto store = expert_worker::ExpertStore::Load(*dir_->checkpoint, dir_->config);
-    ASSERT_TRUE(store.ok()) << store.status();
-    store_ = store->release();
-    auto policy = expert_worker::MakeCachePolicy("lru");
-    ASSERT_TRUE(policy.ok());
-    auto cache = expert_worker::SlotCache::Create(store_, 2, *std::move(policy));
-    ASSERT_TRUE(cache.ok()) << cache.status();
-    cache_ = cache->release();
-    backend_ = new expert_worker::InProcessBackend(cache_);
+    auto stack = expert_worker::ExpertStack::Load(*dir_, nullptr, {.cache_per_layer = 2});
+    ASSERT_TRUE(stack.ok()) << stack.status();
+    stack_ = stack->release();
+    backend_ = new expert_worker::InProcessBackend(&stack_->cache());
   }
   static void TearDownTestSuite() {
     delete backend_;
-    delete cache_;
-    delete store_;
+    delete stack_;
     delete dir_;
   }
 
@@ -101,8 +95,7 @@ class LayerRedoTest : public ::testing::Test {
   }
 
   static inline ModelDir* dir_;
-  static inline expert_worker::ExpertStore* store_;
-  static inline expert_worker::SlotCache* cache_;
+  static inline expert_worker::ExpertStack* stack_;
   static inline expert_worker::InProcessBackend* backend_;
   const std::vector<int> prompt_ = {1, 400, 23, 77, 5};
 };

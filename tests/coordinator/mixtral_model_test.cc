@@ -17,8 +17,7 @@
 #include "coordinator/kv_cache.h"
 #include "coordinator/mixtral_model.h"
 #include "expert_worker/expert_runner.h"
-#include "expert_worker/expert_store.h"
-#include "expert_worker/slot_cache.h"
+#include "expert_worker/expert_stack.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -87,8 +86,7 @@ absl::Status OldEngineForward(const ModelConfig& c, const DenseWeights& w, Exper
 // The worker linked in with every expert resident, and the dense weights of `dir`.
 struct Fixture {
   ModelDir dir;
-  std::unique_ptr<expert_worker::ExpertStore> store;
-  std::unique_ptr<expert_worker::SlotCache> cache;
+  std::unique_ptr<expert_worker::ExpertStack> stack;
   std::unique_ptr<expert_worker::InProcessBackend> experts;
 
   static std::unique_ptr<Fixture> Open(const fs::path& path) {
@@ -97,17 +95,11 @@ struct Fixture {
     EXPECT_TRUE(dir.ok()) << dir.status();
     if (!dir.ok()) return nullptr;
     f->dir = *std::move(dir);
-    auto store = expert_worker::ExpertStore::Load(f->dir);
-    EXPECT_TRUE(store.ok()) << store.status();
-    if (!store.ok()) return nullptr;
-    f->store = *std::move(store);
-    auto policy = expert_worker::MakeCachePolicy("lru");
-    auto cache = expert_worker::SlotCache::Create(f->store.get(), f->store->num_experts(),
-                                                  *std::move(policy));
-    EXPECT_TRUE(cache.ok()) << cache.status();
-    if (!cache.ok()) return nullptr;
-    f->cache = *std::move(cache);
-    f->experts = std::make_unique<expert_worker::InProcessBackend>(f->cache.get());
+    auto stack = expert_worker::ExpertStack::Load(f->dir, nullptr, {});
+    EXPECT_TRUE(stack.ok()) << stack.status();
+    if (!stack.ok()) return nullptr;
+    f->stack = *std::move(stack);
+    f->experts = std::make_unique<expert_worker::InProcessBackend>(&f->stack->cache());
     return f;
   }
   DenseWeights Dense() const {

@@ -18,6 +18,8 @@
 #include "common/backend/cpu/quant_kernels.h"
 #include "common/model_dir.h"
 #include "expert_worker/expert_ffn.h"
+#include "expert_worker/expert_stack.h"
+#include "expert_worker/modelled_link_device.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/test_util.h"
@@ -186,10 +188,19 @@ class ExpertRunnerTest : public ::testing::Test {
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = *std::move(store);
   }
-  std::unique_ptr<SlotCache> MakeCache(const ExpertStore& store, int slots) {
-    auto cache = SlotCache::Create(&store, slots, std::make_unique<LruPolicy>());
-    EXPECT_TRUE(cache.ok()) << cache.status();
-    return cache.ok() ? *std::move(cache) : nullptr;
+  // A cache of `slots` per layer (LRU), built the one way (ExpertStack::Over), over a
+  // store the test made itself: on the device under test (a tracing one, CUDA) or the
+  // fixture's, whose experts the references read too. Reads like the cache's pointer.
+  struct Cache {
+    std::unique_ptr<ExpertStack> stack;
+    SlotCache* get() const { return stack != nullptr ? &stack->cache() : nullptr; }
+    SlotCache* operator->() const { return get(); }
+    bool operator!=(std::nullptr_t) const { return stack != nullptr; }
+  };
+  Cache MakeCache(const ExpertStore& store, int slots) {
+    auto stack = ExpertStack::Over(&store, {.cache_per_layer = slots});
+    EXPECT_TRUE(stack.ok()) << stack.status();
+    return Cache{stack.ok() ? *std::move(stack) : nullptr};
   }
   int64_t hidden() const { return store_->layout().hidden; }
   ModelDir dir_;
@@ -354,17 +365,16 @@ TEST_P(PackedExpertRunnerTest, MatchesThePrePortPathAndTheDequantisedReference) 
   ASSERT_TRUE(manifest.ok()) << manifest.status();
   auto dir = ModelDir::Open(o.out_dir);
   ASSERT_TRUE(dir.ok()) << dir.status();
-  auto store = ExpertStore::Load(*dir);
-  ASSERT_TRUE(store.ok()) << store.status();
-  ASSERT_TRUE((*store)->layout().packed.has_value());
-  auto cache = SlotCache::Create(store->get(), 2, std::make_unique<LruPolicy>());
-  ASSERT_TRUE(cache.ok()) << cache.status();
-  ExpertRunner runner(cache->get());
-  const int64_t h = (*store)->layout().hidden;
-  const Batch b = RandomBatch(9, h, (*store)->num_experts(), 2, 7);
+  auto stack = ExpertStack::Load(*dir, nullptr, {.cache_per_layer = 2});
+  ASSERT_TRUE(stack.ok()) << stack.status();
+  const ExpertStore& store = (*stack)->store();
+  ASSERT_TRUE(store.layout().packed.has_value());
+  ExpertRunner runner(&(*stack)->cache());
+  const int64_t h = store.layout().hidden;
+  const Batch b = RandomBatch(9, h, store.num_experts(), 2, 7);
   const auto got = RunOrDie(runner, 1, b, h);
-  EXPECT_TRUE(BitIdentical(got, PrePortPath(**store, 1, b)));
-  ExpectClose(got, ReferenceFfn(**store, 1, b), 1e-4);
+  EXPECT_TRUE(BitIdentical(got, PrePortPath(store, 1, b)));
+  ExpectClose(got, ReferenceFfn(store, 1, b), 1e-4);
 }
 
 INSTANTIATE_TEST_SUITE_P(Bits, PackedExpertRunnerTest, ::testing::Values(2, 3, 4, 16),
@@ -399,7 +409,8 @@ class TracingDevice : public backend::Device {
                                                                        bool read_only) override {
     return inner_.RegisterHost(data, bytes, read_only);
   }
-  absl::StatusOr<std::unique_ptr<backend::Stream>> CreateStream() override {
+  using backend::Device::CreateStream;
+  absl::StatusOr<std::unique_ptr<backend::Stream>> CreateStream(backend::StreamPriority) override {
     std::lock_guard<std::mutex> lock(mu_);
     return std::make_unique<TracedStream>(this, next_stream_++);
   }
@@ -424,6 +435,8 @@ class TracingDevice : public backend::Device {
     return inner_.Memset(dst, value, bytes, stream);
   }
   absl::StatusOr<backend::MemoryInfo> Memory() const override { return inner_.Memory(); }
+  bool AsyncCopiesForRead() const override { return kind_ == backend::DeviceKind::kCuda; }
+  bool HostMemoryIsDeviceMemory() const override { return kind_ == backend::DeviceKind::kCpu; }
 
   std::vector<Op> ops() const {
     std::lock_guard<std::mutex> lock(mu_);
@@ -591,14 +604,13 @@ TEST_F(ExpertRunnerTest, RefillWaitsForTheKernelsReadingTheSlotAndReadsWaitForTh
 // itself (one copy per blob, events) works as on the CPU.
 TEST_F(ExpertRunnerTest, ModelledLinkIsRefusedOffTheCpu) {
   TracingDevice gpu(backend::DeviceKind::kCuda);
+  const absl::Status refused = ModelledLinkDevice::Create(&gpu, LinkModel{10, 5}).status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.message().find("tracing device"), std::string::npos) << refused;
   auto store = ExpertStore::Load(dir_, &gpu);
   ASSERT_TRUE(store.ok()) << store.status();
   auto cache = MakeCache(**store, 2);
   ASSERT_TRUE(cache != nullptr);
-  const absl::Status refused = cache->set_link(LinkModel{10, 5});
-  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(refused.message().find("tracing device"), std::string::npos) << refused;
-  EXPECT_TRUE(cache->set_link(LinkModel{}).ok());
   auto lease = cache->Acquire(1, 4);
   ASSERT_TRUE(lease.ok()) << lease.status();
   EXPECT_EQ(std::memcmp(lease->data(), (*store)->Expert(1, 4), (*store)->blob_bytes()), 0);

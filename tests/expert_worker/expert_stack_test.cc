@@ -84,7 +84,7 @@ TEST_F(ExpertStackTest, BuildsTheCacheTheOptionsAskFor) {
   ASSERT_TRUE(all.ok()) << all.status();
   EXPECT_EQ((*all)->cache().slots_per_layer(), 8);  // none given: every expert
   EXPECT_EQ((*all)->cache().Stats().policy, "lru");
-  EXPECT_FALSE((*all)->cache().link().modelled());
+  EXPECT_EQ(&(*all)->cache().device(), &device_);  // no link model: the store's device
 
   o.cache_per_layer = 3;
   o.policy = "lfu";
@@ -95,8 +95,12 @@ TEST_F(ExpertStackTest, BuildsTheCacheTheOptionsAskFor) {
   SlotCache& cache = (*stack)->cache();
   EXPECT_EQ(cache.slots_per_layer(), 3);
   EXPECT_EQ(cache.Stats().policy, "lfu");
-  EXPECT_EQ(cache.link().gbps, 16);
-  EXPECT_EQ(cache.link().latency_us, 5);
+  // The cache copies through the store's device across the modelled link.
+  const auto* link = dynamic_cast<const ModelledLinkDevice*>(&cache.device());
+  ASSERT_NE(link, nullptr) << cache.device().name();
+  EXPECT_EQ(link->link().gbps, 16);
+  EXPECT_EQ(link->link().latency_us, 5);
+  EXPECT_EQ(link->kind(), backend::DeviceKind::kCpu);
   EXPECT_EQ(cache.retention(), Retention::kDrop);
   EXPECT_EQ(&cache.store(), &(*stack)->store());
 }

@@ -64,15 +64,6 @@ TEST(LinkScheduleTest, ADemandCopyOvertakesQueuedPrefetchesAtTheNextChunk) {
   EXPECT_LE(next.start, demand.ready + kChunk);
 }
 
-TEST(LinkScheduleTest, AForgottenPrefetchNoLongerHoldsTheLink) {
-  LinkSchedule link;
-  LinkSchedule::Copy gone, next;
-  link.Schedule(true, kSlow, kBytes, &gone);
-  link.Forget(&gone);
-  link.Schedule(true, kSlow, kBytes, &next);
-  EXPECT_LT(next.start, gone.ready - kOne / 2);  // not queued behind it
-}
-
 TEST(LinkScheduleTest, LatencyOnlyLinksMoveNoBytesButTakeTheLatency) {
   LinkSchedule link;
   LinkSchedule::Copy copy;

@@ -23,7 +23,7 @@
 #include "common/shared_arena.h"
 #include "coordinator/worker_client.h"
 #include "expert_worker/expert_runner.h"
-#include "expert_worker/expert_store.h"
+#include "expert_worker/expert_stack.h"
 #include "expert_worker/ring_server.h"
 #include "expert_worker/slot_cache.h"
 #include "expert_worker/worker_service.h"
@@ -42,18 +42,13 @@ class WorkerRingTest : public ::testing::Test {
     auto dir = ModelDir::Open(std::string(MOE_SOURCE_DIR) + "/models/kjv-moe");
     ASSERT_TRUE(dir.ok()) << dir.status();
     dir_ = new ModelDir(*std::move(dir));
-    auto store = ExpertStore::Load(*dir_->checkpoint, dir_->config);
-    ASSERT_TRUE(store.ok()) << store.status();
-    store_ = store->release();
-    auto policy = MakeCachePolicy("lru");
-    ASSERT_TRUE(policy.ok());
-    auto cache = SlotCache::Create(store_, store_->num_experts(), *std::move(policy));
-    ASSERT_TRUE(cache.ok()) << cache.status();
-    cache_ = cache->release();
+    auto stack = ExpertStack::Load(*dir_, nullptr, {});  // every expert resident
+    ASSERT_TRUE(stack.ok()) << stack.status();
+    stack_ = stack->release();
+    cache_ = &stack_->cache();
   }
   static void TearDownTestSuite() {
-    delete cache_;
-    delete store_;
+    delete stack_;
     delete dir_;
   }
 
@@ -95,12 +90,12 @@ class WorkerRingTest : public ::testing::Test {
   testing_util::ScopedTempDir tmp_{"worker_ring"};
   const std::string address_ = "unix:" + (tmp_.path() / "worker.sock").string();
   static ModelDir* dir_;
-  static ExpertStore* store_;
-  static SlotCache* cache_;
+  static ExpertStack* stack_;
+  static SlotCache* cache_;  // stack_'s
 };
 
 ModelDir* WorkerRingTest::dir_ = nullptr;
-ExpertStore* WorkerRingTest::store_ = nullptr;
+ExpertStack* WorkerRingTest::stack_ = nullptr;
 SlotCache* WorkerRingTest::cache_ = nullptr;
 
 TEST_F(WorkerRingTest, CallsThroughTheRingGiveTheRpcResults) {

@@ -99,6 +99,12 @@ absl::StatusOr<EngineOptions> EngineFlags() {
   return options;
 }
 
+// `moe perplexity` scores text on the same engine as generate and logits.
+absl::Status RunPerplexity() {
+  MOE_ASSIGN_OR_RETURN(const EngineOptions engine_options, EngineFlags());
+  return RunPerplexityCommand(engine_options);
+}
+
 // A channel to a server of ours: TLS when --tls-ca or --tls-cert is given.
 std::shared_ptr<grpc::Channel> ClientChannel(const std::string& address) {
   const TlsFiles tls{absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
@@ -452,8 +458,10 @@ constexpr Subcommand kSubcommands[] = {
      "--in HF_DIR --out DIR --attn-bits 4|8|16 --expert-bits 2|3|4|8|16 [--group-size 64]\n"
      "      [--method hqq|rtn]",
      ExitCodeOf<RunConvertCommand>},
-    {"perplexity", "--model DIR --text-file F [--max-tokens N] [--window 128]",
-     ExitCodeOf<RunPerplexityCommand>},
+    {"perplexity",
+     "--model DIR --text-file F [--max-tokens N] [--window 128] [--cache-per-layer K]\n"
+     "      [--cache-bytes N] [--policy P] [--link-gbps X] [--link-latency-us U] [--worker ADDR]",
+     ExitCodeOf<RunPerplexity>},
     {"sizes", "--config config.json [--group-size 64]   (bytes of each quantization scheme)",
      ExitCodeOf<RunSizesCommand>},
 };

@@ -26,8 +26,6 @@ ABSL_FLAG(bool, progress, true, "convert: progress bar with ETA on stderr");
 // Shared with `moe bench` (defined in moe_main.cc).
 ABSL_DECLARE_FLAG(std::string, text_file);
 ABSL_DECLARE_FLAG(int64_t, max_tokens);
-ABSL_DECLARE_FLAG(std::string, device);
-ABSL_DECLARE_FLAG(double, vram_budget_gib);
 ABSL_FLAG(int64_t, window, 128, "perplexity: tokens per teacher-forced window");
 ABSL_FLAG(std::string, config, "", "sizes: a config.json (Hugging Face Mixtral)");
 
@@ -58,7 +56,7 @@ absl::Status RunConvertCommand() {
   return absl::OkStatus();
 }
 
-absl::Status RunPerplexityCommand() {
+absl::Status RunPerplexityCommand(const EngineOptions& engine_options) {
   const std::string dir = absl::GetFlag(FLAGS_model);
   const std::string text_file = absl::GetFlag(FLAGS_text_file);
   if (dir.empty()) return absl::InvalidArgumentError("--model is required");
@@ -67,9 +65,6 @@ absl::Status RunPerplexityCommand() {
   if (!in) return absl::NotFoundError(absl::StrCat(text_file, ": cannot open"));
   std::stringstream text;
   text << in.rdbuf();
-  EngineOptions engine_options;
-  engine_options.device = absl::GetFlag(FLAGS_device);
-  engine_options.vram_budget_gib = absl::GetFlag(FLAGS_vram_budget_gib);
   MOE_ASSIGN_OR_RETURN(auto engine, LocalEngine::Open(dir, engine_options));
   MOE_ASSIGN_OR_RETURN(auto tokenizer, engine->dir().LoadTokenizer());
   MOE_ASSIGN_OR_RETURN(std::vector<int> stream, tokenizer->Encode(text.str(), /*add_bos=*/false));

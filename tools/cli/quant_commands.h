@@ -6,14 +6,16 @@
 
 #include "absl/status/status.h"
 #include "common/model_dir.h"
+#include "tools/cli/local_engine.h"
 
 namespace moe {
 
 // moe convert --in HF_DIR --out DIR --attn-bits 4|8|16 --expert-bits 2|3|4|8|16
 //             [--group-size 64] [--method hqq|rtn] [--progress]
 absl::Status RunConvertCommand();
-// moe perplexity --model DIR --text-file F [--max-tokens N] [--window W]
-absl::Status RunPerplexityCommand();
+// moe perplexity --model DIR --text-file F [--max-tokens N] [--window W], on the engine
+// `engine` says (the device and expert-stack flags every in-process command takes).
+absl::Status RunPerplexityCommand(const EngineOptions& engine);
 // moe sizes --config config.json [--group-size 64]: bytes per scheme, by the format's
 // own formulas.
 absl::Status RunSizesCommand();

@@ -29,9 +29,14 @@ class CpuBuffer : public backend::DeviceBuffer {
 
 class CpuStream : public backend::Stream {
  public:
+  explicit CpuStream(backend::StreamPriority priority) : priority_(priority) {}
+  backend::StreamPriority priority() const { return priority_; }
   absl::Status Synchronize() override { return absl::OkStatus(); }
   absl::Status Wait(const backend::Event&) override { return absl::OkStatus(); }
   void* native() const override { return nullptr; }
+
+ private:
+  const backend::StreamPriority priority_;
 };
 
 class CpuEvent : public backend::Event {
@@ -79,8 +84,9 @@ absl::StatusOr<std::unique_ptr<backend::DeviceBuffer>> CpuDevice::RegisterHost(v
   return std::make_unique<CpuBuffer>(data, bytes, /*owned=*/false);
 }
 
-absl::StatusOr<std::unique_ptr<backend::Stream>> CpuDevice::CreateStream() {
-  return std::make_unique<CpuStream>();
+absl::StatusOr<std::unique_ptr<backend::Stream>> CpuDevice::CreateStream(
+    backend::StreamPriority priority) {
+  return std::make_unique<CpuStream>(priority);
 }
 
 absl::StatusOr<std::unique_ptr<backend::Event>> CpuDevice::CreateEvent(bool interprocess) {
@@ -90,8 +96,32 @@ absl::StatusOr<std::unique_ptr<backend::Event>> CpuDevice::CreateEvent(bool inte
   return std::make_unique<CpuEvent>();
 }
 
-absl::Status CpuDevice::CopyToDevice(void* dst, const void* src, size_t bytes, backend::Stream&) {
-  if (bytes) std::memcpy(dst, src, bytes);
+absl::Status CpuDevice::CopyToDevice(void* dst, const void* src, size_t bytes,
+                                     backend::Stream& stream) {
+  if (bytes == 0) return absl::OkStatus();
+  // A stream of another device (never ours to order) copies at once, as before priorities.
+  const auto* own = dynamic_cast<const CpuStream*>(&stream);
+  const bool high = own != nullptr && own->priority() == backend::StreamPriority::kHigh;
+  if (high) {
+    std::lock_guard<std::mutex> lock(copy_mu_);
+    ++high_copies_;
+  }
+  auto* to = static_cast<char*>(dst);
+  const auto* from = static_cast<const char*>(src);
+  for (size_t offset = 0; offset < bytes; offset += kCopyChunkBytes) {
+    if (own != nullptr && !high) {
+      std::unique_lock<std::mutex> lock(copy_mu_);
+      high_done_.wait(lock, [&] { return high_copies_ == 0; });
+    }
+    std::memcpy(to + offset, from + offset, std::min(kCopyChunkBytes, bytes - offset));
+  }
+  if (high) {
+    {
+      std::lock_guard<std::mutex> lock(copy_mu_);
+      --high_copies_;
+    }
+    high_done_.notify_all();
+  }
   return absl::OkStatus();
 }
 absl::Status CpuDevice::CopyToHost(void* dst, const void* src, size_t bytes, backend::Stream&) {

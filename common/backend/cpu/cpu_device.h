@@ -1,10 +1,18 @@
 // The CPU as a Device: "device memory" is aligned host memory, a stream runs each
 // operation on the calling thread before returning, and an event is complete as soon as
 // it is recorded. Code that orders its work for CUDA (device.h) runs unchanged here.
+//
+// Stream priority: host-to-device copies move in 256 KiB chunks, and a copy on a kNormal
+// stream does not start, nor move its next chunk, while a copy on a kHigh stream moves
+// (from another thread): an expert a computation waits for overtakes a prefetch at the
+// prefetch's next chunk, as a GPU's copy engine would let it.
 #ifndef MOE_COMMON_BACKEND_CPU_CPU_DEVICE_H_
 #define MOE_COMMON_BACKEND_CPU_CPU_DEVICE_H_
 
+#include <condition_variable>
+#include <cstddef>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "common/backend/device.h"
@@ -22,7 +30,9 @@ class CpuDevice : public backend::Device {
   absl::StatusOr<std::unique_ptr<backend::DeviceBuffer>> AllocatePinnedHost(size_t bytes) override;
   absl::StatusOr<std::unique_ptr<backend::DeviceBuffer>> RegisterHost(void* data, size_t bytes,
                                                                        bool read_only) override;
-  absl::StatusOr<std::unique_ptr<backend::Stream>> CreateStream() override;
+  using backend::Device::CreateStream;
+  absl::StatusOr<std::unique_ptr<backend::Stream>> CreateStream(
+      backend::StreamPriority priority) override;
   absl::StatusOr<std::unique_ptr<backend::Event>> CreateEvent(bool interprocess) override;
 
   absl::Status CopyToDevice(void* dst, const void* src, size_t bytes,
@@ -33,6 +43,15 @@ class CpuDevice : public backend::Device {
                             backend::Stream& stream) override;
   absl::Status Memset(void* dst, int value, size_t bytes, backend::Stream& stream) override;
   absl::StatusOr<backend::MemoryInfo> Memory() const override;
+  bool AsyncCopiesForRead() const override { return false; }
+  bool HostMemoryIsDeviceMemory() const override { return true; }
+
+  static constexpr size_t kCopyChunkBytes = 256 << 10;
+
+ private:
+  std::mutex copy_mu_;
+  std::condition_variable high_done_;
+  int high_copies_ = 0;  // host-to-device copies of kHigh streams moving now; copy_mu_
 };
 
 }  // namespace moe::cpu

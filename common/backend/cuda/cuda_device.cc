@@ -222,10 +222,16 @@ absl::StatusOr<std::unique_ptr<DeviceBuffer>> CudaDevice::RegisterHost(void* dat
   return std::make_unique<CudaBuffer>(ordinal_, CudaBuffer::Kind::kRegistered, data, bytes);
 }
 
-absl::StatusOr<std::unique_ptr<backend::Stream>> CudaDevice::CreateStream() {
+absl::StatusOr<std::unique_ptr<backend::Stream>> CudaDevice::CreateStream(
+    backend::StreamPriority priority) {
   MOE_RETURN_IF_ERROR(BindThread());
+  // Lower numbers are higher priorities; the default (0) is the least.
+  int least = 0, greatest = 0;
+  MOE_CUDA_RETURN_IF_ERROR(cudaDeviceGetStreamPriorityRange(&least, &greatest),
+                           "reading the stream priority range");
+  const int rank = priority == backend::StreamPriority::kHigh ? greatest : least;
   cudaStream_t stream = nullptr;
-  MOE_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking),
+  MOE_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithPriority(&stream, cudaStreamNonBlocking, rank),
                            "creating a stream");
   return std::make_unique<CudaStream>(ordinal_, stream);
 }

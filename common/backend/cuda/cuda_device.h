@@ -38,7 +38,10 @@ class CudaDevice : public backend::Device {
   absl::StatusOr<std::unique_ptr<backend::DeviceBuffer>> AllocatePinnedHost(size_t bytes) override;
   absl::StatusOr<std::unique_ptr<backend::DeviceBuffer>> RegisterHost(void* data, size_t bytes,
                                                                        bool read_only) override;
-  absl::StatusOr<std::unique_ptr<backend::Stream>> CreateStream() override;
+  using backend::Device::CreateStream;
+  // kHigh: the device's greatest stream priority (cudaDeviceGetStreamPriorityRange).
+  absl::StatusOr<std::unique_ptr<backend::Stream>> CreateStream(
+      backend::StreamPriority priority) override;
   absl::StatusOr<std::unique_ptr<backend::Event>> CreateEvent(bool interprocess) override;
 
   absl::Status CopyToDevice(void* dst, const void* src, size_t bytes,
@@ -49,6 +52,8 @@ class CudaDevice : public backend::Device {
                             backend::Stream& stream) override;
   absl::Status Memset(void* dst, int value, size_t bytes, backend::Stream& stream) override;
   absl::StatusOr<backend::MemoryInfo> Memory() const override;
+  bool AsyncCopiesForRead() const override { return true; }
+  bool HostMemoryIsDeviceMemory() const override { return false; }
 
  private:
   int ordinal_;
