@@ -141,7 +141,10 @@ WorkerClient::WorkerClient(const WorkerClientOptions& options, const ModelConfig
       call_tokens_(options.max_tokens_per_call) {
   use_device_arena_ = device_arena_ != nullptr;
   staging_.resize(size_t(options.arena_slots));
-  for (int s = 0; s < options.arena_slots; ++s) free_slots_.push_back(s);
+  for (int s = 0; s < options.arena_slots; ++s) {
+    free_slots_.push_back(s);
+    ring_waits_.emplace_back(options.ring_wait);
+  }
 }
 
 ActivationPath WorkerClient::path() const {
@@ -606,11 +609,13 @@ absl::Status WorkerClient::RingCall(Lease& lease, int layer, int64_t start, int6
   const absl::Time deadline = CallDeadline();
   const auto t0 = std::chrono::steady_clock::now();
   ring.Post(static_cast<uint32_t>(slot), request);
-  absl::Duration spin = options_.ring_spin;
+  ring::SpinPolicy& wait = ring_waits_[size_t(slot)];
+  absl::Duration spin = wait.NextSpin();
+  bool caught = false;
   // Checked before each wait too: a ring stopped before our post would never wake us.
   while (!ring.Stopped(epoch) &&
          !ring.AwaitDone(static_cast<uint32_t>(slot), spin,
-                         std::min(kRingWatchInterval, deadline - absl::Now()))) {
+                         std::min(kRingWatchInterval, deadline - absl::Now()), &caught)) {
     spin = absl::ZeroDuration();
     if (ring.Stopped(epoch)) break;
     if (!watch->Alive()) {
@@ -630,7 +635,9 @@ absl::Status WorkerClient::RingCall(Lease& lease, int layer, int64_t start, int6
     // Stopped without taking the call: the worker attached another arena or shuts down.
     return absl::FailedPreconditionError("the expert worker stopped serving this ring");
   }
-  figures->rpc_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  wait.Record(absl::FromChrono(waited), caught);
+  figures->rpc_s = std::chrono::duration<double>(waited).count();
   const ring::RingReply reply = ring.entry(static_cast<uint32_t>(slot)).reply;
   ring.Release(static_cast<uint32_t>(slot));
   MOE_RETURN_IF_ERROR(ring::StatusOf(reply));

@@ -23,6 +23,7 @@
 #include "common/expert_backend.h"
 #include "common/grpc_security.h"
 #include "common/activation_ring.h"
+#include "common/ring_wait.h"
 #include "common/model_config.h"
 #include "common/process_watch.h"
 #include "common/shared_arena.h"
@@ -47,9 +48,9 @@ struct WorkerClientOptions {
   backend::Device* device = nullptr;
   // With the shared host arena: offer the worker a ring in it (common/activation_ring.h),
   // so that RunExperts is a doorbell instead of an RPC when the worker serves it; and how
-  // long a call polls for its reply before it sleeps on it.
+  // a call waits for its reply (common/ring_wait.h).
   bool use_ring = true;
-  absl::Duration ring_spin = absl::ZeroDuration();
+  ring::WaitOptions ring_wait;
 };
 
 // Where the host arena's bytes go: per slot the input then the output rows, then per slot
@@ -195,6 +196,9 @@ class WorkerClient : public ExpertBackend {
     std::unique_ptr<backend::DeviceBuffer> device;
   };
   std::vector<Staging> staging_;
+  // Per arena slot, how a ring call in it waits for its reply: the slot's lease holder
+  // is its only user.
+  std::vector<ring::SpinPolicy> ring_waits_;
   std::atomic<uint64_t> staged_bytes_{0};
   const HostArenaLayout layout_;
   uint64_t slot_bytes_ = 0;             // per slot: input then output, each [max_tokens, H]

@@ -123,7 +123,7 @@ absl::StatusOr<int64_t> WorkerService::DoAttachArena(const v1::AttachArenaReques
     const ActivationArena* raw = shared.get();  // the server holds the arena alive
     MOE_ASSIGN_OR_RETURN(
         ring, RingServer::Start(shared, shape.ring_offset, shape.ring_slots, shape.ring_epoch,
-                                options_.ring_spin,
+                                options_.ring_wait,
                                 [this, raw, limits](const ring::RingRequest& request) {
                                   return ServeRingCall(*raw, limits, request);
                                 }));

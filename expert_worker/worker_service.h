@@ -52,9 +52,9 @@ struct WorkerServiceOptions {
   // gRPC message size).
   int64_t max_call_tokens = 4096;
   // Serve a ring the coordinator offers with a shared-memory arena (else every call is
-  // an RPC), and how long its thread polls the doorbell before sleeping on it.
+  // an RPC), and how its thread waits for the doorbell (common/ring_wait.h).
   bool serve_ring = true;
-  absl::Duration ring_spin = absl::ZeroDuration();
+  ring::WaitOptions ring_wait;
 };
 
 class WorkerService final : public moe::v1::ExpertWorker::Service {
