@@ -29,6 +29,9 @@ ABSL_FLAG(bool, inline_tensors, false, "Carry tensors inside the RPCs instead of
 ABSL_FLAG(int, prompt_tokens, 32, "Prompt length");
 ABSL_FLAG(int, decode_tokens, 128, "Tokens decoded per round");
 ABSL_FLAG(int, rounds, 5, "Rounds (each runs in-process, RPC and ring, the first of them in turn)");
+ABSL_FLAG(std::string, device, "cpu",
+          "Where the coordinator half (and the in-process engine) computes: cpu, cuda, cuda:N; "
+          "with cuda and a worker on that GPU, RPC and ring calls cross by the CUDA IPC arena");
 ABSL_FLAG(int, rows, 1, "Streams decoding together (rows of each decode pass)");
 
 namespace moe {
@@ -113,8 +116,11 @@ std::string Figures(const char* name, const Split& split, double in_process, dou
 absl::Status Run() {
   MOE_ASSIGN_OR_RETURN(const ring::WaitOptions ring_wait, ring::WaitOptionsFromFlags());
   const std::string model_dir = absl::GetFlag(FLAGS_model);
-  MOE_ASSIGN_OR_RETURN(auto local, LocalEngine::Open(model_dir, EngineOptions{}));
-  EngineOptions rpc_options;
+  // The coordinator half of all three on --device (the worker's own is its flag).
+  EngineOptions local_options;
+  local_options.device = absl::GetFlag(FLAGS_device);
+  MOE_ASSIGN_OR_RETURN(auto local, LocalEngine::Open(model_dir, local_options));
+  EngineOptions rpc_options = local_options;
   rpc_options.worker_address = absl::GetFlag(FLAGS_worker);
   rpc_options.force_inline = absl::GetFlag(FLAGS_inline_tensors);
   rpc_options.use_ring = false;

@@ -114,7 +114,13 @@ absl::Duration SpinPolicy::Decide() {
 }
 
 void SpinPolicy::Record(absl::Duration waited, bool caught_spinning) {
-  if (!options_.adaptive) return;
+  ++waits_;
+  if (last_spun_) ++spins_;
+  if (last_spun_ && caught_spinning) ++caught_;
+  if (!options_.adaptive) {
+    last_spun_ = false;
+    return;
+  }
   const double cap_ns = kClipFactor * absl::ToDoubleNanoseconds(options_.spin);
   const double sample = std::min(std::max(0.0, absl::ToDoubleNanoseconds(waited)), cap_ns);
   expected_ns_ = have_expected_ ? expected_ns_ + kExpectedWeight * (sample - expected_ns_) : sample;

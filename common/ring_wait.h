@@ -54,6 +54,10 @@ class SpinPolicy {
 
   // The average wait so far (exposed for tests and logs).
   absl::Duration expected() const { return absl::Nanoseconds(expected_ns_); }
+  // Waits recorded, how many of them spun, and how many spins caught the event.
+  uint64_t waits() const { return waits_; }
+  uint64_t spins() const { return spins_; }
+  uint64_t caught() const { return caught_; }
 
   // The load is looked at again after this long (reading it costs a few microseconds).
   static constexpr int64_t kLoadRefreshNs = 2'000'000;
@@ -76,6 +80,7 @@ class SpinPolicy {
   double catch_rate_ = 1.0;  // moving average over waits that spun: 1 caught, 0 missed
   int backoff_ = 0;          // waits left to sleep through before spinning again
   bool last_spun_ = false;   // whether the wait NextSpin last answered for spins
+  uint64_t waits_ = 0, spins_ = 0, caught_ = 0;
   int64_t load_checked_ns_ = 0;
   bool load_known_ = false;
   bool core_free_ = false;

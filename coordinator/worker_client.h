@@ -131,6 +131,12 @@ class WorkerClient : public ExpertBackend {
   absl::Status CheckWorkerModel(const v1::AttachArenaResponse& response) const;
   // Chunks calls to the tokens the worker accepted at attach time.
   void AdoptCallTokens(const v1::AttachArenaResponse& response);
+  // With use_ring: resets the host arena's ring under a new epoch and offers it in
+  // `request` (beside a device arena, with the host arena as its ring_arena).
+  absl::Status OfferRing(v1::AttachArenaRequest* request);
+  // After an attach: calls go through the ring when the worker serves it and its process
+  // can be watched. Guarded by attach_mu_ (as Attach is).
+  void AdoptRing(const v1::AttachArenaResponse& response);
   class Lease;
   // Where one chunk's rows are for the worker: offsets in `arena` (null: inline), and
   // whether they were copied there from the lease (staged).
@@ -159,7 +165,9 @@ class WorkerClient : public ExpertBackend {
   // out), and answer UNAVAILABLE for a lost or hung worker.
   absl::Status RpcCall(Lease& lease, ActivationPath path, int64_t start,
                        v1::RunExpertsRequest* request, ExpertCallStats* figures);
-  absl::Status RingCall(Lease& lease, int layer, int64_t start, int64_t n,
+  // `path`: the host arena, or the device arena (x and out there, the ring and the routes
+  // in the host arena).
+  absl::Status RingCall(Lease& lease, ActivationPath path, int layer, int64_t start, int64_t n,
                         absl::Span<const int32_t> ids, absl::Span<const float> weights,
                         ExpertCallStats* figures);
   // The ring in the current host arena.

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/checked_math.h"
+#include "common/logging.h"
 #include "common/status.h"
 
 namespace moe::expert_worker {
@@ -33,6 +34,9 @@ RingServer::~RingServer() {
   ring::FutexWakeAll(&ring_.header().doorbell);
   thread_.join();
   ring_.MarkStopped(epoch_);
+  MOE_LOG(INFO) << "ring of epoch " << epoch_ << " served " << calls() << " calls; waited for "
+                << spin_.waits() << " of them, spun " << spin_.spins() << " (caught "
+                << spin_.caught() << ")";
 }
 
 void RingServer::Serve() {
