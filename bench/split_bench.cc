@@ -19,6 +19,7 @@
 #include "absl/strings/str_format.h"
 #include "common/backend/cpu/cpu_kernels.h"
 #include "common/command_line.h"
+#include "common/ring_wait_flags.h"
 #include "common/status.h"
 #include "tools/cli/local_engine.h"
 
@@ -28,8 +29,10 @@ ABSL_FLAG(bool, inline_tensors, false, "Carry tensors inside the RPCs instead of
 ABSL_FLAG(int, prompt_tokens, 32, "Prompt length");
 ABSL_FLAG(int, decode_tokens, 128, "Tokens decoded per round");
 ABSL_FLAG(int, rounds, 5, "Rounds (each runs in-process, RPC and ring, the first of them in turn)");
+ABSL_FLAG(std::string, device, "cpu",
+          "Where the coordinator half (and the in-process engine) computes: cpu, cuda, cuda:N; "
+          "with cuda and a worker on that GPU, RPC and ring calls cross by the CUDA IPC arena");
 ABSL_FLAG(int, rows, 1, "Streams decoding together (rows of each decode pass)");
-ABSL_FLAG(double, ring_spin_us, 0, "Ring calls: microseconds to poll for the reply before sleeping");
 
 namespace moe {
 namespace {
@@ -111,16 +114,20 @@ std::string Figures(const char* name, const Split& split, double in_process, dou
 }
 
 absl::Status Run() {
+  MOE_ASSIGN_OR_RETURN(const ring::WaitOptions ring_wait, ring::WaitOptionsFromFlags());
   const std::string model_dir = absl::GetFlag(FLAGS_model);
-  MOE_ASSIGN_OR_RETURN(auto local, LocalEngine::Open(model_dir, EngineOptions{}));
-  EngineOptions rpc_options;
+  // The coordinator half of all three on --device (the worker's own is its flag).
+  EngineOptions local_options;
+  local_options.device = absl::GetFlag(FLAGS_device);
+  MOE_ASSIGN_OR_RETURN(auto local, LocalEngine::Open(model_dir, local_options));
+  EngineOptions rpc_options = local_options;
   rpc_options.worker_address = absl::GetFlag(FLAGS_worker);
   rpc_options.force_inline = absl::GetFlag(FLAGS_inline_tensors);
   rpc_options.use_ring = false;
   EngineOptions ring_options = rpc_options;
   ring_options.force_inline = false;
   ring_options.use_ring = true;
-  ring_options.ring_spin_us = absl::GetFlag(FLAGS_ring_spin_us);
+  ring_options.ring_wait = ring_wait;
   Split rpc, ring;
   MOE_ASSIGN_OR_RETURN(rpc.engine, LocalEngine::Open(model_dir, rpc_options));
   MOE_ASSIGN_OR_RETURN(ring.engine, LocalEngine::Open(model_dir, ring_options));
@@ -158,11 +165,12 @@ absl::Status Run() {
   const double best_a = *std::min_element(in_process.begin(), in_process.end());
   std::printf(
       "{\"bench\": \"split\", \"model\": \"%s\", \"worker\": \"%s\", \"rpc_transport\": \"%s\", "
-      "\"ring_spin_us\": %.1f, \"rows\": %d, \"decode_tokens\": %d, \"rounds\": %zu, "
+      "\"ring_wait\": \"%s\", \"ring_spin_us\": %.1f, \"rows\": %d, \"decode_tokens\": %d, \"rounds\": %zu, "
       "\"in_process_ms_per_step\": %.4f, \"best_in_process_ms_per_step\": %.4f, "
       "\"in_process_expert_ms_per_step\": %.4f, %s, %s}\n",
       model_dir.c_str(), rpc_options.worker_address.c_str(),
-      rpc.engine->worker()->zero_copy() ? "arena" : "inline", ring_options.ring_spin_us, rows, n,
+      rpc.engine->worker()->zero_copy() ? "arena" : "inline", ring_options.ring_wait.adaptive ? "adaptive" : "fixed",
+      absl::ToDoubleMicroseconds(ring_options.ring_wait.spin), rows, n,
       in_process.size(), a * 1e3, best_a * 1e3, Median(in_process_experts) * 1e3, Figures("rpc", rpc, a, best_a).c_str(),
       Figures("ring", ring, a, best_a).c_str());
   return absl::OkStatus();

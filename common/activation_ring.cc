@@ -1,6 +1,7 @@
 #include "common/activation_ring.h"
 
 #include <linux/futex.h>
+#include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -23,7 +24,9 @@ void CpuRelax() {
 #endif
 }
 
-// Spins until pred() or `spin` has passed; true when pred() held.
+// Spins until pred() or `spin` has passed; true when pred() held. Between looks at the
+// clock it yields the CPU: a thread waiting for this core (the peer, when the scheduler
+// put both here) runs at once instead of after our spin.
 template <typename Pred>
 bool SpinUntil(absl::Duration spin, Pred pred) {
   if (pred()) return true;
@@ -35,6 +38,7 @@ bool SpinUntil(absl::Duration spin, Pred pred) {
       CpuRelax();
     }
     if (std::chrono::steady_clock::now() >= end) return pred();
+    ::sched_yield();
   }
 }
 
@@ -87,10 +91,13 @@ void Ring::Post(uint32_t slot, const RingRequest& request) const {
   }
 }
 
-bool Ring::AwaitDone(uint32_t slot, absl::Duration spin, absl::Duration timeout) const {
+bool Ring::AwaitDone(uint32_t slot, absl::Duration spin, absl::Duration timeout,
+                     bool* caught_spinning) const {
   RingEntry& e = entries_[slot];
   auto done = [&] { return e.state.load(std::memory_order_acquire) == kDone; };
-  if (SpinUntil(spin, done)) return true;
+  const bool caught = SpinUntil(spin, done);
+  if (caught_spinning != nullptr) *caught_spinning = caught;
+  if (caught) return true;
   const uint32_t seen = e.state.load(std::memory_order_seq_cst);
   if (seen == kDone) return true;
   e.caller_sleeping.store(1, std::memory_order_seq_cst);
@@ -114,14 +121,15 @@ int Ring::Claim() const {
   return -1;
 }
 
-void Ring::AwaitDoorbell(uint32_t seen, absl::Duration spin, absl::Duration timeout) const {
+bool Ring::AwaitDoorbell(uint32_t seen, absl::Duration spin, absl::Duration timeout) const {
   auto rung = [&] { return header_->doorbell.load(std::memory_order_acquire) != seen; };
-  if (SpinUntil(spin, rung)) return;
+  if (SpinUntil(spin, rung)) return true;
   header_->worker_sleeping.store(1, std::memory_order_seq_cst);
   if (header_->doorbell.load(std::memory_order_seq_cst) == seen) {
     FutexWait(&header_->doorbell, seen, timeout);
   }
   header_->worker_sleeping.store(0, std::memory_order_relaxed);
+  return false;
 }
 
 void Ring::Complete(uint32_t slot, const RingReply& reply) const {

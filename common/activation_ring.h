@@ -14,8 +14,8 @@
 //
 // Doorbells are futexes on 32-bit words of the shared mapping (FUTEX_WAIT/WAKE without
 // FUTEX_PRIVATE_FLAG: the two processes map the page at different addresses). Each side
-// spins a bounded time on the word before sleeping, and the other side issues the wake
-// syscall only when the waiter said it sleeps.
+// may spin a bounded time on the word before sleeping (how long: common/ring_wait.h), and
+// the other side issues the wake syscall only when the waiter said it sleeps.
 #ifndef MOE_COMMON_ACTIVATION_RING_H_
 #define MOE_COMMON_ACTIVATION_RING_H_
 
@@ -109,15 +109,18 @@ class Ring {
   // Coordinator: publishes `request` in `slot` (which it owns) and rings the doorbell.
   void Post(uint32_t slot, const RingRequest& request) const;
   // Coordinator: waits until `slot` is kDone, spinning up to `spin` first and then
-  // sleeping at most `timeout`. True when done.
-  bool AwaitDone(uint32_t slot, absl::Duration spin, absl::Duration timeout) const;
+  // sleeping at most `timeout`. True when done; `caught_spinning` (if given): whether it
+  // was done within the spin.
+  bool AwaitDone(uint32_t slot, absl::Duration spin, absl::Duration timeout,
+                 bool* caught_spinning = nullptr) const;
   // Coordinator: the reply has been read; the slot is free again.
   void Release(uint32_t slot) const;
 
   // Worker: claims one posted entry (kPosted -> kRunning), or returns -1.
   int Claim() const;
   // Worker: waits for the doorbell to move past `seen` (spin, then sleep up to timeout).
-  void AwaitDoorbell(uint32_t seen, absl::Duration spin, absl::Duration timeout) const;
+  // True when it moved within the spin.
+  bool AwaitDoorbell(uint32_t seen, absl::Duration spin, absl::Duration timeout) const;
   // Worker: writes the reply of a claimed entry, marks it kDone and wakes the caller.
   void Complete(uint32_t slot, const RingReply& reply) const;
   // Worker: no more calls of `epoch` will be served; wakes every waiting caller.

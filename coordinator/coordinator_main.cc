@@ -15,6 +15,7 @@
 #include "common/command_line.h"
 #include "common/grpc_security.h"
 #include "common/grpc_server.h"
+#include "common/ring_wait_flags.h"
 #include "common/server_flags.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
@@ -134,6 +135,7 @@ absl::Status Run() {
   const int64_t max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   const int batch_lanes = absl::GetFlag(FLAGS_batch_lanes);
   MOE_RETURN_IF_ERROR(CheckBatchSchedulerOptions({max_batch_tokens, batch_lanes}));
+  MOE_ASSIGN_OR_RETURN(const ring::WaitOptions ring_wait, ring::WaitOptionsFromFlags());
   MOE_ASSIGN_OR_RETURN(ModelDir dir, ModelDir::Open(model_path));
   MOE_ASSIGN_OR_RETURN(auto tokenizer, dir.LoadTokenizer());
   const int64_t max_context =
@@ -171,6 +173,7 @@ absl::Status Run() {
   client_options.max_tokens_per_call = max_batch_tokens;
   client_options.force_inline = absl::GetFlag(FLAGS_inline_tensors);
   client_options.device = device.get();  // x/out of RunExperts live there
+  client_options.ring_wait = ring_wait;
   const double worker_grace_s = absl::GetFlag(FLAGS_worker_grace_s);
   const double shutdown_grace_s = absl::GetFlag(FLAGS_shutdown_grace_s);
   if (!(worker_grace_s >= 0) || !(shutdown_grace_s >= 0)) {

@@ -141,7 +141,10 @@ WorkerClient::WorkerClient(const WorkerClientOptions& options, const ModelConfig
       call_tokens_(options.max_tokens_per_call) {
   use_device_arena_ = device_arena_ != nullptr;
   staging_.resize(size_t(options.arena_slots));
-  for (int s = 0; s < options.arena_slots; ++s) free_slots_.push_back(s);
+  for (int s = 0; s < options.arena_slots; ++s) {
+    free_slots_.push_back(s);
+    ring_waits_.emplace_back(options.ring_wait);
+  }
 }
 
 ActivationPath WorkerClient::path() const {
@@ -186,7 +189,42 @@ v1::AttachArenaRequest WorkerClient::HostArenaRequest() const {
   return request;
 }
 
+absl::Status WorkerClient::OfferRing(v1::AttachArenaRequest* request) {
+  if (!options_.use_ring) return absl::OkStatus();
+  // A fresh epoch: whatever an earlier worker left in the ring is void.
+  MOE_ASSIGN_OR_RETURN(const ring::Ring ring, RingView());
+  ring.Reset(++ring_epoch_);
+  request->mutable_ring()->set_offset(layout_.ring_offset);
+  request->mutable_ring()->set_slots(static_cast<uint32_t>(options_.arena_slots));
+  request->mutable_ring()->set_epoch(ring_epoch_);
+  if (request->has_cuda_ipc()) {
+    // The ring's words are host memory: it stays in the host arena, beside the device
+    // arena that holds x and out.
+    v1::RingHostArena* host = request->mutable_ring_arena();
+    host->mutable_shared_memory()->set_pid(static_cast<uint32_t>(::getpid()));
+    host->mutable_shared_memory()->set_fd(arena_->fd());
+    host->set_size_bytes(arena_->size());
+    host->set_arena_id(arena_->id());
+  }
+  return absl::OkStatus();
+}
+
+void WorkerClient::AdoptRing(const v1::AttachArenaResponse& response) {
+  if (!options_.use_ring || !response.ring_served()) return;
+  // Without a watch on the worker a call in the ring could not tell a dead worker from
+  // a slow one before its deadline: then RPCs it is.
+  absl::StatusOr<std::unique_ptr<ProcessWatch>> watch = ProcessWatch::Open(response.worker_pid());
+  if (watch.ok()) {
+    worker_watch_ = *std::move(watch);
+    ring_active_ = true;
+  } else {
+    MOE_LOG(WARNING) << "not using the activation ring: " << watch.status().message();
+  }
+}
+
 absl::Status WorkerClient::Attach() {
+  ring_active_ = false;
+  worker_watch_.reset();
   if (use_device_arena_) {
     const backend::DeviceIpcHandle& handle = device_arena_->handle();
     v1::AttachArenaRequest request;
@@ -198,12 +236,15 @@ absl::Status WorkerClient::Attach() {
     request.set_size_bytes(handle.size_bytes);
     request.set_arena_id(device_arena_->id());
     request.set_max_tokens_per_call(static_cast<uint32_t>(options_.max_tokens_per_call));
+    MOE_RETURN_IF_ERROR(OfferRing(&request));
     const absl::StatusOr<v1::AttachArenaResponse> attached = AttachRpc(request);
     if (attached.ok()) {
       MOE_RETURN_IF_ERROR(CheckWorkerModel(*attached));
       AdoptCallTokens(*attached);
+      AdoptRing(*attached);
       if (!path_logged_.exchange(true)) {
-        MOE_LOG(INFO) << "activations cross to the expert worker " << PathName(path());
+        MOE_LOG(INFO) << "activations cross to the expert worker " << PathName(path())
+                      << (ring_active_ ? ", calls through the activation ring" : ", calls by RPC");
       }
       return absl::OkStatus();
     }
@@ -215,30 +256,11 @@ absl::Status WorkerClient::Attach() {
     path_logged_ = false;
   }
   v1::AttachArenaRequest request = HostArenaRequest();
-  ring_active_ = false;
-  worker_watch_.reset();
-  if (options_.use_ring) {
-    // A fresh epoch: whatever an earlier worker left in the ring is void.
-    MOE_ASSIGN_OR_RETURN(const ring::Ring ring, RingView());
-    ring.Reset(++ring_epoch_);
-    request.mutable_ring()->set_offset(layout_.ring_offset);
-    request.mutable_ring()->set_slots(static_cast<uint32_t>(options_.arena_slots));
-    request.mutable_ring()->set_epoch(ring_epoch_);
-  }
+  MOE_RETURN_IF_ERROR(OfferRing(&request));
   MOE_ASSIGN_OR_RETURN(const v1::AttachArenaResponse response, AttachRpc(request));
   MOE_RETURN_IF_ERROR(CheckWorkerModel(response));
   AdoptCallTokens(response);
-  if (options_.use_ring && response.ring_served()) {
-    // Without a watch on the worker a call in the ring could not tell a dead worker from
-    // a slow one before its deadline: then RPCs it is.
-    absl::StatusOr<std::unique_ptr<ProcessWatch>> watch = ProcessWatch::Open(response.worker_pid());
-    if (watch.ok()) {
-      worker_watch_ = *std::move(watch);
-      ring_active_ = true;
-    } else {
-      MOE_LOG(WARNING) << "not using the activation ring: " << watch.status().message();
-    }
-  }
+  AdoptRing(response);
   if (!path_logged_.exchange(true)) {
     MOE_LOG(INFO) << "activations cross to the expert worker " << PathName(path())
                   << (ring_active_ ? ", calls through the activation ring" : ", calls by RPC");
@@ -572,7 +594,8 @@ absl::Status WorkerClient::RpcCall(Lease& lease, ActivationPath path, int64_t st
   return absl::OkStatus();
 }
 
-absl::Status WorkerClient::RingCall(Lease& lease, int layer, int64_t start, int64_t n,
+absl::Status WorkerClient::RingCall(Lease& lease, ActivationPath path, int layer, int64_t start,
+                                    int64_t n,
                                     absl::Span<const int32_t> ids, absl::Span<const float> weights,
                                     ExpertCallStats* figures) {
   std::shared_ptr<ProcessWatch> watch;
@@ -586,13 +609,16 @@ absl::Status WorkerClient::RingCall(Lease& lease, int layer, int64_t start, int6
   MOE_ASSIGN_OR_RETURN(const ring::Ring ring, RingView());
   const int slot = lease.slot();
   ChunkSlices slices;
-  MOE_RETURN_IF_ERROR(StageInput(lease, ActivationPath::kHostArena, start, n, &slices));
+  // On the device arena, StageInput's copy (if any) has synchronised the slot's stream and
+  // the model synchronised its own before this call: x is written before the doorbell.
+  MOE_RETURN_IF_ERROR(StageInput(lease, path, start, n, &slices));
   const uint64_t route_bytes = ids.size() * sizeof(int32_t);
   ring::RingRequest request;
   request.epoch = epoch;
   request.layer = static_cast<uint32_t>(layer);
   request.num_tokens = static_cast<uint32_t>(n);
   request.experts_per_token = static_cast<uint32_t>(ids.size() / n);
+  request.on_device = path == ActivationPath::kDeviceArena ? 1 : 0;
   request.x_offset = slices.x_offset;
   request.out_offset = slices.out_offset;
   request.ids_offset = layout_.routes_offset + uint64_t(slot) * layout_.route_bytes;
@@ -606,11 +632,13 @@ absl::Status WorkerClient::RingCall(Lease& lease, int layer, int64_t start, int6
   const absl::Time deadline = CallDeadline();
   const auto t0 = std::chrono::steady_clock::now();
   ring.Post(static_cast<uint32_t>(slot), request);
-  absl::Duration spin = options_.ring_spin;
+  ring::SpinPolicy& wait = ring_waits_[size_t(slot)];
+  absl::Duration spin = wait.NextSpin();
+  bool caught = false;
   // Checked before each wait too: a ring stopped before our post would never wake us.
   while (!ring.Stopped(epoch) &&
          !ring.AwaitDone(static_cast<uint32_t>(slot), spin,
-                         std::min(kRingWatchInterval, deadline - absl::Now()))) {
+                         std::min(kRingWatchInterval, deadline - absl::Now()), &caught)) {
     spin = absl::ZeroDuration();
     if (ring.Stopped(epoch)) break;
     if (!watch->Alive()) {
@@ -630,11 +658,14 @@ absl::Status WorkerClient::RingCall(Lease& lease, int layer, int64_t start, int6
     // Stopped without taking the call: the worker attached another arena or shuts down.
     return absl::FailedPreconditionError("the expert worker stopped serving this ring");
   }
-  figures->rpc_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  wait.Record(absl::FromChrono(waited), caught);
+  figures->rpc_s = std::chrono::duration<double>(waited).count();
   const ring::RingReply reply = ring.entry(static_cast<uint32_t>(slot)).reply;
   ring.Release(static_cast<uint32_t>(slot));
   MOE_RETURN_IF_ERROR(ring::StatusOf(reply));
-  MOE_RETURN_IF_ERROR(ReadOutput(lease, ActivationPath::kHostArena, start, slices, nullptr));
+  // kDone is stored only after the worker's Run returned with out written on its device.
+  MOE_RETURN_IF_ERROR(ReadOutput(lease, path, start, slices, nullptr));
   figures->hits = reply.hits;
   figures->misses = reply.misses;
   figures->prefetch_hits = reply.prefetch_hits;
@@ -664,10 +695,11 @@ absl::Status WorkerClient::RunChunk(Lease& lease, int layer, int64_t start, int6
     // Chosen after attaching: a worker may just have refused the device arena or the ring.
     const ActivationPath path = this->path();
     // The ring's route area holds max_tokens_per_call x num_experts_per_tok routes.
-    const bool by_ring = path == ActivationPath::kHostArena && ring_active_.load() &&
+    // (The ring lies in the host arena; x and out in the host or the device arena.)
+    const bool by_ring = path != ActivationPath::kInline && ring_active_.load() &&
                          2 * ids.size() * sizeof(int32_t) <= layout_.route_bytes;
     ExpertCallStats figures;
-    absl::Status status = by_ring ? RingCall(lease, layer, start, n, ids, weights, &figures)
+    absl::Status status = by_ring ? RingCall(lease, path, layer, start, n, ids, weights, &figures)
                                   : RpcCall(lease, path, start, &request, &figures);
     if (status.ok()) {
       status = CheckCallFigures(figures, config_.num_local_experts);
@@ -720,6 +752,16 @@ WorkerClient::~WorkerClient() {
   {
     std::unique_lock<std::mutex> lock(prefetch_mu_);
     prefetch_done_.wait(lock, [this] { return prefetches_in_flight_ == 0; });
+  }
+  uint64_t waits = 0, spins = 0, caught = 0;
+  for (const ring::SpinPolicy& wait : ring_waits_) {
+    waits += wait.waits();
+    spins += wait.spins();
+    caught += wait.caught();
+  }
+  if (waits > 0) {
+    MOE_LOG(INFO) << "ring calls waited for their reply " << waits << " times, spun " << spins
+                  << " (caught " << caught << ")";
   }
   // Freeing exported memory that another process still maps is undefined in CUDA: point
   // the worker at the host arena first (it closes its mapping of ours on re-attach). A

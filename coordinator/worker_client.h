@@ -23,6 +23,7 @@
 #include "common/expert_backend.h"
 #include "common/grpc_security.h"
 #include "common/activation_ring.h"
+#include "common/ring_wait.h"
 #include "common/model_config.h"
 #include "common/process_watch.h"
 #include "common/shared_arena.h"
@@ -47,9 +48,9 @@ struct WorkerClientOptions {
   backend::Device* device = nullptr;
   // With the shared host arena: offer the worker a ring in it (common/activation_ring.h),
   // so that RunExperts is a doorbell instead of an RPC when the worker serves it; and how
-  // long a call polls for its reply before it sleeps on it.
+  // a call waits for its reply (common/ring_wait.h).
   bool use_ring = true;
-  absl::Duration ring_spin = absl::ZeroDuration();
+  ring::WaitOptions ring_wait;
 };
 
 // Where the host arena's bytes go: per slot the input then the output rows, then per slot
@@ -130,6 +131,12 @@ class WorkerClient : public ExpertBackend {
   absl::Status CheckWorkerModel(const v1::AttachArenaResponse& response) const;
   // Chunks calls to the tokens the worker accepted at attach time.
   void AdoptCallTokens(const v1::AttachArenaResponse& response);
+  // With use_ring: resets the host arena's ring under a new epoch and offers it in
+  // `request` (beside a device arena, with the host arena as its ring_arena).
+  absl::Status OfferRing(v1::AttachArenaRequest* request);
+  // After an attach: calls go through the ring when the worker serves it and its process
+  // can be watched. Guarded by attach_mu_ (as Attach is).
+  void AdoptRing(const v1::AttachArenaResponse& response);
   class Lease;
   // Where one chunk's rows are for the worker: offsets in `arena` (null: inline), and
   // whether they were copied there from the lease (staged).
@@ -158,7 +165,9 @@ class WorkerClient : public ExpertBackend {
   // out), and answer UNAVAILABLE for a lost or hung worker.
   absl::Status RpcCall(Lease& lease, ActivationPath path, int64_t start,
                        v1::RunExpertsRequest* request, ExpertCallStats* figures);
-  absl::Status RingCall(Lease& lease, int layer, int64_t start, int64_t n,
+  // `path`: the host arena, or the device arena (x and out there, the ring and the routes
+  // in the host arena).
+  absl::Status RingCall(Lease& lease, ActivationPath path, int layer, int64_t start, int64_t n,
                         absl::Span<const int32_t> ids, absl::Span<const float> weights,
                         ExpertCallStats* figures);
   // The ring in the current host arena.
@@ -195,6 +204,9 @@ class WorkerClient : public ExpertBackend {
     std::unique_ptr<backend::DeviceBuffer> device;
   };
   std::vector<Staging> staging_;
+  // Per arena slot, how a ring call in it waits for its reply: the slot's lease holder
+  // is its only user.
+  std::vector<ring::SpinPolicy> ring_waits_;
   std::atomic<uint64_t> staged_bytes_{0};
   const HostArenaLayout layout_;
   uint64_t slot_bytes_ = 0;             // per slot: input then output, each [max_tokens, H]

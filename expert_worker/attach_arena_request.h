@@ -23,8 +23,10 @@ struct AttachArenaShape {
   bool cuda_ipc = false;    // else shared memory
   uint64_t bytes = 0;       // usable bytes, in [1, max_bytes]
   int64_t call_tokens = 0;  // in [1, max_call_tokens]
-  // The offered ring (shared memory only): inside the arena, 64-byte aligned.
+  // The offered ring: inside the arena (with a CUDA IPC handle: inside ring_arena, the
+  // shared-memory arena beside it), 64-byte aligned.
   bool ring = false;
+  uint64_t ring_arena_bytes = 0;  // with cuda_ipc: ring_arena's usable bytes
   uint64_t ring_offset = 0;
   uint32_t ring_slots = 0;  // in [1, ring::kMaxRingSlots]
   uint32_t ring_epoch = 0;

@@ -1,14 +1,17 @@
 #include "expert_worker/ring_server.h"
 
+#include <chrono>
+
 #include "absl/strings/str_cat.h"
 #include "common/checked_math.h"
+#include "common/logging.h"
 #include "common/status.h"
 
 namespace moe::expert_worker {
 
 absl::StatusOr<std::unique_ptr<RingServer>> RingServer::Start(std::shared_ptr<ActivationArena> arena,
                                                               uint64_t offset, uint32_t slots,
-                                                              uint32_t epoch, absl::Duration spin,
+                                                              uint32_t epoch, ring::WaitOptions wait,
                                                               Handler handler) {
   if (slots < 1 || slots > ring::kMaxRingSlots) {
     return absl::InvalidArgumentError(absl::StrCat("a ring of ", slots, " slots is not in [1, ",
@@ -20,7 +23,7 @@ absl::StatusOr<std::unique_ptr<RingServer>> RingServer::Start(std::shared_ptr<Ac
   MOE_ASSIGN_OR_RETURN(void* base, arena->At(offset, ring::RingBytes(slots)));
   MOE_ASSIGN_OR_RETURN(ring::Ring ring, ring::Ring::At(base, slots));
   auto server = std::unique_ptr<RingServer>(
-      new RingServer(std::move(arena), ring, epoch, spin, std::move(handler)));
+      new RingServer(std::move(arena), ring, epoch, wait, std::move(handler)));
   server->thread_ = std::thread([s = server.get()] { s->Serve(); });
   return server;
 }
@@ -31,6 +34,9 @@ RingServer::~RingServer() {
   ring::FutexWakeAll(&ring_.header().doorbell);
   thread_.join();
   ring_.MarkStopped(epoch_);
+  MOE_LOG(INFO) << "ring of epoch " << epoch_ << " served " << calls() << " calls; waited for "
+                << spin_.waits() << " of them, spun " << spin_.spins() << " (caught "
+                << spin_.caught() << ")";
 }
 
 void RingServer::Serve() {
@@ -48,7 +54,11 @@ void RingServer::Serve() {
       served = true;
     }
     if (served) continue;
-    ring_.AwaitDoorbell(seen, spin_, kStopCheck);
+    // Waits for the next call, timed for the policy (a sleep through kStopCheck with
+    // nothing posted is an idle pause, which the policy clips).
+    const auto t0 = std::chrono::steady_clock::now();
+    const bool caught = ring_.AwaitDoorbell(seen, spin_.NextSpin(), kStopCheck);
+    spin_.Record(absl::FromChrono(std::chrono::steady_clock::now() - t0), caught);
   }
 }
 

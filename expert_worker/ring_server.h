@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/activation_ring.h"
+#include "common/ring_wait.h"
 #include "common/activation_arena.h"
 
 namespace moe::expert_worker {
@@ -22,14 +23,14 @@ class RingServer {
   // Serves one call: the request as copied out of the ring (unchecked), and the reply.
   using Handler = std::function<ring::RingReply(const ring::RingRequest&)>;
 
-  // Starts serving the ring of `slots` entries at `offset` in `arena`. `spin`: how long
-  // the thread polls the doorbell before it sleeps on it (a shorter wake-up for a
-  // coordinator that posts again soon, at the price of a busy core meanwhile).
+  // Starts serving the ring of `slots` entries at `offset` in `arena`. `wait`: how the
+  // thread waits for the doorbell (a spin is a shorter wake-up for a coordinator that
+  // posts again soon, at the price of a busy core meanwhile; common/ring_wait.h).
   // INVALID_ARGUMENT when the ring does not lie inside the arena, 64-byte aligned, or
   // the arena is device memory (the ring's words are host memory).
   static absl::StatusOr<std::unique_ptr<RingServer>> Start(std::shared_ptr<ActivationArena> arena,
                                                            uint64_t offset, uint32_t slots,
-                                                           uint32_t epoch, absl::Duration spin,
+                                                           uint32_t epoch, ring::WaitOptions wait,
                                                            Handler handler);
   // Stops the thread (after the call it is serving, if any), joins it, and marks the
   // ring's epoch stopped so that a caller waiting on it attaches again at once.
@@ -41,8 +42,8 @@ class RingServer {
 
  private:
   RingServer(std::shared_ptr<ActivationArena> arena, ring::Ring ring, uint32_t epoch,
-             absl::Duration spin, Handler handler)
-      : arena_(std::move(arena)), ring_(ring), epoch_(epoch), spin_(spin),
+             ring::WaitOptions wait, Handler handler)
+      : arena_(std::move(arena)), ring_(ring), epoch_(epoch), spin_(wait),
         handler_(std::move(handler)) {}
   void Serve();
 
@@ -52,7 +53,7 @@ class RingServer {
   std::shared_ptr<ActivationArena> arena_;
   ring::Ring ring_;
   uint32_t epoch_;
-  absl::Duration spin_;
+  ring::SpinPolicy spin_;  // used by the serving thread only
   Handler handler_;
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> calls_{0};

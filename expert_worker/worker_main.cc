@@ -19,6 +19,7 @@
 #include "common/logging.h"
 #include "common/http_server.h"
 #include "common/model_dir.h"
+#include "common/ring_wait_flags.h"
 #include "common/status.h"
 #include "expert_worker/expert_runner.h"
 #include "expert_worker/expert_stack.h"
@@ -42,8 +43,6 @@ ABSL_FLAG(double, shutdown_grace_s, 10, "On SIGTERM/SIGINT: seconds in-flight ca
 ABSL_FLAG(bool, ring, true,
           "Serve the activation ring a coordinator on this machine offers (RunExperts without "
           "an RPC per call); false: every call by RPC");
-ABSL_FLAG(double, ring_spin_us, 0,
-          "Microseconds the ring thread polls the doorbell before sleeping on it, in [0, 10000]");
 ABSL_FLAG(int64_t, max_call_tokens, 4096,
           "Most tokens one RunExperts may carry (a coordinator asking for more per call is "
           "capped at attach time; larger calls are refused)");
@@ -58,6 +57,7 @@ absl::Status Run() {
   // The cache's flags (expert_stack_flags.h) and the worker's device budget, checked
   // before anything loads.
   MOE_ASSIGN_OR_RETURN(ExpertStackOptions stack_options, ExpertStackFlags());
+  MOE_ASSIGN_OR_RETURN(const ring::WaitOptions ring_wait, ring::WaitOptionsFromFlags());
   stack_options.vram_budget_gib = absl::GetFlag(FLAGS_vram_budget_gib);
   const int64_t workspace_tokens = absl::GetFlag(FLAGS_workspace_tokens);
   if (workspace_tokens < 1) {
@@ -115,12 +115,7 @@ absl::Status Run() {
   }
   MOE_ASSIGN_OR_RETURN(service_options.arena_policy.allowed_uids, AllowedUidsFlag());
   service_options.serve_ring = absl::GetFlag(FLAGS_ring);
-  const double spin_us = absl::GetFlag(FLAGS_ring_spin_us);
-  if (!(spin_us >= 0 && spin_us <= 10000)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--ring-spin-us ", spin_us, " is not in [0, 10000]"));
-  }
-  service_options.ring_spin = absl::Microseconds(spin_us);
+  service_options.ring_wait = ring_wait;
   WorkerService service(cache, service_options);
   if (metrics != nullptr) {
     metrics->Serve([&](httplib::Server& s) { AddMetricsRoute(s, [&] { return service.RenderMetrics(); }); });

@@ -52,7 +52,8 @@ void WorkerService::WatchArenaOwner() {
 }
 
 absl::Status WorkerService::AttachDeviceArena(const v1::AttachArenaRequest& request,
-                                             int64_t call_tokens) {
+                                             const AttachArenaShape& shape) {
+  const int64_t call_tokens = shape.call_tokens;
   if (device_ == nullptr || device_->kind() != backend::DeviceKind::kCuda) {
     return absl::FailedPreconditionError(absl::StrCat(
         "this worker computes on ", device_ == nullptr ? "cpu" : device_->name(),
@@ -66,29 +67,71 @@ absl::Status WorkerService::AttachDeviceArena(const v1::AttachArenaRequest& requ
   handle.pci_bus_id = cuda.pci_bus_id();
   handle.exporter_pid = cuda.exporter_pid();
   handle.size_bytes = request.size_bytes();
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (arena_ != nullptr && arena_->on_device()) {
-      // An id names one exported allocation for good (128 random bits, checked in its
-      // header when it was opened): the same id and size is the arena we hold.
-      if (arena_->id() == request.arena_id() && arena_->size() == handle.size_bytes) {
-        arena_call_tokens_ = call_tokens;
-        return absl::OkStatus();  // already mapped: a handle opens once per process
-      }
-      // Close our previous mapping before opening another (in-flight calls keep theirs).
-      arena_.reset();
-    }
-  }
-  MOE_ASSIGN_OR_RETURN(std::unique_ptr<backend::DeviceIpcArena> arena,
-                       backend::DeviceIpcArena::Open(*device_, handle, request.arena_id()));
+  std::shared_ptr<ActivationArena> device_arena;
   std::unique_ptr<RingServer> previous_ring;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    previous_ring = std::move(ring_);  // a host arena's ring goes with it
-    arena_ = std::move(arena);
+    // The ring of the previous attach stops first: its calls name the old epoch.
+    previous_ring = std::move(ring_);
+    if (arena_ != nullptr && arena_->on_device()) {
+      // An id names one exported allocation for good (128 random bits, checked in its
+      // header when it was opened): the same id and size is the arena we hold (a handle
+      // opens once per process).
+      if (arena_->id() == request.arena_id() && arena_->size() == handle.size_bytes) {
+        device_arena = arena_;
+      } else {
+        // Close our previous mapping before opening another (in-flight calls keep theirs).
+        arena_.reset();
+      }
+    }
+  }
+  previous_ring.reset();  // joins its thread outside the lock
+  if (device_arena == nullptr) {
+    MOE_ASSIGN_OR_RETURN(device_arena,
+                         backend::DeviceIpcArena::Open(*device_, handle, request.arena_id()));
+  }
+  // The ring beside it: its words in the coordinator's shared-memory ring_arena.
+  std::unique_ptr<RingServer> ring;
+  if (shape.ring && options_.serve_ring) {
+    const auto& host = request.ring_arena();
+    MOE_ASSIGN_OR_RETURN(std::unique_ptr<SharedArena> ring_arena,
+                         SharedArena::Attach(host.shared_memory().pid(), host.shared_memory().fd(),
+                                             host.size_bytes(), host.arena_id(),
+                                             options_.arena_policy));
+    MOE_ASSIGN_OR_RETURN(ring, StartRing(shape, std::move(ring_arena), device_arena));
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    previous_ring = std::move(ring_);
+    ring_ = std::move(ring);
+    arena_ = std::move(device_arena);
     arena_call_tokens_ = call_tokens;
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<RingServer>> WorkerService::StartRing(
+    const AttachArenaShape& shape, std::shared_ptr<ActivationArena> host,
+    std::shared_ptr<ActivationArena> device) {
+  if (!shape.ring || !options_.serve_ring) return std::unique_ptr<RingServer>();
+  const ExpertStore& store = cache_->store();
+  RingLimits limits;
+  limits.epoch = shape.ring_epoch;
+  limits.num_layers = store.num_layers();
+  limits.num_experts = store.num_experts();
+  limits.hidden = store.layout().hidden;
+  limits.max_tokens = shape.call_tokens;
+  limits.arena_bytes = host->size();
+  limits.device_arena_bytes = device != nullptr ? device->size() : 0;
+  limits.ring_offset = shape.ring_offset;
+  limits.ring_bytes = ring::RingBytes(shape.ring_slots);
+  // The server holds the host arena alive, the handler the device arena.
+  const ActivationArena* raw = host.get();
+  return RingServer::Start(std::move(host), shape.ring_offset, shape.ring_slots, shape.ring_epoch,
+                           options_.ring_wait,
+                           [this, raw, device, limits](const ring::RingRequest& request) {
+                             return ServeRingCall(*raw, device.get(), limits, request);
+                           });
 }
 
 absl::StatusOr<int64_t> WorkerService::DoAttachArena(const v1::AttachArenaRequest& request) {
@@ -97,10 +140,15 @@ absl::StatusOr<int64_t> WorkerService::DoAttachArena(const v1::AttachArenaReques
                        CheckAttachArenaRequest(request, {options_.arena_policy.max_bytes,
                                                          options_.max_call_tokens}));
   if (shape.cuda_ipc) {
-    MOE_RETURN_IF_ERROR(AttachDeviceArena(request, shape.call_tokens));
+    MOE_RETURN_IF_ERROR(AttachDeviceArena(request, shape));
     MOE_LOG(INFO) << "attached device arena " << request.arena_id() << " of pid "
                   << request.cuda_ipc().exporter_pid() << " (" << request.size_bytes()
-                  << " bytes on " << device_->name() << ", CUDA IPC)";
+                  << " bytes on " << device_->name() << ", CUDA IPC"
+                  << (shape.ring && options_.serve_ring
+                          ? absl::StrCat("; calls through its ring of ", shape.ring_slots,
+                                         " slots in host arena ", request.ring_arena().arena_id())
+                          : std::string("; calls by RPC"))
+                  << ")";
     return shape.call_tokens;
   }
   const auto& shm = request.shared_memory();
@@ -108,26 +156,7 @@ absl::StatusOr<int64_t> WorkerService::DoAttachArena(const v1::AttachArenaReques
                        SharedArena::Attach(shm.pid(), shm.fd(), request.size_bytes(),
                                            request.arena_id(), options_.arena_policy));
   std::shared_ptr<ActivationArena> shared = std::move(arena);
-  std::unique_ptr<RingServer> ring;
-  if (shape.ring && options_.serve_ring) {
-    const ExpertStore& store = cache_->store();
-    RingLimits limits;
-    limits.epoch = shape.ring_epoch;
-    limits.num_layers = store.num_layers();
-    limits.num_experts = store.num_experts();
-    limits.hidden = store.layout().hidden;
-    limits.max_tokens = shape.call_tokens;
-    limits.arena_bytes = shared->size();
-    limits.ring_offset = shape.ring_offset;
-    limits.ring_bytes = ring::RingBytes(shape.ring_slots);
-    const ActivationArena* raw = shared.get();  // the server holds the arena alive
-    MOE_ASSIGN_OR_RETURN(
-        ring, RingServer::Start(shared, shape.ring_offset, shape.ring_slots, shape.ring_epoch,
-                                options_.ring_spin,
-                                [this, raw, limits](const ring::RingRequest& request) {
-                                  return ServeRingCall(*raw, limits, request);
-                                }));
-  }
+  MOE_ASSIGN_OR_RETURN(std::unique_ptr<RingServer> ring, StartRing(shape, shared, nullptr));
   std::unique_ptr<RingServer> previous;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -233,32 +262,44 @@ void WorkerService::CountCall(std::chrono::steady_clock::time_point start) {
   calls_.fetch_add(1, std::memory_order_relaxed);
 }
 
-absl::Status WorkerService::DoServeRingCall(const ActivationArena& arena, const RingLimits& limits,
+absl::Status WorkerService::DoServeRingCall(const ActivationArena& host,
+                                            const ActivationArena* device,
+                                            const RingLimits& limits,
                                             const ring::RingRequest& request,
                                             ExpertCallStats* stats) {
   MOE_ASSIGN_OR_RETURN(const RingShape shape, CheckRingRequest(request, limits));
   // The routes are copied out of the shared pages before they are checked.
   std::vector<uint32_t> raw_ids(shape.routes);
   std::vector<float> weights(shape.routes);
-  MOE_ASSIGN_OR_RETURN(const void* ids_at, arena.At(request.ids_offset, shape.routes * 4));
-  MOE_ASSIGN_OR_RETURN(const void* weights_at, arena.At(request.weights_offset, shape.routes * 4));
+  MOE_ASSIGN_OR_RETURN(const void* ids_at, host.At(request.ids_offset, shape.routes * 4));
+  MOE_ASSIGN_OR_RETURN(const void* weights_at, host.At(request.weights_offset, shape.routes * 4));
   std::memcpy(raw_ids.data(), ids_at, shape.routes * 4);
   std::memcpy(weights.data(), weights_at, shape.routes * 4);
   MOE_RETURN_IF_ERROR(CheckRoutes(raw_ids, weights, limits.num_experts));
   const std::vector<int32_t> ids(raw_ids.begin(), raw_ids.end());
   const uint64_t floats = shape.tensor_bytes / sizeof(float);
-  MOE_ASSIGN_OR_RETURN(void* x, arena.At(request.x_offset, shape.tensor_bytes));
-  MOE_ASSIGN_OR_RETURN(void* out, arena.At(request.out_offset, shape.tensor_bytes));
+  // CheckRingRequest bounded x and out by the arena they lie in (device_arena_bytes is 0,
+  // and on_device refused, when no device arena is attached).
+  const ActivationArena& tensors = shape.on_device ? *device : host;
+  MOE_ASSIGN_OR_RETURN(void* x, tensors.At(request.x_offset, shape.tensor_bytes));
+  MOE_ASSIGN_OR_RETURN(void* out, tensors.At(request.out_offset, shape.tensor_bytes));
+  // On the device arena: the coordinator synchronised the stream that wrote x before it
+  // rang the doorbell, and Run returns only once out is written on our device (its
+  // stream synchronised), before Complete marks the entry kDone. This thread is the
+  // ring's own, so it binds the device first.
+  if (shape.on_device) MOE_RETURN_IF_ERROR(device_->BindThread());
   return runner_.Run(shape.layer, absl::Span<const float>(static_cast<const float*>(x), floats),
                      shape.tokens, ids, weights, absl::Span<float>(static_cast<float*>(out), floats),
-                     stats);
+                     stats, shape.on_device ? MemoryPlace::On(*device_) : MemoryPlace::Host());
 }
 
-ring::RingReply WorkerService::ServeRingCall(const ActivationArena& arena, const RingLimits& limits,
+ring::RingReply WorkerService::ServeRingCall(const ActivationArena& host,
+                                             const ActivationArena* device,
+                                             const RingLimits& limits,
                                              const ring::RingRequest& request) {
   const auto t0 = std::chrono::steady_clock::now();
   ExpertCallStats stats;
-  const absl::Status status = DoServeRingCall(arena, limits, request, &stats);
+  const absl::Status status = DoServeRingCall(host, device, limits, request, &stats);
   ring::RingReply reply = ring::ReplyFor(status);
   if (!status.ok()) return reply;
   CountCall(t0);

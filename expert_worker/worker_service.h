@@ -18,6 +18,7 @@
 #include "common/backend/device_ipc_arena.h"
 #include "common/prometheus_text.h"
 #include "common/shared_arena.h"
+#include "expert_worker/attach_arena_request.h"
 #include "expert_worker/expert_runner.h"
 #include "expert_worker/prefetch_queue.h"
 #include "expert_worker/ring_request.h"
@@ -35,8 +36,9 @@ namespace moe::expert_worker {
 // The arena is shared host memory, or, when the coordinator offers a CUDA IPC handle and
 // `device` is that very GPU, the coordinator's device memory: RunExperts then computes
 // on it in place (MemoryPlace::On(device)) and replies only once ExpertRunner::Run
-// has returned, i.e. once out is written; that reply is the coordinator's signal to read
-// it. Any other worker refuses the CUDA handle with FAILED_PRECONDITION naming why, so
+// has returned, i.e. once out is written; that reply (an RPC's, or the ring entry's
+// kDone with the ring in the shared-memory ring_arena beside it) is the coordinator's
+// signal to read it. Any other worker refuses the CUDA handle with FAILED_PRECONDITION naming why, so
 // the coordinator falls back to shared host memory.
 struct WorkerServiceOptions {
   // The device the experts compute on (must outlive the service); nullptr: the CPU.
@@ -52,9 +54,9 @@ struct WorkerServiceOptions {
   // gRPC message size).
   int64_t max_call_tokens = 4096;
   // Serve a ring the coordinator offers with a shared-memory arena (else every call is
-  // an RPC), and how long its thread polls the doorbell before sleeping on it.
+  // an RPC), and how its thread waits for the doorbell (common/ring_wait.h).
   bool serve_ring = true;
-  absl::Duration ring_spin = absl::ZeroDuration();
+  ring::WaitOptions ring_wait;
 };
 
 class WorkerService final : public moe::v1::ExpertWorker::Service {
@@ -83,18 +85,29 @@ class WorkerService final : public moe::v1::ExpertWorker::Service {
  private:
   // Attaches; returns the tokens per call accepted.
   absl::StatusOr<int64_t> DoAttachArena(const v1::AttachArenaRequest& request);
-  absl::Status AttachDeviceArena(const v1::AttachArenaRequest& request, int64_t call_tokens);
+  absl::Status AttachDeviceArena(const v1::AttachArenaRequest& request,
+                                 const AttachArenaShape& shape);
+  // A server of the ring the request offers in `host` (the attached shared-memory arena,
+  // or the ring_arena beside a device arena), whose calls' x and out lie in `device`
+  // when it is set (a CUDA IPC arena), else in `host`. nullptr when the worker serves
+  // no ring or none was offered.
+  absl::StatusOr<std::unique_ptr<RingServer>> StartRing(const AttachArenaShape& shape,
+                                                        std::shared_ptr<ActivationArena> host,
+                                                        std::shared_ptr<ActivationArena> device);
   absl::Status DoRunExperts(const v1::RunExpertsRequest& request, v1::RunExpertsResponse* response);
   // Counts the call and fills the response's figures.
   absl::Status FinishRunExperts(std::chrono::steady_clock::time_point start,
                                 const ExpertCallStats& stats, v1::RunExpertsResponse* response);
   // Counts a served call (RPC or ring).
   void CountCall(std::chrono::steady_clock::time_point start);
-  // One call taken from the ring: checked against `limits`, computed in `arena`.
-  ring::RingReply ServeRingCall(const ActivationArena& arena, const RingLimits& limits,
-                                const ring::RingRequest& request);
-  absl::Status DoServeRingCall(const ActivationArena& arena, const RingLimits& limits,
-                               const ring::RingRequest& request, ExpertCallStats* stats);
+  // One call taken from the ring: checked against `limits`, its routes read from `host`,
+  // computed on x and out in `device` (the CUDA IPC arena) when the entry says on_device,
+  // else in `host`.
+  ring::RingReply ServeRingCall(const ActivationArena& host, const ActivationArena* device,
+                                const RingLimits& limits, const ring::RingRequest& request);
+  absl::Status DoServeRingCall(const ActivationArena& host, const ActivationArena* device,
+                               const RingLimits& limits, const ring::RingRequest& request,
+                               ExpertCallStats* stats);
   void WatchArenaOwner();
 
 

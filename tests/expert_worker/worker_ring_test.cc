@@ -341,7 +341,7 @@ class HostileReplyWorker : public v1::ExpertWorker::Service {
     ring_.reset();
     auto server = RingServer::Start(std::shared_ptr<ActivationArena>(*std::move(arena)),
                                     request->ring().offset(), request->ring().slots(),
-                                    request->ring().epoch(), absl::ZeroDuration(),
+                                    request->ring().epoch(), ring::WaitOptions{},
                                     [this](const ring::RingRequest&) { return reply_; });
     if (!server.ok()) return grpc::Status(grpc::StatusCode::INTERNAL, std::string(server.status().message()));
     ring_ = *std::move(server);
@@ -514,7 +514,7 @@ TEST_F(HostileRingTest, APeerThatKeepsRepostingCannotKeepTheServerFromStopping) 
   const auto repost_until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
   ring::Ring* ring = ring_.get();
   auto server = RingServer::Start(
-      arena, kRingOffset, kSlots, 9, absl::ZeroDuration(),
+      arena, kRingOffset, kSlots, 9, ring::WaitOptions{},
       [&](const ring::RingRequest&) {
         ++served;
         if (std::chrono::steady_clock::now() < repost_until) {

@@ -2,11 +2,14 @@
 // request, under arbitrary limits. Whatever it accepts must be safe to hand to
 // SharedArena::Attach / DeviceIpcArena::Open: a well-formed id, a size in bounds (so
 // header + size cannot wrap), a plausible pid and fd or a 64-byte CUDA handle, and
-// tokens per call in [1, the worker's limit].
+// tokens per call in [1, the worker's limit]; an offered ring inside the host arena it
+// lies in (beside a CUDA IPC handle: the ring_arena, checked as a shared-memory arena).
 #include <cstdint>
 #include <cstring>
 
+#include "common/activation_ring.h"
 #include "common/arena_trust.h"
+#include "common/checked_math.h"
 #include "expert_worker/attach_arena_request.h"
 #include "tests/fuzz/fuzz_check.h"
 
@@ -44,6 +47,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   } else {
     FUZZ_CHECK(request.has_shared_memory() && request.shared_memory().pid() > 0 &&
                request.shared_memory().fd() >= 0);
+  }
+  if (shape->ring) {
+    // The ring lies in host memory: the shared-memory arena, or beside a device arena the
+    // ring_arena, whose handle, id and size passed the same checks.
+    const uint64_t host_bytes = shape->cuda_ipc ? shape->ring_arena_bytes : shape->bytes;
+    FUZZ_CHECK(host_bytes >= 1 && host_bytes <= limits.max_bytes);
+    FUZZ_CHECK(shape->ring_offset % 64 == 0);
+    FUZZ_CHECK(moe::RangeWithin(shape->ring_offset, moe::ring::RingBytes(shape->ring_slots),
+                                host_bytes));
+    if (shape->cuda_ipc) {
+      const auto& host = request.ring_arena();
+      FUZZ_CHECK(request.has_ring_arena() && moe::CheckArenaId(host.arena_id()).ok());
+      FUZZ_CHECK(host.shared_memory().pid() > 0 && host.shared_memory().fd() >= 0);
+    }
+  } else {
+    FUZZ_CHECK(!request.has_ring_arena());
   }
   return 0;
 }

@@ -3,7 +3,10 @@
 
 Starts a real moe-expert-worker --device cuda and moe-coordinator --device cuda on unix
 sockets, checks that the worker attached the coordinator's device arena (not the host
-fallback) and that the greedy text equals the CPU pair's. Needs only the binaries (the
+fallback), that RunExperts went through the activation ring beside it (the ring in
+shared host memory, x and out in the device arena; docs/architecture.md, "The ring on
+CUDA"), and that the greedy text equals the CPU pair's; then once more with the worker's
+ring off (every call an RPC on the device arena), which must give the same text. Needs only the binaries (the
 C++ client `moe generate --server` and `moe health`), no Python gRPC, so it also runs
 from the GPU bundle (tools/make_bundle.sh).
 
@@ -53,7 +56,7 @@ def cuda_devices(args):
 class Pair:
     """One worker and one coordinator in a temp dir, each with `device` (None: default)."""
 
-    def __init__(self, args, name, device):
+    def __init__(self, args, name, device, worker_flags=()):
         self.args = args
         self.dir = tempfile.mkdtemp(prefix=f"moe-{name}-")
         self.worker_addr = f"unix:{self.dir}/worker.sock"
@@ -63,7 +66,7 @@ class Pair:
         self.procs = []
         try:
             self.start("worker", [args.worker_bin, "--model", args.model, "--listen",
-                                  self.worker_addr, *flags], self.worker_addr, "")
+                                  self.worker_addr, *flags, *worker_flags], self.worker_addr, "")
             self.start("coordinator", [args.coordinator_bin, "--model", args.model, "--worker",
                                        self.worker_addr, "--listen", self.addr, *flags],
                        self.addr, "moe.v1.Generation")
@@ -150,14 +153,29 @@ def main():
             failures.append("the worker never attached the coordinator's device arena")
         if "through the device arena (CUDA IPC)" not in coordinator_log:
             failures.append("the coordinator did not send activations through the device arena")
+        if "CUDA IPC; calls through its ring" not in worker_log:
+            failures.append("the worker did not serve the ring beside the device arena")
+        if "through the device arena (CUDA IPC), calls through the activation ring" \
+                not in coordinator_log:
+            failures.append("the coordinator did not call through the ring on the device arena")
         if gpu_text != cpu_text:
             failures.append(f"greedy text differs: CUDA {gpu_text!r} vs CPU {cpu_text!r}")
+
+        rpc = Pair(args, "cuda-pair-rpc", "cuda", worker_flags=["--ring=false"])
+        pairs.append(rpc)
+        rpc_text = rpc.generate()
+        log(f"CUDA pair, ring off: {rpc_text!r}")
+        rpc.stop()
+        if "CUDA IPC; calls by RPC" not in rpc.output("worker"):
+            failures.append("with --ring=false the worker still served a ring")
+        if rpc_text != cpu_text:
+            failures.append(f"greedy text differs: CUDA by RPC {rpc_text!r} vs CPU {cpu_text!r}")
         if failures:
             print("FAILED:\n  " + "\n  ".join(failures), flush=True)
             print(f"--- worker log ---\n{worker_log}\n--- coordinator log ---\n{coordinator_log}")
             return 1
-        print("PASSED: the CUDA pair shared its activations by CUDA IPC and matched the CPU pair",
-              flush=True)
+        print("PASSED: the CUDA pair shared its activations by CUDA IPC, called through the ring "
+              "(and by RPC with it off), and matched the CPU pair", flush=True)
         return 0
     finally:
         for pair in pairs:

@@ -50,7 +50,7 @@ absl::StatusOr<std::unique_ptr<LocalEngine>> LocalEngine::Open(const std::string
     client_options.address = options.worker_address;
     client_options.force_inline = options.force_inline;
     client_options.use_ring = options.use_ring;
-    client_options.ring_spin = absl::Microseconds(options.ring_spin_us);
+    client_options.ring_wait = options.ring_wait;
     client_options.device = engine->device_.get();
     MOE_ASSIGN_OR_RETURN(engine->worker_,
                          coordinator::WorkerClient::Create(client_options, engine->config()));

@@ -28,7 +28,7 @@ struct EngineOptions {
   std::string worker_address;  // set: experts run in that worker process instead
   bool force_inline = false;   // with a worker: tensors inside RPCs even on a unix socket
   bool use_ring = true;        // with a worker on a unix socket: calls through the arena's ring
-  double ring_spin_us = 0;     // how long a ring call polls for its reply before sleeping
+  ring::WaitOptions ring_wait;  // how a ring call waits for its reply
   // In-process worker only: its cache's size, policy, retention and link model (the
   // same struct and checks as the worker binary's; ExpertStackFlags() fills it)...
   expert_worker::ExpertStackOptions experts;
