@@ -290,6 +290,12 @@ void PackedMatMul(const MatrixView* ws, float* const* ys, int count, const float
   const tile::PackedTileFn fn = SimdPackedTile(path, w0.layout.spec.bits);
   const tile::GroupScalesFn group_scales = tile::avx2::GroupScales();
   const RowGroups rg(w0.layout);  // the same for every matrix of the call
+  // Decode's whole tiles on AVX-512 4-bit group 64: the tile computes its own scales.
+  const tile::ScaledDecodeTileFn scaled =
+      n == 1 && path == QuantKernelPath::kAvx512Vnni &&
+              tile::TileRows(1) == tile::kScaledDecodeRows
+          ? tile::avx512::ScaledDecodeTile(w0.layout)
+          : nullptr;
   // Row tiles of `tile_rows` (each matrix's last one shorter), the matrices one after the
   // other, handed out in chunks of consecutive tiles.
   const int tile_rows = tile::TileRows(n);
@@ -309,6 +315,11 @@ void PackedMatMul(const MatrixView* ws, float* const* ys, int count, const float
       float* y = ys[m];
       const int nr = int(std::min<int64_t>(tile_rows, rows - r));
       PrefetchScales(w, rg.per_row, r + kScalePrefetchTiles * tile_rows, tile_rows);
+      if (scaled != nullptr && nr == tile_rows) {
+        scaled(w, r, a, out);
+        for (int j = 0; j < nr; ++j) Store(&y[r + j], out[j], accumulate);
+        continue;
+      }
       scales.Compute(w, rg, r, nr, rs, group_scales);
       for (int64_t t0 = 0; t0 < n; t0 += tile::kMaxTileTokens) {
         const int tokens = int(std::min<int64_t>(tile::kMaxTileTokens, n - t0));
