@@ -59,6 +59,18 @@ inline float RoundNearest(float v) {
 
 // ---- scalar path ------------------------------------------------------------------
 
+// The group counts of a packed matrix's rows, divided out once per call rather than once
+// per row tile (a 64-bit division costs about as much as a 4-bit pair step).
+struct RowGroups {
+  int64_t per_row;    // groups per row
+  int64_t per_group;  // blocks per group
+  int64_t blocks;     // blocks per row
+
+  explicit RowGroups(const quant::MatrixLayout& l)
+      : per_row(l.cols / l.spec.group_size), per_group(l.spec.group_size / kBlock),
+        blocks(l.cols / kBlock) {}
+};
+
 // s and s * z of each group of rows [r, r + count), and where a pair of blocks can
 // straddle two groups (an odd number of blocks per group), s of each block (the block
 // past an odd count: 0). The rows' groups are consecutive: one pass computes them all.
@@ -68,13 +80,14 @@ struct RowScaleBuffers {
 
   // Fills rs[0, count) (count <= kMaxTileRows). `simd`: tile::avx2::GroupScales() (the
   // same values, faster), or null.
-  void Compute(const MatrixView& w, int64_t r, int count, tile::RowScales* rs,
-               tile::GroupScalesFn simd = nullptr) {
-    const int64_t g = w.layout.spec.group_size, per_row = w.layout.cols / g;
-    const int64_t blocks = w.layout.cols / kBlock, per_group = g / kBlock;
+  void Compute(const MatrixView& w, const RowGroups& rg, int64_t r, int count,
+               tile::RowScales* rs, tile::GroupScalesFn simd = nullptr) {
+    const int64_t per_row = rg.per_row, blocks = rg.blocks, per_group = rg.per_group;
     const int64_t groups = per_row * count, first = r * per_row;
-    group_s.resize(groups);
-    group_sz.resize(groups);
+    if (int64_t(group_s.size()) < groups) {  // grows to the largest tile, then stays
+      group_s.resize(groups);
+      group_sz.resize(groups);
+    }
     float* __restrict gs = group_s.data();
     float* __restrict gsz = group_sz.data();
     if (simd != nullptr) simd(w, first, groups, gs, gsz);
@@ -223,10 +236,9 @@ constexpr int64_t kScalePrefetchTiles = 4;
 
 // Prefetches the group scale and zero codes and the meta entries of rows [r, r + count)
 // of w (rows past the end: nothing).
-inline void PrefetchScales(const MatrixView& w, int64_t r, int64_t count) {
+inline void PrefetchScales(const MatrixView& w, int64_t per_row, int64_t r, int64_t count) {
   const int64_t rows = w.layout.rows;
   if (r >= rows) return;
-  const int64_t per_row = w.layout.cols / w.layout.spec.group_size;
   const int64_t first = r * per_row, last = std::min(rows, r + count) * per_row - 1;
   for (int64_t g = first & ~int64_t{63}; g <= last; g += 64) {
     _mm_prefetch(reinterpret_cast<const char*>(w.scales() + g), _MM_HINT_T0);
@@ -262,10 +274,11 @@ void PackedMatMul(const MatrixView* ws, float* const* ys, int count, const float
 #pragma omp parallel if (parallel)
       {
         RowScaleBuffers scales;
+        const RowGroups rg(w.layout);
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < rows; ++r) {
           tile::RowScales rs;
-          scales.Compute(w, r, 1, &rs);
+          scales.Compute(w, rg, r, 1, &rs);
           for (int64_t t = 0; t < n; ++t) Store(&y[t * rows + r], PackedRowScalar(w, r, rs, acts[t]), accumulate);
         }
       }
@@ -276,6 +289,13 @@ void PackedMatMul(const MatrixView* ws, float* const* ys, int count, const float
   const tile::PairActivations a = buffers.Build(x, n, cols, w0.layout.spec.bits, group);
   const tile::PackedTileFn fn = SimdPackedTile(path, w0.layout.spec.bits);
   const tile::GroupScalesFn group_scales = tile::avx2::GroupScales();
+  const RowGroups rg(w0.layout);  // the same for every matrix of the call
+  // Decode's whole tiles on AVX-512 4-bit group 64: the tile computes its own scales.
+  const tile::ScaledDecodeTileFn scaled =
+      n == 1 && path == QuantKernelPath::kAvx512Vnni &&
+              tile::TileRows(1) == tile::kScaledDecodeRows
+          ? tile::avx512::ScaledDecodeTile(w0.layout)
+          : nullptr;
   // Row tiles of `tile_rows` (each matrix's last one shorter), the matrices one after the
   // other, handed out in chunks of consecutive tiles.
   const int tile_rows = tile::TileRows(n);
@@ -286,13 +306,21 @@ void PackedMatMul(const MatrixView* ws, float* const* ys, int count, const float
     thread_local RowScaleBuffers scales;
     tile::RowScales rs[tile::kMaxTileRows];
     float out[tile::kMaxTileRows * tile::kMaxTileTokens];
-    for (int64_t it = c * chunk; it < std::min(tiles, (c + 1) * chunk); ++it) {
-      const MatrixView& w = ws[it / row_tiles];
-      float* y = ys[it / row_tiles];
-      const int64_t r = (it % row_tiles) * tile_rows;
+    const int64_t end = std::min(tiles, (c + 1) * chunk);
+    // Tile it is rows [r, r + tile_rows) of matrix m: divided once, then stepped.
+    int64_t m = (c * chunk) / row_tiles, r = ((c * chunk) % row_tiles) * tile_rows;
+    for (int64_t it = c * chunk; it < end; ++it, r += tile_rows) {
+      if (r >= rows) r = 0, ++m;
+      const MatrixView& w = ws[m];
+      float* y = ys[m];
       const int nr = int(std::min<int64_t>(tile_rows, rows - r));
-      PrefetchScales(w, r + kScalePrefetchTiles * tile_rows, tile_rows);
-      scales.Compute(w, r, nr, rs, group_scales);
+      PrefetchScales(w, rg.per_row, r + kScalePrefetchTiles * tile_rows, tile_rows);
+      if (scaled != nullptr && nr == tile_rows) {
+        scaled(w, r, a, out);
+        for (int j = 0; j < nr; ++j) Store(&y[r + j], out[j], accumulate);
+        continue;
+      }
+      scales.Compute(w, rg, r, nr, rs, group_scales);
       for (int64_t t0 = 0; t0 < n; t0 += tile::kMaxTileTokens) {
         const int tokens = int(std::min<int64_t>(tile::kMaxTileTokens, n - t0));
         fn(w, r, nr, rs, a, t0, tokens, out);

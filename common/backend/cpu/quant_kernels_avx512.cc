@@ -22,6 +22,9 @@ namespace {
 }  // namespace
 
 PackedTileFn PackedTile(int bits) { return PackedTileFor(bits); }
+ScaledDecodeTileFn ScaledDecodeTile(const quant::MatrixLayout& layout) {
+  return ScaledDecodeFits(layout) ? &ScaledDecodeTileImpl : nullptr;
+}
 
 }  // namespace moe::cpu::tile::avx512
 

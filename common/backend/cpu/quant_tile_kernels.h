@@ -55,6 +55,12 @@ using PackedTileFn = void (*)(const quant::MatrixView& w, int64_t r, int rows,
 using GroupScalesFn = void (*)(const quant::MatrixView& w, int64_t first, int64_t count,
                                float* s, float* sz);
 
+// out[0..3] = rows r..r+3 of w · token 0 of a: a decode tile that computes its rows' group
+// scales itself (no RowScales, no GroupScales pass), with PackedTileFn's bits.
+using ScaledDecodeTileFn = void (*)(const quant::MatrixView& w, int64_t r,
+                                    const PairActivations& a, float* out);
+inline constexpr int kScaledDecodeRows = 4;
+
 namespace avx2 {
 PackedTileFn PackedTile(int bits);
 GroupScalesFn GroupScales();  // every SIMD path's (no integer dots in it)
@@ -64,6 +70,8 @@ PackedTileFn PackedTile(int bits);
 }  // namespace avxvnni
 namespace avx512 {
 PackedTileFn PackedTile(int bits);
+// For 4-bit, group 64, an even number of groups per row, up to 512: else null.
+ScaledDecodeTileFn ScaledDecodeTile(const quant::MatrixLayout& layout);
 }  // namespace avx512
 
 // Where value i of a block sits in its pair's A (0..15) or B (16..31) bytes, per format:

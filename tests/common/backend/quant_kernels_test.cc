@@ -236,7 +236,12 @@ INSTANTIATE_TEST_SUITE_P(
         // group 64 over 384 inputs: 12 blocks, 6 pairs; group 32 over 224: 7 blocks (the
         // last pair half empty); group 96 over 288: groups straddle pairs; group 192 over
         // 576: 9 pairs, 3 a group (AVX-512's two-pair 4-bit steps cross groups, one left).
+        // 4-bit group 64 decodes through AVX-512's self-scaled tile (scales 16 groups at a
+        // time): 384 inputs are 6 groups a row (one short chunk), 1152 are 18 (a whole
+        // chunk and a short one; 37 rows of 18 groups cross meta groups inside chunks);
+        // 576 are 9 (odd: the general tile).
         Case{2, DType::kBF16, 64, 384}, Case{3, DType::kBF16, 64, 384},
+        Case{4, DType::kBF16, 64, 1152}, Case{4, DType::kBF16, 64, 576},
         Case{4, DType::kBF16, 64, 384}, Case{8, DType::kBF16, 64, 384},
         Case{2, DType::kBF16, 32, 224}, Case{3, DType::kBF16, 32, 224},
         Case{4, DType::kBF16, 32, 224}, Case{8, DType::kBF16, 32, 224},
