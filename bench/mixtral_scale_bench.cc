@@ -218,11 +218,10 @@ absl::Status Main() {
 
   const uint64_t seed = absl::GetFlag(FLAGS_seed);
   const int64_t context = 1 + warmup + tokens;
-  // Each model consumes its dense weights (Create uploads them), so each run makes its
-  // own; the first run takes the ones made here to size the budget.
-  auto dense = [&]() { return bench::RandomDenseWeights(config, attn_bits, group, seed); };
-  MOE_ASSIGN_OR_RETURN(std::optional<coordinator::DenseWeights> first_weights, dense());
-  const int64_t dense_bytes = coordinator::DeviceWeights::Bytes(*first_weights);
+  // The budget from the shapes alone: the dry run allocates no weights. Each model consumes
+  // its dense weights (Create uploads them), so each run makes its own.
+  MOE_ASSIGN_OR_RETURN(const int64_t dense_bytes,
+                       bench::RandomDenseWeightsBytes(config, attn_bits, group));
 
   nlohmann::json common = {
       {"bench", "mixtral_scale"}, {"config", absl::GetFlag(FLAGS_config)},
@@ -277,12 +276,12 @@ absl::Status Main() {
     MOE_ASSIGN_OR_RETURN(auto stack, expert_worker::ExpertStack::Over(store.get(), run_options));
     expert_worker::InProcessBackend experts(&stack->cache(), run.variant == BenchVariant::kNaive,
                                             absl::GetFlag(FLAGS_workspace_tokens));
-    coordinator::DenseWeights weights;
-    if (first_weights) {
-      weights = *std::move(first_weights);
-      first_weights.reset();
-    } else {
-      MOE_ASSIGN_OR_RETURN(weights, dense());
+    MOE_ASSIGN_OR_RETURN(coordinator::DenseWeights weights,
+                         bench::RandomDenseWeights(config, attn_bits, group, seed));
+    if (coordinator::DeviceWeights::Bytes(weights) != dense_bytes) {
+      return absl::InternalError(absl::StrCat("the dense weights made hold ",
+                                              coordinator::DeviceWeights::Bytes(weights),
+                                              " bytes, the budget planned ", dense_bytes));
     }
     MOE_ASSIGN_OR_RETURN(auto model,
                          coordinator::MixtralModel::Create(config, std::move(weights), &experts, *device));

@@ -2,6 +2,8 @@
 
 #include <cmath>
 #include <cstring>
+#include <functional>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/dtype.h"
@@ -91,57 +93,122 @@ void FillRandomMatrix(const quant::MatrixLayout& layout, uint64_t seed, uint8_t*
   for (int64_t i = 0; i < layout.meta_count; ++i) std::memcpy(&metas[i], &meta, sizeof(meta));
 }
 
-absl::StatusOr<coordinator::DenseWeights> RandomDenseWeights(const ModelConfig& c,
-                                                             int attn_bits,
-                                                             int64_t group_size,
-                                                             uint64_t seed) {
+namespace {
+
+// One dense tensor of the random model: its shape, its spread (norms: 1 + that spread), and
+// where it goes: `packed` in `spec` (attention as asked; the embedding table and LM head
+// in 16 bits, as a 16-bit checkpoint keeps them) or fp32 `f32`.
+struct PlannedTensor {
+  int64_t rows = 0, cols = 0;
+  float std = 0;
+  bool norm = false;
+  std::vector<float>* f32 = nullptr;
+  coordinator::PackedMatrix* packed = nullptr;  // set: stored as `spec` says
+  quant::MatrixSpec spec;
+};
+
+// The one plan of the random model that RandomDenseWeights fills and RandomDenseWeightsBytes
+// sizes, tensor by tensor in a fixed order (each its own random stream): the fill and the
+// count cannot disagree. `w` gets its layers; the tensors are left to `visit`.
+absl::Status PlanDenseWeights(const ModelConfig& c, int attn_bits, int64_t group_size,
+                              coordinator::DenseWeights& w,
+                              const std::function<absl::Status(const PlannedTensor&)>& visit) {
   if (attn_bits != 32 && !quant::IsSupportedBits(attn_bits)) {
     return absl::InvalidArgumentError(
         absl::StrCat("attention bits ", attn_bits, " is not one of 32, 16, 8, 4, 3, 2"));
   }
   const int64_t h = c.hidden_size;
-  uint64_t stream = seed * 1000003;
-  auto floats = [&](int64_t count, float std) {
-    std::vector<float> v(count);
-    FillRandomFloats(v.data(), count, std, ++stream);
-    return v;
+  auto f32 = [&](int64_t rows, int64_t cols, float std, std::vector<float>* dst, bool norm) {
+    PlannedTensor t;
+    t.rows = rows;
+    t.cols = cols;
+    t.std = std;
+    t.norm = norm;
+    t.f32 = dst;
+    return visit(t);
   };
-  auto norm = [&](int64_t count) {
-    std::vector<float> v = floats(count, 0.05f);
-    for (float& x : v) x += 1.0f;
-    return v;
+  auto norm = [&](std::vector<float>* dst) { return f32(1, h, 0.05f, dst, /*norm=*/true); };
+  // fp32 when the model is (attention bits 32), else stored at `bits`.
+  auto matrix = [&](int64_t rows, int64_t cols, float std, int bits, std::vector<float>* dst,
+                    coordinator::PackedMatrix* packed) {
+    if (attn_bits == 32) return f32(rows, cols, std, dst, /*norm=*/false);
+    PlannedTensor t;
+    t.rows = rows;
+    t.cols = cols;
+    t.std = std;
+    t.packed = packed;
+    t.spec.bits = bits;
+    t.spec.group_size = group_size;
+    t.spec.dtype16 = DType::kF16;
+    return visit(t);
   };
-  auto project = [&](int64_t rows, int64_t cols, std::vector<float>* f32,
-                     coordinator::PackedMatrix* packed) -> absl::Status {
-    if (attn_bits == 32) {
-      *f32 = floats(rows * cols, 1.0f / std::sqrt(float(cols)));
-      return absl::OkStatus();
-    }
-    quant::MatrixSpec spec;
-    spec.bits = attn_bits;
-    spec.group_size = group_size;
-    spec.dtype16 = DType::kF16;
-    MOE_RETURN_IF_ERROR(quant::MatrixLayout::Compute(rows, cols, spec, "attention", &packed->layout));
-    packed->bytes.resize(size_t(packed->layout.total_bytes));
-    FillRandomMatrix(packed->layout, ++stream, packed->bytes.data());
-    return absl::OkStatus();
-  };
-
-  coordinator::DenseWeights w;
-  w.embedding = floats(c.vocab_size * h, 1.0f);
-  w.final_norm = norm(h);
-  if (!c.tie_word_embeddings) w.lm_head = floats(c.vocab_size * h, 1.0f / std::sqrt(float(h)));
+  const float unit = 1.0f / std::sqrt(float(h));
+  MOE_RETURN_IF_ERROR(matrix(c.vocab_size, h, 1.0f, 16, &w.embedding, &w.embedding_packed));
+  MOE_RETURN_IF_ERROR(norm(&w.final_norm));
+  if (!c.tie_word_embeddings) {
+    MOE_RETURN_IF_ERROR(matrix(c.vocab_size, h, unit, 16, &w.lm_head, &w.lm_head_packed));
+  }
   w.layers.resize(c.num_hidden_layers);
   for (coordinator::LayerWeights& lw : w.layers) {
-    lw.input_norm = norm(h);
-    MOE_RETURN_IF_ERROR(project(c.q_dim(), h, &lw.q, &lw.q_packed));
-    MOE_RETURN_IF_ERROR(project(c.kv_dim(), h, &lw.k, &lw.k_packed));
-    MOE_RETURN_IF_ERROR(project(c.kv_dim(), h, &lw.v, &lw.v_packed));
-    MOE_RETURN_IF_ERROR(project(h, c.q_dim(), &lw.o, &lw.o_packed));
-    lw.post_norm = norm(h);
-    lw.gate = floats(c.num_local_experts * h, 1.0f / std::sqrt(float(h)));
+    MOE_RETURN_IF_ERROR(norm(&lw.input_norm));
+    const float q_unit = 1.0f / std::sqrt(float(c.q_dim()));
+    MOE_RETURN_IF_ERROR(matrix(c.q_dim(), h, unit, attn_bits, &lw.q, &lw.q_packed));
+    MOE_RETURN_IF_ERROR(matrix(c.kv_dim(), h, unit, attn_bits, &lw.k, &lw.k_packed));
+    MOE_RETURN_IF_ERROR(matrix(c.kv_dim(), h, unit, attn_bits, &lw.v, &lw.v_packed));
+    MOE_RETURN_IF_ERROR(matrix(h, c.q_dim(), q_unit, attn_bits, &lw.o, &lw.o_packed));
+    MOE_RETURN_IF_ERROR(norm(&lw.post_norm));
+    MOE_RETURN_IF_ERROR(f32(c.num_local_experts, h, unit, &lw.gate, /*norm=*/false));
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<coordinator::DenseWeights> RandomDenseWeights(const ModelConfig& c,
+                                                             int attn_bits,
+                                                             int64_t group_size,
+                                                             uint64_t seed) {
+  uint64_t stream = seed * 1000003;
+  coordinator::DenseWeights w;
+  MOE_RETURN_IF_ERROR(
+      PlanDenseWeights(c, attn_bits, group_size, w, [&](const PlannedTensor& t) -> absl::Status {
+        if (t.packed == nullptr) {
+          t.f32->resize(size_t(t.rows * t.cols));
+          FillRandomFloats(t.f32->data(), t.rows * t.cols, t.std, ++stream);
+          if (t.norm) {
+            for (float& x : *t.f32) x += 1.0f;
+          }
+          return absl::OkStatus();
+        }
+        MOE_RETURN_IF_ERROR(
+            quant::MatrixLayout::Compute(t.rows, t.cols, t.spec, "random", &t.packed->layout));
+        t.packed->bytes.assign(size_t(t.packed->layout.total_bytes), 0);
+        if (t.spec.quantized()) {
+          FillRandomMatrix(t.packed->layout, ++stream, t.packed->bytes.data());
+        } else {  // the tensor's own spread (the embedding table's is 1)
+          FillRandom16(t.packed->bytes.data(), t.rows * t.cols, t.spec.dtype16, t.std, ++stream);
+        }
+        return absl::OkStatus();
+      }));
   return w;
+}
+
+absl::StatusOr<int64_t> RandomDenseWeightsBytes(const ModelConfig& c, int attn_bits,
+                                                int64_t group_size) {
+  int64_t bytes = 0;
+  coordinator::DenseWeights shell;  // layers only: no tensor is allocated
+  MOE_RETURN_IF_ERROR(
+      PlanDenseWeights(c, attn_bits, group_size, shell, [&](const PlannedTensor& t) -> absl::Status {
+        if (t.packed == nullptr) {
+          bytes += t.rows * t.cols * int64_t(sizeof(float));
+          return absl::OkStatus();
+        }
+        quant::MatrixLayout layout;
+        MOE_RETURN_IF_ERROR(quant::MatrixLayout::Compute(t.rows, t.cols, t.spec, "random", &layout));
+        bytes += layout.total_bytes;
+        return absl::OkStatus();
+      }));
+  return bytes;
 }
 
 }  // namespace moe::bench

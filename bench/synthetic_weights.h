@@ -25,12 +25,17 @@ void FillRandomMatrix(const quant::MatrixLayout& layout, uint64_t seed, uint8_t*
 void FillRandomFloats(float* dst, int64_t count, float std, uint64_t seed);
 
 // Every dense weight of `config`: attention projections stored as `attn` says (bits 32:
-// fp32; 16: raw 16-bit; 2/3/4/8: packed), norms near 1, routers, embeddings and the LM
-// head in fp32.
+// fp32; 16: raw 16-bit; 2/3/4/8: packed), the embedding table and LM head in 16 bits (fp32
+// when attn_bits is 32), norms near 1 and routers in fp32.
 absl::StatusOr<coordinator::DenseWeights> RandomDenseWeights(const ModelConfig& config,
                                                              int attn_bits,
                                                              int64_t group_size,
                                                              uint64_t seed);
+
+// DeviceWeights::Bytes of RandomDenseWeights(config, attn_bits, group_size, any seed), from
+// the shapes alone (one plan of the tensors serves both): a budget without the gigabytes.
+absl::StatusOr<int64_t> RandomDenseWeightsBytes(const ModelConfig& config, int attn_bits,
+                                                int64_t group_size);
 
 }  // namespace moe::bench
 

@@ -30,9 +30,9 @@ absl::Status Read(const Checkpoint& ckpt, const std::string& name,
   return absl::OkStatus();
 }
 
-// A projection of a 16-bit checkpoint (BF16 or F16) kept as stored in `packed`, checked to
-// be [rows, cols]; any other dtype is read into fp32 `dst`.
-absl::Status ReadProjection(const Checkpoint& ckpt, const std::string& name, int64_t rows,
+// A matrix of a 16-bit checkpoint (BF16 or F16) kept as stored in `packed`, checked to be
+// [rows, cols]; any other dtype is read into fp32 `dst`.
+absl::Status ReadMatrix(const Checkpoint& ckpt, const std::string& name, int64_t rows,
                             int64_t cols, std::vector<float>* dst, PackedMatrix* packed) {
   MOE_ASSIGN_OR_RETURN(Checkpoint::TensorRef ref, ckpt.Find(name));
   const DType dtype = ref.info->dtype;
@@ -67,8 +67,8 @@ absl::Status ReadConverted(const quant::OffloadModel& model, const std::string& 
   return absl::OkStatus();
 }
 
-// Where tensor `t` goes in `w`: fp32 `f32`, or, for the projections that may stay as
-// stored (attention, an untied LM head), `packed`.
+// Where tensor `t` goes in `w`: fp32 `f32`, or, for the matrices that may stay as stored
+// (attention, the embedding table, an untied LM head), `packed`.
 struct Destination {
   std::vector<float>* f32 = nullptr;
   PackedMatrix* packed = nullptr;
@@ -78,7 +78,7 @@ absl::StatusOr<Destination> DestinationOf(DenseWeights& w, const ModelConfig& c,
                                           const ModelTensor& t) {
   namespace tn = tensor_names;
   if (t.layer < 0) {
-    if (t.name == tn::Embedding()) return Destination{&w.embedding, nullptr};
+    if (t.name == tn::Embedding()) return Destination{&w.embedding, &w.embedding_packed};
     if (t.name == tn::FinalNorm()) return Destination{&w.final_norm, nullptr};
     if (t.name == tn::LmHead()) return Destination{&w.lm_head, &w.lm_head_packed};
   } else {
@@ -154,7 +154,7 @@ absl::StatusOr<DenseWeights> DenseWeights::Load(const Checkpoint& ckpt,
                                                 const ModelConfig& c) {
   return LoadEach(c, [&](const ModelTensor& t, const Destination& d) {
     if (d.packed != nullptr) {
-      return ReadProjection(ckpt, t.name, t.shape[0], t.shape[1], d.f32, d.packed);
+      return ReadMatrix(ckpt, t.name, t.shape[0], t.shape[1], d.f32, d.packed);
     }
     int64_t count = 1;
     for (int64_t dim : t.shape) count *= dim;

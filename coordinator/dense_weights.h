@@ -1,6 +1,7 @@
 // Every non-expert weight of a Mixtral model: embeddings, attention, norms, routers, final
-// norm and LM head, in fp32 except the projections a checkpoint or converted model stores
-// in 16 bits or quantized. The coordinator owns these; experts live elsewhere.
+// norm and LM head, in fp32 except the embedding table and the projections a checkpoint or
+// converted model stores in 16 bits or quantized, which stay as stored. The coordinator
+// owns these; experts live elsewhere.
 #ifndef MOE_COORDINATOR_DENSE_WEIGHTS_H_
 #define MOE_COORDINATOR_DENSE_WEIGHTS_H_
 
@@ -54,24 +55,20 @@ void Project(const std::vector<float>& w, const PackedMatrix& packed, const floa
              int64_t n, int64_t k, int64_t m, bool accumulate = false);
 
 struct DenseWeights {
-  std::vector<float> embedding;   // [V, H]
+  std::vector<float> embedding;   // [V, H]; empty when embedding_packed holds it
+  PackedMatrix embedding_packed;  // a 16-bit or converted model's table, as stored: the
+                                  // lookup widens only the rows it reads
   std::vector<LayerWeights> layers;
   std::vector<float> final_norm;  // [H]
   std::vector<float> lm_head;     // [V, H]; empty when tied to the embedding or packed
-  PackedMatrix lm_head_packed;    // a converted model's untied LM head, as stored
+  PackedMatrix lm_head_packed;    // an untied LM head, as stored (16-bit or converted)
 
-  // The fp32 LM head (the embedding when tied); null when lm_head_packed holds it.
-  const float* LmHead() const {
-    if (!lm_head_packed.empty()) return nullptr;
-    return lm_head.empty() ? embedding.data() : lm_head.data();
-  }
-
-  // Reads the dense tensors, shapes checked against `config`: BF16/F16 attention and an
-  // untied LM head stay as stored; the rest is converted to fp32.
+  // Reads the dense tensors, shapes checked against `config`: BF16/F16 attention, the
+  // embedding table and an untied LM head stay as stored; the rest is converted to fp32.
   static absl::StatusOr<DenseWeights> Load(const Checkpoint& checkpoint,
                                            const ModelConfig& config);
-  // Either layout: a Hugging Face checkpoint, or a converted directory (attention and an
-  // untied LM head stay as stored, quantized or 16-bit; the embedding table, norms and
+  // Either layout: a Hugging Face checkpoint, or a converted directory (attention, the
+  // embedding table and an untied LM head stay as stored, quantized or 16-bit; norms and
   // routers are converted to fp32).
   static absl::StatusOr<DenseWeights> Load(const ModelDir& dir);
 };

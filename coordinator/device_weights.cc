@@ -42,7 +42,7 @@ void VisitTensors(const DenseWeights& w, Slots& slots, const TensorVisitor& visi
       visit(packed.bytes.data(), int64_t(packed.bytes.size()), where);
     }
   };
-  f32(w.embedding, &slots.embedding);
+  matrix(w.embedding, w.embedding_packed, &slots.embedding);
   f32(w.final_norm, &slots.final_norm);
   if (!w.lm_head.empty() || !w.lm_head_packed.empty()) matrix(w.lm_head, w.lm_head_packed, &slots.lm_head);
   slots.layers.resize(w.layers.size());
@@ -105,16 +105,22 @@ int64_t DeviceWeights::Bytes(const DenseWeights& w) {
 absl::StatusOr<std::unique_ptr<DeviceWeights>> DeviceWeights::Create(DenseWeights host,
                                                                      backend::Device& device) {
   const int64_t h = host.final_norm.size();
-  const int64_t vocab = h > 0 ? int64_t(host.embedding.size()) / h : 0;
-  if (h == 0 || vocab * h != int64_t(host.embedding.size()) ||
-      (!host.lm_head.empty() && host.lm_head.size() != host.embedding.size()) ||
-      (!host.lm_head_packed.empty() &&
-       (host.lm_head_packed.layout.rows != vocab || host.lm_head_packed.layout.cols != h))) {
+  const PackedMatrix& stored = host.embedding_packed;
+  const int64_t vocab = !stored.empty() ? stored.layout.rows
+                        : h > 0         ? int64_t(host.embedding.size()) / h
+                                        : 0;
+  auto is_table = [&](const std::vector<float>& f32, const PackedMatrix& packed) {
+    return packed.empty() ? int64_t(f32.size()) == vocab * h
+                          : f32.empty() && packed.layout.rows == vocab && packed.layout.cols == h;
+  };
+  if (h == 0 || vocab == 0 || !is_table(host.embedding, stored) ||
+      (!(host.lm_head.empty() && host.lm_head_packed.empty()) &&
+       !is_table(host.lm_head, host.lm_head_packed))) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "DeviceWeights: embedding of ", host.embedding.size(), " floats, LM head of ",
-        host.lm_head.size(), " floats or [", host.lm_head_packed.layout.rows, ", ",
-        host.lm_head_packed.layout.cols, "] stored, final norm of ", h,
-        " do not form [V, H] tables"));
+        "DeviceWeights: embedding of ", host.embedding.size(), " floats or [", stored.layout.rows,
+        ", ", stored.layout.cols, "] stored, LM head of ", host.lm_head.size(), " floats or [",
+        host.lm_head_packed.layout.rows, ", ", host.lm_head_packed.layout.cols,
+        "] stored, final norm of ", h, " do not form [V, H] tables"));
   }
   std::unique_ptr<DeviceWeights> out(new DeviceWeights());
   out->host_ = std::move(host);
@@ -146,10 +152,11 @@ absl::StatusOr<std::unique_ptr<DeviceWeights>> DeviceWeights::Create(DenseWeight
     MOE_RETURN_IF_ERROR(stream->Synchronize());
   }
 
-  out->embedding_ = static_cast<const float*>(slots.embedding);
+  out->embedding_ = Matrix(slots.embedding, w.embedding_packed, vocab, h);
   out->final_norm_ = static_cast<const float*>(slots.final_norm);
-  out->lm_head_ = Matrix(slots.lm_head != nullptr ? slots.lm_head : slots.embedding,
-                        w.lm_head_packed, vocab, h);
+  // Tied: the embedding table is the LM head, multiplied in the format it is stored in.
+  out->lm_head_ = slots.lm_head != nullptr ? Matrix(slots.lm_head, w.lm_head_packed, vocab, h)
+                                           : out->embedding_;
   out->layers_.resize(w.layers.size());
   for (size_t l = 0; l < w.layers.size(); ++l) {
     const LayerWeights& lw = w.layers[l];

@@ -46,7 +46,8 @@ class DeviceWeights {
   // alignment padding).
   static int64_t Bytes(const DenseWeights& weights);
 
-  const float* embedding() const { return embedding_; }  // [V, H]
+  // [V, H], fp32 or as stored (16-bit, packed): read by Kernels::GatherWeightRows.
+  const backend::WeightView& embedding() const { return embedding_; }
   const float* final_norm() const { return final_norm_; }  // [H]
   // [V, H]: the embedding itself when the model ties them.
   const backend::WeightView& lm_head() const { return lm_head_; }
@@ -60,7 +61,7 @@ class DeviceWeights {
 
   DenseWeights host_;  // the CPU's storage; emptied on other devices after upload
   std::unique_ptr<backend::DeviceBuffer> arena_;  // every tensor; null on the CPU
-  const float* embedding_ = nullptr;
+  backend::WeightView embedding_;
   const float* final_norm_ = nullptr;
   backend::WeightView lm_head_;
   std::vector<DeviceLayerWeights> layers_;

@@ -257,8 +257,7 @@ absl::Status MixtralModel::StartPass(Pass& pass) const {
       device.CopyToDevice(b.tokens, b.host_tokens, pass.n * sizeof(int32_t), stream));
   MOE_RETURN_IF_ERROR(device.CopyToDevice(b.logit_rows, b.host_logit_rows,
                                           pass.rows * sizeof(int32_t), stream));
-  return kernels_->GatherRows(weights_->embedding(), b.tokens, pass.n, c.hidden_size, b.x,
-                              stream);
+  return kernels_->GatherWeightRows(weights_->embedding(), b.tokens, pass.n, b.x, stream);
 }
 
 absl::Status MixtralModel::AttentionStep(Pass& pass, int l) const {

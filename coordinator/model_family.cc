@@ -27,6 +27,14 @@ absl::Status CheckMlp(const MlpWeights& mlp, int64_t width, int64_t h, int layer
 
 absl::Status ModelFamilyOps::CheckWeights(const ModelConfig& c, const DenseWeights& w) {
   const int64_t h = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim();
+  // The lookup reads row `token` of the table for every token id below vocab_size.
+  const quant::MatrixLayout& stored = w.embedding_packed.layout;
+  if (w.embedding_packed.empty() ? int64_t(w.embedding.size()) != c.vocab_size * h
+                                 : stored.rows != c.vocab_size || stored.cols != h) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the embedding table holds ", w.embedding.size(), " floats or [", stored.rows, ", ",
+        stored.cols, "] stored, the config implies [", c.vocab_size, ", ", h, "]"));
+  }
   for (int l = 0; l < int(w.layers.size()); ++l) {
     const LayerWeights& lw = w.layers[size_t(l)];
     MOE_RETURN_IF_ERROR(CheckSize(lw.q_bias, c.qkv_bias ? qd : 0, l, "q_proj.bias"));

@@ -102,6 +102,14 @@ class Kernels {
   [[nodiscard]] virtual absl::Status GatherRows(const float* table, const int32_t* rows,
                                                 int64_t n, int64_t d, float* out,
                                                 Stream& stream) = 0;
+  // out[i, :] = table[rows[i], :] widened to fp32 for i < n; out[n, table.cols]. Any
+  // format (fp32, 16-bit, packed): only the named rows are converted, so an embedding
+  // table stays as stored. 16-bit rows are widened exactly; packed ones are dequantised as
+  // the backend's MatMul prefill does (within rounding of quant::DequantizeRowsReference).
+  // Rows are not range-checked here: callers validate them on the host.
+  [[nodiscard]] virtual absl::Status GatherWeightRows(const WeightView& table,
+                                                      const int32_t* rows, int64_t n, float* out,
+                                                      Stream& stream) = 0;
   // out[rows[i], :] += scale[i] * x[i, :] for i < n, in order of i (rows may repeat).
   [[nodiscard]] virtual absl::Status ScatterAddRows(const float* x, const int32_t* rows,
                                                     const float* scale, int64_t n, int64_t d,

@@ -3,7 +3,9 @@
 #include <cmath>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/dtype.h"
+#include "coordinator/device_weights.h"
 #include "gtest/gtest.h"
 
 namespace moe::bench {
@@ -65,7 +67,9 @@ TEST(SyntheticWeightsTest, DenseWeightsHaveTheConfigsShapesInTheAskedFormat) {
   auto packed = RandomDenseWeights(c, 4, 32, 1);
   ASSERT_TRUE(packed.ok()) << packed.status();
   ASSERT_EQ(packed->layers.size(), 2u);
-  EXPECT_EQ(packed->embedding.size(), 100u * 64);
+  EXPECT_TRUE(packed->embedding.empty());  // 16-bit, as a 16-bit checkpoint keeps it
+  EXPECT_EQ(packed->embedding_packed.layout.rows, 100);
+  EXPECT_EQ(packed->embedding_packed.layout.spec.bits, 16);
   EXPECT_EQ(packed->layers[1].gate.size(), 4u * 64);
   EXPECT_TRUE(packed->layers[0].q.empty());
   EXPECT_EQ(packed->layers[0].k_packed.layout.rows, 32);
@@ -73,8 +77,35 @@ TEST(SyntheticWeightsTest, DenseWeightsHaveTheConfigsShapesInTheAskedFormat) {
   auto f32 = RandomDenseWeights(c, 32, 32, 1);
   ASSERT_TRUE(f32.ok());
   EXPECT_EQ(f32->layers[0].q.size(), 64u * 64);
+  EXPECT_EQ(f32->embedding.size(), 100u * 64);
   EXPECT_TRUE(f32->layers[0].q_packed.empty());
   EXPECT_FALSE(RandomDenseWeights(c, 5, 32, 1).ok());
+}
+
+// The dry run's budget: the shape-only count equals what the weights, once made, occupy.
+TEST(SyntheticWeightsTest, ShapeOnlyBytesEqualTheBytesOfTheMadeWeights) {
+  ModelConfig c;
+  c.vocab_size = 100;
+  c.hidden_size = 64;
+  c.intermediate_size = 128;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 16;
+  c.num_local_experts = 4;
+  c.num_experts_per_tok = 2;
+  for (bool tied : {false, true}) {
+    c.tie_word_embeddings = tied;
+    for (int bits : {32, 16, 8, 4, 3, 2}) {
+      SCOPED_TRACE(absl::StrCat(bits, " bits", tied ? ", tied" : ""));
+      auto made = RandomDenseWeights(c, bits, 32, 3);
+      ASSERT_TRUE(made.ok()) << made.status();
+      auto counted = RandomDenseWeightsBytes(c, bits, 32);
+      ASSERT_TRUE(counted.ok()) << counted.status();
+      EXPECT_EQ(*counted, coordinator::DeviceWeights::Bytes(*made));
+    }
+  }
+  EXPECT_FALSE(RandomDenseWeightsBytes(c, 5, 32).ok());
 }
 
 }  // namespace

@@ -114,7 +114,7 @@ TEST(DeviceBudgetTest, CpuAliasesTheHostWeightsAndCountsThemAll) {
   ASSERT_TRUE(dense.ok());
   int64_t expected = 0;
   expected += (dense->embedding.size() + dense->final_norm.size() + dense->lm_head.size()) * 4 +
-              dense->lm_head_packed.bytes.size();
+              dense->embedding_packed.bytes.size() + dense->lm_head_packed.bytes.size();
   for (const LayerWeights& l : dense->layers) {
     expected += (l.input_norm.size() + l.post_norm.size() + l.gate.size() + l.q.size() +
                  l.k.size() + l.v.size() + l.o.size()) * 4;
@@ -122,12 +122,17 @@ TEST(DeviceBudgetTest, CpuAliasesTheHostWeightsAndCountsThemAll) {
                 l.o_packed.bytes.size();
   }
   EXPECT_EQ(DeviceWeights::Bytes(*dense), expected);
-  const float* embedding = dense->embedding.data();
+  // The bundled model is BF16: its embedding table stays as stored (half the fp32 bytes).
+  ASSERT_TRUE(dense->embedding.empty());
+  EXPECT_EQ(dense->embedding_packed.bytes.size(),
+            size_t(dir->config.vocab_size * dir->config.hidden_size * 2));
+  const void* embedding = dense->embedding_packed.bytes.data();
   auto cpu = backend::OpenDevice("cpu");
   ASSERT_TRUE(cpu.ok());
   auto weights = DeviceWeights::Create(*std::move(dense), **cpu);
   ASSERT_TRUE(weights.ok()) << weights.status();
-  EXPECT_EQ((*weights)->embedding(), embedding);  // no copy
+  EXPECT_EQ((*weights)->embedding().data, embedding);  // no copy
+  EXPECT_EQ((*weights)->embedding().format, backend::WeightFormat::kBF16);
   EXPECT_EQ((*weights)->device_bytes(), 0);
   if (dir->config.tie_word_embeddings) {
     EXPECT_EQ((*weights)->lm_head().data, embedding);

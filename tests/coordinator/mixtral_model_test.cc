@@ -12,6 +12,7 @@
 
 #include "common/backend/cpu/cpu_kernels.h"
 #include "common/model_dir.h"
+#include "common/quant/quant_format.h"
 #include "coordinator/dense_weights.h"
 #include "coordinator/generator.h"
 #include "coordinator/kv_cache.h"
@@ -46,7 +47,12 @@ absl::Status OldEngineForward(const ModelConfig& c, const DenseWeights& w, Exper
   std::vector<int64_t> positions(n);
   for (int64_t t = 0; t < n; ++t) {
     positions[t] = start + t;
-    std::memcpy(&x[t * h], &w.embedding[int64_t(tokens[t]) * h], h * sizeof(float));
+    if (w.embedding_packed.empty()) {
+      std::memcpy(&x[t * h], &w.embedding[int64_t(tokens[t]) * h], h * sizeof(float));
+    } else {  // kept as stored: widen the row
+      quant::DequantizeRowsReference(w.embedding_packed.view(), tokens[t], tokens[t] + 1,
+                                     &x[t * h]);
+    }
   }
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     const LayerWeights& lw = w.layers[l];
@@ -75,10 +81,15 @@ absl::Status OldEngineForward(const ModelConfig& c, const DenseWeights& w, Exper
   const int64_t first = all_logits ? 0 : n - 1, rows = n - first;
   cpu::RmsNorm(&x[first * h], w.final_norm.data(), xn.data(), rows, h, eps);
   logits->resize(rows * c.vocab_size);
-  if (!w.lm_head_packed.empty()) {  // a converted model's untied head, as stored
-    Project({}, w.lm_head_packed, xn.data(), logits->data(), rows, h, c.vocab_size);
-  } else {
-    cpu::MatMulTransB(xn.data(), w.LmHead(), logits->data(), rows, h, c.vocab_size);
+  if (!w.lm_head.empty() || !w.lm_head_packed.empty()) {  // untied, fp32 or as stored
+    Project(w.lm_head, w.lm_head_packed, xn.data(), logits->data(), rows, h, c.vocab_size);
+  } else {  // tied: the fp32 product of the embedding table, widened here
+    std::vector<float> table = w.embedding;
+    if (!w.embedding_packed.empty()) {
+      table.resize(size_t(c.vocab_size * h));
+      quant::DequantizeRowsReference(w.embedding_packed.view(), 0, c.vocab_size, table.data());
+    }
+    cpu::MatMulTransB(xn.data(), table.data(), logits->data(), rows, h, c.vocab_size);
   }
   return absl::OkStatus();
 }
@@ -129,16 +140,27 @@ int64_t FirstBitDifference(const std::vector<float>& a, const std::vector<float>
   return -1;
 }
 
+// The model with its LM head dropped and tied to the embedding table.
+DenseWeights Tied(DenseWeights w) {
+  w.lm_head.clear();
+  w.lm_head_packed = PackedMatrix();
+  return w;
+}
+
 // Prefill of half the prompt (every row's logits), then one token at a time: the ported
-// model on the CPU device against the old engine, bit for bit.
-void ExpectBitIdenticalToOldEngine(const fs::path& path, int lookahead) {
+// model on the CPU device against the old engine, bit for bit. `tie`: both with the LM
+// head tied to the embedding table (which the model multiplies as stored, the old engine
+// as the fp32 table).
+void ExpectBitIdenticalToOldEngine(const fs::path& path, int lookahead, bool tie = false) {
   auto f = Fixture::Open(path);
   ASSERT_NE(f, nullptr);
-  const ModelConfig& c = f->dir.config;
-  auto model = f->Model();
-  ASSERT_NE(model, nullptr);
+  ModelConfig c = f->dir.config;
+  c.tie_word_embeddings = c.tie_word_embeddings || tie;
+  auto created = MixtralModel::Create(c, tie ? Tied(f->Dense()) : f->Dense(), f->experts.get());
+  ASSERT_TRUE(created.ok()) << created.status();
+  std::unique_ptr<MixtralModel> model = *std::move(created);
   model->set_speculation({lookahead, 2});
-  const DenseWeights old_weights = f->Dense();
+  const DenseWeights old_weights = tie ? Tied(f->Dense()) : f->Dense();
   const std::vector<int> tokens = Prompt(c.vocab_size);
   const int64_t half = tokens.size() / 2;
 
@@ -176,6 +198,23 @@ TEST(MixtralModelCpuTest, SpeculationDoesNotChangeABit) {
 
 TEST(MixtralModelCpuTest, PackedFourThreeModelIsBitIdenticalToTheCpuEngine) {
   ExpectBitIdenticalToOldEngine(kConverted43, /*lookahead=*/1);
+}
+
+// The embedding table stays BF16 (the bundled model's dtype): looked-up rows are widened
+// exactly, and as a tied LM head it is multiplied by the 16-bit kernel, bit for bit the
+// fp32 product of the widened table.
+TEST(MixtralModelCpuTest, TiedSixteenBitHeadIsBitIdenticalToTheFp32Table) {
+  auto dir = ModelDir::Open(kBundled.string());
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  auto dense = DenseWeights::Load(*dir);
+  ASSERT_TRUE(dense.ok()) << dense.status();
+  EXPECT_TRUE(dense->embedding.empty());
+  EXPECT_EQ(dense->embedding_packed.layout.spec.bits, 16);
+  ExpectBitIdenticalToOldEngine(kBundled, /*lookahead=*/0, /*tie=*/true);
+}
+
+TEST(MixtralModelCpuTest, TiedPackedModelHeadIsBitIdenticalToTheFp32Table) {
+  ExpectBitIdenticalToOldEngine(kConverted43, /*lookahead=*/1, /*tie=*/true);
 }
 
 // Records what reaches the experts, per layer of the last pass.

@@ -99,6 +99,21 @@ absl::Status CpuKernels::GatherRows(const float* table, const int32_t* rows, int
   return absl::OkStatus();
 }
 
+absl::Status CpuKernels::GatherWeightRows(const backend::WeightView& table, const int32_t* rows,
+                                          int64_t n, float* out, Stream&) {
+  const int64_t d = table.cols;
+  if (table.format == backend::WeightFormat::kF32) {
+    const auto* f32 = static_cast<const float*>(table.data);
+    for (int64_t i = 0; i < n; ++i) {
+      std::memcpy(out + i * d, f32 + int64_t(rows[i]) * d, d * sizeof(float));
+    }
+    return absl::OkStatus();
+  }
+  const quant::MatrixView view{table.layout, static_cast<const uint8_t*>(table.data)};
+  for (int64_t i = 0; i < n; ++i) DequantizeRows(view, rows[i], int64_t(rows[i]) + 1, out + i * d);
+  return absl::OkStatus();
+}
+
 absl::Status CpuKernels::ScatterAddRows(const float* x, const int32_t* rows, const float* scale,
                                         int64_t n, int64_t d, float* out, Stream&) {
   for (int64_t i = 0; i < n; ++i) {

@@ -32,6 +32,8 @@ class CpuKernels : public backend::Kernels {
                                backend::Stream& stream) override;
   absl::Status GatherRows(const float* table, const int32_t* rows, int64_t n, int64_t d,
                           float* out, backend::Stream& stream) override;
+  absl::Status GatherWeightRows(const backend::WeightView& table, const int32_t* rows, int64_t n,
+                                float* out, backend::Stream& stream) override;
   absl::Status ScatterAddRows(const float* x, const int32_t* rows, const float* scale, int64_t n,
                               int64_t d, float* out, backend::Stream& stream) override;
 };

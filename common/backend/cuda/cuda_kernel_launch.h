@@ -45,6 +45,9 @@ bool MatVecQuantSupported(const DeviceMatrix& w, const float* x);
 // dst[r1 - r0, cols] = rows [r0, r1) of W as fp32 (any alignment).
 cudaError_t DequantizeRows(const DeviceMatrix& w, int64_t r0, int64_t r1, float* dst,
                            cudaStream_t stream);
+// out[i, :] = row rows[i] of W as fp32 for i < n; out[n, cols] (any alignment).
+cudaError_t GatherDequantizedRows(const DeviceMatrix& w, const int32_t* rows, int64_t n,
+                                  float* out, cudaStream_t stream);
 
 // y[n, d] = x * rsqrt(mean(x^2) + eps) * weight; y == x allowed.
 cudaError_t RmsNorm(const float* x, const float* weight, float* y, int64_t n, int64_t d,

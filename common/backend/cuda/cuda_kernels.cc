@@ -81,22 +81,24 @@ launch::DeviceMatrix ToDeviceMatrix(const WeightView& w) {
   return m;
 }
 
-absl::Status CheckWeight(const WeightView& w) {
-  if (w.data == nullptr) return absl::InvalidArgumentError("MatMul: the weight has no data");
+absl::Status CheckWeight(const WeightView& w, const char* what) {
+  if (w.data == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": the weight has no data"));
+  }
   if (w.rows <= 0 || w.cols <= 0) {
     return absl::InvalidArgumentError(
-        absl::StrCat("MatMul: the weight's shape [", w.rows, ", ", w.cols, "] is empty"));
+        absl::StrCat(what, ": the weight's shape [", w.rows, ", ", w.cols, "] is empty"));
   }
   if (w.format == WeightFormat::kF32) return absl::OkStatus();
   if (w.layout.rows != w.rows || w.layout.cols != w.cols) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "MatMul: the weight's shape [", w.rows, ", ", w.cols, "] differs from its layout's [",
+        what, ": the weight's shape [", w.rows, ", ", w.cols, "] differs from its layout's [",
         w.layout.rows, ", ", w.layout.cols, "]"));
   }
   const bool packed = w.format == WeightFormat::kPacked;
   if (packed != w.layout.spec.quantized() ||
       (!packed && (w.format == WeightFormat::kF16) != (w.layout.spec.dtype16 == DType::kF16))) {
-    return absl::InvalidArgumentError(absl::StrCat("MatMul: format and layout (",
+    return absl::InvalidArgumentError(absl::StrCat(what, ": format and layout (",
                                                    w.layout.spec.ToString(), ") disagree"));
   }
   if (packed) {
@@ -104,7 +106,7 @@ absl::Status CheckWeight(const WeightView& w) {
     const int bits = w.layout.spec.bits;
     if ((bits != 2 && bits != 3 && bits != 4 && bits != 8) || g <= 0 || g % quant::kBlock != 0 ||
         w.cols % g != 0) {
-      return absl::InvalidArgumentError(absl::StrCat("MatMul: unsupported packed layout ",
+      return absl::InvalidArgumentError(absl::StrCat(what, ": unsupported packed layout ",
                                                      w.layout.spec.ToString(), " for [", w.rows,
                                                      ", ", w.cols, "]"));
     }
@@ -134,7 +136,7 @@ class CudaKernels : public backend::Kernels {
   absl::Status MatMul(const WeightView& w, const float* x, float* y, int64_t n, bool accumulate,
                       Stream& stream) override {
     MOE_RETURN_IF_ERROR(CheckCount(n, "n", "MatMul"));
-    MOE_RETURN_IF_ERROR(CheckWeight(w));
+    MOE_RETURN_IF_ERROR(CheckWeight(w, "MatMul"));
     MOE_ASSIGN_OR_RETURN(cudaStream_t s, NativeStream(stream, "MatMul"));
     if (n == 0) return absl::OkStatus();
     if (x == nullptr || y == nullptr) return absl::InvalidArgumentError("MatMul: null x or y");
@@ -300,6 +302,25 @@ class CudaKernels : public backend::Kernels {
     if (n == 0 || d == 0) return absl::OkStatus();
     MOE_RETURN_IF_ERROR(device_.BindThread());
     MOE_CUDA_RETURN_IF_ERROR(launch::GatherRows(table, rows, n, d, out, s), "GatherRows");
+    return absl::OkStatus();
+  }
+
+  absl::Status GatherWeightRows(const WeightView& table, const int32_t* rows, int64_t n,
+                                float* out, Stream& stream) override {
+    MOE_RETURN_IF_ERROR(CheckCount(n, "n", "GatherWeightRows"));
+    MOE_RETURN_IF_ERROR(CheckWeight(table, "GatherWeightRows"));
+    MOE_ASSIGN_OR_RETURN(cudaStream_t s, NativeStream(stream, "GatherWeightRows"));
+    if (n == 0) return absl::OkStatus();
+    MOE_RETURN_IF_ERROR(device_.BindThread());
+    if (table.format == WeightFormat::kF32) {
+      MOE_CUDA_RETURN_IF_ERROR(launch::GatherRows(static_cast<const float*>(table.data), rows, n,
+                                                  table.cols, out, s),
+                               "GatherWeightRows (fp32)");
+    } else {
+      MOE_CUDA_RETURN_IF_ERROR(
+          launch::GatherDequantizedRows(ToDeviceMatrix(table), rows, n, out, s),
+          "GatherWeightRows");
+    }
     return absl::OkStatus();
   }
 

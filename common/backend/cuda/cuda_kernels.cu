@@ -240,24 +240,37 @@ __device__ __forceinline__ int UnpackCode(const uint8_t* block, int bits, int i)
   }
 }
 
+// Value `index` (row-major) of `m` as fp32.
+__device__ __forceinline__ float DequantizeValue(const DeviceMatrix& m, int64_t index) {
+  if (m.bits == 16) {
+    const uint32_t bits16 = uint32_t(m.codes[2 * index]) | (uint32_t(m.codes[2 * index + 1]) << 8);
+    return m.f16 ? __half2float(__ushort_as_half(static_cast<unsigned short>(bits16)))
+                 : __uint_as_float(bits16 << 16);
+  }
+  const uint8_t* block = m.codes + (index / kBlock) * (m.bits * kBlock / 8);
+  const int q = UnpackCode(block, m.bits, int(index % kBlock));
+  const int64_t group = index / m.group_size;
+  const float* meta = m.meta + 4 * (group / kMetaGroup);
+  const float s = meta[0] + meta[1] * float(m.scales[group]);
+  const float z = meta[2] + meta[3] * float(m.zeros[group]);
+  return s * (float(q) - z);
+}
+
 __global__ void DequantizeKernel(DeviceMatrix m, int64_t r0, int64_t count, float* dst) {
   const int64_t base = r0 * m.cols;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
        i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t index = base + i;
-    if (m.bits == 16) {
-      const uint32_t bits16 = uint32_t(m.codes[2 * index]) | (uint32_t(m.codes[2 * index + 1]) << 8);
-      dst[i] = m.f16 ? __half2float(__ushort_as_half(static_cast<unsigned short>(bits16)))
-                     : __uint_as_float(bits16 << 16);
-    } else {
-      const uint8_t* block = m.codes + (index / kBlock) * (m.bits * kBlock / 8);
-      const int q = UnpackCode(block, m.bits, int(index % kBlock));
-      const int64_t group = index / m.group_size;
-      const float* meta = m.meta + 4 * (group / kMetaGroup);
-      const float s = meta[0] + meta[1] * float(m.scales[group]);
-      const float z = meta[2] + meta[3] * float(m.zeros[group]);
-      dst[i] = s * (float(q) - z);
-    }
+    dst[i] = DequantizeValue(m, base + i);
+  }
+}
+
+// The embedding lookup of a table kept as stored: only the named rows are converted.
+__global__ void GatherDequantizedRowsKernel(DeviceMatrix m, const int32_t* rows, int64_t n,
+                                            float* out) {
+  const int64_t count = n * m.cols;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    out[i] = DequantizeValue(m, int64_t(rows[i / m.cols]) * m.cols + i % m.cols);
   }
 }
 
@@ -567,6 +580,13 @@ cudaError_t DequantizeRows(const DeviceMatrix& w, int64_t r0, int64_t r1, float*
                            cudaStream_t stream) {
   const int64_t count = (r1 - r0) * w.cols;
   DequantizeKernel<<<GridFor(count, kThreads), kThreads, 0, stream>>>(w, r0, count, dst);
+  return cudaGetLastError();
+}
+
+cudaError_t GatherDequantizedRows(const DeviceMatrix& w, const int32_t* rows, int64_t n,
+                                  float* out, cudaStream_t stream) {
+  GatherDequantizedRowsKernel<<<GridFor(n * w.cols, kThreads), kThreads, 0, stream>>>(w, rows, n,
+                                                                                    out);
   return cudaGetLastError();
 }
 

@@ -487,6 +487,45 @@ TEST_P(ConformanceTest, GatherRowsCopiesTheNamedRows) {
   }
 }
 
+// An embedding lookup of a table kept as stored: 16-bit rows widened exactly, packed rows
+// dequantised (to rounding: the CPU's AVX2 path folds scale * zero first).
+TEST_P(ConformanceTest, GatherWeightRowsWidensTheNamedRowsOfEveryFormat) {
+  const std::vector<int32_t> rows = {3, 0, 9, 3, 12};
+  auto r_dev = Up(rows);
+  struct Case {
+    const char* name;
+    int bits;
+    int64_t group;
+    DType dtype16;
+  };
+  for (const Case& k : {Case{"f32", 32, 0, DType::kF32}, Case{"bf16", 16, 64, DType::kBF16},
+                        Case{"f16", 16, 64, DType::kF16}, Case{"4-bit g64", 4, 64, DType::kBF16},
+                        Case{"3-bit g128", 3, 128, DType::kBF16},
+                        Case{"2-bit g32", 2, 32, DType::kBF16}}) {
+    SCOPED_TRACE(k.name);
+    const int64_t d = k.bits >= 16 ? 100 : 256;  // 100: no multiple of 8
+    const TestMatrix m =
+        k.bits == 32 ? F32Matrix(13, d, 81) : StoredMatrix(13, d, k.bits, k.group, k.dtype16, 82);
+    ASSERT_TRUE(m.buffer);
+    auto o_dev = Up(std::vector<float>(rows.size() * d, NAN));
+    ASSERT_TRUE(kernels_->GatherWeightRows(m.view, r_dev->as<int32_t>(), rows.size(),
+                                           o_dev->as<float>(), *stream_).ok());
+    const std::vector<float> out = Down<float>(*o_dev, rows.size() * d);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      for (int64_t c = 0; c < d; ++c) {
+        const int64_t at = rows[i] * d + c;
+        if (k.bits >= 16) {
+          ASSERT_EQ(out[i * d + c], m.dense[at]) << "row " << i << " col " << c;
+        } else {
+          ASSERT_NEAR(out[i * d + c], m.dense[at],
+                      1e-6f * (std::fabs(m.dense[at]) + m.zero_term[at]))
+              << "row " << i << " col " << c;
+        }
+      }
+    }
+  }
+}
+
 TEST_P(ConformanceTest, ScatterAddRowsAddsInOrderOfI) {
   const int64_t d = 300;
   const std::vector<int32_t> rows = {2, 4, 2, 0, 5};  // row 2 twice
