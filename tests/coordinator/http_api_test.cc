@@ -93,6 +93,16 @@ bool KvCachesFreed() {
   return KvCache::LiveCaches() == 0;
 }
 
+// Whether the service's metrics come to hold `line` within 2 s: a request's outcome is
+// counted by its handler after the step thread has freed its KV cache, so a test that saw
+// the cache go must wait for the count.
+bool MetricsSoonContain(const GenerationService& service, absl::string_view line) {
+  for (int i = 0; i < 200 && !absl::StrContains(service.RenderMetrics(), line); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return absl::StrContains(service.RenderMetrics(), line);
+}
+
 // A streamed request on a raw socket, read until its first event; the caller closes it.
 int OpenStream(int port, const std::string& body) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -240,7 +250,7 @@ TEST_F(HttpApiTest, FullQueueIs429AndADisconnectedStreamFreesItsKvCache) {
   EXPECT_EQ(json::parse(refused->body)["error"]["type"], "rate_limit_error");
   ::close(stream);  // the client goes away mid-stream
   EXPECT_TRUE(KvCachesFreed()) << KvCache::LiveCaches() << " caches still live";
-  EXPECT_TRUE(absl::StrContains(s.service->RenderMetrics(), "moe_coordinator_requests_total{outcome=\"error\"} 1"));
+  EXPECT_TRUE(MetricsSoonContain(*s.service, "moe_coordinator_requests_total{outcome=\"error\"} 1"));
   auto admitted = client.Post("/v1/completions", small, "application/json");
   ASSERT_TRUE(admitted);
   EXPECT_EQ(admitted->status, 200);
@@ -264,7 +274,7 @@ TEST_F(HttpApiTest, ANonStreamedRequestWhoseClientLeavesIsCancelled) {
   ASSERT_EQ(KvCache::LiveCaches(), 1) << "the generation did not start";
   ::close(fd);
   EXPECT_TRUE(KvCachesFreed());
-  EXPECT_TRUE(absl::StrContains(s.service->RenderMetrics(), "moe_coordinator_requests_total{outcome=\"error\"} 1"));
+  EXPECT_TRUE(MetricsSoonContain(*s.service, "moe_coordinator_requests_total{outcome=\"error\"} 1"));
 }
 
 TEST_F(HttpApiTest, NoWorkerIs503AndHealthSaysWhy) {
