@@ -1,6 +1,7 @@
 #include "common/backend/cpu/cpu_kernels.h"
 
 #include <cblas.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <atomic>
@@ -14,6 +15,8 @@ namespace moe::cpu {
 namespace {
 std::atomic<MatmulImpl> g_matmul_impl{MatmulImpl::kRows};
 }  // namespace
+
+bool OmpRegionPays(bool wanted) { return wanted && omp_get_max_threads() > 1; }
 
 void SetMatmulImpl(MatmulImpl impl) { g_matmul_impl.store(impl); }
 MatmulImpl GetMatmulImpl() { return g_matmul_impl.load(std::memory_order_relaxed); }
@@ -201,9 +204,7 @@ void Attention(const float* q, const float* k_cache, const float* v_cache, float
   const int64_t q_stride = heads * head_dim;
   const int64_t kv_stride = kv_heads * head_dim;
   const float scale = static_cast<float>(1.0 / std::sqrt(double(head_dim)));
-#pragma omp parallel for collapse(2) schedule(static) if (n * heads >= 16)
-  for (int64_t t = 0; t < n; ++t) {
-    for (int64_t h = 0; h < heads; ++h) {
+  auto head = [&](int64_t t, int64_t h) {
       const int64_t pos = start + t;
       const int64_t first = window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0;
       const int64_t count = pos - first + 1;
@@ -230,6 +231,16 @@ void Attention(const float* q, const float* k_cache, const float* v_cache, float
 #pragma omp simd
         for (int64_t d = 0; d < head_dim; ++d) oh[d] += w * vj[d];
       }
+  };
+  // Decode calls this per sequence and layer with one row: no region then (OmpRegionPays).
+  if (OmpRegionPays(n * heads >= 16)) {
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t h = 0; h < heads; ++h) head(t, h);
+    }
+  } else {
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t h = 0; h < heads; ++h) head(t, h);
     }
   }
 }

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <omp.h>
 #include <random>
 #include <vector>
 
@@ -249,6 +250,39 @@ TEST(SiluMulTest, SameBitsAsTheFormulaElementByElement) {
           << i << ": " << gate[i] << " vs " << expected[i];
     }
   }
+}
+
+// An OpenMP region is entered only where it would run on more than one thread (an
+// inactive one costs a futex call at its end); the caller's thread count decides.
+TEST(OmpRegionPaysTest, OnlyWhenWantedAndMoreThanOneThread) {
+  const int before = omp_get_max_threads();
+  omp_set_num_threads(1);
+  EXPECT_FALSE(OmpRegionPays(true));
+  EXPECT_FALSE(OmpRegionPays(false));
+  omp_set_num_threads(2);
+  EXPECT_TRUE(OmpRegionPays(true));
+  EXPECT_FALSE(OmpRegionPays(false));
+  omp_set_num_threads(before);
+}
+
+// Attention gives the same bits on one thread (no region) and on two (a region), for
+// rows enough to want one.
+TEST(OmpRegionPaysTest, AttentionSameBitsWithAndWithoutTheRegion) {
+  const int64_t heads = 8, kv_heads = 2, hd = 16, start = 5, n = 4;
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<float> q(n * heads * hd), k((start + n) * kv_heads * hd), v(k.size());
+  for (auto* vec : {&q, &k, &v}) {
+    for (float& x : *vec) x = u(rng);
+  }
+  const int before = omp_get_max_threads();
+  std::vector<float> one(q.size()), two(q.size());
+  omp_set_num_threads(1);
+  Attention(q.data(), k.data(), v.data(), one.data(), start, n, heads, kv_heads, hd, 0);
+  omp_set_num_threads(2);
+  Attention(q.data(), k.data(), v.data(), two.data(), start, n, heads, kv_heads, hd, 0);
+  omp_set_num_threads(before);
+  EXPECT_EQ(std::memcmp(one.data(), two.data(), one.size() * sizeof(float)), 0);
 }
 
 TEST(MatmulImplTest, ParsesNamesAndRejectsUnknown) {
