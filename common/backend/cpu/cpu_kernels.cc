@@ -1,7 +1,9 @@
 #include "common/backend/cpu/cpu_kernels.h"
 
 #include <cblas.h>
+#ifdef _OPENMP
 #include <omp.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -16,7 +18,13 @@ namespace {
 std::atomic<MatmulImpl> g_matmul_impl{MatmulImpl::kRows};
 }  // namespace
 
-bool OmpRegionPays(bool wanted) { return wanted && omp_get_max_threads() > 1; }
+bool OmpRegionPays(bool wanted) {
+#ifdef _OPENMP
+  return wanted && omp_get_max_threads() > 1;
+#else
+  return false;  // compiled without OpenMP (the fuzz targets): no region runs anyway
+#endif
+}
 
 void SetMatmulImpl(MatmulImpl impl) { g_matmul_impl.store(impl); }
 MatmulImpl GetMatmulImpl() { return g_matmul_impl.load(std::memory_order_relaxed); }
