@@ -25,6 +25,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "coordinator/epoch_broadcast.h"
 #include "coordinator/generator.h"
 #include "coordinator/mixtral_model.h"
 
@@ -102,12 +103,21 @@ class BatchScheduler {
     std::vector<Stream*> running;
     size_t turn = 0;
     std::thread thread;
+    // Wakes the lane's callers: once per step for all the tokens it handed over (one
+    // system call, not one per stream), and at each retirement.
+    EpochBroadcast handed;
   };
   BatchScheduler(const MixtralModel* model, BatchSchedulerOptions options);
   void Loop(Lane& lane);
   // Takes `stream` off its lane's running list, hands its caller `last_token` (if >= 0)
-  // and wakes it; the lane's thread only.
-  void Retire(Lane& lane, Stream* stream, absl::Status status, int last_token = -1);
+  // and, if `wake`, wakes the lane's callers (a step wakes them once for all its
+  // streams); the lane's thread only.
+  void Retire(Lane& lane, Stream* stream, absl::Status status, int last_token = -1,
+              bool wake = true);
+  // Blocks the caller of `stream` until `ready()` (asked under the stream's lock, which
+  // is held when this returns) is true.
+  template <typename Ready>
+  static std::unique_lock<std::mutex> AwaitStream(Lane& lane, Stream& stream, Ready ready);
   // One forward pass over the lane's next rows; the lane's thread only.
   void Step(Lane& lane);
 

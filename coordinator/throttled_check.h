@@ -25,6 +25,12 @@ class ThrottledCheck {
   ThrottledCheck& operator=(const ThrottledCheck&) = delete;
 
   bool operator()();
+  // The same, but asks once the last question is half an interval old. For a thread off
+  // the hot loop that comes by about once per loop (the stream's caller, after each
+  // token): it keeps the answer fresh, so that the hot loop (the step thread) seldom
+  // finds it expired and asks itself. A client that left is still seen within
+  // `interval`.
+  bool AskEarly();
   // Times `ask` was put the question (for tests).
   int64_t asked() const { return asked_.load(std::memory_order_relaxed); }
 
@@ -35,6 +41,9 @@ class ThrottledCheck {
   // Steady-clock time (ns) from which the question may be asked again.
   std::atomic<int64_t> next_ns_{0};
   std::atomic<int64_t> asked_{0};
+
+  // Asks when now >= next_ns_ - `early_ns` (the one thread that moves next_ns_ on).
+  bool Check(int64_t early_ns);
 };
 
 }  // namespace moe::coordinator

@@ -18,6 +18,22 @@ TEST(ThrottledCheckTest, AsksAtOnceThenAtMostOncePerInterval) {
   EXPECT_EQ(check.asked(), 1);
 }
 
+// The caller's thread refreshes the answer from half the interval on, so the hot loop's
+// calls within the interval then ask nothing.
+TEST(ThrottledCheckTest, AskEarlyAsksFromHalfTheIntervalOnAndTheHotLoopDoesNot) {
+  int asked = 0;
+  ThrottledCheck check([&] { return ++asked, false; }, absl::Seconds(4));
+  EXPECT_FALSE(check());  // asks
+  EXPECT_FALSE(check.AskEarly());  // the answer is fresh: no
+  EXPECT_EQ(asked, 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2100));  // past half the interval
+  EXPECT_FALSE(check.AskEarly());  // asks
+  EXPECT_EQ(asked, 2);
+  for (int i = 0; i < 100; ++i) EXPECT_FALSE(check());  // fresh again
+  EXPECT_FALSE(check.AskEarly());
+  EXPECT_EQ(asked, 2);
+}
+
 TEST(ThrottledCheckTest, AYesIsSeenWithinTheIntervalAndKept) {
   std::atomic<bool> gone{false};
   int asked = 0;

@@ -11,6 +11,13 @@
 
 namespace moe::cpu {
 
+// Whether an OpenMP region `#pragma omp parallel ... if (wanted)` would run on more than
+// one thread here. An inactive region (its if false, or one thread) still costs libgomp
+// a futex wake-up at its end: a system call per call, which the decode step paid per
+// stream and layer in Attention and per product in the matrix kernels. Kernels run the
+// loop directly when this says no (the same iterations in the same order).
+bool OmpRegionPays(bool wanted);
+
 // How MatMulTransB runs. Process-wide, chosen once at start-up (bench compares them).
 enum class MatmulImpl {
   kRows,   // the default: batch-invariant (rowwise_matmul.h), so a token's logits do not

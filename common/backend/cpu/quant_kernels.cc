@@ -339,8 +339,13 @@ void PackedMatMul(const MatrixView* ws, float* const* ys, int count, const float
     // Prefill: one chunk a thread, in an OpenMP region, as before the pool; the pool
     // measured slower here beside the attention's OpenMP threads on a busy machine
     // (docs/results.md), and a prefill call is long enough to pay for the region.
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-    for (int64_t c = 0; c < chunks; ++c) run_chunk(c);
+    // Not an inactive region when one thread runs it (OmpRegionPays, cpu_kernels.h).
+    if (threads > 1) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+      for (int64_t c = 0; c < chunks; ++c) run_chunk(c);
+    } else {
+      for (int64_t c = 0; c < chunks; ++c) run_chunk(c);
+    }
   }
 }
 

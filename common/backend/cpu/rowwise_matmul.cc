@@ -6,6 +6,8 @@
 #include <cmath>
 #include <type_traits>
 
+#include "common/backend/cpu/cpu_kernels.h"
+
 namespace moe::cpu {
 namespace {
 
@@ -244,8 +246,7 @@ void Run(RowwisePath path, const float* x, const typename W::T* const* ws, float
   const int64_t wide = path == RowwisePath::kAvx512 ? m / kRows512 : 0;
   const int64_t j_rest = wide * kRows512;
   const int64_t per_matrix = wide + (m - j_rest + kRows - 1) / kRows;
-#pragma omp parallel for schedule(static) if (count * n * m * k >= kParallelMinMacs)
-  for (int64_t it = 0; it < count * per_matrix; ++it) {
+  auto iteration = [&](int64_t it) {
     const typename W::T* w = ws[it / per_matrix];
     float* y = ys[it / per_matrix];
     const int64_t b = it % per_matrix;
@@ -263,6 +264,12 @@ void Run(RowwisePath path, const float* x, const typename W::T* const* ws, float
         tiles[r - 1][t - 1](x + i0 * k, w + j0 * k, y + i0 * m + j0, k, m, accumulate);
       }
     }
+  };
+  if (OmpRegionPays(count * n * m * k >= kParallelMinMacs)) {
+#pragma omp parallel for schedule(static)
+    for (int64_t it = 0; it < count * per_matrix; ++it) iteration(it);
+  } else {
+    for (int64_t it = 0; it < count * per_matrix; ++it) iteration(it);
   }
 }
 

@@ -3,6 +3,8 @@
 #include "common/backend/cpu/rowwise_matmul.h"
 
 #include <cmath>
+#include <cstring>
+#include <omp.h>
 #include <random>
 #include <vector>
 
@@ -222,6 +224,65 @@ TEST(SiluMulTest, IsSiluTimesUp) {
   EXPECT_NEAR(gate[0], -2.0 / (1 + std::exp(2.0)), 1e-6);
   EXPECT_EQ(gate[1], 0.0f);
   EXPECT_NEAR(gate[2], 3.0 / (1 + std::exp(-3.0)) * -0.5, 1e-6);
+}
+
+// Blocked (exponentials first, then a vectorised loop): the same bits as the formula
+// element by element, over lengths around the block and values from -90 to 90 (exp
+// overflowing and underflowing included).
+TEST(SiluMulTest, SameBitsAsTheFormulaElementByElement) {
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> value(-90.0f, 90.0f), small(-4.0f, 4.0f);
+  for (int64_t count : {1, 7, 255, 256, 257, 1000, 4096}) {
+    SCOPED_TRACE(count);
+    std::vector<float> gate(count), up(count);
+    for (int64_t i = 0; i < count; ++i) {
+      gate[i] = i % 3 == 0 ? value(rng) : small(rng);
+      up[i] = small(rng);
+    }
+    std::vector<float> expected(count);
+    for (int64_t i = 0; i < count; ++i) {
+      const volatile float g = gate[i];  // one element at a time, as before
+      expected[i] = g / (1.0f + std::exp(-g)) * up[i];
+    }
+    SiluMul(gate.data(), up.data(), count);
+    for (int64_t i = 0; i < count; ++i) {
+      ASSERT_EQ(std::memcmp(&gate[i], &expected[i], sizeof(float)), 0)
+          << i << ": " << gate[i] << " vs " << expected[i];
+    }
+  }
+}
+
+// An OpenMP region is entered only where it would run on more than one thread (an
+// inactive one costs a futex call at its end); the caller's thread count decides.
+TEST(OmpRegionPaysTest, OnlyWhenWantedAndMoreThanOneThread) {
+  const int before = omp_get_max_threads();
+  omp_set_num_threads(1);
+  EXPECT_FALSE(OmpRegionPays(true));
+  EXPECT_FALSE(OmpRegionPays(false));
+  omp_set_num_threads(2);
+  EXPECT_TRUE(OmpRegionPays(true));
+  EXPECT_FALSE(OmpRegionPays(false));
+  omp_set_num_threads(before);
+}
+
+// Attention gives the same bits on one thread (no region) and on two (a region), for
+// rows enough to want one.
+TEST(OmpRegionPaysTest, AttentionSameBitsWithAndWithoutTheRegion) {
+  const int64_t heads = 8, kv_heads = 2, hd = 16, start = 5, n = 4;
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<float> q(n * heads * hd), k((start + n) * kv_heads * hd), v(k.size());
+  for (auto* vec : {&q, &k, &v}) {
+    for (float& x : *vec) x = u(rng);
+  }
+  const int before = omp_get_max_threads();
+  std::vector<float> one(q.size()), two(q.size());
+  omp_set_num_threads(1);
+  Attention(q.data(), k.data(), v.data(), one.data(), start, n, heads, kv_heads, hd, 0);
+  omp_set_num_threads(2);
+  Attention(q.data(), k.data(), v.data(), two.data(), start, n, heads, kv_heads, hd, 0);
+  omp_set_num_threads(before);
+  EXPECT_EQ(std::memcmp(one.data(), two.data(), one.size() * sizeof(float)), 0);
 }
 
 TEST(MatmulImplTest, ParsesNamesAndRejectsUnknown) {
