@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "common/backend/cpu/dense16_kernels.h"
@@ -55,6 +56,14 @@ std::atomic<QuantKernelPath> g_path{Best()};
 inline float RoundNearest(float v) {
   constexpr float kMagic = 12582912.0f;
   return (v + kMagic) - kMagic;
+}
+
+// 127 / amax, the factor a block of activations is multiplied by before rounding: 0 for an
+// all-zero block, and at most FLT_MAX, so that a block whose maximum is below
+// 127 / FLT_MAX (3.7e-37) does not multiply its zeros by infinity (a NaN, whose conversion
+// to int8 is undefined).
+inline float ActivationInverseScale(float amax) {
+  return amax > 0 ? std::min(127.0f / amax, std::numeric_limits<float>::max()) : 0.0f;
 }
 
 // ---- scalar path ------------------------------------------------------------------
@@ -402,6 +411,43 @@ MOE_AVX2 void DequantizeGroupAvx2(const uint8_t* codes, float scale, float zero,
   }
 }
 
+// QuantizeActivationBlocks on AVX2, the same values for finite x: the maximum of |x| is
+// exact in any order (NaN lanes are skipped as std::max skips them), and each value takes
+// the same multiply, the same magic-number rounding and clamp. Compiled for AVX2 without
+// FMA, so that x * inv + magic cannot be contracted into one rounding.
+__attribute__((target("avx2"))) void QuantizeBlocksAvx2(const float* x, int64_t cols, int8_t* q,
+                                                        float* scale) {
+  static_assert(kBlock == 32, "four 8-float vectors a block");
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  const __m256 magic = _mm256_set1_ps(12582912.0f);  // RoundNearest's
+  const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (int64_t b = 0; b < cols / kBlock; ++b) {
+    const float* xb = x + b * kBlock;
+    __m256 v[4];
+    __m256 m = _mm256_setzero_ps();
+    for (int i = 0; i < 4; ++i) {
+      v[i] = _mm256_loadu_ps(xb + 8 * i);
+      m = _mm256_max_ps(_mm256_and_ps(v[i], abs_mask), m);  // a NaN lane keeps m's
+    }
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+    const float amax = _mm_cvtss_f32(h);
+    scale[b] = amax / 127.0f;
+    const __m256 inv = _mm256_set1_ps(ActivationInverseScale(amax));
+    __m256i r[4];
+    for (int i = 0; i < 4; ++i) {
+      const __m256 t = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(v[i], inv), magic), magic);
+      r[i] = _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(t, lo), hi));
+    }
+    // packs interleave 128-bit lanes: [0-3 8-11 16-19 24-27 | 4-7 ...] in 32-bit groups.
+    const __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(r[0], r[1]), _mm256_packs_epi32(r[2], r[3]));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + b * kBlock),
+                        _mm256_permutevar8x32_epi32(bytes, order));
+  }
+}
+
 void DequantizeRowsImpl(const MatrixView& w, int64_t r0, int64_t r1, float* dst, bool avx2) {
   const quant::MatrixLayout& l = w.layout;
   if (!avx2) {
@@ -448,12 +494,16 @@ const char* QuantKernelPathName(QuantKernelPath path) {
 }
 
 void QuantizeActivationBlocks(const float* x, int64_t cols, int8_t* q, float* scale) {
+  if (GetQuantKernelPath() != QuantKernelPath::kScalar) {
+    QuantizeBlocksAvx2(x, cols, q, scale);
+    return;
+  }
   for (int64_t b = 0; b < cols / kBlock; ++b) {
     const float* xb = x + b * kBlock;
     float amax = 0;
     for (int64_t i = 0; i < kBlock; ++i) amax = std::max(amax, std::fabs(xb[i]));
     scale[b] = amax / 127.0f;
-    const float inv = amax > 0 ? 127.0f / amax : 0.0f;
+    const float inv = ActivationInverseScale(amax);
     for (int64_t i = 0; i < kBlock; ++i) {
       // |x * inv| <= 127 up to one rounding: the clamp only guards that rounding.
       const float v = std::clamp(RoundNearest(xb[i] * inv), -127.0f, 127.0f);

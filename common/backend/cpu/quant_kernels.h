@@ -59,6 +59,7 @@ void QuantMatMulTransB2(const quant::MatrixView& a, const quant::MatrixView& b, 
 
 // The activation quantization every path uses for packed matrices: x[cols] (cols a
 // multiple of quant::kBlock) to q[cols] int8 and scale[cols / kBlock], x ~= scale * q.
+// On AVX2 unless the path is kScalar; the same values either way (NaN inputs aside).
 void QuantizeActivationBlocks(const float* x, int64_t cols, int8_t* q, float* scale);
 
 // dst[r1 - r0, cols] = rows [r0, r1) of dequant(w), with the fast path.
