@@ -225,6 +225,27 @@ struct PairActivationBuffers {
     a.xs = xs.data();
     return a;
   }
+
+  // a's tokens two by two, interleaved per pair (tile::TokenPairActivations).
+  tile::TokenPairActivations Interleave(const tile::PairActivations& a) {
+    const int64_t n2 = (a.n + 1) / 2;
+    pair_q.assign(n2 * a.pairs * 2 * tile::kPair, 0);
+    pair_dvec.assign(n2 * a.pairs * 16, 0.0f);
+    for (int64_t t = 0; t < a.n; ++t) {
+      for (int64_t p = 0; p < a.pairs; ++p) {
+        const int8_t* src = a.q + (t * a.pairs + p) * tile::kPair;
+        int8_t* dst = pair_q.data() + ((t / 2) * a.pairs + p) * 2 * tile::kPair + (t % 2) * 32;
+        std::memcpy(dst, src, 32);                 // A
+        std::memcpy(dst + tile::kPair, src + 32, 32);  // B
+        std::memcpy(pair_dvec.data() + ((t / 2) * a.pairs + p) * 16 + (t % 2) * 8,
+                    a.dvec + (t * a.pairs + p) * 8, 8 * sizeof(float));
+      }
+    }
+    return {pair_q.data(), pair_dvec.data()};
+  }
+
+  std::vector<int8_t> pair_q;
+  std::vector<float> pair_dvec;
 };
 
 tile::PackedTileFn SimdPackedTile(QuantKernelPath path, int bits) {
@@ -305,16 +326,25 @@ void PackedMatMul(const MatrixView* ws, float* const* ys, int count, const float
               tile::TileRows(1) == tile::kScaledDecodeRows
           ? tile::avx512::ScaledDecodeTile(w0.layout)
           : nullptr;
+  // Prefill on AVX-512 4-bit: wider tiles, two tokens a register.
+  const tile::WideTileFn wide = n > 1 && path == QuantKernelPath::kAvx512Vnni
+                                    ? tile::avx512::WideTile(w0.layout)
+                                    : nullptr;
+  const tile::TokenPairActivations tp =
+      wide != nullptr ? buffers.Interleave(a) : tile::TokenPairActivations{};
   // Row tiles of `tile_rows` (each matrix's last one shorter), the matrices one after the
   // other, handed out in chunks of consecutive tiles.
-  const int tile_rows = tile::TileRows(n);
+  const int tile_rows = wide != nullptr ? tile::kWideRows : tile::TileRows(n);
   const int64_t row_tiles = (rows + tile_rows - 1) / tile_rows, tiles = count * row_tiles;
   const int threads = parallel ? omp_get_max_threads() : 1;
   const int64_t chunk = ChunkTiles(tiles, threads, /*decode=*/n == 1);
   auto run_chunk = [&](int64_t c) {
     thread_local RowScaleBuffers scales;
     tile::RowScales rs[tile::kMaxTileRows];
-    float out[tile::kMaxTileRows * tile::kMaxTileTokens];
+    static_assert(tile::kWideRows <= tile::kMaxTileRows, "RowScales for a wide tile");
+    float out[tile::kWideRows * tile::kWideTokens > tile::kMaxTileRows * tile::kMaxTileTokens
+                  ? tile::kWideRows * tile::kWideTokens
+                  : tile::kMaxTileRows * tile::kMaxTileTokens];
     const int64_t end = std::min(tiles, (c + 1) * chunk);
     // Tile it is rows [r, r + tile_rows) of matrix m: divided once, then stepped.
     int64_t m = (c * chunk) / row_tiles, r = ((c * chunk) % row_tiles) * tile_rows;
@@ -330,9 +360,15 @@ void PackedMatMul(const MatrixView* ws, float* const* ys, int count, const float
         continue;
       }
       scales.Compute(w, rg, r, nr, rs, group_scales);
-      for (int64_t t0 = 0; t0 < n; t0 += tile::kMaxTileTokens) {
-        const int tokens = int(std::min<int64_t>(tile::kMaxTileTokens, n - t0));
-        fn(w, r, nr, rs, a, t0, tokens, out);
+      const bool whole_wide = wide != nullptr && nr == tile::kWideRows;
+      const int step = whole_wide ? tile::kWideTokens : tile::kMaxTileTokens;
+      for (int64_t t0 = 0; t0 < n; t0 += step) {
+        const int tokens = int(std::min<int64_t>(step, n - t0));
+        if (whole_wide) {
+          wide(w, r, rs, a, tp, t0, tokens, out);
+        } else {
+          fn(w, r, nr, rs, a, t0, tokens, out);
+        }
         for (int j = 0; j < nr; ++j) {
           for (int t = 0; t < tokens; ++t) {
             Store(&y[(t0 + t) * rows + r + j], out[j * tokens + t], accumulate);

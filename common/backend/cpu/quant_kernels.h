@@ -16,7 +16,8 @@
 // in the same order whatever the number of tokens in the call and wherever the token
 // falls in a tile (batch invariance: a token's outputs do not depend on its batch).
 // One token runs 4 rows at a time (more tokens: 2 rows, on AVX-512 VNNI's 32 registers
-// with tiles of up to 4 tokens), so that independent accumulator chains hide the FMA
+// with tiles of up to 4 tokens; 4-bit on AVX-512 VNNI: 4 rows x 4 tokens, two tokens a
+// 512-bit register), so that independent accumulator chains hide the FMA
 // latency and the per-row costs are shared (a row of the 734 M model's w1 is only 16
 // pairs of blocks).
 // Parallel over output rows (OpenMP): each thread streams its own contiguous run of rows.

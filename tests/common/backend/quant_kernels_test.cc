@@ -239,7 +239,10 @@ INSTANTIATE_TEST_SUITE_P(
         // 4-bit group 64 decodes through AVX-512's self-scaled tile (scales 16 groups at a
         // time): 384 inputs are 6 groups a row (one short chunk), 1152 are 18 (a whole
         // chunk and a short one; 37 rows of 18 groups cross meta groups inside chunks);
-        // 576 are 9 (odd: the general tile).
+        // 576 are 9 (odd: the general tile). Prefill of 4-bit with an even block count a
+        // row and a group (all 4-bit cases here but group 32) runs AVX-512's wide tiles
+        // (4 rows x 4 tokens, tokens two a register; 37 rows end in a short tile that
+        // takes the 2-row one, odd token counts leave a half-empty register).
         Case{2, DType::kBF16, 64, 384}, Case{3, DType::kBF16, 64, 384},
         Case{4, DType::kBF16, 64, 1152}, Case{4, DType::kBF16, 64, 576},
         Case{4, DType::kBF16, 64, 384}, Case{8, DType::kBF16, 64, 384},
