@@ -89,6 +89,10 @@ void RmsNorm(const float* x, const float* weight, float* y, int64_t n, int64_t d
 }
 
 void SiluMul(float* gate, const float* up, int64_t count) {
+  // Each value on its own: the threads change no bit. A prefill's expert call (16 tokens x
+  // 3584 at the 734 M shape) is ~0.3 ms of scalar expf on one thread; a decode's stays
+  // below the threshold (an OpenMP region costs more than it saves there).
+#pragma omp parallel for schedule(static) if (count >= (int64_t{1} << 15))
   for (int64_t i = 0; i < count; ++i) {
     const float g = gate[i];
     gate[i] = g / (1.0f + std::exp(-g)) * up[i];

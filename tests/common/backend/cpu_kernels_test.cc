@@ -2,6 +2,8 @@
 #include "common/backend/cpu/cpu_kernels.h"
 #include "common/backend/cpu/rowwise_matmul.h"
 
+#include <omp.h>
+
 #include <cmath>
 #include <random>
 #include <vector>
@@ -222,6 +224,29 @@ TEST(SiluMulTest, IsSiluTimesUp) {
   EXPECT_NEAR(gate[0], -2.0 / (1 + std::exp(2.0)), 1e-6);
   EXPECT_EQ(gate[1], 0.0f);
   EXPECT_NEAR(gate[2], 3.0 / (1 + std::exp(-3.0)) * -0.5, 1e-6);
+}
+
+// Long enough to run on several threads: every value is still the one-value formula.
+TEST(SiluMulTest, ThreadsChangeNoBit) {
+  const int64_t count = (int64_t{1} << 16) + 3;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> d(0.0f, 3.0f);
+  std::vector<float> gate(count), up(count);
+  for (int64_t i = 0; i < count; ++i) gate[i] = d(rng), up[i] = d(rng);
+  std::vector<float> want(count);
+  for (int64_t i = 0; i < count; ++i) {
+    float g = gate[i], u = up[i];
+    SiluMul(&g, &u, 1);
+    want[i] = g;
+  }
+  const int saved = omp_get_max_threads();
+  for (int threads : {1, 2, 3}) {
+    omp_set_num_threads(threads);
+    std::vector<float> got = gate;
+    SiluMul(got.data(), up.data(), count);
+    ASSERT_EQ(got, want) << threads << " threads";
+  }
+  omp_set_num_threads(saved);
 }
 
 TEST(MatmulImplTest, ParsesNamesAndRejectsUnknown) {
