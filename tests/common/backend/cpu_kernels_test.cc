@@ -213,6 +213,25 @@ TEST_P(AttentionTest, MatchesMaskedSoftmaxReference) {
   for (size_t i = 0; i < out.size(); ++i) EXPECT_NEAR(out[i], ref[i], 1e-5) << i;
 }
 
+// A prefill's (token, head) pairs are dealt out to the threads: any count gives the bits
+// of one thread.
+TEST_P(AttentionTest, ThreadsChangeNoBit) {
+  const auto [heads, kv_heads, start, window] = GetParam();
+  const int hd = 8, n = 7, total = start + n;
+  const auto q = Random(n * heads * hd, 9), k = Random(total * kv_heads * hd, 10),
+             v = Random(total * kv_heads * hd, 11);
+  const int saved = omp_get_max_threads();
+  std::vector<float> one;
+  for (int threads : {1, 2, 3}) {
+    omp_set_num_threads(threads);
+    std::vector<float> out(n * heads * hd);
+    Attention(q.data(), k.data(), v.data(), out.data(), start, n, heads, kv_heads, hd, window);
+    if (threads == 1) one = out;
+    ASSERT_EQ(out, one) << threads << " threads";
+  }
+  omp_set_num_threads(saved);
+}
+
 INSTANTIATE_TEST_SUITE_P(GroupsAndWindows, AttentionTest,
                          ::testing::Combine(::testing::Values(4, 8), ::testing::Values(1, 2, 4),
                                             // 600: past the scores kept on the stack
