@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "common/backend/cpu/dense16_kernels.h"
@@ -55,6 +56,14 @@ std::atomic<QuantKernelPath> g_path{Best()};
 inline float RoundNearest(float v) {
   constexpr float kMagic = 12582912.0f;
   return (v + kMagic) - kMagic;
+}
+
+// 127 / amax, the factor a block of activations is multiplied by before rounding: 0 for an
+// all-zero block, and at most FLT_MAX, so that a block whose maximum is below
+// 127 / FLT_MAX (3.7e-37) does not multiply its zeros by infinity (a NaN, whose conversion
+// to int8 is undefined).
+inline float ActivationInverseScale(float amax) {
+  return amax > 0 ? std::min(127.0f / amax, std::numeric_limits<float>::max()) : 0.0f;
 }
 
 // ---- scalar path ------------------------------------------------------------------
@@ -216,6 +225,27 @@ struct PairActivationBuffers {
     a.xs = xs.data();
     return a;
   }
+
+  // a's tokens two by two, interleaved per pair (tile::TokenPairActivations).
+  tile::TokenPairActivations Interleave(const tile::PairActivations& a) {
+    const int64_t n2 = (a.n + 1) / 2;
+    pair_q.assign(n2 * a.pairs * 2 * tile::kPair, 0);
+    pair_dvec.assign(n2 * a.pairs * 16, 0.0f);
+    for (int64_t t = 0; t < a.n; ++t) {
+      for (int64_t p = 0; p < a.pairs; ++p) {
+        const int8_t* src = a.q + (t * a.pairs + p) * tile::kPair;
+        int8_t* dst = pair_q.data() + ((t / 2) * a.pairs + p) * 2 * tile::kPair + (t % 2) * 32;
+        std::memcpy(dst, src, 32);                 // A
+        std::memcpy(dst + tile::kPair, src + 32, 32);  // B
+        std::memcpy(pair_dvec.data() + ((t / 2) * a.pairs + p) * 16 + (t % 2) * 8,
+                    a.dvec + (t * a.pairs + p) * 8, 8 * sizeof(float));
+      }
+    }
+    return {pair_q.data(), pair_dvec.data()};
+  }
+
+  std::vector<int8_t> pair_q;
+  std::vector<float> pair_dvec;
 };
 
 tile::PackedTileFn SimdPackedTile(QuantKernelPath path, int bits) {
@@ -296,16 +326,25 @@ void PackedMatMul(const MatrixView* ws, float* const* ys, int count, const float
               tile::TileRows(1) == tile::kScaledDecodeRows
           ? tile::avx512::ScaledDecodeTile(w0.layout)
           : nullptr;
+  // Prefill on AVX-512 4-bit: wider tiles, two tokens a register.
+  const tile::WideTileFn wide = n > 1 && path == QuantKernelPath::kAvx512Vnni
+                                    ? tile::avx512::WideTile(w0.layout)
+                                    : nullptr;
+  const tile::TokenPairActivations tp =
+      wide != nullptr ? buffers.Interleave(a) : tile::TokenPairActivations{};
   // Row tiles of `tile_rows` (each matrix's last one shorter), the matrices one after the
   // other, handed out in chunks of consecutive tiles.
-  const int tile_rows = tile::TileRows(n);
+  const int tile_rows = wide != nullptr ? tile::kWideRows : tile::TileRows(n);
   const int64_t row_tiles = (rows + tile_rows - 1) / tile_rows, tiles = count * row_tiles;
   const int threads = parallel ? omp_get_max_threads() : 1;
   const int64_t chunk = ChunkTiles(tiles, threads, /*decode=*/n == 1);
   auto run_chunk = [&](int64_t c) {
     thread_local RowScaleBuffers scales;
     tile::RowScales rs[tile::kMaxTileRows];
-    float out[tile::kMaxTileRows * tile::kMaxTileTokens];
+    static_assert(tile::kWideRows <= tile::kMaxTileRows, "RowScales for a wide tile");
+    float out[tile::kWideRows * tile::kWideTokens > tile::kMaxTileRows * tile::kMaxTileTokens
+                  ? tile::kWideRows * tile::kWideTokens
+                  : tile::kMaxTileRows * tile::kMaxTileTokens];
     const int64_t end = std::min(tiles, (c + 1) * chunk);
     // Tile it is rows [r, r + tile_rows) of matrix m: divided once, then stepped.
     int64_t m = (c * chunk) / row_tiles, r = ((c * chunk) % row_tiles) * tile_rows;
@@ -321,9 +360,15 @@ void PackedMatMul(const MatrixView* ws, float* const* ys, int count, const float
         continue;
       }
       scales.Compute(w, rg, r, nr, rs, group_scales);
-      for (int64_t t0 = 0; t0 < n; t0 += tile::kMaxTileTokens) {
-        const int tokens = int(std::min<int64_t>(tile::kMaxTileTokens, n - t0));
-        fn(w, r, nr, rs, a, t0, tokens, out);
+      const bool whole_wide = wide != nullptr && nr == tile::kWideRows;
+      const int step = whole_wide ? tile::kWideTokens : tile::kMaxTileTokens;
+      for (int64_t t0 = 0; t0 < n; t0 += step) {
+        const int tokens = int(std::min<int64_t>(step, n - t0));
+        if (whole_wide) {
+          wide(w, r, rs, a, tp, t0, tokens, out);
+        } else {
+          fn(w, r, nr, rs, a, t0, tokens, out);
+        }
         for (int j = 0; j < nr; ++j) {
           for (int t = 0; t < tokens; ++t) {
             Store(&y[(t0 + t) * rows + r + j], out[j * tokens + t], accumulate);
@@ -407,6 +452,43 @@ MOE_AVX2 void DequantizeGroupAvx2(const uint8_t* codes, float scale, float zero,
   }
 }
 
+// QuantizeActivationBlocks on AVX2, the same values for finite x: the maximum of |x| is
+// exact in any order (NaN lanes are skipped as std::max skips them), and each value takes
+// the same multiply, the same magic-number rounding and clamp. Compiled for AVX2 without
+// FMA, so that x * inv + magic cannot be contracted into one rounding.
+__attribute__((target("avx2"))) void QuantizeBlocksAvx2(const float* x, int64_t cols, int8_t* q,
+                                                        float* scale) {
+  static_assert(kBlock == 32, "four 8-float vectors a block");
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  const __m256 magic = _mm256_set1_ps(12582912.0f);  // RoundNearest's
+  const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (int64_t b = 0; b < cols / kBlock; ++b) {
+    const float* xb = x + b * kBlock;
+    __m256 v[4];
+    __m256 m = _mm256_setzero_ps();
+    for (int i = 0; i < 4; ++i) {
+      v[i] = _mm256_loadu_ps(xb + 8 * i);
+      m = _mm256_max_ps(_mm256_and_ps(v[i], abs_mask), m);  // a NaN lane keeps m's
+    }
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+    const float amax = _mm_cvtss_f32(h);
+    scale[b] = amax / 127.0f;
+    const __m256 inv = _mm256_set1_ps(ActivationInverseScale(amax));
+    __m256i r[4];
+    for (int i = 0; i < 4; ++i) {
+      const __m256 t = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(v[i], inv), magic), magic);
+      r[i] = _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(t, lo), hi));
+    }
+    // packs interleave 128-bit lanes: [0-3 8-11 16-19 24-27 | 4-7 ...] in 32-bit groups.
+    const __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(r[0], r[1]), _mm256_packs_epi32(r[2], r[3]));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + b * kBlock),
+                        _mm256_permutevar8x32_epi32(bytes, order));
+  }
+}
+
 void DequantizeRowsImpl(const MatrixView& w, int64_t r0, int64_t r1, float* dst, bool avx2) {
   const quant::MatrixLayout& l = w.layout;
   if (!avx2) {
@@ -453,12 +535,16 @@ const char* QuantKernelPathName(QuantKernelPath path) {
 }
 
 void QuantizeActivationBlocks(const float* x, int64_t cols, int8_t* q, float* scale) {
+  if (GetQuantKernelPath() != QuantKernelPath::kScalar) {
+    QuantizeBlocksAvx2(x, cols, q, scale);
+    return;
+  }
   for (int64_t b = 0; b < cols / kBlock; ++b) {
     const float* xb = x + b * kBlock;
     float amax = 0;
     for (int64_t i = 0; i < kBlock; ++i) amax = std::max(amax, std::fabs(xb[i]));
     scale[b] = amax / 127.0f;
-    const float inv = amax > 0 ? 127.0f / amax : 0.0f;
+    const float inv = ActivationInverseScale(amax);
     for (int64_t i = 0; i < kBlock; ++i) {
       // |x * inv| <= 127 up to one rounding: the clamp only guards that rounding.
       const float v = std::clamp(RoundNearest(xb[i] * inv), -127.0f, 127.0f);

@@ -16,7 +16,8 @@
 // in the same order whatever the number of tokens in the call and wherever the token
 // falls in a tile (batch invariance: a token's outputs do not depend on its batch).
 // One token runs 4 rows at a time (more tokens: 2 rows, on AVX-512 VNNI's 32 registers
-// with tiles of up to 4 tokens), so that independent accumulator chains hide the FMA
+// with tiles of up to 4 tokens; 4-bit on AVX-512 VNNI: 4 rows x 4 tokens, two tokens a
+// 512-bit register), so that independent accumulator chains hide the FMA
 // latency and the per-row costs are shared (a row of the 734 M model's w1 is only 16
 // pairs of blocks).
 // Parallel over output rows (OpenMP): each thread streams its own contiguous run of rows.
@@ -59,6 +60,7 @@ void QuantMatMulTransB2(const quant::MatrixView& a, const quant::MatrixView& b, 
 
 // The activation quantization every path uses for packed matrices: x[cols] (cols a
 // multiple of quant::kBlock) to q[cols] int8 and scale[cols / kBlock], x ~= scale * q.
+// On AVX2 unless the path is kScalar; the same values either way (NaN inputs aside).
 void QuantizeActivationBlocks(const float* x, int64_t cols, int8_t* q, float* scale);
 
 // dst[r1 - r0, cols] = rows [r0, r1) of dequant(w), with the fast path.

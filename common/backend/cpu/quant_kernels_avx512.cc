@@ -25,6 +25,9 @@ PackedTileFn PackedTile(int bits) { return PackedTileFor(bits); }
 ScaledDecodeTileFn ScaledDecodeTile(const quant::MatrixLayout& layout) {
   return ScaledDecodeFits(layout) ? &ScaledDecodeTileImpl : nullptr;
 }
+WideTileFn WideTile(const quant::MatrixLayout& layout) {
+  return WideFits(layout) ? &WideTileImpl : nullptr;
+}
 
 }  // namespace moe::cpu::tile::avx512
 

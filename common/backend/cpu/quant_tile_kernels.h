@@ -61,6 +61,23 @@ using ScaledDecodeTileFn = void (*)(const quant::MatrixView& w, int64_t r,
                                     const PairActivations& a, float* out);
 inline constexpr int kScaledDecodeRows = 4;
 
+// AVX-512 4-bit prefill carries two tokens in a 512-bit register: the activations of
+// tokens 2u and 2u + 1 (PairActivations' values) interleaved per pair, 128 bytes [A of 2u |
+// A of 2u + 1 | B of 2u | B of 2u + 1] and 16 floats [d of 2u x8 | d of 2u + 1 x8]. An odd
+// last token's partner is zero.
+struct TokenPairActivations {
+  int8_t* q = nullptr;    // [ceil(n / 2), pairs, 2 * kPair]
+  float* dvec = nullptr;  // [ceil(n / 2), pairs, 16]
+};
+
+// out[j * tokens + t] = row r + j of w · token t0 + t, for j < kWideRows and t < tokens
+// (1..kWideTokens; t0 even): a's xs and groups, tp's values. PackedTileFn's bits.
+using WideTileFn = void (*)(const quant::MatrixView& w, int64_t r, const RowScales* rs,
+                            const PairActivations& a, const TokenPairActivations& tp,
+                            int64_t t0, int tokens, float* out);
+inline constexpr int kWideRows = 4;
+inline constexpr int kWideTokens = 4;
+
 namespace avx2 {
 PackedTileFn PackedTile(int bits);
 GroupScalesFn GroupScales();  // every SIMD path's (no integer dots in it)
@@ -72,6 +89,8 @@ namespace avx512 {
 PackedTileFn PackedTile(int bits);
 // For 4-bit, group 64, an even number of groups per row, up to 512: else null.
 ScaledDecodeTileFn ScaledDecodeTile(const quant::MatrixLayout& layout);
+// For 4-bit with an even number of blocks per row and per group: else null.
+WideTileFn WideTile(const quant::MatrixLayout& layout);
 }  // namespace avx512
 
 // Where value i of a block sits in its pair's A (0..15) or B (16..31) bytes, per format:

@@ -2,6 +2,8 @@
 #include "common/backend/cpu/cpu_kernels.h"
 #include "common/backend/cpu/rowwise_matmul.h"
 
+#include <omp.h>
+
 #include <cmath>
 #include <cstring>
 #include <omp.h>
@@ -213,6 +215,25 @@ TEST_P(AttentionTest, MatchesMaskedSoftmaxReference) {
   for (size_t i = 0; i < out.size(); ++i) EXPECT_NEAR(out[i], ref[i], 1e-5) << i;
 }
 
+// A prefill's (token, head) pairs are dealt out to the threads: any count gives the bits
+// of one thread.
+TEST_P(AttentionTest, ThreadsChangeNoBit) {
+  const auto [heads, kv_heads, start, window] = GetParam();
+  const int hd = 8, n = 7, total = start + n;
+  const auto q = Random(n * heads * hd, 9), k = Random(total * kv_heads * hd, 10),
+             v = Random(total * kv_heads * hd, 11);
+  const int saved = omp_get_max_threads();
+  std::vector<float> one;
+  for (int threads : {1, 2, 3}) {
+    omp_set_num_threads(threads);
+    std::vector<float> out(n * heads * hd);
+    Attention(q.data(), k.data(), v.data(), out.data(), start, n, heads, kv_heads, hd, window);
+    if (threads == 1) one = out;
+    ASSERT_EQ(out, one) << threads << " threads";
+  }
+  omp_set_num_threads(saved);
+}
+
 INSTANTIATE_TEST_SUITE_P(GroupsAndWindows, AttentionTest,
                          ::testing::Combine(::testing::Values(4, 8), ::testing::Values(1, 2, 4),
                                             // 600: past the scores kept on the stack
@@ -283,6 +304,29 @@ TEST(OmpRegionPaysTest, AttentionSameBitsWithAndWithoutTheRegion) {
   Attention(q.data(), k.data(), v.data(), two.data(), start, n, heads, kv_heads, hd, 0);
   omp_set_num_threads(before);
   EXPECT_EQ(std::memcmp(one.data(), two.data(), one.size() * sizeof(float)), 0);
+}
+
+// Long enough to run on several threads: every value is still the one-value formula.
+TEST(SiluMulTest, ThreadsChangeNoBit) {
+  const int64_t count = (int64_t{1} << 16) + 3;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> d(0.0f, 3.0f);
+  std::vector<float> gate(count), up(count);
+  for (int64_t i = 0; i < count; ++i) gate[i] = d(rng), up[i] = d(rng);
+  std::vector<float> want(count);
+  for (int64_t i = 0; i < count; ++i) {
+    float g = gate[i], u = up[i];
+    SiluMul(&g, &u, 1);
+    want[i] = g;
+  }
+  const int saved = omp_get_max_threads();
+  for (int threads : {1, 2, 3}) {
+    omp_set_num_threads(threads);
+    std::vector<float> got = gate;
+    SiluMul(got.data(), up.data(), count);
+    ASSERT_EQ(got, want) << threads << " threads";
+  }
+  omp_set_num_threads(saved);
 }
 
 TEST(MatmulImplTest, ParsesNamesAndRejectsUnknown) {

@@ -239,7 +239,10 @@ INSTANTIATE_TEST_SUITE_P(
         // 4-bit group 64 decodes through AVX-512's self-scaled tile (scales 16 groups at a
         // time): 384 inputs are 6 groups a row (one short chunk), 1152 are 18 (a whole
         // chunk and a short one; 37 rows of 18 groups cross meta groups inside chunks);
-        // 576 are 9 (odd: the general tile).
+        // 576 are 9 (odd: the general tile). Prefill of 4-bit with an even block count a
+        // row and a group (all 4-bit cases here but group 32) runs AVX-512's wide tiles
+        // (4 rows x 4 tokens, tokens two a register; 37 rows end in a short tile that
+        // takes the 2-row one, odd token counts leave a half-empty register).
         Case{2, DType::kBF16, 64, 384}, Case{3, DType::kBF16, 64, 384},
         Case{4, DType::kBF16, 64, 1152}, Case{4, DType::kBF16, 64, 576},
         Case{4, DType::kBF16, 64, 384}, Case{8, DType::kBF16, 64, 384},
@@ -311,6 +314,38 @@ TEST(QuantizeActivationBlocksTest, RoundsEachBlockToItsOwnScale) {
     ASSERT_LE(std::abs(int(q[i])), 127);
     ASSERT_LE(std::fabs(x[i] - s * q[i]), s / 2 * (1 + 1e-6f)) << i;
   }
+}
+
+// The SIMD paths quantize activations with AVX2 and the scalar path with plain C++: the
+// same int8 values and scales, bit for bit, on random blocks, an all-zero block, a block of
+// values that scale to exact halves (ties round to even), one with a NaN, and NaN-free
+// outliers of every sign.
+TEST(QuantizeActivationBlocksTest, SimdAndScalarAgreeBitForBit) {
+  const int64_t blocks = 41;
+  std::vector<float> x = Random(blocks * kBlock, 6);
+  for (int64_t i = 0; i < kBlock; ++i) x[kBlock + i] = 0;
+  for (int64_t i = 0; i < kBlock; ++i) x[2 * kBlock + i] = (i - 15.5f) * 127.0f / 16;  // max 127 * 15.5 / 16
+  for (int64_t i = 0; i < kBlock; ++i) x[3 * kBlock + i] = 127.0f * (i % 5) / 2 - 200;  // |x| max 200
+  x[4 * kBlock + 7] = std::nanf("");
+  x[5 * kBlock + 31] = -1e30f;
+  x[6 * kBlock] = 3e-39f;  // a denormal block maximum
+  for (int64_t i = 1; i < kBlock; ++i) x[6 * kBlock + i] = 0;
+  for (QuantKernelPath path : Paths()) {
+    SCOPED_TRACE(QuantKernelPathName(path));
+    std::vector<int8_t> q(x.size()), q0(x.size());
+    std::vector<float> d(blocks), d0(blocks);
+    SetQuantKernelPath(QuantKernelPath::kScalar);
+    QuantizeActivationBlocks(x.data(), x.size(), q0.data(), d0.data());
+    SetQuantKernelPath(path);
+    QuantizeActivationBlocks(x.data(), x.size(), q.data(), d.data());
+    for (int64_t b = 0; b < blocks; ++b) {
+      if (b == 4) continue;  // the NaN's own value is unspecified; its neighbours are not
+      ASSERT_EQ(d[b], d0[b]) << b;
+      for (int64_t i = 0; i < kBlock; ++i) ASSERT_EQ(q[b * kBlock + i], q0[b * kBlock + i]) << b << " " << i;
+    }
+    ASSERT_EQ(d[4], d0[4]);
+  }
+  SetQuantKernelPath(BestQuantKernelPath());
 }
 
 }  // namespace
