@@ -96,8 +96,8 @@ void FillRandomMatrix(const quant::MatrixLayout& layout, uint64_t seed, uint8_t*
 namespace {
 
 // One dense tensor of the random model: its shape, its spread (norms: 1 + that spread), and
-// where it goes: `packed` in `spec` (attention as asked; the embedding table and LM head
-// in 16 bits, as a 16-bit checkpoint keeps them) or fp32 `f32`.
+// where it goes: `packed` in `spec` (attention as asked; the embedding table, LM head and
+// routers in 16 bits, as a 16-bit checkpoint keeps them) or fp32 `f32`.
 struct PlannedTensor {
   int64_t rows = 0, cols = 0;
   float std = 0;
@@ -157,7 +157,7 @@ absl::Status PlanDenseWeights(const ModelConfig& c, int attn_bits, int64_t group
     MOE_RETURN_IF_ERROR(matrix(c.kv_dim(), h, unit, attn_bits, &lw.v, &lw.v_packed));
     MOE_RETURN_IF_ERROR(matrix(h, c.q_dim(), q_unit, attn_bits, &lw.o, &lw.o_packed));
     MOE_RETURN_IF_ERROR(norm(&lw.post_norm));
-    MOE_RETURN_IF_ERROR(f32(c.num_local_experts, h, unit, &lw.gate, /*norm=*/false));
+    MOE_RETURN_IF_ERROR(matrix(c.num_local_experts, h, unit, 16, &lw.gate, &lw.gate_packed));
   }
   return absl::OkStatus();
 }

@@ -33,7 +33,7 @@ absl::Status Read(const Checkpoint& ckpt, const std::string& name,
 // A matrix of a 16-bit checkpoint (BF16 or F16) kept as stored in `packed`, checked to be
 // [rows, cols]; any other dtype is read into fp32 `dst`.
 absl::Status ReadMatrix(const Checkpoint& ckpt, const std::string& name, int64_t rows,
-                            int64_t cols, std::vector<float>* dst, PackedMatrix* packed) {
+                        int64_t cols, std::vector<float>* dst, PackedMatrix* packed) {
   MOE_ASSIGN_OR_RETURN(Checkpoint::TensorRef ref, ckpt.Find(name));
   const DType dtype = ref.info->dtype;
   if (dtype != DType::kBF16 && dtype != DType::kF16) return Read(ckpt, name, {rows, cols}, dst);
@@ -67,8 +67,8 @@ absl::Status ReadConverted(const quant::OffloadModel& model, const std::string& 
   return absl::OkStatus();
 }
 
-// Where tensor `t` goes in `w`: fp32 `f32`, or, for the matrices that may stay as stored
-// (attention, the embedding table, an untied LM head), `packed`.
+// Where tensor `t` goes in `w`: fp32 `f32`, or, for a matrix (which stays as stored when
+// 16-bit or quantized), `packed`.
 struct Destination {
   std::vector<float>* f32 = nullptr;
   PackedMatrix* packed = nullptr;
@@ -97,15 +97,17 @@ absl::StatusOr<Destination> DestinationOf(DenseWeights& w, const ModelConfig& c,
         {"self_attn.v_proj.bias", {&lw.v_bias, nullptr}},
         {"self_attn.q_norm.weight", {&lw.q_norm, nullptr}},
         {"self_attn.k_norm.weight", {&lw.k_norm, nullptr}},
-        {"mlp.shared_expert.gate_proj.weight", {&lw.shared_expert.gate, nullptr}},
-        {"mlp.shared_expert.up_proj.weight", {&lw.shared_expert.up, nullptr}},
-        {"mlp.shared_expert.down_proj.weight", {&lw.shared_expert.down, nullptr}},
-        {"mlp.shared_expert_gate.weight", {&lw.shared_expert_gate, nullptr}},
-        {"mlp.gate_proj.weight", {&lw.dense_mlp.gate, nullptr}},
-        {"mlp.up_proj.weight", {&lw.dense_mlp.up, nullptr}},
-        {"mlp.down_proj.weight", {&lw.dense_mlp.down, nullptr}},
+        {"mlp.shared_expert.gate_proj.weight",
+         {&lw.shared_expert.gate, &lw.shared_expert.gate_packed}},
+        {"mlp.shared_expert.up_proj.weight", {&lw.shared_expert.up, &lw.shared_expert.up_packed}},
+        {"mlp.shared_expert.down_proj.weight",
+         {&lw.shared_expert.down, &lw.shared_expert.down_packed}},
+        {"mlp.shared_expert_gate.weight", {&lw.shared_expert_gate, &lw.shared_expert_gate_packed}},
+        {"mlp.gate_proj.weight", {&lw.dense_mlp.gate, &lw.dense_mlp.gate_packed}},
+        {"mlp.up_proj.weight", {&lw.dense_mlp.up, &lw.dense_mlp.up_packed}},
+        {"mlp.down_proj.weight", {&lw.dense_mlp.down, &lw.dense_mlp.down_packed}},
     };
-    if (t.name == tn::Router(c, t.layer)) return Destination{&lw.gate, nullptr};
+    if (t.name == tn::Router(c, t.layer)) return Destination{&lw.gate, &lw.gate_packed};
     for (const auto& [name, dest] : table) {
       if (suffix == name) return dest;
     }

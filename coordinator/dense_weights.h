@@ -1,6 +1,7 @@
 // Every non-expert weight of a Mixtral model: embeddings, attention, norms, routers, final
-// norm and LM head, in fp32 except the embedding table and the projections a checkpoint or
-// converted model stores in 16 bits or quantized, which stay as stored. The coordinator
+// norm and LM head. Every matrix a checkpoint or converted model stores in 16 bits (or
+// quantized) stays as stored, in a PackedMatrix beside its fp32 vector (which then stays
+// empty); only fp32 checkpoints' matrices, and norms and biases, are fp32. The coordinator
 // owns these; experts live elsewhere.
 #ifndef MOE_COORDINATOR_DENSE_WEIGHTS_H_
 #define MOE_COORDINATOR_DENSE_WEIGHTS_H_
@@ -28,7 +29,8 @@ struct PackedMatrix {
 struct MlpWeights {
   std::vector<float> gate, up;  // [I, H]
   std::vector<float> down;      // [H, I]
-  bool empty() const { return gate.empty(); }
+  PackedMatrix gate_packed, up_packed, down_packed;  // instead, as a 16-bit model stores them
+  bool empty() const { return gate.empty() && gate_packed.empty(); }
 };
 
 // One decoder layer. The family-specific tensors (model_tensors.h) are empty where the
@@ -41,12 +43,14 @@ struct LayerWeights {
   std::vector<float> o;           // [H, nH * hd]
   std::vector<float> post_norm;   // [H]
   std::vector<float> gate;        // [E, H], the router; empty in a dense layer
-  // Set instead of q/k/v/o for a converted model (quantized or 16-bit attention).
-  PackedMatrix q_packed, k_packed, v_packed, o_packed;
+  // Set instead of q/k/v/o and the router when the model stores them in 16 bits (or
+  // quantized, attention of a converted model): multiplied as stored.
+  PackedMatrix q_packed, k_packed, v_packed, o_packed, gate_packed;
   std::vector<float> q_bias, k_bias, v_bias;  // qwen2_moe: [q_dim], [kv_dim], [kv_dim]
   std::vector<float> q_norm, k_norm;  // qwen3_moe: [head_dim]; olmoe: [q_dim], [kv_dim]
   MlpWeights shared_expert;               // qwen2_moe sparse layers
   std::vector<float> shared_expert_gate;  // [1, H]
+  PackedMatrix shared_expert_gate_packed;
   MlpWeights dense_mlp;                   // a dense layer's MLP, instead of experts
 };
 
@@ -63,13 +67,12 @@ struct DenseWeights {
   std::vector<float> lm_head;     // [V, H]; empty when tied to the embedding or packed
   PackedMatrix lm_head_packed;    // an untied LM head, as stored (16-bit or converted)
 
-  // Reads the dense tensors, shapes checked against `config`: BF16/F16 attention, the
-  // embedding table and an untied LM head stay as stored; the rest is converted to fp32.
+  // Reads the dense tensors, shapes checked against `config`: BF16/F16 matrices stay as
+  // stored; other dtypes, and norms and biases, are converted to fp32.
   static absl::StatusOr<DenseWeights> Load(const Checkpoint& checkpoint,
                                            const ModelConfig& config);
-  // Either layout: a Hugging Face checkpoint, or a converted directory (attention, the
-  // embedding table and an untied LM head stay as stored, quantized or 16-bit; norms and
-  // routers are converted to fp32).
+  // Either layout: a Hugging Face checkpoint, or a converted directory (every matrix stays
+  // as stored, quantized or 16-bit; norms and biases are converted to fp32).
   static absl::StatusOr<DenseWeights> Load(const ModelDir& dir);
 };
 

@@ -51,7 +51,7 @@ void VisitTensors(const DenseWeights& w, Slots& slots, const TensorVisitor& visi
     Slots::Layer& s = slots.layers[l];
     f32(lw.input_norm, &s.input_norm);
     f32(lw.post_norm, &s.post_norm);
-    f32(lw.gate, &s.gate);
+    matrix(lw.gate, lw.gate_packed, &s.gate);
     matrix(lw.q, lw.q_packed, &s.q);
     matrix(lw.k, lw.k_packed, &s.k);
     matrix(lw.v, lw.v_packed, &s.v);
@@ -61,12 +61,12 @@ void VisitTensors(const DenseWeights& w, Slots& slots, const TensorVisitor& visi
     f32(lw.v_bias, &s.v_bias);
     f32(lw.q_norm, &s.q_norm);
     f32(lw.k_norm, &s.k_norm);
-    f32(lw.shared_expert_gate, &s.shared_expert_gate);
+    matrix(lw.shared_expert_gate, lw.shared_expert_gate_packed, &s.shared_expert_gate);
     for (const auto& [mlp, where] : {std::pair{&lw.shared_expert, s.shared},
                                      std::pair{&lw.dense_mlp, s.dense}}) {
-      f32(mlp->gate, &where[0]);
-      f32(mlp->up, &where[1]);
-      f32(mlp->down, &where[2]);
+      matrix(mlp->gate, mlp->gate_packed, &where[0]);
+      matrix(mlp->up, mlp->up_packed, &where[1]);
+      matrix(mlp->down, mlp->down_packed, &where[2]);
     }
   }
 }
@@ -76,21 +76,23 @@ const float* Optional(const std::vector<float>& t, const void* where) {
   return t.empty() ? nullptr : static_cast<const float*>(where);
 }
 
+// The view of a matrix held in fp32 `f32` or as stored in `packed`, at `where`, with
+// `cols` columns: [0, cols] with no data when neither holds it (a tensor the layer lacks).
+backend::WeightView Matrix(const void* where, const std::vector<float>& f32,
+                           const PackedMatrix& packed, int64_t cols) {
+  if (!packed.empty()) return backend::WeightView::FromLayout(packed.layout, where);
+  return backend::WeightView::F32(f32.empty() ? nullptr : static_cast<const float*>(where),
+                                  int64_t(f32.size()) / cols, cols);
+}
+
 DeviceMlp Mlp(const MlpWeights& w, const void* const where[3], int64_t h) {
   DeviceMlp d;
   if (w.empty()) return d;
-  const int64_t width = int64_t(w.gate.size()) / h;
   d.present = true;
-  d.gate = backend::WeightView::F32(static_cast<const float*>(where[0]), width, h);
-  d.up = backend::WeightView::F32(static_cast<const float*>(where[1]), width, h);
-  d.down = backend::WeightView::F32(static_cast<const float*>(where[2]), h, width);
+  d.gate = Matrix(where[0], w.gate, w.gate_packed, h);
+  d.up = Matrix(where[1], w.up, w.up_packed, h);
+  d.down = Matrix(where[2], w.down, w.down_packed, d.gate.rows);
   return d;
-}
-
-backend::WeightView Matrix(const void* data, const PackedMatrix& packed, int64_t rows,
-                           int64_t cols) {
-  if (!packed.empty()) return backend::WeightView::FromLayout(packed.layout, data);
-  return backend::WeightView::F32(static_cast<const float*>(data), rows, cols);
 }
 
 }  // namespace
@@ -152,35 +154,31 @@ absl::StatusOr<std::unique_ptr<DeviceWeights>> DeviceWeights::Create(DenseWeight
     MOE_RETURN_IF_ERROR(stream->Synchronize());
   }
 
-  out->embedding_ = Matrix(slots.embedding, w.embedding_packed, vocab, h);
+  out->embedding_ = Matrix(slots.embedding, w.embedding, w.embedding_packed, h);
   out->final_norm_ = static_cast<const float*>(slots.final_norm);
   // Tied: the embedding table is the LM head, multiplied in the format it is stored in.
-  out->lm_head_ = slots.lm_head != nullptr ? Matrix(slots.lm_head, w.lm_head_packed, vocab, h)
+  out->lm_head_ = slots.lm_head != nullptr ? Matrix(slots.lm_head, w.lm_head, w.lm_head_packed, h)
                                            : out->embedding_;
   out->layers_.resize(w.layers.size());
   for (size_t l = 0; l < w.layers.size(); ++l) {
     const LayerWeights& lw = w.layers[l];
     const Slots::Layer& s = slots.layers[l];
-    const int64_t qd = lw.q_packed.empty() ? int64_t(lw.q.size()) / h : lw.q_packed.layout.rows;
-    const int64_t kvd = lw.k_packed.empty() ? int64_t(lw.k.size()) / h : lw.k_packed.layout.rows;
     DeviceLayerWeights& d = out->layers_[l];
     d.input_norm = static_cast<const float*>(s.input_norm);
     d.post_norm = static_cast<const float*>(s.post_norm);
-    d.gate = backend::WeightView::F32(static_cast<const float*>(s.gate),
-                                      int64_t(lw.gate.size()) / h, h);
-    d.q = Matrix(s.q, lw.q_packed, qd, h);
-    d.k = Matrix(s.k, lw.k_packed, kvd, h);
-    d.v = Matrix(s.v, lw.v_packed, kvd, h);
-    d.o = Matrix(s.o, lw.o_packed, h, qd);
+    d.gate = Matrix(s.gate, lw.gate, lw.gate_packed, h);
+    d.q = Matrix(s.q, lw.q, lw.q_packed, h);
+    d.k = Matrix(s.k, lw.k, lw.k_packed, h);
+    d.v = Matrix(s.v, lw.v, lw.v_packed, h);
+    d.o = Matrix(s.o, lw.o, lw.o_packed, d.q.rows);
     d.q_bias = Optional(lw.q_bias, s.q_bias);
     d.k_bias = Optional(lw.k_bias, s.k_bias);
     d.v_bias = Optional(lw.v_bias, s.v_bias);
     d.q_norm = Optional(lw.q_norm, s.q_norm);
     d.k_norm = Optional(lw.k_norm, s.k_norm);
     d.shared_expert = Mlp(lw.shared_expert, s.shared, h);
-    d.shared_expert_gate = backend::WeightView::F32(
-        Optional(lw.shared_expert_gate, s.shared_expert_gate),
-        int64_t(lw.shared_expert_gate.size()) / h, h);
+    d.shared_expert_gate =
+        Matrix(s.shared_expert_gate, lw.shared_expert_gate, lw.shared_expert_gate_packed, h);
     d.dense_mlp = Mlp(lw.dense_mlp, s.dense, h);
   }
   // Uploaded: the host copy is no longer read.

@@ -16,11 +16,38 @@ absl::Status CheckSize(const std::vector<float>& t, int64_t expected, int layer,
                                                  " floats, the config implies ", expected));
 }
 
+// A matrix held in fp32 `f32` or as stored in `packed` (not both): [rows, cols].
+absl::Status CheckMatrix(const std::vector<float>& f32, const PackedMatrix& packed, int64_t rows,
+                         int64_t cols, int layer, absl::string_view name) {
+  if (packed.empty()) return CheckSize(f32, rows * cols, layer, name);
+  if (f32.empty() && packed.layout.rows == rows && packed.layout.cols == cols) {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "layer ", layer, ": ", name, " holds [", packed.layout.rows, ", ", packed.layout.cols,
+      "] stored and ", f32.size(), " floats, the config implies [", rows, ", ", cols, "]"));
+}
+
+// The embedding table, or an untied LM head: [vocab, hidden] in one form.
+absl::Status CheckTable(const std::vector<float>& f32, const PackedMatrix& packed,
+                        const ModelConfig& c, absl::string_view name) {
+  const quant::MatrixLayout& stored = packed.layout;
+  if (packed.empty() ? int64_t(f32.size()) == c.vocab_size * c.hidden_size
+                     : f32.empty() && stored.rows == c.vocab_size && stored.cols == c.hidden_size) {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      name, " holds ", f32.size(), " floats or [", stored.rows, ", ", stored.cols,
+      "] stored, the config implies [", c.vocab_size, ", ", c.hidden_size, "]"));
+}
+
 absl::Status CheckMlp(const MlpWeights& mlp, int64_t width, int64_t h, int layer,
                       absl::string_view name) {
-  MOE_RETURN_IF_ERROR(CheckSize(mlp.gate, width * h, layer, absl::StrCat(name, " gate_proj")));
-  MOE_RETURN_IF_ERROR(CheckSize(mlp.up, width * h, layer, absl::StrCat(name, " up_proj")));
-  return CheckSize(mlp.down, width * h, layer, absl::StrCat(name, " down_proj"));
+  MOE_RETURN_IF_ERROR(CheckMatrix(mlp.gate, mlp.gate_packed, width, h, layer,
+                                  absl::StrCat(name, " gate_proj")));
+  MOE_RETURN_IF_ERROR(
+      CheckMatrix(mlp.up, mlp.up_packed, width, h, layer, absl::StrCat(name, " up_proj")));
+  return CheckMatrix(mlp.down, mlp.down_packed, h, width, layer, absl::StrCat(name, " down_proj"));
 }
 
 }  // namespace
@@ -28,15 +55,21 @@ absl::Status CheckMlp(const MlpWeights& mlp, int64_t width, int64_t h, int layer
 absl::Status ModelFamilyOps::CheckWeights(const ModelConfig& c, const DenseWeights& w) {
   const int64_t h = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim();
   // The lookup reads row `token` of the table for every token id below vocab_size.
-  const quant::MatrixLayout& stored = w.embedding_packed.layout;
-  if (w.embedding_packed.empty() ? int64_t(w.embedding.size()) != c.vocab_size * h
-                                 : stored.rows != c.vocab_size || stored.cols != h) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the embedding table holds ", w.embedding.size(), " floats or [", stored.rows, ", ",
-        stored.cols, "] stored, the config implies [", c.vocab_size, ", ", h, "]"));
+  MOE_RETURN_IF_ERROR(CheckTable(w.embedding, w.embedding_packed, c, "the embedding table"));
+  if (c.tie_word_embeddings) {
+    if (!w.lm_head.empty() || !w.lm_head_packed.empty()) {
+      return absl::InvalidArgumentError(
+          "the LM head is tied to the embedding table, but a separate one is held");
+    }
+  } else {
+    MOE_RETURN_IF_ERROR(CheckTable(w.lm_head, w.lm_head_packed, c, "the LM head"));
   }
   for (int l = 0; l < int(w.layers.size()); ++l) {
     const LayerWeights& lw = w.layers[size_t(l)];
+    MOE_RETURN_IF_ERROR(CheckMatrix(lw.q, lw.q_packed, qd, h, l, "q_proj"));
+    MOE_RETURN_IF_ERROR(CheckMatrix(lw.k, lw.k_packed, kvd, h, l, "k_proj"));
+    MOE_RETURN_IF_ERROR(CheckMatrix(lw.v, lw.v_packed, kvd, h, l, "v_proj"));
+    MOE_RETURN_IF_ERROR(CheckMatrix(lw.o, lw.o_packed, h, qd, l, "o_proj"));
     MOE_RETURN_IF_ERROR(CheckSize(lw.q_bias, c.qkv_bias ? qd : 0, l, "q_proj.bias"));
     MOE_RETURN_IF_ERROR(CheckSize(lw.k_bias, c.qkv_bias ? kvd : 0, l, "k_proj.bias"));
     MOE_RETURN_IF_ERROR(CheckSize(lw.v_bias, c.qkv_bias ? kvd : 0, l, "v_proj.bias"));
@@ -49,16 +82,18 @@ absl::Status ModelFamilyOps::CheckWeights(const ModelConfig& c, const DenseWeigh
     MOE_RETURN_IF_ERROR(CheckSize(lw.q_norm, q_norm, l, "q_norm"));
     MOE_RETURN_IF_ERROR(CheckSize(lw.k_norm, k_norm, l, "k_norm"));
     if (!c.IsSparseLayer(l)) {
-      MOE_RETURN_IF_ERROR(CheckSize(lw.gate, 0, l, "router (a dense layer has none)"));
+      MOE_RETURN_IF_ERROR(
+          CheckMatrix(lw.gate, lw.gate_packed, 0, h, l, "router (a dense layer has none)"));
       MOE_RETURN_IF_ERROR(CheckMlp(lw.dense_mlp, c.dense_intermediate_size, h, l, "dense MLP"));
       continue;
     }
-    MOE_RETURN_IF_ERROR(CheckSize(lw.gate, c.num_local_experts * h, l, "router"));
+    MOE_RETURN_IF_ERROR(
+        CheckMatrix(lw.gate, lw.gate_packed, c.num_local_experts, h, l, "router"));
     MOE_RETURN_IF_ERROR(CheckMlp(lw.dense_mlp, 0, h, l, "dense MLP (a sparse layer has none)"));
     const int64_t shared = c.shared_expert_intermediate_size;
     MOE_RETURN_IF_ERROR(CheckMlp(lw.shared_expert, shared, h, l, "shared expert"));
-    MOE_RETURN_IF_ERROR(
-        CheckSize(lw.shared_expert_gate, shared > 0 ? h : 0, l, "shared_expert_gate"));
+    MOE_RETURN_IF_ERROR(CheckMatrix(lw.shared_expert_gate, lw.shared_expert_gate_packed,
+                                    shared > 0 ? 1 : 0, h, l, "shared_expert_gate"));
   }
   return absl::OkStatus();
 }

@@ -70,7 +70,9 @@ TEST(SyntheticWeightsTest, DenseWeightsHaveTheConfigsShapesInTheAskedFormat) {
   EXPECT_TRUE(packed->embedding.empty());  // 16-bit, as a 16-bit checkpoint keeps it
   EXPECT_EQ(packed->embedding_packed.layout.rows, 100);
   EXPECT_EQ(packed->embedding_packed.layout.spec.bits, 16);
-  EXPECT_EQ(packed->layers[1].gate.size(), 4u * 64);
+  EXPECT_TRUE(packed->layers[1].gate.empty());  // the router too
+  EXPECT_EQ(packed->layers[1].gate_packed.layout.rows, 4);
+  EXPECT_EQ(packed->layers[1].gate_packed.layout.spec.bits, 16);
   EXPECT_TRUE(packed->layers[0].q.empty());
   EXPECT_EQ(packed->layers[0].k_packed.layout.rows, 32);
   EXPECT_EQ(packed->layers[0].o_packed.layout.cols, 64);
@@ -79,6 +81,7 @@ TEST(SyntheticWeightsTest, DenseWeightsHaveTheConfigsShapesInTheAskedFormat) {
   EXPECT_EQ(f32->layers[0].q.size(), 64u * 64);
   EXPECT_EQ(f32->embedding.size(), 100u * 64);
   EXPECT_TRUE(f32->layers[0].q_packed.empty());
+  EXPECT_EQ(f32->layers[1].gate.size(), 4u * 64);
   EXPECT_FALSE(RandomDenseWeights(c, 5, 32, 1).ok());
 }
 

@@ -119,7 +119,8 @@ TEST(DeviceBudgetTest, CpuAliasesTheHostWeightsAndCountsThemAll) {
     expected += (l.input_norm.size() + l.post_norm.size() + l.gate.size() + l.q.size() +
                  l.k.size() + l.v.size() + l.o.size()) * 4;
     expected += l.q_packed.bytes.size() + l.k_packed.bytes.size() + l.v_packed.bytes.size() +
-                l.o_packed.bytes.size();
+                l.o_packed.bytes.size() + l.gate_packed.bytes.size();
+    EXPECT_TRUE(l.gate.empty());  // the BF16 router stays as stored
   }
   EXPECT_EQ(DeviceWeights::Bytes(*dense), expected);
   // The bundled model is BF16: its embedding table stays as stored (half the fp32 bytes).

@@ -30,6 +30,14 @@ namespace fs = std::filesystem;
 const fs::path kBundled = fs::path(MOE_SOURCE_DIR) / "models" / "kjv-moe";
 const fs::path kConverted43 = fs::path(MOE_BINARY_DIR) / "converted" / "hqq_4_3";
 
+// A matrix as the old engine held it: fp32, widened here when the model keeps it as stored.
+std::vector<float> Fp32(const std::vector<float>& f32, const PackedMatrix& packed) {
+  if (packed.empty()) return f32;
+  std::vector<float> out(size_t(packed.layout.rows * packed.layout.cols));
+  quant::DequantizeRowsReference(packed.view(), 0, packed.layout.rows, out.data());
+  return out;
+}
+
 // The engine before the port, without speculation (which never changed the numbers):
 // one pass over `tokens` at positions start.., keys/values in `k_cache`/`v_cache`.
 absl::Status OldEngineForward(const ModelConfig& c, const DenseWeights& w, ExpertBackend& experts,
@@ -69,7 +77,7 @@ absl::Status OldEngineForward(const ModelConfig& c, const DenseWeights& w, Exper
                    c.sliding_window.value_or(0));
     Project(lw.o, lw.o_packed, attn.data(), x.data(), n, qd, h, /*accumulate=*/true);
     cpu::RmsNorm(x.data(), lw.post_norm.data(), xn.data(), n, h, eps);
-    cpu::MatMulTransB(xn.data(), lw.gate.data(), router.data(), n, h, e);
+    cpu::MatMulTransB(xn.data(), Fp32(lw.gate, lw.gate_packed).data(), router.data(), n, h, e);
     for (int64_t t = 0; t < n; ++t) {
       cpu::TopKRouting(&router[t * e], e, k, &route_ids[t * k], &route_w[t * k]);
     }
@@ -83,13 +91,9 @@ absl::Status OldEngineForward(const ModelConfig& c, const DenseWeights& w, Exper
   logits->resize(rows * c.vocab_size);
   if (!w.lm_head.empty() || !w.lm_head_packed.empty()) {  // untied, fp32 or as stored
     Project(w.lm_head, w.lm_head_packed, xn.data(), logits->data(), rows, h, c.vocab_size);
-  } else {  // tied: the fp32 product of the embedding table, widened here
-    std::vector<float> table = w.embedding;
-    if (!w.embedding_packed.empty()) {
-      table.resize(size_t(c.vocab_size * h));
-      quant::DequantizeRowsReference(w.embedding_packed.view(), 0, c.vocab_size, table.data());
-    }
-    cpu::MatMulTransB(xn.data(), table.data(), logits->data(), rows, h, c.vocab_size);
+  } else {  // tied: the fp32 product of the embedding table
+    cpu::MatMulTransB(xn.data(), Fp32(w.embedding, w.embedding_packed).data(), logits->data(),
+                      rows, h, c.vocab_size);
   }
   return absl::OkStatus();
 }
@@ -398,6 +402,35 @@ TEST(MixtralModelCpuTest, FamilyWeightsMissingATensorAreRefusedAtCreate) {
     EXPECT_THAT(std::string(model.status().message()), ::testing::HasSubstr(message));
   }
   EXPECT_NE(f->Model(), nullptr);  // the weights as loaded are accepted
+}
+
+// A matrix kept as stored is checked like an fp32 one: its shape, and not both forms.
+TEST(MixtralModelCpuTest, StoredMatricesOfTheWrongShapeAreRefusedAtCreate) {
+  auto f = Fixture::Open(kBundled);
+  ASSERT_NE(f, nullptr);
+  using Break = std::function<void(DenseWeights&)>;
+  const std::vector<std::pair<Break, std::string>> cases = {
+      {[](DenseWeights& w) { w.layers[1].gate_packed.layout.rows = 3; },
+       "layer 1: router holds [3, 256] stored and 0 floats, the config implies [8, 256]"},
+      {[](DenseWeights& w) { w.layers[0].gate.assign(8 * 256, 0.0f); },
+       "layer 0: router holds [8, 256] stored and 2048 floats"},
+      {[](DenseWeights& w) { w.embedding_packed.layout.rows = 7; },
+       "the embedding table holds 0 floats or [7, 256] stored, the config implies [2000, 256]"},
+      {[](DenseWeights& w) { w.layers[2].o_packed.layout.cols = 5; },
+       "layer 2: o_proj holds [256, 5] stored and 0 floats, the config implies [256, 256]"},
+      {[](DenseWeights& w) { w.layers[3].k_packed = PackedMatrix(); },
+       "layer 3: k_proj holds 0 floats, the config implies 32768"},
+      {[](DenseWeights& w) { w.lm_head_packed = PackedMatrix(); },
+       "the LM head holds 0 floats or [0, 0] stored, the config implies [2000, 256]"},
+  };
+  for (const auto& [corrupt, message] : cases) {
+    DenseWeights w = f->Dense();
+    corrupt(w);
+    auto model = MixtralModel::Create(f->dir.config, std::move(w), f->experts.get());
+    ASSERT_FALSE(model.ok()) << message;
+    EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(model.status().message()), ::testing::HasSubstr(message));
+  }
 }
 
 TEST(MixtralModelCpuTest, CachesAndGenerationsBeyondTheContextLimitAreRefused) {
