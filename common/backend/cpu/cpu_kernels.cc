@@ -117,12 +117,7 @@ void SiluMul(float* gate, const float* up, int64_t count) {
     for (int64_t i = 0; i < b; ++i) e[i] = std::exp(-g[i]);
     for (int64_t i = 0; i < b; ++i) g[i] = g[i] / (1.0f + e[i]) * u[i];
   };
-  if (OmpRegionPays(count >= (int64_t{1} << 15))) {
-#pragma omp parallel for schedule(static)
-    for (int64_t k = 0; k < blocks; ++k) block(k);
-  } else {
-    for (int64_t k = 0; k < blocks; ++k) block(k);
-  }
+  ParallelFor(blocks, count >= (int64_t{1} << 15), Deal::kShares, block);
 }
 
 void Softmax(float* x, int64_t n) {
@@ -254,16 +249,8 @@ void Attention(const float* q, const float* k_cache, const float* v_cache, float
   // (token, head) pairs are dealt out one at a time: a causal prefill's later tokens attend
   // to more keys, and contiguous halves gave the second of two threads 3x the first's work.
   // Each pair is computed alone, so the schedule changes no bit.
-  if (OmpRegionPays(n * heads >= 16)) {
-#pragma omp parallel for collapse(2) schedule(static, 1)
-    for (int64_t t = 0; t < n; ++t) {
-      for (int64_t h = 0; h < heads; ++h) head(t, h);
-    }
-  } else {
-    for (int64_t t = 0; t < n; ++t) {
-      for (int64_t h = 0; h < heads; ++h) head(t, h);
-    }
-  }
+  ParallelFor(n * heads, n * heads >= 16, Deal::kInTurn,
+              [&](int64_t i) { head(i / heads, i % heads); });
 }
 
 }  // namespace moe::cpu

@@ -18,6 +18,26 @@ namespace moe::cpu {
 // loop directly when this says no (the same iterations in the same order).
 bool OmpRegionPays(bool wanted);
 
+// How ParallelFor deals iterations to threads: contiguous equal shares, or one at a time
+// in turn (for iterations of uneven cost, such as a causal prefill's attention rows).
+enum class Deal { kShares, kInTurn };
+
+// body(i) for every i in [0, n): in an OpenMP region when OmpRegionPays(wanted), else
+// directly on this thread, in order. Each iteration must be independent of the others,
+// so that the threads change no bit.
+template <typename Body>
+void ParallelFor(int64_t n, bool wanted, Deal deal, Body&& body) {
+  if (!OmpRegionPays(wanted)) {
+    for (int64_t i = 0; i < n; ++i) body(i);
+  } else if (deal == Deal::kInTurn) {
+#pragma omp parallel for schedule(static, 1)
+    for (int64_t i = 0; i < n; ++i) body(i);
+  } else {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) body(i);
+  }
+}
+
 // How MatMulTransB runs. Process-wide, chosen once at start-up (bench compares them).
 enum class MatmulImpl {
   kRows,   // the default: batch-invariant (rowwise_matmul.h), so a token's logits do not

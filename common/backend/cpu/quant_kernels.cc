@@ -10,6 +10,7 @@
 #include <limits>
 #include <vector>
 
+#include "common/backend/cpu/cpu_kernels.h"
 #include "common/backend/cpu/dense16_kernels.h"
 #include "common/backend/cpu/kernel_pool.h"
 #include "common/backend/cpu/quant_tile_kernels.h"
@@ -384,13 +385,7 @@ void PackedMatMul(const MatrixView* ws, float* const* ys, int count, const float
     // Prefill: one chunk a thread, in an OpenMP region, as before the pool; the pool
     // measured slower here beside the attention's OpenMP threads on a busy machine
     // (docs/results.md), and a prefill call is long enough to pay for the region.
-    // Not an inactive region when one thread runs it (OmpRegionPays, cpu_kernels.h).
-    if (threads > 1) {
-#pragma omp parallel for schedule(static) num_threads(threads)
-      for (int64_t c = 0; c < chunks; ++c) run_chunk(c);
-    } else {
-      for (int64_t c = 0; c < chunks; ++c) run_chunk(c);
-    }
+    ParallelFor(chunks, parallel, Deal::kShares, run_chunk);
   }
 }
 

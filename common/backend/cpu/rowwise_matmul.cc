@@ -265,12 +265,7 @@ void Run(RowwisePath path, const float* x, const typename W::T* const* ws, float
       }
     }
   };
-  if (OmpRegionPays(count * n * m * k >= kParallelMinMacs)) {
-#pragma omp parallel for schedule(static)
-    for (int64_t it = 0; it < count * per_matrix; ++it) iteration(it);
-  } else {
-    for (int64_t it = 0; it < count * per_matrix; ++it) iteration(it);
-  }
+  ParallelFor(count * per_matrix, count * n * m * k >= kParallelMinMacs, Deal::kShares, iteration);
 }
 
 }  // namespace
