@@ -53,7 +53,8 @@ TEST(SyntheticWeightsTest, TheSameSeedGivesTheSameBytesAndAnotherSeedOthers) {
   EXPECT_NE(a, c);
 }
 
-TEST(SyntheticWeightsTest, DenseWeightsHaveTheConfigsShapesInTheAskedFormat) {
+// Two layers, 4 experts top-2, 4/2 heads: small enough to make in a test.
+ModelConfig SmallConfig() {
   ModelConfig c;
   c.vocab_size = 100;
   c.hidden_size = 64;
@@ -64,6 +65,11 @@ TEST(SyntheticWeightsTest, DenseWeightsHaveTheConfigsShapesInTheAskedFormat) {
   c.head_dim = 16;
   c.num_local_experts = 4;
   c.num_experts_per_tok = 2;
+  return c;
+}
+
+TEST(SyntheticWeightsTest, DenseWeightsHaveTheConfigsShapesInTheAskedFormat) {
+  const ModelConfig c = SmallConfig();
   auto packed = RandomDenseWeights(c, 4, 32, 1);
   ASSERT_TRUE(packed.ok()) << packed.status();
   ASSERT_EQ(packed->layers.size(), 2u);
@@ -87,16 +93,7 @@ TEST(SyntheticWeightsTest, DenseWeightsHaveTheConfigsShapesInTheAskedFormat) {
 
 // The dry run's budget: the shape-only count equals what the weights, once made, occupy.
 TEST(SyntheticWeightsTest, ShapeOnlyBytesEqualTheBytesOfTheMadeWeights) {
-  ModelConfig c;
-  c.vocab_size = 100;
-  c.hidden_size = 64;
-  c.intermediate_size = 128;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 16;
-  c.num_local_experts = 4;
-  c.num_experts_per_tok = 2;
+  ModelConfig c = SmallConfig();
   for (bool tied : {false, true}) {
     c.tie_word_embeddings = tied;
     for (int bits : {32, 16, 8, 4, 3, 2}) {

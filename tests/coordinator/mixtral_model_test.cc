@@ -376,14 +376,28 @@ TEST(RoutingOverrideTest, BadIdsAndErrorsEndThePassAndLeaveTheCache) {
   EXPECT_EQ(cache.length(), int64_t(tokens.size()));
 }
 
+// A way to corrupt loaded weights, and what Create's refusal must say.
+using WeightsBreak = std::pair<std::function<void(DenseWeights&)>, std::string>;
+
+// Each corruption of `f`'s weights is refused at Create with INVALID_ARGUMENT naming it.
+void ExpectEachRefusedAtCreate(Fixture& f, const std::vector<WeightsBreak>& cases) {
+  for (const auto& [corrupt, message] : cases) {
+    DenseWeights w = f.Dense();
+    corrupt(w);
+    auto model = MixtralModel::Create(f.dir.config, std::move(w), f.experts.get());
+    ASSERT_FALSE(model.ok()) << message;
+    EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(model.status().message()), ::testing::HasSubstr(message));
+  }
+}
+
 // Weights made other than by DenseWeights::Load that lack a family tensor the hooks read
 // are refused at Create, naming the layer and the tensor (not a crash in Forward).
 TEST(MixtralModelCpuTest, FamilyWeightsMissingATensorAreRefusedAtCreate) {
   const fs::path path = fs::path(MOE_BINARY_DIR) / "random_checkpoints" / "qwen2_moe_f32_shared_dense";
   auto f = Fixture::Open(path);
   ASSERT_NE(f, nullptr);
-  using Break = std::function<void(DenseWeights&)>;
-  const std::vector<std::pair<Break, std::string>> cases = {
+  const std::vector<WeightsBreak> cases = {
       {[](DenseWeights& w) { w.layers[2].q_bias.clear(); },
        "layer 2: q_proj.bias holds 0 floats, the config implies 32"},
       {[](DenseWeights& w) { w.layers[0].shared_expert_gate.clear(); },
@@ -393,14 +407,7 @@ TEST(MixtralModelCpuTest, FamilyWeightsMissingATensorAreRefusedAtCreate) {
       {[](DenseWeights& w) { w.layers[0].q_norm.assign(8, 1.0f); },
        "layer 0: q_norm holds 8 floats, the config implies 0"},
   };
-  for (const auto& [corrupt, message] : cases) {
-    DenseWeights w = f->Dense();
-    corrupt(w);
-    auto model = MixtralModel::Create(f->dir.config, std::move(w), f->experts.get());
-    ASSERT_FALSE(model.ok()) << message;
-    EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_THAT(std::string(model.status().message()), ::testing::HasSubstr(message));
-  }
+  ExpectEachRefusedAtCreate(*f, cases);
   EXPECT_NE(f->Model(), nullptr);  // the weights as loaded are accepted
 }
 
@@ -408,8 +415,7 @@ TEST(MixtralModelCpuTest, FamilyWeightsMissingATensorAreRefusedAtCreate) {
 TEST(MixtralModelCpuTest, StoredMatricesOfTheWrongShapeAreRefusedAtCreate) {
   auto f = Fixture::Open(kBundled);
   ASSERT_NE(f, nullptr);
-  using Break = std::function<void(DenseWeights&)>;
-  const std::vector<std::pair<Break, std::string>> cases = {
+  const std::vector<WeightsBreak> cases = {
       {[](DenseWeights& w) { w.layers[1].gate_packed.layout.rows = 3; },
        "layer 1: router holds [3, 256] stored and 0 floats, the config implies [8, 256]"},
       {[](DenseWeights& w) { w.layers[0].gate.assign(8 * 256, 0.0f); },
@@ -423,14 +429,7 @@ TEST(MixtralModelCpuTest, StoredMatricesOfTheWrongShapeAreRefusedAtCreate) {
       {[](DenseWeights& w) { w.lm_head_packed = PackedMatrix(); },
        "the LM head holds 0 floats or [0, 0] stored, the config implies [2000, 256]"},
   };
-  for (const auto& [corrupt, message] : cases) {
-    DenseWeights w = f->Dense();
-    corrupt(w);
-    auto model = MixtralModel::Create(f->dir.config, std::move(w), f->experts.get());
-    ASSERT_FALSE(model.ok()) << message;
-    EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_THAT(std::string(model.status().message()), ::testing::HasSubstr(message));
-  }
+  ExpectEachRefusedAtCreate(*f, cases);
 }
 
 TEST(MixtralModelCpuTest, CachesAndGenerationsBeyondTheContextLimitAreRefused) {
